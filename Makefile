@@ -1,0 +1,44 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both create the virtual
+# environment and install the pinned stack (constraints.txt) first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export GX_ANALYTICS_ENABLED := false
+export DAGSTER_DISABLE_TELEMETRY := true
+
+.PHONY: install demo test test-fast ui lock clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+demo: install
+	$(BIN)/metorigin demo --cohort demo/cohort --store demo/store
+
+test: install
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest -m "not slow"
+
+demo/cohort/scans.csv: | install
+	$(BIN)/metorigin synth --out demo/cohort
+
+ui: install demo/cohort/scans.csv
+	$(BIN)/metorigin ui --cohort demo/cohort --store demo/store
+
+# Re-pin the whole stack after changing pyproject.toml: resolves in a scratch venv, writes constraints.txt.
+lock:
+	rm -rf /tmp/metorigin-lock && $(PYTHON) -m venv /tmp/metorigin-lock
+	/tmp/metorigin-lock/bin/pip install --quiet --upgrade pip wheel setuptools
+	/tmp/metorigin-lock/bin/pip install --quiet -e ".[dev]"
+	/tmp/metorigin-lock/bin/pip freeze --exclude-editable > constraints.txt
+
+clean:
+	rm -rf $(VENV) demo .dagster_home

@@ -1,0 +1,1 @@
+"""The imaging pipeline: cohort ingest, and (later) segmentation, lesions, radiomics and slices."""

@@ -1,0 +1,405 @@
+"""The cohort contract: `patients.csv` and `scans.csv` read, validated, and filtered by the study's
+inclusion criteria.
+
+Validation never stops at the first bad row: a cohort of hundreds of scans with one typo must still
+run, and the researcher wants the whole list of problems at once. Each problem becomes a
+`CohortError` naming file, line and fix; bad rows are kept in the `scans` table as not included,
+so that SQL users see every scan the cohort lists and why it was left out.
+"""
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from orchestration.partitions import scan_partitions
+from orchestration.resources import CohortResource, SettingsResource
+from orchestration.settings import InclusionCriteria
+
+from .errors import (CohortError, CohortFileError, DuplicateIdError, ImageUnreadableError,
+                     InvalidValueError, MaskGeometryError, MissingColumnError,
+                     PathOutsideCohortError, UnknownPatientError)
+from .imaging.geometry import coverage_mismatch, slice_axis_tilt_deg
+from .imaging.io import CONTRAST_PHASES, ImageInfo, normalise_phase, read_image_info
+
+PATIENTS_CSV = "patients.csv"
+SCANS_CSV = "scans.csv"
+
+PATIENT_REQUIRED = ("patient_id", "primary_site")
+PATIENT_OPTIONAL = ("age", "sex", "t_stage", "n_stage", "m_stage")
+SCAN_REQUIRED = ("scan_id", "patient_id", "image")
+SCAN_OPTIONAL = ("mask", "liver_labels", "lesion_labels", "kernel", "slice_thickness_mm",
+                 "contrast_phase")
+PRIMARY_SITES = ("colorectal", "pancreatic")
+SEXES = ("F", "M")
+DEFAULT_LIVER_LABELS = "1"
+DEFAULT_LESION_LABELS = "2"
+
+
+@dataclass
+class Cohort:
+    """A validated cohort: the tables that go to the store, and every problem found on the way."""
+
+    patients: pd.DataFrame
+    scans: pd.DataFrame
+    errors: list[CohortError] = field(default_factory=list)
+
+    @property
+    def included_scan_ids(self) -> list[str]:
+        return sorted(self.scans.loc[self.scans["included"], "scan_id"])
+
+
+def read_contract_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> pd.DataFrame:
+    """Read a contract CSV as text, with each row's line number kept for error messages."""
+    name = path.name
+    if not path.is_file():
+        raise CohortFileError(name, f"the file is missing from {path.parent}",
+                              f"create {name} with the columns {', '.join(required)}")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise CohortFileError(name, f"the file cannot be parsed as CSV ({str(exc).strip()})",
+                              "save it as comma-separated UTF-8 text with one header line") from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise MissingColumnError(name, f"required column(s) {', '.join(missing)} missing "
+                                       f"(found: {', '.join(frame.columns) or 'none'})",
+                                 f"add the column(s) {', '.join(missing)} to the header line")
+    present = [c for c in optional if c in frame.columns]
+    frame = frame[list(required) + present].apply(lambda col: col.str.strip())
+    for column in optional:
+        if column not in frame.columns:
+            frame[column] = None  # absent column (default applies), unlike an empty cell
+    frame.insert(0, "line", frame.index + 2)  # line 1 is the header
+    return frame.reset_index(drop=True)
+
+
+def _duplicate_errors(frame: pd.DataFrame, file: str, id_column: str) -> tuple[set[str], list[CohortError]]:
+    """Ids that occur more than once; every one of their rows is rejected, since none can be trusted."""
+    counts = frame[id_column].value_counts()
+    duplicated = set(counts[counts > 1].index) - {""}
+    errors = []
+    for ident in sorted(duplicated):
+        lines = frame.loc[frame[id_column] == ident, "line"].tolist()
+        for line in lines:
+            errors.append(DuplicateIdError(file, f"{id_column} {ident!r} appears on lines "
+                                                 f"{', '.join(map(str, lines))}",
+                                           f"give each row its own {id_column}, or delete the extra row",
+                                           row=line, row_id=ident))
+    return duplicated, errors
+
+
+def validate_patients(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[CohortError]]:
+    """Typed patient rows that pass the contract, and an error for each row that does not."""
+    duplicated, errors = _duplicate_errors(frame, PATIENTS_CSV, "patient_id")
+    rows = []
+    for rec in frame.to_dict("records"):
+        pid = rec["patient_id"]
+        if pid in duplicated:
+            continue
+        problem = _patient_problem(rec)
+        if problem:
+            errors.append(InvalidValueError(PATIENTS_CSV, problem[0], problem[1], row=rec["line"], row_id=pid or None))
+            continue
+        rows.append({"patient_id": pid, "primary_site": rec["primary_site"].lower(),
+                     "age": float(rec["age"]) if rec["age"] else math.nan,
+                     "sex": rec["sex"].upper() or None, "t_stage": rec["t_stage"] or None,
+                     "n_stage": rec["n_stage"] or None, "m_stage": rec["m_stage"] or None,
+                     "source_line": rec["line"]})
+    columns = ["patient_id", "primary_site", "age", "sex", "t_stage", "n_stage", "m_stage", "source_line"]
+    return pd.DataFrame(rows, columns=columns), errors
+
+
+def _patient_problem(rec: dict) -> tuple[str, str] | None:
+    if not rec["patient_id"]:
+        return "patient_id is empty", "give the patient a pseudonymous id"
+    if rec["primary_site"].lower() not in PRIMARY_SITES:
+        return (f"unknown primary_site {rec['primary_site']!r}",
+                f"use one of {', '.join(PRIMARY_SITES)}")
+    if rec["sex"] and rec["sex"].upper() not in SEXES:
+        return f"unknown sex {rec['sex']!r}", "use F or M, or leave it empty"
+    if rec["age"]:
+        try:
+            age = float(rec["age"])
+        except ValueError:
+            age = math.nan
+        if not 0 <= age <= 120:
+            return f"age {rec['age']!r} is not a number of years", "write the age in years, e.g. 64.5, or leave it empty"
+    return None
+
+
+def resolve_in_cohort(cohort_dir: Path, relative: str, file: str, row: int, row_id: str, column: str) -> Path:
+    """The absolute path of a cohort-relative path, refusing anything that escapes the folder.
+
+    The check is on the path as written ('..', absolute paths), not on where symlinks lead: a
+    group may link a large image archive into its cohort folder on purpose.
+    """
+    root = cohort_dir.absolute()
+    path = Path(os.path.normpath(root / relative))
+    if Path(relative).is_absolute() or not path.is_relative_to(root):
+        raise PathOutsideCohortError(file, f"{column} {relative!r} points outside the cohort folder {root}",
+                                     "copy the file into the cohort folder and give its path relative to it",
+                                     row=row, row_id=row_id)
+    return path
+
+
+def _label_list(text: str, default: str, column: str, rec: dict) -> str:
+    """Labels normalised to ';'-joined integers, so SQL users see one spelling."""
+    if text == "":
+        return default
+    try:
+        values = [int(v) for v in text.replace(",", ";").split(";") if v.strip()]
+    except ValueError:
+        raise InvalidValueError(SCANS_CSV, f"{column} {text!r} is not a list of integer label values",
+                                f"write label values separated by ';', e.g. 2;3", row=rec["line"],
+                                row_id=rec["scan_id"]) from None
+    if any(v <= 0 for v in values):
+        raise InvalidValueError(SCANS_CSV, f"{column} {text!r} contains 0 or a negative value",
+                                "label values are positive; 0 is background", row=rec["line"],
+                                row_id=rec["scan_id"])
+    return ";".join(str(v) for v in values)
+
+
+def _read_info(path: Path, rec: dict, column: str) -> ImageInfo:
+    try:
+        return read_image_info(path)
+    except ValueError as exc:
+        raise ImageUnreadableError(SCANS_CSV, f"{column} {rec[column]!r} cannot be used: {exc}",
+                                   "check the path, or re-export the image as NIfTI, NRRD, MHA or one DICOM series",
+                                   row=rec["line"], row_id=rec["scan_id"]) from None
+
+
+def inspect_scan(rec: dict, cohort_dir: Path) -> dict:
+    """Everything the contract says about one scan row, read from the CSV and the image headers.
+
+    Raises a CohortError subclass when the row cannot be used at all.
+    """
+    sid = rec["scan_id"]
+    image_path = resolve_in_cohort(cohort_dir, rec["image"], SCANS_CSV, rec["line"], sid, "image")
+    info = _read_info(image_path, rec, "image")
+    if rec["mask"]:
+        mask_path = resolve_in_cohort(cohort_dir, rec["mask"], SCANS_CSV, rec["line"], sid, "mask")
+        mismatch = coverage_mismatch(info, _read_info(mask_path, rec, "mask"))
+        if mismatch:
+            raise MaskGeometryError(SCANS_CSV, mismatch, "export the mask on the image's grid, or on a grid "
+                                    "covering the same physical space", row=rec["line"], row_id=sid)
+    liver = _label_list(rec["liver_labels"] or "", DEFAULT_LIVER_LABELS, "liver_labels", rec)
+    # An absent lesion_labels column means the default; an empty cell means "this mask has no
+    # lesion label" (e.g. an organ segmentation with the liver only).
+    lesion = ("" if rec["lesion_labels"] == "" else
+              _label_list(rec["lesion_labels"] or "", DEFAULT_LESION_LABELS, "lesion_labels", rec))
+    header = info.header
+    thickness, thickness_source = _slice_thickness(rec, header, info)
+    kernel, kernel_source = _first_given((rec["kernel"], "scans.csv"), (header.get("ConvolutionKernel"), "dicom"))
+    phase_text, phase_source = _first_given((rec["contrast_phase"], "scans.csv"),
+                                            (header.get("SeriesDescription"), "dicom"),
+                                            (header.get("ProtocolName"), "dicom"))
+    phase = normalise_phase(phase_text)
+    if rec["contrast_phase"] and phase is None:
+        raise InvalidValueError(SCANS_CSV, f"unknown contrast_phase {rec['contrast_phase']!r}",
+                                f"use one of {', '.join(CONTRAST_PHASES)}", row=rec["line"], row_id=sid)
+    return {
+        "kernel": kernel, "kernel_source": kernel_source,
+        "slice_thickness_mm": thickness, "slice_thickness_source": thickness_source,
+        "contrast_phase": phase, "contrast_phase_source": phase_source if phase else None,
+        "liver_labels": liver, "lesion_labels": lesion,
+        "image_format": "dicom" if image_path.is_dir() else _format_of(image_path),
+        "size_x": info.size[0], "size_y": info.size[1], "size_z": info.size[2],
+        "spacing_x": info.spacing[0], "spacing_y": info.spacing[1], "spacing_z": info.spacing[2],
+        "origin_x": info.origin[0], "origin_y": info.origin[1], "origin_z": info.origin[2],
+        "direction": ";".join(f"{v:.6g}" for v in info.direction),
+        "slice_tilt_deg": slice_axis_tilt_deg(info), "pixel_type": info.pixel_type,
+    }
+
+
+def _first_given(*candidates: tuple[str | None, str]) -> tuple[str | None, str | None]:
+    for value, source in candidates:
+        if value:
+            return value, source
+    return None, None
+
+
+def _slice_thickness(rec: dict, header: dict, info: ImageInfo) -> tuple[float, str]:
+    """Slice thickness from the CSV, else the DICOM header, else the slice spacing.
+
+    Spacing is only a stand-in (overlapping reconstructions have spacing < thickness), which is why
+    the source is recorded next to the value.
+    """
+    if rec["slice_thickness_mm"]:
+        try:
+            value = float(rec["slice_thickness_mm"])
+        except ValueError:
+            value = math.nan
+        if not value > 0:
+            raise InvalidValueError(SCANS_CSV, f"slice_thickness_mm {rec['slice_thickness_mm']!r} is not a "
+                                               "positive number", "write the thickness in mm, e.g. 1.5, or leave it empty",
+                                    row=rec["line"], row_id=rec["scan_id"])
+        return value, "scans.csv"
+    if header.get("SliceThickness"):
+        return float(header["SliceThickness"]), "dicom"
+    return float(info.spacing[2]), "spacing"
+
+
+def _format_of(path: Path) -> str:
+    name = path.name.lower()
+    for suffix, fmt in ((".nii.gz", "nifti"), (".nii", "nifti"), (".nrrd", "nrrd"), (".nhdr", "nrrd"),
+                        (".mha", "mha"), (".mhd", "mha")):
+        if name.endswith(suffix):
+            return fmt
+    return path.suffix.lstrip(".") or "unknown"
+
+
+def exclusion_reasons(scan: dict, criteria: InclusionCriteria) -> list[str]:
+    """Why a readable scan falls outside the study protocol; empty when it is included."""
+    reasons = []
+    if scan["contrast_phase"] is None:
+        reasons.append("contrast phase unknown (set contrast_phase in scans.csv)")
+    elif scan["contrast_phase"] != criteria.contrast_phase:
+        reasons.append(f"contrast phase {scan['contrast_phase']} is not {criteria.contrast_phase}")
+    accepted = {k.lower() for k in criteria.kernels}
+    if scan["kernel"] is None:
+        reasons.append("reconstruction kernel unknown (set kernel in scans.csv)")
+    elif scan["kernel"].lower() not in accepted:
+        reasons.append(f"kernel {scan['kernel']} is not {' or '.join(criteria.kernels)}")
+    if abs(scan["slice_thickness_mm"] - criteria.slice_thickness_mm) > criteria.slice_thickness_tolerance_mm:
+        reasons.append(f"slice thickness {scan['slice_thickness_mm']:g} mm is not {criteria.slice_thickness_mm:g} mm")
+    if scan["slice_tilt_deg"] > criteria.max_slice_tilt_deg:
+        reasons.append(f"not axial (slice axis tilted {scan['slice_tilt_deg']:.0f} degrees)")
+    return reasons
+
+
+SCAN_COLUMNS = [
+    "scan_id", "patient_id", "image", "mask", "liver_labels", "lesion_labels", "kernel", "kernel_source",
+    "slice_thickness_mm", "slice_thickness_source", "contrast_phase", "contrast_phase_source", "image_format",
+    "size_x", "size_y", "size_z", "spacing_x", "spacing_y", "spacing_z", "origin_x", "origin_y", "origin_z",
+    "direction", "slice_tilt_deg", "pixel_type", "valid", "error_kind", "included", "exclusion_reason",
+    "source_line",
+]
+
+
+def validate_scans(frame: pd.DataFrame, patients: pd.DataFrame, patient_frame: pd.DataFrame,
+                   cohort_dir: Path, criteria: InclusionCriteria) -> tuple[pd.DataFrame, list[CohortError]]:
+    """One row per scan listed, each either included or carrying the reason it is not."""
+    duplicated, errors = _duplicate_errors(frame, SCANS_CSV, "scan_id")
+    known = set(patients["patient_id"])
+    listed = set(patient_frame["patient_id"])
+    rows = []
+    for rec in frame.to_dict("records"):
+        row = {c: None for c in SCAN_COLUMNS}
+        row.update(scan_id=rec["scan_id"], patient_id=rec["patient_id"], image=rec["image"],
+                   mask=rec["mask"] or None, source_line=rec["line"], valid=False, included=False)
+        try:
+            if not rec["scan_id"]:
+                raise InvalidValueError(SCANS_CSV, "scan_id is empty", "give the scan an id",
+                                        row=rec["line"])
+            if rec["scan_id"] in duplicated:
+                raise next(e for e in errors if e.row == rec["line"])
+            if rec["patient_id"] not in known:
+                why = ("has an invalid row in patients.csv" if rec["patient_id"] in listed
+                       else "is not listed in patients.csv")
+                raise UnknownPatientError(SCANS_CSV, f"patient {rec['patient_id']!r} {why}",
+                                          "add or fix the patient's row in patients.csv, or correct patient_id",
+                                          row=rec["line"], row_id=rec["scan_id"])
+            row.update(inspect_scan(rec, cohort_dir))
+        except CohortError as exc:
+            if exc.kind != "duplicate_id":
+                errors.append(exc)
+            row.update(error_kind=exc.kind, exclusion_reason=f"invalid row: {exc.problem}")
+        else:
+            reasons = exclusion_reasons(row, criteria)
+            row.update(valid=True, included=not reasons, exclusion_reason="; ".join(reasons) or None)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=SCAN_COLUMNS), errors
+
+
+def load_cohort(cohort_dir: Path, criteria: InclusionCriteria = InclusionCriteria()) -> Cohort:
+    """Read and validate a cohort folder.
+
+    Raises CohortFileError / MissingColumnError only when a whole CSV is unusable; row problems
+    are collected in `Cohort.errors`.
+    """
+    cohort_dir = Path(cohort_dir)
+    patient_frame = read_contract_csv(cohort_dir / PATIENTS_CSV, PATIENT_REQUIRED, PATIENT_OPTIONAL)
+    scan_frame = read_contract_csv(cohort_dir / SCANS_CSV, SCAN_REQUIRED, SCAN_OPTIONAL)
+    patients, patient_errors = validate_patients(patient_frame)
+    scans, scan_errors = validate_scans(scan_frame, patients, patient_frame, cohort_dir, criteria)
+    return Cohort(patients=patients, scans=scans, errors=patient_errors + scan_errors)
+
+
+# --- Dagster wiring: thin assets over the functions above -------------------------------------
+
+def markdown_table(rows: list[dict], empty: str = "none") -> str:
+    """Rows as a markdown table for the Dagster UI (pandas' to_markdown needs an extra package)."""
+    if not rows:
+        return empty
+    columns = list(rows[0])
+    cell = lambda v: "" if v is None else str(v).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _errors_markdown(errors: list[CohortError]) -> str:
+    return markdown_table([{"file": e.file, "line": e.row, "id": e.row_id, "problem": e.problem, "fix": e.fix}
+                           for e in errors], empty="No problems found.")
+
+
+def _row_check(asset: str, errors: list[CohortError]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset, check_name="rows_valid", passed=not errors, severity=dg.AssetCheckSeverity.ERROR,
+        description=(f"{len(errors)} row(s) of the cohort could not be used" if errors else "every row is valid"),
+        metadata={"problems": dg.MetadataValue.md(_errors_markdown(errors)), "n_problems": len(errors),
+                  "messages": dg.MetadataValue.text("\n".join(e.message for e in errors))})
+
+
+def _load_csv_or_fail(path: Path, required, optional) -> pd.DataFrame:
+    try:
+        return read_contract_csv(path, required, optional)
+    except CohortError as exc:
+        raise dg.Failure(description=exc.message) from exc
+
+
+@dg.asset(group_name="cohort", pool="duckdb_write", kinds={"python", "duckdb"},
+          check_specs=[dg.AssetCheckSpec("rows_valid", asset="patients",
+                                         description="every row of patients.csv passes the contract")])
+def patients(context: dg.AssetExecutionContext, cohort: CohortResource):
+    """Patients of the cohort with their primary site (the label) and Table 1 characteristics."""
+    frame = _load_csv_or_fail(Path(cohort.path) / PATIENTS_CSV, PATIENT_REQUIRED, PATIENT_OPTIONAL)
+    table, errors = validate_patients(frame)
+    for error in errors:
+        context.log.warning(error.message)
+    counts = table["primary_site"].value_counts().to_dict()
+    yield dg.Output(table, metadata={"n_patients": len(table), **{f"n_{k}": int(v) for k, v in counts.items()}})
+    yield _row_check("patients", errors)
+
+
+@dg.asset(group_name="cohort", pool="duckdb_write", kinds={"python", "duckdb"},
+          check_specs=[dg.AssetCheckSpec("rows_valid", asset="scans",
+                                         description="every row of scans.csv passes the contract")])
+def scans(context: dg.AssetExecutionContext, cohort: CohortResource, settings: SettingsResource,
+          patients: pd.DataFrame):
+    """Every scan the cohort lists: geometry, acquisition, and whether it meets the inclusion criteria.
+
+    Materialising it registers each included scan as a partition of the per-scan assets.
+    """
+    cohort_dir = Path(cohort.path)
+    frame = _load_csv_or_fail(cohort_dir / SCANS_CSV, SCAN_REQUIRED, SCAN_OPTIONAL)
+    patient_frame = _load_csv_or_fail(cohort_dir / PATIENTS_CSV, PATIENT_REQUIRED, PATIENT_OPTIONAL)
+    table, errors = validate_scans(frame, patients, patient_frame, cohort_dir, settings.settings().inclusion)
+    for error in errors:
+        context.log.warning(error.message)
+    included = sorted(table.loc[table["included"], "scan_id"])
+    new = sorted(set(included) - set(context.instance.get_dynamic_partitions(scan_partitions.name)))
+    if new:
+        context.instance.add_dynamic_partitions(scan_partitions.name, new)
+    context.log.info(f"{len(included)} of {len(table)} scans included; {len(new)} new scan partition(s)")
+    reasons = table.loc[~table["included"], ["scan_id", "exclusion_reason"]]
+    yield dg.Output(table, metadata={
+        "n_scans": len(table), "n_included": len(included), "n_invalid": int((~table["valid"]).sum()),
+        "new_partitions": len(new),
+        "excluded": dg.MetadataValue.md(markdown_table(reasons.to_dict("records")))})
+    yield _row_check("scans", errors)

@@ -1,0 +1,79 @@
+"""Exception types for bad input.
+
+One type per failure kind, so callers (the asset checks, the CLI, tests) can tell a missing column
+from an unreadable image without parsing text. Every message names the file, the row and the fix,
+because the person reading it is a researcher with a spreadsheet open, not a developer.
+"""
+
+from __future__ import annotations
+
+
+class MetoriginError(Exception):
+    """Base for every error metorigin raises on purpose."""
+
+
+class CohortError(MetoriginError):
+    """A problem with the cohort folder, located as precisely as we can, with the fix."""
+
+    kind = "cohort"
+
+    def __init__(self, file: str, problem: str, fix: str, row: int | None = None, row_id: str | None = None):
+        self.file = file
+        self.row = row
+        self.row_id = row_id
+        self.problem = problem
+        self.fix = fix
+        super().__init__(self.message)
+
+    @property
+    def where(self) -> str:
+        if self.row is None:
+            return self.file
+        ident = f" ({self.row_id})" if self.row_id else ""
+        return f"{self.file} line {self.row}{ident}"
+
+    @property
+    def message(self) -> str:
+        return f"{self.where}: {self.problem}. Fix: {self.fix}"
+
+    def as_record(self) -> dict:
+        return {"file": self.file, "row": self.row, "row_id": self.row_id, "kind": self.kind,
+                "problem": self.problem, "fix": self.fix, "message": self.message}
+
+
+class CohortFileError(CohortError):
+    """The CSV itself is missing or unusable; nothing in it can be trusted."""
+
+    kind = "cohort_file"
+
+
+class MissingColumnError(CohortError):
+    kind = "missing_column"
+
+
+class InvalidValueError(CohortError):
+    kind = "invalid_value"
+
+
+class DuplicateIdError(CohortError):
+    kind = "duplicate_id"
+
+
+class UnknownPatientError(CohortError):
+    kind = "unknown_patient"
+
+
+class PathOutsideCohortError(CohortError):
+    kind = "path_outside_cohort"
+
+
+class ImageUnreadableError(CohortError):
+    """Missing file, corrupt file, or a folder that is not exactly one DICOM series."""
+
+    kind = "image_unreadable"
+
+
+class MaskGeometryError(CohortError):
+    """The mask does not cover the image's physical space, so no resampling can align it."""
+
+    kind = "mask_geometry"

@@ -1,0 +1,1 @@
+"""Reading CT images and reasoning about their geometry, independent of any orchestrator."""

@@ -1,0 +1,188 @@
+"""The `metorigin` command: generate a demo cohort, run the study, query the store, open the UI."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+DEMO_COHORT = Path("demo/cohort")
+DEMO_STORE = Path("demo/store")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metorigin", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    synth = sub.add_parser("synth", help="write a synthetic cohort folder")
+    synth.add_argument("--out", required=True, type=Path, help="cohort folder to create")
+    synth.add_argument("--seed", type=int, default=7)
+    synth.add_argument("--scale", type=float, default=1.0, help="1.0 = 47 colorectal + 31 pancreatic patients")
+    synth.add_argument("--matrix", type=int, default=256, help="in-plane voxels per axis")
+    synth.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    synth.set_defaults(handler=cmd_synth)
+
+    run = sub.add_parser("run", help="materialise the pipeline on a cohort")
+    _add_run_arguments(run, required=True)
+    run.add_argument("--select", default=None, help="Dagster asset selection, e.g. 'key:scans' (default: all)")
+    run.set_defaults(handler=cmd_run)
+
+    sql = sub.add_parser("sql", help="run read-only SQL on the feature store")
+    sql.add_argument("--store", required=True, type=Path)
+    sql.add_argument("query")
+    sql.add_argument("--csv", action="store_true", help="print CSV instead of an aligned table")
+    sql.set_defaults(handler=cmd_sql)
+
+    ui = sub.add_parser("ui", help="open the Dagster web UI on a cohort and store")
+    _add_run_arguments(ui, required=True)
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(handler=cmd_ui)
+
+    demo = sub.add_parser("demo", help="generate the demo cohort if missing, run everything, summarise")
+    demo.add_argument("--cohort", type=Path, default=DEMO_COHORT)
+    demo.add_argument("--store", type=Path, default=DEMO_STORE)
+    demo.add_argument("--profile", choices=("quick", "paper"), default="quick")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--cohort", required=required, type=Path, help="folder with patients.csv and scans.csv")
+    parser.add_argument("--store", required=required, type=Path, help="store folder (created if missing)")
+    parser.add_argument("--profile", choices=("quick", "paper"), default="quick")
+    parser.add_argument("--seed", type=int, default=None)
+
+
+def _export_environment(cohort: Path, store: Path, profile: str, seed: int | None) -> None:
+    """The Definitions read their resources from the environment, so every process agrees."""
+    os.environ["METORIGIN_COHORT"] = str(cohort.absolute())
+    os.environ["METORIGIN_STORE"] = str(store.absolute())
+    os.environ["METORIGIN_PROFILE"] = profile
+    if seed is not None:
+        os.environ["METORIGIN_SEED"] = str(seed)
+
+
+def cmd_synth(args) -> int:
+    from assets.synth import SynthConfig, generate_cohort
+
+    config = SynthConfig(seed=args.seed, scale=args.scale, matrix=args.matrix, workers=args.workers)
+    counts = config.patient_counts()
+    print(f"generating {sum(counts.values())} patients ({counts['colorectal']} colorectal, "
+          f"{counts['pancreatic']} pancreatic) into {args.out}", flush=True)
+    start = time.monotonic()
+    generate_cohort(args.out, config, progress=_progress("scans written"))
+    print(f"\ndone in {time.monotonic() - start:.0f} s: {args.out}")
+    return 0
+
+
+def _progress(label: str):
+    def report(done: int, total: int) -> None:
+        end = "\n" if done == total or not sys.stdout.isatty() else "\r"
+        if sys.stdout.isatty() or done == total or done % 10 == 0:
+            print(f"  {done}/{total} {label}", end=end, flush=True)
+    return report
+
+
+def cmd_run(args) -> int:
+    if not (args.cohort / "scans.csv").is_file():
+        print(f"error: {args.cohort} is not a cohort folder (no scans.csv); "
+              f"create one or try `metorigin synth --out {args.cohort}`", file=sys.stderr)
+        return 2
+    _export_environment(args.cohort, args.store, args.profile, args.seed)
+    from orchestration.definitions import defs
+    from orchestration.home import get_instance
+    from orchestration.runner import run_selection
+
+    try:
+        report = run_selection(defs, get_instance(), args.select)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(_summary(report, args.store))
+    return 0 if report.ok else 1
+
+
+def _summary(report, store_path: Path) -> str:
+    from orchestration.store import Store
+
+    lines = ["", f"run {report.run_id}: {'succeeded' if report.ok else 'FAILED'}"]
+    if report.materialized:
+        lines.append(f"materialised: {', '.join(report.materialized)}")
+    for failure in report.step_failures:
+        lines.append(f"step failed: {failure}")
+    for check, problems in report.failed_checks:
+        lines.append(f"check failed: {check}")
+        lines += [f"  - {p}" for p in problems.splitlines() if p.strip()]
+    store = Store(store_path)
+    if store.duckdb_path.exists():
+        with store.connect_read_only() as con:
+            tables = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+            if "patients" in tables:
+                rows = con.execute("select primary_site, count(*) from patients group by 1 order by 1").fetchall()
+                lines.append("patients: " + ", ".join(f"{n} {site}" for site, n in rows))
+            if "scans" in tables:
+                n, included, invalid = con.execute(
+                    "select count(*), count(*) filter (where included), count(*) filter (where not valid) "
+                    "from scans").fetchone()
+                lines.append(f"scans: {included} of {n} included" + (f", {invalid} invalid (see above)" if invalid else ""))
+                for sid, reason in con.execute("select scan_id, exclusion_reason from scans where valid and not included "
+                                               "order by scan_id").fetchall():
+                    lines.append(f"  excluded {sid}: {reason}")
+        lines.append(f"feature store: {store.duckdb_path}  (query: metorigin sql --store {store_path} \"...\")")
+    lines.append(f"lake: {store.lake}")
+    return "\n".join(lines)
+
+
+def cmd_sql(args) -> int:
+    import duckdb
+
+    from orchestration.store import Store
+
+    try:
+        with Store(args.store).connect_read_only() as con:
+            frame = con.execute(args.query).df()
+    except (FileNotFoundError, duckdb.Error) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.csv:
+        frame.to_csv(sys.stdout, index=False)
+    else:
+        print(frame.to_string(index=False, max_colwidth=60) if len(frame.columns) else "(no columns)")
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from orchestration.home import prepare_dagster_home
+
+    _export_environment(args.cohort, args.store, args.profile, args.seed)
+    home = prepare_dagster_home(Path(os.environ.get("DAGSTER_HOME", ".dagster_home")))
+    os.environ["DAGSTER_HOME"] = str(home)
+    dagster = Path(sys.executable).with_name("dagster")
+    command = [str(dagster), "dev", "-m", "orchestration.definitions", "-h", args.host, "-p", str(args.port)]
+    print(f"Dagster UI on http://{args.host}:{args.port} (cohort {args.cohort}, store {args.store})", flush=True)
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+def cmd_demo(args) -> int:
+    if not (args.cohort / "scans.csv").is_file():
+        cmd_synth(argparse.Namespace(out=args.cohort, seed=7, scale=1.0, matrix=256, workers=os.cpu_count() or 1))
+    return cmd_run(argparse.Namespace(cohort=args.cohort, store=args.store, profile=args.profile, seed=None,
+                                      select=None))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The embedded feature store: a Parquet lake, an artefacts folder and a DuckDB file, in one folder.
+
+Writes are atomic (temp file + rename) so a killed run leaves the old file or the new one, never
+half of one. The pipeline writes its DuckDB database in a private working copy under `.build/` and
+publishes it by atomic rename: an analyst holding the published file open (DuckDB CLI, a notebook,
+`metorigin sql`) keeps reading a consistent snapshot and never blocks or breaks a run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+import pandas as pd
+
+UNPARTITIONED = "all"
+DUCKDB_FILE = "feature_store.duckdb"
+
+
+class StoreLockTimeout(RuntimeError):
+    """Another writer kept the feature store locked longer than we were willing to wait."""
+
+
+class Store:
+    """Paths and atomic writers for one store folder."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).absolute()
+
+    @property
+    def lake(self) -> Path:
+        return self.root / "lake"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "artifacts"
+
+    @property
+    def duckdb_path(self) -> Path:
+        """The published, read-only snapshot that analysts query."""
+        return self.root / DUCKDB_FILE
+
+    @property
+    def build_path(self) -> Path:
+        """The pipeline's private working copy; nobody else opens it."""
+        return self.root / ".build" / DUCKDB_FILE
+
+    def lake_file(self, asset: str, partition: str | None = None) -> Path:
+        return self.lake / asset / f"{partition or UNPARTITIONED}.parquet"
+
+    def write_lake(self, asset: str, frame: pd.DataFrame, partition: str | None = None) -> Path:
+        path = self.lake_file(asset, partition)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        return path
+
+    def lake_partitions(self, asset: str) -> list[str]:
+        folder = self.lake / asset
+        return sorted(p.stem for p in folder.glob("*.parquet")) if folder.is_dir() else []
+
+    def read_lake(self, asset: str, partitions: list[str] | None = None) -> pd.DataFrame:
+        """One asset's rows: the given partitions, or every partition stored."""
+        keys = self.lake_partitions(asset) if partitions is None else partitions
+        missing = [k for k in keys if not self.lake_file(asset, k).is_file()]
+        if missing or not keys:
+            raise FileNotFoundError(f"{asset} has not been materialised in {self.lake} "
+                                    f"(missing: {', '.join(missing) or 'all partitions'}); run it first")
+        frames = [pd.read_parquet(self.lake_file(asset, k)) for k in keys]
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+    @contextmanager
+    def duckdb_writer(self, holder: str, timeout_s: float = 600.0) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection to the working copy, in one transaction published when the block succeeds.
+
+        A file lock serialises writers across processes even where no Dagster pool applies
+        (ephemeral instances, scripts). A writer that waits too long is told who holds the lock.
+        """
+        self.build_path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.build_path.with_suffix(".lock")
+        with open(lock_path, "a+") as lock:
+            _acquire(lock, lock_path, timeout_s)
+            try:
+                lock.seek(0)
+                lock.truncate()
+                lock.write(f"{holder} (pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+                lock.flush()
+                if not self.build_path.exists() and self.duckdb_path.exists():
+                    shutil.copy2(self.duckdb_path, self.build_path)  # e.g. the .build folder was deleted
+                con = duckdb.connect(str(self.build_path))
+                try:
+                    con.execute("BEGIN TRANSACTION")
+                    try:
+                        yield con
+                    except BaseException:
+                        con.execute("ROLLBACK")  # a failed step leaves no trace, even unpublished
+                        raise
+                    con.execute("COMMIT")
+                    con.execute("CHECKPOINT")
+                finally:
+                    con.close()
+                self._publish()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _publish(self) -> None:
+        tmp = self.duckdb_path.with_name(f".{DUCKDB_FILE}.{os.getpid()}.tmp")
+        shutil.copy2(self.build_path, tmp)
+        os.replace(tmp, self.duckdb_path)
+
+    def replace_table(self, name: str, frame: pd.DataFrame, holder: str) -> None:
+        with self.duckdb_writer(holder) as con:
+            con.register("incoming", frame)
+            con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM incoming')
+            con.unregister("incoming")
+
+    def connect_read_only(self) -> duckdb.DuckDBPyConnection:
+        if not self.duckdb_path.exists():
+            raise FileNotFoundError(f"no feature store at {self.duckdb_path}; run `metorigin run` first")
+        return duckdb.connect(str(self.duckdb_path), read_only=True)
+
+
+def _acquire(lock, lock_path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                lock.seek(0)
+                holder = lock.read().strip() or "an unknown process"
+                raise StoreLockTimeout(f"the feature store {lock_path.parent.parent} is locked by {holder}; "
+                                       "wait for that run to finish or stop it") from None
+            time.sleep(0.2)

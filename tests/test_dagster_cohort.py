@@ -1,0 +1,109 @@
+"""`patients` and `scans` materialised in-process by Dagster against a real DuckDB store."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+from assets import cohort as cohort_assets
+from orchestration.partitions import scan_partitions
+from orchestration.resources import CohortResource, LakeIOManager, SettingsResource, StoreResource
+from orchestration.sensors import new_scans_sensor
+from orchestration.store import Store
+from tests.helpers import append_row, replace_in
+
+ASSETS = [cohort_assets.patients, cohort_assets.scans]
+
+
+def _resources(cohort_dir, store_dir) -> dict:
+    return {"cohort": CohortResource(path=str(cohort_dir)), "store": StoreResource(path=str(store_dir)),
+            "settings": SettingsResource(profile="quick"), "io_manager": LakeIOManager(path=str(store_dir))}
+
+
+def _materialize(cohort_dir, store_dir, instance, **kwargs) -> dg.ExecuteInProcessResult:
+    return dg.materialize(ASSETS, resources=_resources(cohort_dir, store_dir), instance=instance, **kwargs)
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def _query(store_dir, sql):
+    with duckdb.connect(str(store_dir / "feature_store.duckdb"), read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_materialize_writes_lake_duckdb_and_partitions(cohort, tmp_path, instance):
+    store_dir = tmp_path / "store"
+    result = _materialize(cohort, store_dir, instance)
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    n_patients = len(pd.read_csv(cohort / "patients.csv"))
+    assert _query(store_dir, "select count(*) from patients") == [(n_patients,)]
+    assert _query(store_dir, "select count(*), count(*) filter (where included) from scans") == [(10, 8)]
+    lake = Store(store_dir)
+    assert lake.lake_file("scans").is_file() and len(lake.read_lake("scans")) == 10
+    included = sorted(r[0] for r in _query(store_dir, "select scan_id from scans where included"))
+    assert sorted(instance.get_dynamic_partitions(scan_partitions.name)) == included
+    meta = result.asset_materializations_for_node("scans")[0].metadata
+    assert meta["n_included"].value == 8 and meta["new_partitions"].value == 8
+
+
+def test_bad_row_fails_the_check_but_keeps_the_good_scans(cohort, tmp_path, instance):
+    store_dir = tmp_path / "store"
+    assert _materialize(cohort, store_dir, instance).success
+    line = append_row(cohort / "scans.csv", "S0100,P001,images/missing.nii.gz,,,,B30s,1.5,portal_venous")
+    result = _materialize(cohort, store_dir, instance, raise_on_error=False)
+    assert result.success  # the asset itself materialised ...
+    failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    assert [(e.asset_key.to_user_string(), e.check_name) for e in failed] == [("scans", "rows_valid")]
+    messages = failed[0].metadata["messages"].value
+    assert f"scans.csv line {line} (S0100)" in messages and "Fix:" in messages
+    # ... and the good scans are all still there and included
+    assert _query(store_dir, "select count(*) filter (where included), count(*) from scans") == [(8, 11)]
+    assert _query(store_dir, "select valid, exclusion_reason from scans where scan_id = 'S0100'")[0][0] is False
+
+
+def test_unusable_csv_fails_the_run_and_loses_nothing_stored(cohort, tmp_path, instance):
+    store_dir = tmp_path / "store"
+    assert _materialize(cohort, store_dir, instance).success
+    before = _query(store_dir, "select * from scans order by scan_id")
+    replace_in(cohort / "scans.csv", "scan_id,", "id,")
+    result = _materialize(cohort, store_dir, instance, raise_on_error=False)
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    assert "scans.csv" in failure.step_failure_data.error.message
+    assert "Fix: add the column(s) scan_id" in failure.step_failure_data.error.message
+    assert _query(store_dir, "select * from scans order by scan_id") == before
+
+
+def test_open_reader_never_blocks_a_run(cohort, tmp_path, instance):
+    store_dir = tmp_path / "store"
+    assert _materialize(cohort, store_dir, instance).success
+    analyst = duckdb.connect(str(store_dir / "feature_store.duckdb"))  # even a read-write session
+    try:
+        line = append_row(cohort / "patients.csv", "P100,pancreatic,70,F,T4,N1,M1")
+        assert line and _materialize(cohort, store_dir, instance).success
+        assert analyst.execute("select count(*) from patients").fetchone() == (8,)  # its snapshot
+    finally:
+        analyst.close()
+    assert _query(store_dir, "select count(*) from patients") == [(9,)]
+
+
+def test_sensor_adds_new_scans_and_skips_when_unchanged(cohort, tmp_path, instance):
+    resources = {"cohort": CohortResource(path=str(cohort)), "settings": SettingsResource()}
+    context = dg.build_sensor_context(instance=instance, resources=resources)
+    result = new_scans_sensor(context)
+    assert len(result.run_requests) == 1
+    (added,) = result.dynamic_partitions_requests
+    assert len(added.partition_keys) == 8
+    instance.add_dynamic_partitions(scan_partitions.name, list(added.partition_keys))
+    again = new_scans_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=context.cursor))
+    assert isinstance(again, dg.SkipReason)
+    append_row(cohort / "scans.csv", "S0100,P001,images/S0002.nii.gz,masks/S0002.nii.gz,1,2,B30s,1.5,portal_venous")
+    third = new_scans_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=context.cursor))
+    assert [r.partition_keys for r in third.dynamic_partitions_requests] == [["S0100"]]
