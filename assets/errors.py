@@ -77,3 +77,14 @@ class MaskGeometryError(CohortError):
     """The mask does not cover the image's physical space, so no resampling can align it."""
 
     kind = "mask_geometry"
+
+
+class ScanProcessingError(MetoriginError):
+    """One scan cannot go through a pipeline step; the other scans are unaffected."""
+
+    def __init__(self, scan_id: str, step: str, problem: str, fix: str):
+        self.scan_id = scan_id
+        self.step = step
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"scan {scan_id} ({step}): {problem}. Fix: {fix}")

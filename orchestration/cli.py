@@ -118,9 +118,9 @@ def cmd_run(args) -> int:
 def _summary(report, store_path: Path) -> str:
     from orchestration.store import Store
 
-    lines = ["", f"run {report.run_id}: {'succeeded' if report.ok else 'FAILED'}"]
+    lines = ["", f"{len(report.run_ids)} run(s): {'succeeded' if report.ok else 'FAILED'}"]
     if report.materialized:
-        lines.append(f"materialised: {', '.join(report.materialized)}")
+        lines.append("materialised: " + ", ".join(f"{k} ({n})" if n > 1 else k for k, n in report.materialized.items()))
     for failure in report.step_failures:
         lines.append(f"step failed: {failure}")
     for check, problems in report.failed_checks:

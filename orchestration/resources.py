@@ -8,6 +8,7 @@ same folders without repeating them in run config.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 import pandas as pd
 from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, OutputContext
 
@@ -34,13 +35,21 @@ class StoreResource(ConfigurableResource):
 
 
 class SettingsResource(ConfigurableResource):
-    """The settings profile and seed for this run."""
+    """The settings profile and seed for this run, with the few choices users make per run."""
 
     profile: str = "quick"
     seed: int = DEFAULT_SEED
+    nnunet_model_dir: str = ""   # set to segment with nnU-Net instead of the cohort's masks
+    workers: int = 0             # processes for per-lesion work; 0 = one per core
 
     def settings(self) -> StudySettings:
-        return get_settings(self.profile, self.seed)
+        settings = get_settings(self.profile, self.seed)
+        if self.nnunet_model_dir:
+            settings = replace(settings, segmentation=replace(settings.segmentation, method="nnunet",
+                                                              nnunet_model_dir=self.nnunet_model_dir))
+        if self.workers > 0:
+            settings = replace(settings, radiomics=replace(settings.radiomics, workers=self.workers))
+        return settings
 
 
 class LakeIOManager(ConfigurableIOManager):
@@ -74,6 +83,8 @@ def resources_from_env() -> dict:
         "cohort": CohortResource(path=os.environ.get("METORIGIN_COHORT", DEFAULT_COHORT)),
         "store": StoreResource(path=store_path),
         "settings": SettingsResource(profile=os.environ.get("METORIGIN_PROFILE", "quick"),
-                                     seed=int(os.environ.get("METORIGIN_SEED", DEFAULT_SEED))),
+                                     seed=int(os.environ.get("METORIGIN_SEED", DEFAULT_SEED)),
+                                     nnunet_model_dir=os.environ.get("METORIGIN_NNUNET_MODEL", ""),
+                                     workers=int(os.environ.get("METORIGIN_WORKERS", 0))),
         "io_manager": LakeIOManager(path=store_path),
     }

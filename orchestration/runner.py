@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import dagster as dg
+
+from .partitions import scan_partitions
 
 
 @dataclass
 class RunReport:
     """What a user needs to know after a run: did it work, and if not, what exactly to fix."""
 
-    run_id: str
-    success: bool
-    materialized: list[str] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+    success: bool = True
+    materialized: dict[str, int] = field(default_factory=dict)  # asset -> partitions (or 1) materialised
     step_failures: list[str] = field(default_factory=list)
     failed_checks: list[tuple[str, str]] = field(default_factory=list)  # (check, problems)
 
@@ -21,23 +24,57 @@ class RunReport:
     def ok(self) -> bool:
         return self.success and not self.failed_checks
 
+    def add(self, result: dg.ExecuteInProcessResult, partition: str | None = None) -> None:
+        self.run_ids.append(result.run_id)
+        self.success &= result.success
+        for event in result.get_asset_materialization_events():
+            key = event.asset_key.to_user_string()
+            self.materialized[key] = self.materialized.get(key, 0) + 1
+        where = f"[{partition}] " if partition else ""
+        for event in result.get_step_failure_events():
+            error = event.step_failure_data.error
+            self.step_failures.append(f"{where}{event.step_key}: {error.message.strip() if error else 'failed'}")
+        for evaluation in result.get_asset_check_evaluations():
+            if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+                messages = evaluation.metadata.get("messages")
+                self.failed_checks.append((f"{where}{evaluation.asset_key.to_user_string()}:{evaluation.check_name}",
+                                           messages.value if messages else evaluation.description or ""))
+
 
 def run_selection(defs: dg.Definitions, instance: dg.DagsterInstance, selection: str | None = None,
-                  log_level: str = "INFO") -> RunReport:
+                  log_level: str = "INFO", progress: Callable[[str], None] = print) -> RunReport:
+    """Cohort-level assets in one run, then one run per scan partition, each scan on its own.
+
+    One run per scan is what a backfill in the UI does too: a scan that fails marks only its own
+    partition, and the store keeps that scan's earlier results.
+    """
+    graph = defs.resolve_asset_graph()
     chosen = dg.AssetSelection.from_string(selection) if selection else dg.AssetSelection.all()
-    if not chosen.resolve(defs.resolve_asset_graph()):
+    keys = chosen.resolve(graph)
+    if not keys:
         raise ValueError(f"the selection {selection!r} matches no asset")
-    result = dg.materialize(
-        defs.assets, resources=defs.resources, instance=instance, selection=chosen, raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}})
-    report = RunReport(run_id=result.run_id, success=result.success)
-    report.materialized = sorted({e.asset_key.to_user_string() for e in result.get_asset_materialization_events()})
-    for event in result.get_step_failure_events():
-        error = event.step_failure_data.error
-        report.step_failures.append(f"{event.step_key}: {error.message.strip() if error else 'failed'}")
-    for evaluation in result.get_asset_check_evaluations():
-        if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
-            messages = evaluation.metadata.get("messages")
-            report.failed_checks.append((f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}",
-                                         messages.value if messages else evaluation.description or ""))
+    partitioned = {k for k in keys if graph.get(k).is_partitioned}
+    unpartitioned = keys - partitioned
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    report = RunReport()
+
+    def materialize(selected, partition=None):
+        result = dg.materialize(defs.assets, resources=defs.resources, instance=instance, raise_on_error=False,
+                                selection=dg.AssetSelection.assets(*selected), partition_key=partition,
+                                run_config=run_config)
+        report.add(result, partition)
+        return result
+
+    per_scan_outputs = dg.AssetSelection.assets(*(k for k in graph.get_all_asset_keys()
+                                                  if graph.get(k).is_partitioned)).downstream().resolve(graph)
+    before, after = unpartitioned - per_scan_outputs, unpartitioned & per_scan_outputs
+    if before:
+        materialize(before)
+    if partitioned:
+        scans = sorted(instance.get_dynamic_partitions(scan_partitions.name))
+        for done, scan_id in enumerate(scans, start=1):
+            result = materialize(partitioned, scan_id)
+            progress(f"[{done}/{len(scans)}] {scan_id}: {'ok' if result.success else 'FAILED'}")
+    if after:
+        materialize(after)
     return report

@@ -62,6 +62,20 @@ class Store:
         os.replace(tmp, path)
         return path
 
+    def artifact_path(self, kind: str, name: str) -> Path:
+        return self.artifacts / kind / name
+
+    def write_image(self, image, kind: str, name: str) -> Path:
+        """Atomic write of a SimpleITK image artefact (e.g. a label map) under artifacts/<kind>/."""
+        import SimpleITK as sitk
+
+        path = self.artifact_path(kind, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{os.getpid()}.{path.name}")  # keeps the extension that picks the format
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+        os.replace(tmp, path)
+        return path
+
     def lake_partitions(self, asset: str) -> list[str]:
         folder = self.lake / asset
         return sorted(p.stem for p in folder.glob("*.parquet")) if folder.is_dir() else []

@@ -1,0 +1,180 @@
+"""pyradiomics features per lesion, each lesion cropped to its bounding box before extraction.
+
+Plain pyradiomics on a full CT spends seconds per lesion on whole-image work even for a 5 mm
+lesion; on a crop of the lesion's bounding box plus a margin the same features come out identical
+(checked in the tests to 1e-9) at a fraction of the cost. Lesions run in a process pool.
+"""
+
+import hashlib
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from orchestration.partitions import scan_partitions
+from orchestration.resources import CohortResource, SettingsResource, StoreResource
+
+from .per_scan import failing_only_this_scan, scan_image, scan_row
+
+PARAMS_FILE = Path(__file__).with_name("radiomics_params.yaml")
+FEATURE_COLUMNS = ["lesion_id", "scan_id", "patient_id", "feature_name", "feature_class", "feature_value",
+                   "undefined_reason", "pyradiomics_version", "settings_hash"]
+
+
+@dataclass(frozen=True)
+class LesionCrop:
+    """What a worker needs to extract one lesion: pixels, binary mask and their shared geometry."""
+
+    lesion_id: str
+    image: np.ndarray
+    mask: np.ndarray
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    def images(self) -> tuple[sitk.Image, sitk.Image]:
+        out = []
+        for array in (self.image, self.mask):
+            img = sitk.GetImageFromArray(array)
+            img.SetSpacing(self.spacing)
+            img.SetOrigin(self.origin)
+            img.SetDirection(self.direction)
+            out.append(img)
+        return out[0], out[1]
+
+
+def settings_hash(params_file: Path = PARAMS_FILE) -> str:
+    return hashlib.sha256(Path(params_file).read_bytes()).hexdigest()[:12]
+
+
+def pyradiomics_version() -> str:
+    import radiomics
+
+    return radiomics.__version__
+
+
+def _quiet_radiomics() -> None:
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+
+
+def make_extractor(params_file: Path = PARAMS_FILE):
+    from radiomics import featureextractor
+
+    _quiet_radiomics()
+    return featureextractor.RadiomicsFeatureExtractor(str(params_file))
+
+
+def expected_features(extractor) -> list[str]:
+    """Names of every feature the settings enable, so a failed lesion can list them all as NaN."""
+    from radiomics import getFeatureClasses
+
+    classes = getFeatureClasses()
+    names = []
+    for image_type in extractor.enabledImagetypes:
+        for cls, chosen in extractor.enabledFeatures.items():
+            available = classes[cls].getFeatureNames()
+            for name in (chosen or [n for n, deprecated in available.items() if not deprecated]):
+                names.append(f"{image_type.lower()}_{cls}_{name}")
+    return sorted(names)
+
+
+def crop_lesion(image: sitk.Image, lesion_map: np.ndarray, lesion: dict, margin: int) -> LesionCrop:
+    """The lesion's bounding box plus `margin` voxels (clipped to the image), as a binary mask."""
+    hu = sitk.GetArrayViewFromImage(image)
+    lo = [max(0, lesion[f"bbox_{a}0"] - margin) for a in "zyx"]
+    hi = [min(n - 1, lesion[f"bbox_{a}1"] + margin) for a, n in zip("zyx", hu.shape)]
+    box = tuple(slice(a, b + 1) for a, b in zip(lo, hi))
+    origin = image.TransformIndexToPhysicalPoint([int(lo[2]), int(lo[1]), int(lo[0])])
+    return LesionCrop(lesion_id=lesion["lesion_id"], image=np.array(hu[box]),
+                      mask=(lesion_map[box] == lesion["lesion_number"]).astype(np.uint8),
+                      spacing=image.GetSpacing(), origin=origin, direction=image.GetDirection())
+
+
+def extract(extractor, image: sitk.Image, mask: sitk.Image) -> dict[str, float]:
+    result = extractor.execute(image, mask)
+    return {k: float(v) for k, v in result.items() if not k.startswith("diagnostics_")}
+
+
+_WORKER = {}
+
+
+def _init_worker(params_file: str) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _WORKER["extractor"] = make_extractor(Path(params_file))
+
+
+def _extract_crop(crop: LesionCrop) -> tuple[str, dict[str, float] | None, str | None]:
+    try:
+        return crop.lesion_id, extract(_WORKER["extractor"], *crop.images()), None
+    except Exception as exc:  # noqa: BLE001 - any pyradiomics failure becomes a recorded reason
+        return crop.lesion_id, None, f"extraction failed: {str(exc).strip().splitlines()[0]}"
+
+
+def extract_lesions(crops: list[LesionCrop], workers: int, params_file: Path = PARAMS_FILE,
+                    progress: Callable[[int, int], None] | None = None) -> dict[str, tuple[dict | None, str | None]]:
+    """Features per lesion id, computed in `workers` processes (1 = in this process)."""
+    results = {}
+    if workers <= 1 or len(crops) <= 1:
+        _init_worker(str(params_file))
+        outcomes = map(_extract_crop, crops)
+        for done, (lesion_id, values, error) in enumerate(outcomes, start=1):
+            results[lesion_id] = (values, error)
+            if progress:
+                progress(done, len(crops))
+        return results
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(str(params_file),)) as pool:
+        # Largest first, so that a big lesion does not start last and leave the other workers idle.
+        order = sorted(crops, key=lambda c: -c.mask.size)
+        for done, (lesion_id, values, error) in enumerate(pool.map(_extract_crop, order, chunksize=1), start=1):
+            results[lesion_id] = (values, error)
+            if progress:
+                progress(done, len(crops))
+    return results
+
+
+def long_table(lesions: pd.DataFrame, results: dict, feature_names: list[str], version: str,
+               params_hash: str) -> pd.DataFrame:
+    """One row per lesion and feature; undefined values are NaN with the reason beside them."""
+    rows = []
+    for lesion in lesions.itertuples():
+        values, error = results[lesion.lesion_id]
+        for name in feature_names:
+            value = np.nan if values is None else values.get(name, np.nan)
+            reason = error if values is None else (
+                None if np.isfinite(value) else "pyradiomics returned a non-finite value (undefined for this lesion)")
+            rows.append((lesion.lesion_id, lesion.scan_id, lesion.patient_id, name, name.split("_")[1],
+                         float(value), reason, version, params_hash))
+    return pd.DataFrame(rows, columns=FEATURE_COLUMNS)
+
+
+# --- Dagster wiring ---------------------------------------------------------------------------
+
+@dg.asset(partitions_def=scan_partitions, group_name="imaging", kinds={"python", "parquet"})
+def radiomics_features(context: dg.AssetExecutionContext, cohort: CohortResource, store: StoreResource,
+                       settings: SettingsResource, scans: pd.DataFrame, lesions: pd.DataFrame) -> pd.DataFrame:
+    """pyradiomics features of every included lesion, long format, with version and settings hash."""
+    scan_id = context.partition_key
+    config = settings.settings().radiomics
+    with failing_only_this_scan():
+        image = scan_image(cohort.path, scan_row(scans, scan_id))
+    lesion_map = sitk.GetArrayFromImage(sitk.ReadImage(str(store.store().artifact_path("lesions", f"{scan_id}.nii.gz"))))
+    chosen = lesions[lesions["included"]]
+    crops = [crop_lesion(image, lesion_map, lesion, config.crop_margin_voxels) for lesion in chosen.to_dict("records")]
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 10 == 0:
+            context.log.info(f"{scan_id}: radiomics {done}/{total} lesions")
+
+    results = extract_lesions(crops, config.workers, progress=progress)
+    table = long_table(chosen, results, expected_features(make_extractor()), pyradiomics_version(), settings_hash())
+    n_undefined = int(table["undefined_reason"].notna().sum())
+    context.add_output_metadata({"n_lesions": len(chosen), "n_features": table["feature_name"].nunique(),
+                                 "n_undefined_values": n_undefined})
+    return table

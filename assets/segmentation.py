@@ -1,0 +1,150 @@
+"""Liver and lesion segmentation of one scan: the cohort's own label map, or an nnU-Net v2 model.
+
+Whatever the source, the result is one label map on the image grid with the project's labels
+(0 background, 1 liver parenchyma, 2 lesion), so every later step reads one convention.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from orchestration.partitions import scan_partitions
+from orchestration.resources import CohortResource, SettingsResource, StoreResource
+
+from .errors import ScanProcessingError
+from .imaging.geometry import coverage_mismatch
+from .imaging.io import ImageInfo
+from .per_scan import failing_only_this_scan, scan_image, scan_row
+
+LIVER, LESION = 1, 2
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    labels: sitk.Image       # uint8, on the image grid, project labels
+    method: str              # "provided" or "nnunet"
+    model_id: str | None     # identity of the model that made it, None for provided masks
+    resampled: bool          # whether the source label map had to be resampled onto the image grid
+
+
+def parse_labels(text: str | None) -> tuple[int, ...]:
+    return tuple(int(v) for v in str(text or "").split(";") if v.strip())
+
+
+def _info(image: sitk.Image) -> ImageInfo:
+    return ImageInfo(size=image.GetSize(), spacing=image.GetSpacing(), origin=image.GetOrigin(),
+                     direction=image.GetDirection(), pixel_type=image.GetPixelIDTypeAsString())
+
+
+def same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
+    return (a.GetSize() == b.GetSize()
+            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
+            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-3)
+            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol))
+
+
+def align_to_image(mask: sitk.Image, image: sitk.Image, scan_id: str) -> tuple[sitk.Image, bool]:
+    """The mask on the image grid: as is, or resampled nearest-neighbour when it covers the same space."""
+    if same_grid(mask, image):
+        return mask, False
+    mismatch = coverage_mismatch(_info(image), _info(mask))
+    if mismatch:
+        raise ScanProcessingError(scan_id, "segmentation", mismatch,
+                                  "export the mask on the image's grid, or on a grid covering the same physical space")
+    return sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID()), True
+
+
+def to_project_labels(values: np.ndarray, liver_labels: tuple[int, ...], lesion_labels: tuple[int, ...],
+                      scan_id: str) -> np.ndarray:
+    """Map the source's label values to 1 (liver) and 2 (lesion); every other value is background.
+
+    Other values are allowed on purpose: organ segmentations (e.g. TotalSegmentator) label a dozen
+    organs, of which only the liver matters here. A declared liver label that is absent, though,
+    almost always means the labels were declared wrong, so it is an error that lists what is there.
+    """
+    present = np.unique(values)
+    if not np.isin(liver_labels, present).any():
+        shown = ", ".join(str(v) for v in present[present > 0][:20]) or "none"
+        raise ScanProcessingError(
+            scan_id, "segmentation",
+            f"the mask holds no liver label {'/'.join(map(str, liver_labels))} (label values present: {shown})",
+            "set liver_labels (and lesion_labels) in scans.csv to the values your masks use")
+    out = np.zeros(values.shape, dtype=np.uint8)
+    out[np.isin(values, liver_labels)] = LIVER
+    if lesion_labels:
+        out[np.isin(values, lesion_labels)] = LESION
+    return out
+
+
+def provided_segmentation(mask_path: Path, image: sitk.Image, liver_labels, lesion_labels, scan_id: str) -> SegmentationResult:
+    try:
+        mask = sitk.ReadImage(str(mask_path))
+    except RuntimeError as exc:
+        raise ScanProcessingError(scan_id, "segmentation", f"the mask {mask_path.name} cannot be read ({exc})",
+                                  "re-export the mask as NIfTI, NRRD or MHA") from None
+    aligned, resampled = align_to_image(mask, image, scan_id)
+    labels = to_project_labels(sitk.GetArrayViewFromImage(aligned), liver_labels, lesion_labels, scan_id)
+    return SegmentationResult(labels=as_image(labels, image), method="provided", model_id=None, resampled=resampled)
+
+
+def as_image(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
+
+
+def summarise(image: sitk.Image, labels: sitk.Image) -> dict:
+    """Volumes and HU that tumour burden and Table 1 are computed from."""
+    hu = sitk.GetArrayViewFromImage(image)
+    lab = sitk.GetArrayViewFromImage(labels)
+    voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
+    parenchyma = lab == LIVER
+    lesion = lab == LESION
+    return {"liver_volume_ml": float((parenchyma.sum() + lesion.sum()) * voxel_ml),
+            "lesion_volume_ml": float(lesion.sum() * voxel_ml),
+            "liver_parenchyma_mean_hu": float(hu[parenchyma].mean()) if parenchyma.any() else float("nan"),
+            "voxel_volume_ml": voxel_ml}
+
+
+def file_digest(path: Path, length: int = 12) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]
+
+
+# --- Dagster wiring ---------------------------------------------------------------------------
+
+
+@dg.asset(partitions_def=scan_partitions, group_name="imaging", kinds={"python", "parquet"})
+def segmentations(context: dg.AssetExecutionContext, cohort: CohortResource, store: StoreResource,
+                  settings: SettingsResource, scans: pd.DataFrame) -> pd.DataFrame:
+    """Liver and lesion label map of the scan (artifacts/segmentations/), with volumes and liver HU."""
+    scan_id = context.partition_key
+    config = settings.settings().segmentation
+    with failing_only_this_scan():
+        row = scan_row(scans, scan_id)
+        image = scan_image(cohort.path, row)
+        if config.method == "nnunet":
+            from .nnunet import nnunet_segmentation
+
+            result = nnunet_segmentation(image, Path(config.nnunet_model_dir), config.nnunet_folds,
+                                         config.nnunet_checkpoint, scan_id)
+        else:
+            if not row["mask"]:
+                raise ScanProcessingError(scan_id, "segmentation", "scans.csv gives no mask for this scan",
+                                          "add its mask, or segment with nnU-Net (metorigin run --nnunet-model DIR)")
+            result = provided_segmentation(Path(cohort.path) / row["mask"], image, parse_labels(row["liver_labels"]),
+                                           parse_labels(row["lesion_labels"]), scan_id)
+    path = store.store().write_image(result.labels, "segmentations", f"{scan_id}.nii.gz")
+    record = {"scan_id": scan_id, "patient_id": row["patient_id"], "method": result.method,
+              "model_id": result.model_id, "resampled": result.resampled,
+              "label_map": str(path.relative_to(store.store().root)), **summarise(image, result.labels)}
+    context.add_output_metadata({k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))})
+    return pd.DataFrame([record])

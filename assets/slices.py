@@ -1,0 +1,108 @@
+"""DenseNet input: every axial slice through every included lesion, masked, windowed and cropped.
+
+As in the study, the surroundings are blacked out with the lesion mask, intensities windowed to
+W330/L10, and each slice cropped to one square per lesion (the same square for all its slices, so
+the lesion keeps its scale from slice to slice) that holds the whole lesion and a border, then
+resized to 224x224. Slices are stored as uint8 (1.3 HU per grey level) in one compressed array
+file per scan, with an index table that says which row is which lesion and slice.
+"""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+from scipy import ndimage
+
+from orchestration.partitions import scan_partitions
+from orchestration.resources import CohortResource, SettingsResource, StoreResource
+from orchestration.settings import SliceSettings
+
+from .per_scan import failing_only_this_scan, scan_image, scan_row
+
+SLICE_COLUMNS = ["lesion_id", "scan_id", "patient_id", "slice_index", "array_row", "lesion_area_px",
+                 "lesion_area_mm2", "crop_side_mm", "slices_file"]
+
+
+def window(hu: np.ndarray, width: float, level: float) -> np.ndarray:
+    """HU to [0, 1] through a display window."""
+    return np.clip((hu - (level - width / 2)) / width, 0.0, 1.0)
+
+
+def lesion_square(lesion: dict, shape_yx: tuple[int, int], settings: SliceSettings) -> tuple[int, int, int]:
+    """Top row, left column and side (pixels) of the lesion's square crop; may extend past the image."""
+    height = lesion["bbox_y1"] - lesion["bbox_y0"] + 1
+    width = lesion["bbox_x1"] - lesion["bbox_x0"] + 1
+    side = max(height, width)
+    side += 2 * max(settings.min_border_px, int(round(settings.border_fraction * side)))
+    center_y = (lesion["bbox_y0"] + lesion["bbox_y1"]) / 2
+    center_x = (lesion["bbox_x0"] + lesion["bbox_x1"]) / 2
+    return int(np.floor(center_y - (side - 1) / 2)), int(np.floor(center_x - (side - 1) / 2)), side
+
+
+def _padded_crop(plane: np.ndarray, top: int, left: int, side: int) -> np.ndarray:
+    """A side x side crop; parts outside the image are black (0), like the masked surroundings."""
+    out = np.zeros((side, side), dtype=plane.dtype)
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + side, plane.shape[0]), min(left + side, plane.shape[1])
+    out[y0 - top:y1 - top, x0 - left:x1 - left] = plane[y0:y1, x0:x1]
+    return out
+
+
+def cut_lesion_slices(image: sitk.Image, lesion_map: np.ndarray, lesions: pd.DataFrame,
+                  settings: SliceSettings = SliceSettings()) -> tuple[np.ndarray, pd.DataFrame]:
+    """uint8 slices (n, size, size) and one index row per slice, for the included lesions."""
+    hu = sitk.GetArrayViewFromImage(image)
+    pixel_mm2 = image.GetSpacing()[0] * image.GetSpacing()[1]
+    arrays, rows = [], []
+    for lesion in lesions[lesions["included"]].to_dict("records"):
+        top, left, side = lesion_square(lesion, hu.shape[1:], settings)
+        for z in range(lesion["bbox_z0"], lesion["bbox_z1"] + 1):
+            inside = lesion_map[z] == lesion["lesion_number"]
+            area = int(inside.sum())
+            if not area:
+                continue
+            plane = np.where(inside, window(hu[z].astype(np.float32), settings.window_width, settings.window_level), 0.0)
+            crop = _padded_crop(plane, top, left, side)
+            resized = ndimage.zoom(crop, settings.size / side, order=1, grid_mode=True, mode="grid-constant")
+            arrays.append(np.clip(np.rint(resized * 255), 0, 255).astype(np.uint8))
+            rows.append({"lesion_id": lesion["lesion_id"], "scan_id": lesion["scan_id"],
+                         "patient_id": lesion["patient_id"], "slice_index": z, "array_row": len(rows),
+                         "lesion_area_px": area, "lesion_area_mm2": area * pixel_mm2,
+                         "crop_side_mm": side * image.GetSpacing()[0]})
+    stack = np.stack(arrays) if arrays else np.zeros((0, settings.size, settings.size), dtype=np.uint8)
+    return stack, pd.DataFrame(rows, columns=SLICE_COLUMNS[:-1])
+
+
+def save_slices(path: Path, slices: np.ndarray) -> None:
+    """Atomic write of one scan's slice stack (compressed: the blacked-out surroundings are mostly zeros)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, slices=slices)
+    os.replace(tmp, path)
+
+
+def load_slices(path: Path) -> np.ndarray:
+    with np.load(path) as data:
+        return data["slices"]
+
+
+# --- Dagster wiring ---------------------------------------------------------------------------
+
+@dg.asset(partitions_def=scan_partitions, group_name="imaging", kinds={"python", "numpy"})
+def lesion_slices(context: dg.AssetExecutionContext, cohort: CohortResource, store: StoreResource,
+                  settings: SettingsResource, scans: pd.DataFrame, lesions: pd.DataFrame) -> pd.DataFrame:
+    """Index of the scan's DenseNet slices; the uint8 stack is artifacts/lesion_slices/<scan>.npz."""
+    scan_id = context.partition_key
+    target = store.store()
+    with failing_only_this_scan():
+        image = scan_image(cohort.path, scan_row(scans, scan_id))
+    lesion_map = sitk.GetArrayFromImage(sitk.ReadImage(str(target.artifact_path("lesions", f"{scan_id}.nii.gz"))))
+    stack, index = cut_lesion_slices(image, lesion_map, lesions, settings.settings().slices)
+    path = target.artifact_path("lesion_slices", f"{scan_id}.npz")
+    save_slices(path, stack)
+    index["slices_file"] = str(path.relative_to(target.root))
+    context.add_output_metadata({"n_slices": len(index), "n_lesions": index["lesion_id"].nunique()})
+    return index
