@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialise the pipeline on a cohort")
     _add_run_arguments(run, required=True)
     run.add_argument("--select", default=None, help="Dagster asset selection, e.g. 'key:scans' (default: all)")
+    run.add_argument("--nnunet-model", type=Path, default=None,
+                     help="segment with this nnU-Net v2 model folder instead of the cohort's masks")
+    run.add_argument("--workers", type=int, default=0, help="processes for per-lesion work (default: one per core)")
     run.set_defaults(handler=cmd_run)
 
     sql = sub.add_parser("sql", help="run read-only SQL on the feature store")
@@ -66,13 +69,18 @@ def _add_run_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--seed", type=int, default=None)
 
 
-def _export_environment(cohort: Path, store: Path, profile: str, seed: int | None) -> None:
+def _export_environment(cohort: Path, store: Path, profile: str, seed: int | None,
+                        nnunet_model: Path | None = None, workers: int = 0) -> None:
     """The Definitions read their resources from the environment, so every process agrees."""
     os.environ["METORIGIN_COHORT"] = str(cohort.absolute())
     os.environ["METORIGIN_STORE"] = str(store.absolute())
     os.environ["METORIGIN_PROFILE"] = profile
     if seed is not None:
         os.environ["METORIGIN_SEED"] = str(seed)
+    if nnunet_model is not None:
+        os.environ["METORIGIN_NNUNET_MODEL"] = str(nnunet_model.absolute())
+    if workers:
+        os.environ["METORIGIN_WORKERS"] = str(workers)
 
 
 def cmd_synth(args) -> int:
@@ -101,7 +109,7 @@ def cmd_run(args) -> int:
         print(f"error: {args.cohort} is not a cohort folder (no scans.csv); "
               f"create one or try `metorigin synth --out {args.cohort}`", file=sys.stderr)
         return 2
-    _export_environment(args.cohort, args.store, args.profile, args.seed)
+    _export_environment(args.cohort, args.store, args.profile, args.seed, args.nnunet_model, args.workers)
     from orchestration.definitions import defs
     from orchestration.home import get_instance
     from orchestration.runner import run_selection
@@ -181,7 +189,7 @@ def cmd_demo(args) -> int:
     if not (args.cohort / "scans.csv").is_file():
         cmd_synth(argparse.Namespace(out=args.cohort, seed=7, scale=1.0, matrix=256, workers=os.cpu_count() or 1))
     return cmd_run(argparse.Namespace(cohort=args.cohort, store=args.store, profile=args.profile, seed=None,
-                                      select=None))
+                                      select=None, nnunet_model=None, workers=0))
 
 
 if __name__ == "__main__":

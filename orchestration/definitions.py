@@ -8,10 +8,14 @@ from .jobs import ingest_cohort_job
 from .resources import resources_from_env
 from .sensors import new_scans_sensor
 
-defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([cohort, segmentation, lesions, radiomics, slices]),
-    asset_checks=[],
-    jobs=[ingest_cohort_job],
-    sensors=[new_scans_sensor],
-    resources=resources_from_env(),
-)
+
+def build_definitions(resources: dict) -> dg.Definitions:
+    return dg.Definitions(
+        assets=dg.load_assets_from_modules([cohort, segmentation, lesions, radiomics, slices]),
+        jobs=[ingest_cohort_job],
+        sensors=[new_scans_sensor],
+        resources=resources,
+    )
+
+
+defs = build_definitions(resources_from_env())

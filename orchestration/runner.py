@@ -32,8 +32,7 @@ class RunReport:
             self.materialized[key] = self.materialized.get(key, 0) + 1
         where = f"[{partition}] " if partition else ""
         for event in result.get_step_failure_events():
-            error = event.step_failure_data.error
-            self.step_failures.append(f"{where}{event.step_key}: {error.message.strip() if error else 'failed'}")
+            self.step_failures.append(f"{where}{event.step_key}: {_error_text(event.step_failure_data.error)}")
         for evaluation in result.get_asset_check_evaluations():
             if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
                 messages = evaluation.metadata.get("messages")
@@ -78,3 +77,12 @@ def run_selection(defs: dg.Definitions, instance: dg.DagsterInstance, selection:
     if after:
         materialize(after)
     return report
+
+
+def _error_text(error) -> str:
+    """The error and its causes, one line each: Dagster wraps the message a user needs in its own."""
+    parts = []
+    while error is not None:
+        parts.append(error.message.strip().rstrip(":"))
+        error = error.cause
+    return " <- ".join(parts) or "failed"

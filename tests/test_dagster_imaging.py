@@ -1,0 +1,64 @@
+"""Per-scan assets through Dagster: every included scan processed, one bad scan failing alone."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from orchestration.definitions import build_definitions
+from orchestration.resources import resources_from_env
+from orchestration.runner import run_selection
+from orchestration.store import Store
+
+PER_SCAN = ("segmentations", "lesions", "radiomics_features", "lesion_slices")
+
+
+@pytest.fixture
+def defs(cohort, tmp_path, monkeypatch):
+    """The real Definitions, pointed at a private cohort copy and store through the environment."""
+    monkeypatch.setenv("METORIGIN_COHORT", str(cohort))
+    monkeypatch.setenv("METORIGIN_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("METORIGIN_WORKERS", "2")
+    return build_definitions(resources_from_env())
+
+
+@pytest.mark.slow
+def test_every_included_scan_gets_all_four_assets_and_a_bad_scan_fails_alone(defs, cohort, tmp_path):
+    store = Store(tmp_path / "store")
+    with dg.instance_for_test() as instance:
+        report = run_selection(defs, instance, progress=lambda _: None)
+        assert report.ok, report.step_failures
+        included = sorted(store.read_lake("scans").query("included")["scan_id"])
+        for asset in PER_SCAN:
+            assert store.lake_partitions(asset) == included, asset
+        lesions = store.read_lake("lesions")
+        features = store.read_lake("radiomics_features")
+        assert set(features["lesion_id"]) == set(lesions.loc[lesions["included"], "lesion_id"])
+        assert features.groupby("lesion_id").size().eq(107).all()
+        assert features["settings_hash"].nunique() == 1 and features["pyradiomics_version"].nunique() == 1
+        slices = store.read_lake("lesion_slices")
+        assert set(slices["lesion_id"]) <= set(lesions.loc[lesions["included"], "lesion_id"])
+        with np.load(store.root / slices.iloc[0]["slices_file"]) as data:
+            assert data["slices"].shape == (int((slices["scan_id"] == slices.iloc[0]["scan_id"]).sum()), 224, 224)
+
+        # One scan's image turns corrupt after ingest: the re-run reports that scan (row check and
+        # its own step), the others succeed, and its earlier results stay in the store untouched.
+        victim = included[2]
+        before = store.read_lake("lesions", [victim])
+        mtimes = {a: os.path.getmtime(store.lake_file(a, victim)) for a in PER_SCAN}
+        (cohort / "corrupt").mkdir()
+        (cohort / "corrupt" / f"{victim}.nii.gz").write_bytes(b"not an image")
+        scans_csv = cohort / "scans.csv"
+        scans_csv.write_text(scans_csv.read_text().replace(f"images/{victim}.nii.gz", f"corrupt/{victim}.nii.gz"))
+        report = run_selection(defs, instance, selection="key:scans+", progress=lambda _: None)
+        assert not report.ok
+        assert [c for c, _ in report.failed_checks] == ["scans:rows_valid"] and victim in report.failed_checks[0][1]
+        assert len(report.step_failures) == 1 and report.step_failures[0].startswith(f"[{victim}] segmentations")
+        assert f"scan {victim}" in report.step_failures[0] and "not a readable image" in report.step_failures[0]
+        assert report.materialized["segmentations"] == len(included) - 1
+        pd.testing.assert_frame_equal(store.read_lake("lesions", [victim]), before)
+        assert {a: os.path.getmtime(store.lake_file(a, victim)) for a in PER_SCAN} == mtimes

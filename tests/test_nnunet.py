@@ -1,0 +1,61 @@
+"""nnU-Net v2 segmentation through the real predictor, with a tiny model folder built as nnU-Net does."""
+
+from __future__ import annotations
+
+import dagster as dg
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from assets.errors import ScanProcessingError
+from assets.nnunet import nnunet_segmentation
+from orchestration.definitions import build_definitions
+from orchestration.resources import resources_from_env
+from orchestration.runner import run_selection
+from orchestration.store import Store
+from tests.nnunet_model import build_tiny_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_cohort, tmp_path_factory):
+    cases = [(tiny_cohort / "images" / f"{s}.nii.gz", tiny_cohort / "masks" / f"{s}.nii.gz") for s in ("S0003", "S0004")]
+    return build_tiny_model(tmp_path_factory.mktemp("nnunet"), cases)
+
+
+def test_predictor_output_lands_on_the_image_grid(tiny_model, tiny_cohort):
+    image = sitk.ReadImage(str(tiny_cohort / "images" / "S0005.nii.gz"))
+    result = nnunet_segmentation(image, tiny_model, (0,), "checkpoint_final.pth", "S0005")
+    labels = sitk.GetArrayFromImage(result.labels)
+    assert result.labels.GetSize() == image.GetSize() and result.labels.GetOrigin() == image.GetOrigin()
+    assert result.method == "nnunet" and result.model_id.startswith(f"nnunetv2:{tiny_model.name}:folds=0:")
+    assert np.all(labels == 1)  # the tiny model's output layer says "liver" everywhere
+    again = nnunet_segmentation(image, tiny_model, (0,), "checkpoint_final.pth", "S0005")
+    assert again.model_id == result.model_id and np.array_equal(sitk.GetArrayFromImage(again.labels), labels)
+
+
+def test_incomplete_model_folder_is_a_clear_error(tiny_model, tmp_path, tiny_cohort):
+    image = sitk.ReadImage(str(tiny_cohort / "images" / "S0005.nii.gz"))
+    with pytest.raises(ScanProcessingError, match=r"lacks fold_1/checkpoint_final.pth.*Fix: point --nnunet-model"):
+        nnunet_segmentation(image, tiny_model, (1,), "checkpoint_final.pth", "S0005")
+
+
+def test_pipeline_segments_with_nnunet_when_a_model_is_configured(tiny_model, cohort, tmp_path, monkeypatch):
+    monkeypatch.setenv("METORIGIN_COHORT", str(cohort))
+    monkeypatch.setenv("METORIGIN_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("METORIGIN_NNUNET_MODEL", str(tiny_model))
+    defs = build_definitions(resources_from_env())
+    with dg.instance_for_test() as instance:
+        report = run_selection(defs, instance, selection="key:patients or key:scans or key:segmentations or key:lesions",
+                               progress=lambda _: None)
+    assert report.ok, report.step_failures
+    store = Store(tmp_path / "store")
+    seg = store.read_lake("segmentations").set_index("scan_id")
+    assert set(seg["method"]) == {"nnunet"} and seg["model_id"].str.contains(tiny_model.name).all()
+    scans = store.read_lake("scans").set_index("scan_id")
+    for scan_id, row in seg.iterrows():
+        voxels = scans.loc[scan_id, ["size_x", "size_y", "size_z"]].prod()
+        assert row["liver_volume_ml"] == pytest.approx(voxels * row["voxel_volume_ml"])
+        assert row["lesion_volume_ml"] == 0
+    assert store.read_lake("lesions").empty
