@@ -5,10 +5,11 @@ lesion; on a crop of the lesion's bounding box plus a margin the same features c
 (checked in the tests to 1e-9) at a fraction of the cost. Lesions run in a process pool.
 """
 
+import atexit
 import hashlib
 import logging
-import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -103,11 +104,12 @@ def extract(extractor, image: sitk.Image, mask: sitk.Image) -> dict[str, float]:
 
 
 _WORKER = {}
+_POOLS: dict[tuple[int, str], ProcessPoolExecutor] = {}
 
 
 def _init_worker(params_file: str) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _WORKER["extractor"] = make_extractor(Path(params_file))
+    if _WORKER.get("params_file") != params_file:
+        _WORKER.update(params_file=params_file, extractor=make_extractor(Path(params_file)))
 
 
 def _extract_crop(crop: LesionCrop) -> tuple[str, dict[str, float] | None, str | None]:
@@ -117,25 +119,45 @@ def _extract_crop(crop: LesionCrop) -> tuple[str, dict[str, float] | None, str |
         return crop.lesion_id, None, f"extraction failed: {str(exc).strip().splitlines()[0]}"
 
 
+def _pool(workers: int, params_file: str) -> ProcessPoolExecutor:
+    """A worker pool kept for the life of the process: `metorigin run` processes scan after scan in
+    one process, and starting workers (and their extractors) anew for each scan costs more than
+    extracting a small scan's lesions."""
+    key = (workers, params_file)
+    if key not in _POOLS:
+        _POOLS[key] = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(params_file,))
+    return _POOLS[key]
+
+
+@atexit.register
+def _shutdown_pools() -> None:
+    for pool in _POOLS.values():
+        pool.shutdown(cancel_futures=True)
+    _POOLS.clear()
+
+
 def extract_lesions(crops: list[LesionCrop], workers: int, params_file: Path = PARAMS_FILE,
                     progress: Callable[[int, int], None] | None = None) -> dict[str, tuple[dict | None, str | None]]:
     """Features per lesion id, computed in `workers` processes (1 = in this process)."""
-    results = {}
     if workers <= 1 or len(crops) <= 1:
         _init_worker(str(params_file))
-        outcomes = map(_extract_crop, crops)
-        for done, (lesion_id, values, error) in enumerate(outcomes, start=1):
-            results[lesion_id] = (values, error)
-            if progress:
-                progress(done, len(crops))
-        return results
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(str(params_file),)) as pool:
-        # Largest first, so that a big lesion does not start last and leave the other workers idle.
-        order = sorted(crops, key=lambda c: -c.mask.size)
-        for done, (lesion_id, values, error) in enumerate(pool.map(_extract_crop, order, chunksize=1), start=1):
-            results[lesion_id] = (values, error)
-            if progress:
-                progress(done, len(crops))
+        return _collect(map(_extract_crop, crops), len(crops), progress)
+    # Largest first, so that a big lesion does not start last and leave the other workers idle.
+    order = sorted(crops, key=lambda c: -c.mask.size)
+    key = (workers, str(params_file))
+    try:
+        return _collect(_pool(*key).map(_extract_crop, order, chunksize=1), len(crops), progress)
+    except BrokenProcessPool:  # a worker died (e.g. killed for memory): start afresh, once
+        _POOLS.pop(key).shutdown(cancel_futures=True)
+        return _collect(_pool(*key).map(_extract_crop, order, chunksize=1), len(crops), progress)
+
+
+def _collect(outcomes, total: int, progress) -> dict[str, tuple[dict | None, str | None]]:
+    results = {}
+    for done, (lesion_id, values, error) in enumerate(outcomes, start=1):
+        results[lesion_id] = (values, error)
+        if progress:
+            progress(done, total)
     return results
 
 

@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(handler=cmd_ui)
 
+    ibsi = sub.add_parser("ibsi-report", help="write the IBSI compliance table of the feature set")
+    ibsi.add_argument("--out", type=Path, default=Path("docs/ibsi_compliance.md"))
+    ibsi.set_defaults(handler=cmd_ibsi_report)
+
     demo = sub.add_parser("demo", help="generate the demo cohort if missing, run everything, summarise")
     demo.add_argument("--cohort", type=Path, default=DEMO_COHORT)
     demo.add_argument("--store", type=Path, default=DEMO_STORE)
@@ -183,6 +187,16 @@ def cmd_ui(args) -> int:
     print(f"Dagster UI on http://{args.host}:{args.port} (cohort {args.cohort}, store {args.store})", flush=True)
     os.execv(command[0], command)
     return 0  # not reached
+
+
+def cmd_ibsi_report(args) -> int:
+    from assets.ibsi import compliance_table, report_markdown
+
+    table = compliance_table()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report_markdown(table))
+    print(f"{args.out}: " + ", ".join(f"{n} {v}" for v, n in table["verdict"].str.split(":").str[0].value_counts().items()))
+    return 0
 
 
 def cmd_demo(args) -> int:
