@@ -69,7 +69,7 @@ def to_project_labels(values: np.ndarray, liver_labels: tuple[int, ...], lesion_
     """
     present = np.unique(values)
     if not np.isin(liver_labels, present).any():
-        shown = ", ".join(str(v) for v in present[present > 0][:20]) or "none"
+        shown = ", ".join(f"{v:g}" for v in present[present > 0][:20]) or "none"
         raise ScanProcessingError(
             scan_id, "segmentation",
             f"the mask holds no liver label {'/'.join(map(str, liver_labels))} (label values present: {shown})",

@@ -4,16 +4,17 @@ import dagster as dg
 
 from assets import cohort, lesions, radiomics, segmentation, slices
 
-from .jobs import ingest_cohort_job
+from .jobs import ingest_cohort_job, process_scan_job
 from .resources import resources_from_env
-from .sensors import new_scans_sensor
+from .sensors import new_scans_sensor, nightly_catch_up
 
 
 def build_definitions(resources: dict) -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules([cohort, segmentation, lesions, radiomics, slices]),
-        jobs=[ingest_cohort_job],
+        jobs=[ingest_cohort_job, process_scan_job],
         sensors=[new_scans_sensor],
+        schedules=[nightly_catch_up],
         resources=resources,
     )
 

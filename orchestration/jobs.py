@@ -2,6 +2,14 @@
 
 import dagster as dg
 
+from .partitions import scan_partitions
+
 ingest_cohort_job = dg.define_asset_job(
     "ingest_cohort", selection=dg.AssetSelection.assets("patients", "scans"),
     description="Read and validate patients.csv and scans.csv; register included scans as partitions.")
+
+PER_SCAN_GROUP = "imaging"
+
+process_scan_job = dg.define_asset_job(
+    "process_scan", selection=dg.AssetSelection.groups(PER_SCAN_GROUP), partitions_def=scan_partitions,
+    description="Segmentation, lesions, radiomics features and CNN slices of one scan.")

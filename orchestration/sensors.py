@@ -1,12 +1,15 @@
-"""The sensor that notices new scans in the cohort folder.
+"""The sensor and the schedule that keep the store in step with the cohort folder.
 
-It reads only the two CSVs on most ticks: their content hash is the cursor, so the (slower)
-header validation of every image runs only when the cohort actually changed.
+The sensor reads only the two CSVs on most ticks: their content hash is the cursor, so the
+(slower) header validation of every image runs only when the cohort changed. Both the sensor and
+the nightly schedule then ask for per-scan runs of exactly the scans that are ingested but not yet
+processed, so nothing already stored is recomputed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -14,9 +17,9 @@ import dagster as dg
 from assets.cohort import PATIENTS_CSV, SCANS_CSV, load_cohort
 from assets.errors import CohortError
 
-from .jobs import ingest_cohort_job
+from .jobs import PER_SCAN_GROUP, ingest_cohort_job, process_scan_job
 from .partitions import scan_partitions
-from .resources import CohortResource, SettingsResource
+from .resources import CohortResource, SettingsResource, StoreResource
 
 
 def cohort_fingerprint(cohort_dir: Path) -> str:
@@ -28,20 +31,54 @@ def cohort_fingerprint(cohort_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-@dg.sensor(job=ingest_cohort_job, minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Registers new included scans as partitions and re-ingests the cohort when its CSVs change.")
-def new_scans_sensor(context: dg.SensorEvaluationContext, cohort: CohortResource, settings: SettingsResource):
+def scans_awaiting_processing(instance: dg.DagsterInstance, store: StoreResource,
+                              repository: dg.RepositoryDefinition) -> list[str]:
+    """Registered scan partitions that are included in the stored scans table and lack any per-scan asset."""
+    registered = set(instance.get_dynamic_partitions(scan_partitions.name))
+    try:
+        scans = store.store().read_lake("scans")
+    except FileNotFoundError:
+        return []
+    ingested = set(scans.loc[scans["included"], "scan_id"]) & registered
+    per_scan = dg.AssetSelection.groups(PER_SCAN_GROUP).resolve(repository.asset_graph)
+    done = set.intersection(*(instance.get_materialized_partitions(key) for key in per_scan))
+    return sorted(ingested - done)
+
+
+@dg.sensor(jobs=[ingest_cohort_job, process_scan_job], minimum_interval_seconds=120,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Ingests the cohort when its CSVs change, registers new scans as partitions, and "
+                       "launches per-scan runs for ingested scans that are not processed yet.")
+def new_scans_sensor(context: dg.SensorEvaluationContext, cohort: CohortResource, settings: SettingsResource,
+                     store: StoreResource):
     cohort_dir = Path(cohort.path)
     fingerprint = cohort_fingerprint(cohort_dir)
-    if fingerprint == context.cursor:
-        return dg.SkipReason(f"{cohort_dir} unchanged since the last ingest")
-    try:
-        loaded = load_cohort(cohort_dir, settings.settings().inclusion)
-    except CohortError as exc:
-        return dg.SkipReason(f"cohort not readable: {exc.message}")
-    known = set(context.instance.get_dynamic_partitions(scan_partitions.name))
-    new = sorted(set(loaded.included_scan_ids) - known)
-    context.update_cursor(fingerprint)
-    return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"cohort-{fingerprint}")],
-        dynamic_partitions_requests=[scan_partitions.build_add_request(new)] if new else [])
+    run_requests, partition_requests = [], []
+    if fingerprint != context.cursor:
+        try:
+            loaded = load_cohort(cohort_dir, settings.settings().inclusion)
+        except CohortError as exc:
+            return dg.SkipReason(f"cohort not readable: {exc.message}")
+        known = set(context.instance.get_dynamic_partitions(scan_partitions.name))
+        new = sorted(set(loaded.included_scan_ids) - known)
+        if new:
+            partition_requests.append(scan_partitions.build_add_request(new))
+        run_requests.append(dg.RunRequest(run_key=f"cohort-{fingerprint}", job_name=ingest_cohort_job.name))
+        context.update_cursor(fingerprint)
+    for scan_id in scans_awaiting_processing(context.instance, store, context.repository_def):
+        run_requests.append(dg.RunRequest(run_key=f"scan-{scan_id}-{fingerprint}", job_name=process_scan_job.name,
+                                          partition_key=scan_id))
+    if not run_requests and not partition_requests:
+        return dg.SkipReason(f"{cohort_dir} unchanged and every ingested scan processed")
+    return dg.SensorResult(run_requests=run_requests, dynamic_partitions_requests=partition_requests)
+
+
+@dg.schedule(job=process_scan_job, cron_schedule="0 2 * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
+             description="Every night, process every ingested scan that is still missing a per-scan asset "
+                         "(new scans, and scans whose earlier run failed).")
+def nightly_catch_up(context: dg.ScheduleEvaluationContext, store: StoreResource):
+    night = time.strftime("%Y-%m-%d", time.gmtime(context.scheduled_execution_time.timestamp()))
+    missing = scans_awaiting_processing(context.instance, store, context.repository_def)
+    if not missing:
+        return dg.SkipReason("every ingested scan is processed")
+    return [dg.RunRequest(run_key=f"nightly-{night}-{scan_id}", partition_key=scan_id) for scan_id in missing]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import dagster as dg
 import duckdb
 import pandas as pd
@@ -10,7 +12,9 @@ import pytest
 from assets import cohort as cohort_assets
 from orchestration.partitions import scan_partitions
 from orchestration.resources import CohortResource, LakeIOManager, SettingsResource, StoreResource
-from orchestration.sensors import new_scans_sensor
+from orchestration.definitions import build_definitions
+from orchestration.resources import resources_from_env
+from orchestration.sensors import cohort_fingerprint, new_scans_sensor, nightly_catch_up
 from orchestration.store import Store
 from tests.helpers import append_row, replace_in
 
@@ -94,16 +98,41 @@ def test_open_reader_never_blocks_a_run(cohort, tmp_path, instance):
     assert _query(store_dir, "select count(*) from patients") == [(9,)]
 
 
-def test_sensor_adds_new_scans_and_skips_when_unchanged(cohort, tmp_path, instance):
-    resources = {"cohort": CohortResource(path=str(cohort)), "settings": SettingsResource()}
-    context = dg.build_sensor_context(instance=instance, resources=resources)
-    result = new_scans_sensor(context)
-    assert len(result.run_requests) == 1
-    (added,) = result.dynamic_partitions_requests
+def test_sensor_and_schedule_ask_for_exactly_the_missing_work(cohort, tmp_path, instance, monkeypatch):
+    monkeypatch.setenv("METORIGIN_COHORT", str(cohort))
+    monkeypatch.setenv("METORIGIN_STORE", str(tmp_path / "store"))
+    defs = build_definitions(resources_from_env())
+    repository = defs.get_repository_def()
+
+    def tick(cursor=None):
+        return new_scans_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                                        resources=defs.resources))
+
+    first = tick()
+    assert [r.job_name for r in first.run_requests] == ["ingest_cohort"]  # nothing ingested yet
+    (added,) = first.dynamic_partitions_requests
     assert len(added.partition_keys) == 8
     instance.add_dynamic_partitions(scan_partitions.name, list(added.partition_keys))
-    again = new_scans_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=context.cursor))
-    assert isinstance(again, dg.SkipReason)
+    assert _materialize(cohort, tmp_path / "store", instance).success  # the ingest run
+
+    fingerprint = cohort_fingerprint(cohort)
+    second = tick(cursor=fingerprint)
+    assert sorted(r.partition_key for r in second.run_requests) == sorted(added.partition_keys)
+    assert {r.job_name for r in second.run_requests} == {"process_scan"}
+
+    done = sorted(added.partition_keys)[:5]
+    for scan_id in done:  # pretend these were processed: record their per-scan materialisations
+        for asset in ("segmentations", "lesions", "radiomics_features", "lesion_slices"):
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=scan_id))
+    third = tick(cursor=fingerprint)
+    assert sorted(r.partition_key for r in third.run_requests) == sorted(added.partition_keys)[5:]
+    night = datetime.datetime(2026, 11, 28, 2, 0, tzinfo=datetime.timezone.utc)
+    schedule = nightly_catch_up(dg.build_schedule_context(instance=instance, repository_def=repository,
+                                                          resources=defs.resources, scheduled_execution_time=night))
+    assert {r.run_key for r in schedule} == {f"nightly-2026-11-28-{k}" for k in sorted(added.partition_keys)[5:]}
+    assert sorted(r.partition_key for r in schedule) == sorted(added.partition_keys)[5:]
+
     append_row(cohort / "scans.csv", "S0100,P001,images/S0002.nii.gz,masks/S0002.nii.gz,1,2,B30s,1.5,portal_venous")
-    third = new_scans_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=context.cursor))
-    assert [r.partition_keys for r in third.dynamic_partitions_requests] == [["S0100"]]
+    fourth = tick(cursor=fingerprint)
+    assert [r.partition_keys for r in fourth.dynamic_partitions_requests] == [["S0100"]]
+    assert "ingest_cohort" in [r.job_name for r in fourth.run_requests]

@@ -71,7 +71,8 @@ def test_metorigin_ui_serves_the_asset_graph(cohort, tmp_path):
         repos = _graphql(port, "{ repositoriesOrError { ... on RepositoryConnection "
                                "{ nodes { sensors { name } jobs { name } } } } }")["repositoriesOrError"]["nodes"]
         assert "new_scans_sensor" in {s["name"] for r in repos for s in r["sensors"]}
-        assert "ingest_cohort" in {j["name"] for r in repos for j in r["jobs"]}
+        assert {"ingest_cohort", "process_scan"} <= {j["name"] for r in repos for j in r["jobs"]}
+        assert {("segmentations",), ("lesions",), ("radiomics_features",), ("lesion_slices",)} <= keys
         assert (home / ".nux" / "nux.yaml").read_text().strip() == "seen: 1"
     finally:
         os.killpg(server.pid, signal.SIGKILL)
