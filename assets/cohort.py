@@ -15,6 +15,9 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from data_quality.checks import check_result
+from data_quality.suites import scans_suite
+from orchestration.metadata import markdown_table
 from orchestration.partitions import scan_partitions
 from orchestration.resources import CohortResource, SettingsResource
 from orchestration.settings import InclusionCriteria
@@ -332,17 +335,6 @@ def load_cohort(cohort_dir: Path, criteria: InclusionCriteria = InclusionCriteri
 
 # --- Dagster wiring: thin assets over the functions above -------------------------------------
 
-def markdown_table(rows: list[dict], empty: str = "none") -> str:
-    """Rows as a markdown table for the Dagster UI (pandas' to_markdown needs an extra package)."""
-    if not rows:
-        return empty
-    columns = list(rows[0])
-    cell = lambda v: "" if v is None else str(v).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def _errors_markdown(errors: list[CohortError]) -> str:
     return markdown_table([{"file": e.file, "line": e.row, "id": e.row_id, "problem": e.problem, "fix": e.fix}
                            for e in errors], empty="No problems found.")
@@ -363,7 +355,7 @@ def _load_csv_or_fail(path: Path, required, optional) -> pd.DataFrame:
         raise dg.Failure(description=exc.message) from exc
 
 
-@dg.asset(group_name="cohort", pool="duckdb_write", kinds={"python", "duckdb"},
+@dg.asset(group_name="cohort", kinds={"python", "parquet"},
           check_specs=[dg.AssetCheckSpec("rows_valid", asset="patients",
                                          description="every row of patients.csv passes the contract")])
 def patients(context: dg.AssetExecutionContext, cohort: CohortResource):
@@ -377,9 +369,12 @@ def patients(context: dg.AssetExecutionContext, cohort: CohortResource):
     yield _row_check("patients", errors)
 
 
-@dg.asset(group_name="cohort", pool="duckdb_write", kinds={"python", "duckdb"},
+@dg.asset(group_name="cohort", kinds={"python", "parquet"},
           check_specs=[dg.AssetCheckSpec("rows_valid", asset="scans",
-                                         description="every row of scans.csv passes the contract")])
+                                         description="every row of scans.csv passes the contract"),
+                       dg.AssetCheckSpec("data_quality", asset="scans", blocking=True,
+                                         description="positive spacing, a reason for every exclusion, unique ids "
+                                                     "(Great Expectations)")])
 def scans(context: dg.AssetExecutionContext, cohort: CohortResource, settings: SettingsResource,
           patients: pd.DataFrame):
     """Every scan the cohort lists: geometry, acquisition, and whether it meets the inclusion criteria.
@@ -403,3 +398,4 @@ def scans(context: dg.AssetExecutionContext, cohort: CohortResource, settings: S
         "new_partitions": len(new),
         "excluded": dg.MetadataValue.md(markdown_table(reasons.to_dict("records")))})
     yield _row_check("scans", errors)
+    yield check_result(scans_suite(table), asset_key="scans")

@@ -12,6 +12,8 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 
+from data_quality.checks import check_result
+from data_quality.suites import lesions_suite
 from orchestration.partitions import scan_partitions
 from orchestration.resources import CohortResource, SettingsResource, StoreResource
 
@@ -92,9 +94,13 @@ def measure_lesions(image: sitk.Image, labels: sitk.Image, scan_id: str, patient
 
 # --- Dagster wiring ---------------------------------------------------------------------------
 
-@dg.asset(partitions_def=scan_partitions, group_name="imaging", kinds={"python", "parquet"})
+@dg.asset(partitions_def=scan_partitions, group_name="imaging", kinds={"python", "parquet"},
+          check_specs=[dg.AssetCheckSpec("data_quality", asset="lesions", blocking=True,
+                                         description="positive volumes and diameters, included lesions at least the "
+                                                     "minimum diameter, centroids inside the image "
+                                                     "(Great Expectations)")])
 def lesions(context: dg.AssetExecutionContext, cohort: CohortResource, store: StoreResource,
-            settings: SettingsResource, scans: pd.DataFrame, segmentations: pd.DataFrame) -> pd.DataFrame:
+            settings: SettingsResource, scans: pd.DataFrame, segmentations: pd.DataFrame):
     """One row per lesion (connected component); lesions under the minimum diameter kept, not included."""
     scan_id = context.partition_key
     config = settings.settings().lesions
@@ -108,5 +114,5 @@ def lesions(context: dg.AssetExecutionContext, cohort: CohortResource, store: St
     target.write_image(as_image(lesion_map, image), "lesions", f"{scan_id}.nii.gz")
     n_included = int(table["included"].sum())
     context.log.info(f"{scan_id}: {len(table)} lesions, {n_included} included (>= {config.min_diameter_mm:g} mm)")
-    context.add_output_metadata({"n_lesions": len(table), "n_included": n_included})
-    return table
+    yield dg.Output(table, metadata={"n_lesions": len(table), "n_included": n_included})
+    yield check_result(lesions_suite(table, row, config.min_diameter_mm), asset_key="lesions")

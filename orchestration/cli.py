@@ -135,6 +135,8 @@ def _summary(report, store_path: Path) -> str:
         lines.append("materialised: " + ", ".join(f"{k} ({n})" if n > 1 else k for k, n in report.materialized.items()))
     for failure in report.step_failures:
         lines.append(f"step failed: {failure}")
+    for check in report.blocked_by:
+        lines.append(f"stopped downstream of blocking check: {check}")
     for check, problems in report.failed_checks:
         lines.append(f"check failed: {check}")
         lines += [f"  - {p}" for p in problems.splitlines() if p.strip()]
@@ -153,9 +155,19 @@ def _summary(report, store_path: Path) -> str:
                 for sid, reason in con.execute("select scan_id, exclusion_reason from scans where valid and not included "
                                                "order by scan_id").fetchall():
                     lines.append(f"  excluded {sid}: {reason}")
+            if "cohort_characteristics" in tables:
+                lines += ["", "Table 1 (cohort_characteristics):", _table1(con), ""]
         lines.append(f"feature store: {store.duckdb_path}  (query: metorigin sql --store {store_path} \"...\")")
     lines.append(f"lake: {store.lake}")
     return "\n".join(lines)
+
+
+def _table1(con) -> str:
+    """Table 1 as the study lays it out: one column per cohort."""
+    frame = con.execute("select characteristic, level, cohort, display, row_order from cohort_characteristics").df()
+    wide = frame.pivot_table(index=["row_order", "characteristic", "level"], columns="cohort", values="display",
+                             aggfunc="first").reset_index().drop(columns="row_order").fillna("")
+    return wide.to_string(index=False)
 
 
 def cmd_sql(args) -> int:

@@ -55,19 +55,16 @@ class SettingsResource(ConfigurableResource):
 class LakeIOManager(ConfigurableIOManager):
     """Asset values are DataFrames stored as `lake/<asset>/<partition>.parquet`.
 
-    Unpartitioned assets are whole tables of the feature store contract (patients, scans, ...),
-    so they are also written to the DuckDB file under the same name.
+    The lake is the truth; the DuckDB feature store is built from it by dbt (sql/), so a Python
+    asset never holds a DuckDB connection while it computes.
     """
 
     path: str
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
-        store = Store(self.path)
         name = context.asset_key.path[-1]
         partition = context.partition_key if context.has_partition_key else None
-        path = store.write_lake(name, obj, partition)
-        if partition is None:
-            store.replace_table(name, obj, holder=f"run {context.run_id} ({name})")
+        path = Store(self.path).write_lake(name, obj, partition)
         context.add_output_metadata({"rows": len(obj), "lake_file": str(path)})
 
     def load_input(self, context: InputContext) -> pd.DataFrame:

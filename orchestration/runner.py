@@ -19,6 +19,8 @@ class RunReport:
     materialized: dict[str, int] = field(default_factory=dict)  # asset -> partitions (or 1) materialised
     step_failures: list[str] = field(default_factory=list)
     failed_checks: list[tuple[str, str]] = field(default_factory=list)  # (check, problems)
+    blocked_by: list[str] = field(default_factory=list)  # failed blocking checks that stopped the pipeline
+    checks_passed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -34,10 +36,13 @@ class RunReport:
         for event in result.get_step_failure_events():
             self.step_failures.append(f"{where}{event.step_key}: {_error_text(event.step_failure_data.error)}")
         for evaluation in result.get_asset_check_evaluations():
+            self.checks_passed += evaluation.passed
             if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+                name = f"{where}{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
                 messages = evaluation.metadata.get("messages")
-                self.failed_checks.append((f"{where}{evaluation.asset_key.to_user_string()}:{evaluation.check_name}",
-                                           messages.value if messages else evaluation.description or ""))
+                self.failed_checks.append((name, messages.value if messages else evaluation.description or ""))
+                if evaluation.blocking:
+                    self.blocked_by.append(name)
 
 
 def run_selection(defs: dg.Definitions, instance: dg.DagsterInstance, selection: str | None = None,
@@ -58,7 +63,8 @@ def run_selection(defs: dg.Definitions, instance: dg.DagsterInstance, selection:
     report = RunReport()
 
     def materialize(selected, partition=None):
-        result = dg.materialize(defs.assets, resources=defs.resources, instance=instance, raise_on_error=False,
+        result = dg.materialize([*defs.assets, *defs.asset_checks], resources=defs.resources, instance=instance,
+                                raise_on_error=False,
                                 selection=dg.AssetSelection.assets(*selected), partition_key=partition,
                                 run_config=run_config)
         report.add(result, partition)
@@ -66,9 +72,16 @@ def run_selection(defs: dg.Definitions, instance: dg.DagsterInstance, selection:
 
     per_scan_outputs = dg.AssetSelection.assets(*(k for k in graph.get_all_asset_keys()
                                                   if graph.get(k).is_partitioned)).downstream().resolve(graph)
+    # A multi-asset (the dbt project) runs as one step: if any of its assets needs the per-scan
+    # results, all of it waits for them.
+    for definition in defs.assets:
+        if set(definition.keys) & per_scan_outputs:
+            per_scan_outputs |= set(definition.keys)
     before, after = unpartitioned - per_scan_outputs, unpartitioned & per_scan_outputs
     if before:
         materialize(before)
+    if report.blocked_by or not report.success:
+        return report  # the cohort itself is in doubt: processing scans from it would spread the problem
     if partitioned:
         scans = sorted(instance.get_dynamic_partitions(scan_partitions.name))
         for done, scan_id in enumerate(scans, start=1):

@@ -91,8 +91,9 @@ class Store:
         return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
     @contextmanager
-    def duckdb_writer(self, holder: str, timeout_s: float = 600.0) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-write connection to the working copy, in one transaction published when the block succeeds.
+    def build_lock(self, holder: str, timeout_s: float = 600.0) -> Iterator[Path]:
+        """Exclusive use of the working copy (for DuckDB connections or a dbt build); published when
+        the block succeeds, reset to the published snapshot when it fails.
 
         A file lock serialises writers across processes even where no Dagster pool applies
         (ephemeral instances, scripts). A writer that waits too long is told who holds the lock.
@@ -108,21 +109,31 @@ class Store:
                 lock.flush()
                 if not self.build_path.exists() and self.duckdb_path.exists():
                     shutil.copy2(self.duckdb_path, self.build_path)  # e.g. the .build folder was deleted
-                con = duckdb.connect(str(self.build_path))
                 try:
-                    con.execute("BEGIN TRANSACTION")
-                    try:
-                        yield con
-                    except BaseException:
-                        con.execute("ROLLBACK")  # a failed step leaves no trace, even unpublished
-                        raise
-                    con.execute("COMMIT")
-                    con.execute("CHECKPOINT")
-                finally:
-                    con.close()
+                    yield self.build_path
+                except BaseException:
+                    self._reset_build()  # half-built tables must not reach the next publication
+                    raise
                 self._publish()
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @contextmanager
+    def duckdb_writer(self, holder: str, timeout_s: float = 600.0) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection to the working copy, published when the block succeeds."""
+        with self.build_lock(holder, timeout_s) as path:
+            con = duckdb.connect(str(path))
+            try:
+                yield con
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+
+    def _reset_build(self) -> None:
+        for suffix in ("", ".wal"):
+            Path(f"{self.build_path}{suffix}").unlink(missing_ok=True)
+        if self.duckdb_path.exists():
+            shutil.copy2(self.duckdb_path, self.build_path)
 
     def _publish(self) -> None:
         tmp = self.duckdb_path.with_name(f".{DUCKDB_FILE}.{os.getpid()}.tmp")

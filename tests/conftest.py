@@ -33,3 +33,15 @@ def cohort(tiny_cohort, tmp_path) -> Path:
         else:
             (copy / entry.name).symlink_to(entry, target_is_directory=True)
     return copy
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_dagster_context():
+    """Start each test module without the definitions-state storage of an earlier module's Dagster
+    instance: it lives in a context variable that outlives the instance when pytest tears fixtures
+    down in another context, and a later in-process run would try to open the deleted instance.
+    (A `metorigin` process has one instance, so only the test process needs this; private API.)"""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield

@@ -31,6 +31,7 @@ def test_synth_run_sql_as_a_user_would(tmp_path):
     run = _cli("run", "--cohort", cohort, "--store", store, "--profile", "quick")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "succeeded" in run.stdout and "scans: 8 of 10 included" in run.stdout
+    assert "Table 1 (cohort_characteristics):" in run.stdout and "Liver tumor burden" in run.stdout
 
     count = _cli("sql", "--store", store, "select count(*) as n from patients", "--csv")
     assert count.returncode == 0, count.stderr

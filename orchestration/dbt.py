@@ -1,0 +1,80 @@
+"""The dbt project in sql/ as Dagster assets, building the DuckDB feature store from the lake.
+
+dbt writes the store's private working copy under the store's build lock and the `duckdb_write`
+pool; the copy is published only when the whole build (models and dbt tests) succeeds, so
+analysts never see half a build. `training_matrix` is a separate step so that the Great
+Expectations checks on `lesion_features` can stop it (and everything downstream) when they fail.
+"""
+
+
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Mapping
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from .home import REPO_ROOT
+from .resources import StoreResource
+
+DBT_DIR = REPO_ROOT / "sql"
+DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))  # the venv's, whatever PATH says
+dbt_project = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
+if not dbt_project.manifest_path.exists():  # `make` prepares it; a bare checkout prepares it here once
+    subprocess.run([DBT_EXECUTABLE, "parse", "--quiet", "--project-dir", str(DBT_DIR), "--profiles-dir",
+                    str(DBT_DIR)], check=True, cwd=DBT_DIR)
+
+FEATURE_STORE_GROUP = "feature_store"
+GATED_MODELS = "training_matrix"
+
+
+class FeatureStoreTranslator(DagsterDbtTranslator):
+    """dbt models become `feature_store/<model>`: the table `lesions` is not the Python asset `lesions`."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return super().get_asset_key(dbt_resource_props)
+        return dg.AssetKey([FEATURE_STORE_GROUP, dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return FEATURE_STORE_GROUP
+
+
+@contextmanager
+def _environment(**values: str):
+    previous = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource):
+    target = store.store()
+    with target.build_lock(f"run {context.run_id} (dbt)") as build_path:
+        with _environment(METORIGIN_STORE=str(target.root), METORIGIN_DUCKDB=str(build_path)):
+            yield from dbt.cli(["build"], context=context).stream()
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, exclude=GATED_MODELS,
+            dagster_dbt_translator=FeatureStoreTranslator(), pool="duckdb_write", name="feature_store")
+def feature_store_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource):
+    yield from _build(context, dbt, store)
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, select=GATED_MODELS,
+            dagster_dbt_translator=FeatureStoreTranslator(), pool="duckdb_write", name="gated_feature_store")
+def gated_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource):
+    yield from _build(context, dbt, store)
+
+
+def dbt_resource() -> DbtCliResource:
+    return DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE)

@@ -1,0 +1,2 @@
+-- The contract name SQL users query (see README, 'The store'); typed in stg_scans.
+select * from {{ ref('stg_scans') }}

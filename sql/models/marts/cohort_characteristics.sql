@@ -1,0 +1,84 @@
+-- Table 1 of the study, regenerated for this cohort: one row per characteristic, level and cohort.
+-- Patients count when they have at least one included, processed scan. `display` is the cell as
+-- the study prints it; `value` the number behind it; `row_order` the table's row order.
+with patients as (
+    select p.*, b.n_lesions, b.tumor_burden, b.liver_parenchyma_mean_hu
+    from {{ ref('stg_patients') }} as p
+    inner join {{ ref('tumor_burden') }} as b on b.level = 'patient' and b.patient_id = p.patient_id
+),
+
+cohort_size as (
+    select primary_site as cohort, count(*) as n from patients group by 1
+),
+
+lesions as (
+    select l.mean_hu, p.primary_site as cohort
+    from {{ ref('stg_lesions') }} as l
+    inner join {{ ref('stg_scans') }} as s on s.scan_id = l.scan_id
+    inner join patients as p on p.patient_id = s.patient_id
+    where l.included and s.included
+),
+
+categorical as (
+    {% for characteristic, column, order in [('Sex', 'sex', 3), ('T-Stage', 't_stage', 4),
+                                            ('N-Stage', 'n_stage', 5), ('M-Stage', 'm_stage', 6)] %}
+    select
+        '{{ characteristic }}' as characteristic,
+        coalesce({{ column }}, 'unknown') as level,
+        primary_site as cohort,
+        count(*) as n,
+        {{ order }} as row_order
+    from patients
+    group by all
+    {% if not loop.last %}union all{% endif %}
+    {% endfor %}
+)
+
+select * from (
+select 'n' as characteristic, '' as level, cohort, n::double as value, n::varchar as display, 1 as row_order
+from cohort_size
+
+union all
+
+select
+    'Age (median [IQR])', '', primary_site, median(age),
+    printf('%.2f [%.2f, %.2f]', median(age), quantile_cont(age, 0.25), quantile_cont(age, 0.75)), 2
+from patients
+group by primary_site
+
+union all
+
+select
+    c.characteristic, c.level, c.cohort, c.n::double,
+    printf('%d (%.1f%%)', c.n, 100.0 * c.n / s.n), c.row_order
+from categorical as c
+inner join cohort_size as s on s.cohort = c.cohort
+
+union all
+
+select 'Liver lesions', 'Number', primary_site, sum(n_lesions)::double, sum(n_lesions)::varchar, 7
+from patients group by primary_site
+
+union all
+
+select 'Liver lesions', 'Per patient', primary_site, avg(n_lesions), printf('%.2f', avg(n_lesions)), 7
+from patients group by primary_site
+
+union all
+
+select 'Liver lesions', 'Mean HU', cohort, avg(mean_hu), printf('%.2f', avg(mean_hu)), 7
+from lesions group by cohort
+
+union all
+
+select 'Liver parenchyma', 'Liver tumor burden', primary_site, avg(tumor_burden),
+       printf('%.1f%%', 100 * avg(tumor_burden)), 8
+from patients group by primary_site
+
+union all
+
+select 'Liver parenchyma', 'Mean HU', primary_site, avg(liver_parenchyma_mean_hu),
+       printf('%.2f', avg(liver_parenchyma_mean_hu)), 8
+from patients group by primary_site
+)
+order by row_order, characteristic, level, cohort

@@ -1,0 +1,13 @@
+-- What the classifiers learn from: included lesions of included scans, their patient (the unit
+-- that must never straddle train and test) and the label, then every feature column.
+select
+    f.lesion_id,
+    f.scan_id,
+    p.patient_id,
+    p.primary_site as label,
+    f.* exclude (lesion_id, scan_id, patient_id)
+from {{ ref('lesion_features') }} as f
+inner join {{ ref('stg_lesions') }} as l on l.lesion_id = f.lesion_id
+inner join {{ ref('stg_scans') }} as s on s.scan_id = l.scan_id
+inner join {{ ref('stg_patients') }} as p on p.patient_id = s.patient_id
+where l.included and s.included

@@ -1,0 +1,144 @@
+"""The dbt feature store and its Great Expectations checks, on a real pipeline run of the tiny cohort.
+
+Every mart is checked against values computed here, independently, from the Parquet lake.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from orchestration.definitions import build_definitions
+from orchestration.resources import resources_from_env
+from orchestration.runner import run_selection
+from orchestration.store import Store
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_cohort, tmp_path_factory):
+    store_dir = tmp_path_factory.mktemp("fs") / "store"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("METORIGIN_COHORT", str(tiny_cohort))
+        mp.setenv("METORIGIN_STORE", str(store_dir))
+        mp.setenv("METORIGIN_WORKERS", "2")
+        defs = build_definitions(resources_from_env())
+        report = run_selection(defs, dg.DagsterInstance.ephemeral(), progress=lambda _: None)
+        assert report.ok, (report.step_failures, report.failed_checks)
+        yield defs, Store(store_dir), report
+
+
+def _sql(store: Store, query: str) -> pd.DataFrame:
+    with store.connect_read_only() as con:
+        return con.execute(query).df()
+
+
+def _lake_patients(store: Store) -> pd.DataFrame:
+    """Per patient, from the lake alone: label, demographics, included lesions and burden."""
+    scans = store.read_lake("scans").query("included")
+    seg = store.read_lake("segmentations").merge(scans[["scan_id"]], on="scan_id")
+    lesions = store.read_lake("lesions").query("included")
+    per_scan = seg.set_index("scan_id")[["patient_id", "liver_volume_ml", "liver_parenchyma_mean_hu"]].join(
+        lesions.groupby("scan_id").agg(lesion_ml=("volume_ml", "sum"), n=("lesion_id", "size"))).fillna(
+        {"lesion_ml": 0, "n": 0})
+    per_patient = per_scan.groupby("patient_id").agg(liver=("liver_volume_ml", "sum"), lesion=("lesion_ml", "sum"),
+                                                     n=("n", "sum"), parenchyma=("liver_parenchyma_mean_hu", "mean"))
+    per_patient["burden"] = per_patient["lesion"] / per_patient["liver"]
+    return store.read_lake("patients").set_index("patient_id").join(per_patient, how="inner")
+
+
+def test_dbt_tests_ran_as_checks(pipeline):
+    _, _, report = pipeline
+    assert report.checks_passed >= 30  # dbt's data tests surface as Dagster asset checks
+
+
+def test_tumor_burden_matches_the_lake(pipeline):
+    _, store, _ = pipeline
+    expected = _lake_patients(store)
+    mart = _sql(store, "select * from tumor_burden where level = 'patient'").set_index("patient_id")
+    assert sorted(mart.index) == sorted(expected.index)
+    np.testing.assert_allclose(mart.loc[expected.index, "tumor_burden"], expected["burden"], rtol=1e-9)
+    np.testing.assert_allclose(mart.loc[expected.index, "lesion_volume_ml"], expected["lesion"], rtol=1e-9)
+    scans = _sql(store, "select * from tumor_burden where level = 'scan'")
+    assert len(scans) == int(store.read_lake("scans")["included"].sum())
+
+
+def test_cohort_characteristics_is_table1_of_the_lake(pipeline):
+    _, store, _ = pipeline
+    expected = _lake_patients(store)
+    table = _sql(store, "select * from cohort_characteristics")
+    cell = lambda c, lvl, cohort: table.query("characteristic == @c and level == @lvl and cohort == @cohort").iloc[0]  # noqa: E731
+    for site, group in expected.groupby("primary_site"):
+        assert cell("n", "", site)["value"] == len(group)
+        age = cell("Age (median [IQR])", "", site)
+        q1, med, q3 = np.percentile(group["age"], [25, 50, 75])
+        assert age["value"] == pytest.approx(med) and age["display"] == f"{med:.2f} [{q1:.2f}, {q3:.2f}]"
+        for sex, n in group["sex"].value_counts().items():
+            assert cell("Sex", sex, site)["display"] == f"{n} ({100 * n / len(group):.1f}%)"
+        assert cell("Liver lesions", "Number", site)["value"] == group["n"].sum()
+        assert cell("Liver lesions", "Per patient", site)["value"] == pytest.approx(group["n"].mean())
+        assert cell("Liver parenchyma", "Liver tumor burden", site)["value"] == pytest.approx(group["burden"].mean())
+        assert cell("Liver parenchyma", "Mean HU", site)["value"] == pytest.approx(group["parenchyma"].mean())
+    assert list(table["row_order"]) == sorted(table["row_order"])  # prints in the table's order
+
+
+def test_lesion_features_and_training_matrix_match_the_long_table(pipeline):
+    _, store, _ = pipeline
+    long = store.read_lake("radiomics_features")
+    wide = _sql(store, "select * from lesion_features").set_index("lesion_id")
+    assert len(wide.columns) == 2 + 107 and len(wide) == long["lesion_id"].nunique()
+    expected = long.pivot(index="lesion_id", columns="feature_name", values="feature_value")
+    np.testing.assert_array_equal(wide.loc[expected.index, expected.columns].to_numpy(), expected.to_numpy())
+    matrix = _sql(store, "select * from training_matrix")
+    labels = store.read_lake("patients").set_index("patient_id")["primary_site"]
+    assert (matrix["label"] == labels.loc[matrix["patient_id"]].to_numpy()).all()
+    included = store.read_lake("lesions").query("included")["lesion_id"]
+    assert set(matrix["lesion_id"]) <= set(included)
+
+
+def _analyst_session(store: Store) -> subprocess.Popen:
+    """Another process holding the feature store open read-write, as the DuckDB CLI does, until told to stop."""
+    script = ("import duckdb, sys\n"
+              f"con = duckdb.connect({str(store.duckdb_path)!r})\n"
+              "query = 'select count(*) from training_matrix'\n"
+              "print(con.execute(query).fetchone()[0], flush=True)\n"
+              "sys.stdin.readline()\n"
+              "print(con.execute(query).fetchone()[0], flush=True)\n")
+    session = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert session.stdout.readline().strip().isdigit()  # connected and queried before the run starts
+    return session
+
+
+def test_corrupt_feature_fails_the_check_and_stops_training_matrix(pipeline):
+    defs, store, _ = pipeline
+    before = _sql(store, "select * from training_matrix order by lesion_id")
+    analyst = _analyst_session(store)
+    scan = store.lake_partitions("radiomics_features")[0]
+    path = store.lake_file("radiomics_features", scan)
+    original = pd.read_parquet(path)
+    corrupt = original.copy()
+    victim = corrupt["lesion_id"].iloc[0]
+    corrupt.loc[(corrupt["lesion_id"] == victim) & (corrupt["feature_name"] == "original_shape_MeshVolume"),
+                "feature_value"] = -5.0
+    corrupt.to_parquet(path, index=False)
+    try:
+        report = run_selection(defs, dg.DagsterInstance.ephemeral(), selection='group:"feature_store"',
+                               progress=lambda _: None)
+    finally:
+        original.to_parquet(path, index=False)
+    try:
+        assert report.blocked_by == ["feature_store/lesion_features:data_quality"]
+        (check, problems), = report.failed_checks
+        assert "original_shape_MeshVolume" in problems and victim in problems
+        assert "feature_store/training_matrix" not in report.materialized
+        assert "feature_store/lesion_features" in report.materialized
+    finally:
+        out, _ = analyst.communicate("again\n", timeout=60)
+    assert analyst.returncode == 0 and out.split() == [str(len(before))]  # its snapshot, untouched
+    pd.testing.assert_frame_equal(_sql(store, "select * from training_matrix order by lesion_id"), before)
