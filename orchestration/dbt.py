@@ -23,7 +23,19 @@ from .resources import StoreResource
 DBT_DIR = REPO_ROOT / "sql"
 DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))  # the venv's, whatever PATH says
 dbt_project = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
-if not dbt_project.manifest_path.exists():  # `make` prepares it; a bare checkout prepares it here once
+
+
+def _manifest_is_stale() -> bool:
+    """`make` prepares the manifest; an edit to the project since then would make dagster-dbt and
+    the dbt build disagree about which models and tests exist, so it is prepared again."""
+    if not dbt_project.manifest_path.exists():
+        return True
+    built = dbt_project.manifest_path.stat().st_mtime
+    return any(p.stat().st_mtime > built for pattern in ("*.sql", "*.yml") for p in DBT_DIR.rglob(pattern)
+               if "target" not in p.parts)
+
+
+if _manifest_is_stale():
     subprocess.run([DBT_EXECUTABLE, "parse", "--quiet", "--project-dir", str(DBT_DIR), "--profiles-dir",
                     str(DBT_DIR)], check=True, cwd=DBT_DIR)
 
