@@ -118,17 +118,6 @@ class Store:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    @contextmanager
-    def duckdb_writer(self, holder: str, timeout_s: float = 600.0) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A read-write connection to the working copy, published when the block succeeds."""
-        with self.build_lock(holder, timeout_s) as path:
-            con = duckdb.connect(str(path))
-            try:
-                yield con
-                con.execute("CHECKPOINT")
-            finally:
-                con.close()
-
     def _reset_build(self) -> None:
         for suffix in ("", ".wal"):
             Path(f"{self.build_path}{suffix}").unlink(missing_ok=True)
@@ -139,12 +128,6 @@ class Store:
         tmp = self.duckdb_path.with_name(f".{DUCKDB_FILE}.{os.getpid()}.tmp")
         shutil.copy2(self.build_path, tmp)
         os.replace(tmp, self.duckdb_path)
-
-    def replace_table(self, name: str, frame: pd.DataFrame, holder: str) -> None:
-        with self.duckdb_writer(holder) as con:
-            con.register("incoming", frame)
-            con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM incoming')
-            con.unregister("incoming")
 
     def connect_read_only(self) -> duckdb.DuckDBPyConnection:
         if not self.duckdb_path.exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import duckdb
 import pandas as pd
 import pytest
 
@@ -24,24 +25,31 @@ def test_reading_an_unmaterialised_asset_says_what_to_do(tmp_path):
         Store(tmp_path).read_lake("lesions")
 
 
+def _write(path, sql: str) -> None:
+    with duckdb.connect(str(path)) as con:
+        con.execute(sql)
+
+
 def test_a_second_writer_waits_and_is_told_who_holds_the_lock(tmp_path):
     store = Store(tmp_path)
-    with store.duckdb_writer("run A (scans)") as con:
-        con.execute("create table t as select 1 as x")
-        with pytest.raises(StoreLockTimeout, match=r"locked by run A \(scans\)"):
-            with store.duckdb_writer("run B", timeout_s=0.5):
+    with store.build_lock("run A (dbt)") as path:
+        _write(path, "create table t as select 1 as x")
+        with pytest.raises(StoreLockTimeout, match=r"locked by run A \(dbt\)"):
+            with store.build_lock("run B", timeout_s=0.5):
                 pass
     with store.connect_read_only() as con:
         assert con.execute("select x from t").fetchall() == [(1,)]
 
 
-def test_failed_write_is_not_published(tmp_path):
+def test_a_failed_build_is_neither_published_nor_kept(tmp_path):
     store = Store(tmp_path)
-    store.replace_table("t", pd.DataFrame({"x": [1]}), holder="first")
+    with store.build_lock("first") as path:
+        _write(path, "create table t as select 1 as x")
     with pytest.raises(RuntimeError):
-        with store.duckdb_writer("second") as con:
-            con.execute("create or replace table t as select 2 as x")
-            raise RuntimeError("the step failed half-way")
-    store.replace_table("other", pd.DataFrame({"y": [1]}), holder="third")  # publishes the working copy
+        with store.build_lock("second") as path:
+            _write(path, "create or replace table t as select 2 as x")
+            raise RuntimeError("dbt failed half-way")
+    with store.build_lock("third") as path:  # publishes the working copy again
+        _write(path, "create table other as select 1 as y")
     with store.connect_read_only() as con:
         assert con.execute("select x from t").fetchall() == [(1,)]
