@@ -7,7 +7,7 @@ from typing import Callable
 
 import dagster as dg
 
-from .partitions import scan_partitions
+from .partitions import included_scan_partitions
 
 
 @dataclass
@@ -83,7 +83,7 @@ def run_selection(defs: dg.Definitions, instance: dg.DagsterInstance, selection:
     if report.blocked_by or not report.success:
         return report  # the cohort itself is in doubt: processing scans from it would spread the problem
     if partitioned:
-        scans = sorted(instance.get_dynamic_partitions(scan_partitions.name))
+        scans = included_scan_partitions(instance, defs.resources["store"].store())
         for done, scan_id in enumerate(scans, start=1):
             result = materialize(partitioned, scan_id)
             progress(f"[{done}/{len(scans)}] {scan_id}: {'ok' if result.success else 'FAILED'}")

@@ -18,7 +18,7 @@ from assets.cohort import PATIENTS_CSV, SCANS_CSV, load_cohort
 from assets.errors import CohortError
 
 from .jobs import PER_SCAN_GROUP, ingest_cohort_job, process_scan_job
-from .partitions import scan_partitions
+from .partitions import included_scan_partitions, scan_partitions
 from .resources import CohortResource, SettingsResource, StoreResource
 
 
@@ -33,16 +33,10 @@ def cohort_fingerprint(cohort_dir: Path) -> str:
 
 def scans_awaiting_processing(instance: dg.DagsterInstance, store: StoreResource,
                               repository: dg.RepositoryDefinition) -> list[str]:
-    """Registered scan partitions that are included in the stored scans table and lack any per-scan asset."""
-    registered = set(instance.get_dynamic_partitions(scan_partitions.name))
-    try:
-        scans = store.store().read_lake("scans")
-    except FileNotFoundError:
-        return []
-    ingested = set(scans.loc[scans["included"], "scan_id"]) & registered
+    """Included, registered scans that lack any per-scan asset."""
     per_scan = dg.AssetSelection.groups(PER_SCAN_GROUP).resolve(repository.asset_graph)
     done = set.intersection(*(instance.get_materialized_partitions(key) for key in per_scan))
-    return sorted(ingested - done)
+    return [scan_id for scan_id in included_scan_partitions(instance, store.store()) if scan_id not in done]
 
 
 @dg.sensor(jobs=[ingest_cohort_job, process_scan_job], minimum_interval_seconds=120,
