@@ -16,11 +16,13 @@ from data_quality.checks import check_result
 from data_quality.suites import lesions_suite
 from orchestration.partitions import scan_partitions
 from orchestration.resources import CohortResource, SettingsResource, StoreResource
+from orchestration.store import Store
 
 from .per_scan import failing_only_this_scan, scan_image, scan_row
 from .segmentation import LESION, as_image
 
 CONNECTIVITY = {"face": 1, "edge": 2, "vertex": 3}
+LESION_MAPS = "lesions"  # artefact folder of the per-scan lesion maps
 
 LESION_COLUMNS = [
     "lesion_id", "scan_id", "patient_id", "lesion_number", "voxel_count", "volume_ml", "max_diameter_mm",
@@ -92,6 +94,11 @@ def measure_lesions(image: sitk.Image, labels: sitk.Image, scan_id: str, patient
     return pd.DataFrame(rows, columns=LESION_COLUMNS), components
 
 
+def read_lesion_map(store: Store, scan_id: str) -> np.ndarray:
+    """The scan's lesion map as written by the `lesions` asset (0 background, n = lesion number)."""
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(store.artifact_path(LESION_MAPS, f"{scan_id}.nii.gz"))))
+
+
 # --- Dagster wiring ---------------------------------------------------------------------------
 
 @dg.asset(partitions_def=scan_partitions, group_name="imaging", kinds={"python", "parquet"},
@@ -111,7 +118,7 @@ def lesions(context: dg.AssetExecutionContext, cohort: CohortResource, store: St
     labels = sitk.ReadImage(str(target.root / segmentations.iloc[0]["label_map"]))
     table, lesion_map = measure_lesions(image, labels, scan_id, row["patient_id"], config.connectivity,
                                         config.min_diameter_mm)
-    target.write_image(as_image(lesion_map, image), "lesions", f"{scan_id}.nii.gz")
+    target.write_image(as_image(lesion_map, image), LESION_MAPS, f"{scan_id}.nii.gz")
     n_included = int(table["included"].sum())
     context.log.info(f"{scan_id}: {len(table)} lesions, {n_included} included (>= {config.min_diameter_mm:g} mm)")
     yield dg.Output(table, metadata={"n_lesions": len(table), "n_included": n_included})

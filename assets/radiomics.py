@@ -11,6 +11,7 @@ import logging
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +23,7 @@ import SimpleITK as sitk
 from orchestration.partitions import scan_partitions
 from orchestration.resources import CohortResource, SettingsResource, StoreResource
 
+from .lesions import read_lesion_map
 from .per_scan import failing_only_this_scan, scan_image, scan_row
 
 PARAMS_FILE = Path(__file__).with_name("radiomics_params.yaml")
@@ -84,6 +86,12 @@ def expected_features(extractor) -> list[str]:
             for name in (chosen or [n for n, deprecated in available.items() if not deprecated]):
                 names.append(f"{image_type.lower()}_{cls}_{name}")
     return sorted(names)
+
+
+@lru_cache(maxsize=4)
+def feature_names(params_file: Path = PARAMS_FILE) -> tuple[str, ...]:
+    """The feature set of a settings file, built once per process (the asset asks for every scan)."""
+    return tuple(expected_features(make_extractor(params_file)))
 
 
 def crop_lesion(image: sitk.Image, lesion_map: np.ndarray, lesion: dict, margin: int) -> LesionCrop:
@@ -161,13 +169,13 @@ def _collect(outcomes, total: int, progress) -> dict[str, tuple[dict | None, str
     return results
 
 
-def long_table(lesions: pd.DataFrame, results: dict, feature_names: list[str], version: str,
+def long_table(lesions: pd.DataFrame, results: dict, names: list[str], version: str,
                params_hash: str) -> pd.DataFrame:
     """One row per lesion and feature; undefined values are NaN with the reason beside them."""
     rows = []
     for lesion in lesions.itertuples():
         values, error = results[lesion.lesion_id]
-        for name in feature_names:
+        for name in names:
             value = np.nan if values is None else values.get(name, np.nan)
             reason = error if values is None else (
                 None if np.isfinite(value) else "pyradiomics returned a non-finite value (undefined for this lesion)")
@@ -186,7 +194,7 @@ def radiomics_features(context: dg.AssetExecutionContext, cohort: CohortResource
     config = settings.settings().radiomics
     with failing_only_this_scan():
         image = scan_image(cohort.path, scan_row(scans, scan_id))
-    lesion_map = sitk.GetArrayFromImage(sitk.ReadImage(str(store.store().artifact_path("lesions", f"{scan_id}.nii.gz"))))
+    lesion_map = read_lesion_map(store.store(), scan_id)
     chosen = lesions[lesions["included"]]
     crops = [crop_lesion(image, lesion_map, lesion, config.crop_margin_voxels) for lesion in chosen.to_dict("records")]
 
@@ -195,7 +203,7 @@ def radiomics_features(context: dg.AssetExecutionContext, cohort: CohortResource
             context.log.info(f"{scan_id}: radiomics {done}/{total} lesions")
 
     results = extract_lesions(crops, config.workers, progress=progress)
-    table = long_table(chosen, results, expected_features(make_extractor()), pyradiomics_version(), settings_hash())
+    table = long_table(chosen, results, list(feature_names()), pyradiomics_version(), settings_hash())
     n_undefined = int(table["undefined_reason"].notna().sum())
     context.add_output_metadata({"n_lesions": len(chosen), "n_features": table["feature_name"].nunique(),
                                  "n_undefined_values": n_undefined})

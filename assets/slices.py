@@ -20,6 +20,7 @@ from orchestration.partitions import scan_partitions
 from orchestration.resources import CohortResource, SettingsResource, StoreResource
 from orchestration.settings import SliceSettings
 
+from .lesions import read_lesion_map
 from .per_scan import failing_only_this_scan, scan_image, scan_row
 
 SLICE_COLUMNS = ["lesion_id", "scan_id", "patient_id", "slice_index", "array_row", "lesion_area_px",
@@ -99,7 +100,7 @@ def lesion_slices(context: dg.AssetExecutionContext, cohort: CohortResource, sto
     target = store.store()
     with failing_only_this_scan():
         image = scan_image(cohort.path, scan_row(scans, scan_id))
-    lesion_map = sitk.GetArrayFromImage(sitk.ReadImage(str(target.artifact_path("lesions", f"{scan_id}.nii.gz"))))
+    lesion_map = read_lesion_map(target, scan_id)
     stack, index = cut_lesion_slices(image, lesion_map, lesions, settings.settings().slices)
     path = target.artifact_path("lesion_slices", f"{scan_id}.npz")
     save_slices(path, stack)

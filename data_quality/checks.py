@@ -30,10 +30,10 @@ def check_result(result: SuiteResult, asset_key=None, check_name: str = "data_qu
                 description="Exact feature set, no unexplained missing values, all finite, positive shape volumes, "
                             "first-order HU within what CT can store (Great Expectations).")
 def lesion_features_quality(store: StoreResource) -> dg.AssetCheckResult:
-    from assets.radiomics import expected_features, make_extractor
+    from assets.radiomics import feature_names
 
     with store.store().connect_read_only() as con:
         wide = con.execute("select * from lesion_features").df()
         undefined = con.execute("select lesion_id, feature_name from radiomics_features "
                                 "where undefined_reason is not null").df()
-    return check_result(lesion_features_suite(wide, undefined, expected_features(make_extractor())))
+    return check_result(lesion_features_suite(wide, undefined, list(feature_names())))
