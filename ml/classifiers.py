@@ -1,0 +1,98 @@
+"""The study's eight classifiers and two resamplers, as imbalanced-learn pipelines tuned by patient.
+
+Each pipeline is impute -> standardise -> resample -> classify, so every step that learns from data
+(medians, means, synthetic minority samples, the model) is fitted inside the training fold only.
+Grids are small on purpose: the study tuned "if applicable", and with ~70 training patients a wide
+grid mostly fits the noise of the tuning folds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from imblearn.over_sampling import SMOTE
+from imblearn.pipeline import Pipeline
+from imblearn.under_sampling import RandomUnderSampler
+from sklearn.base import BaseEstimator
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+from sklearn.naive_bayes import GaussianNB
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from sklearn.tree import DecisionTreeClassifier
+from xgboost import XGBClassifier
+
+
+def _calibrated(svm: SVC) -> CalibratedClassifierCV:
+    return CalibratedClassifierCV(svm, method="sigmoid", ensemble=False, cv=5)
+
+
+@dataclass(frozen=True)
+class Classifier:
+    name: str
+    make: Callable[[int], BaseEstimator]   # seed -> unfitted estimator (single-threaded; we parallelise fits)
+    grid: dict[str, list]
+
+
+CLASSIFIERS: tuple[Classifier, ...] = (
+    Classifier("xgboost", lambda seed: XGBClassifier(n_estimators=200, learning_rate=0.1, tree_method="hist",
+                                                     n_jobs=1, random_state=seed, verbosity=0),
+               {"max_depth": [2, 4]}),
+    Classifier("random_forest", lambda seed: RandomForestClassifier(n_estimators=200, n_jobs=1, random_state=seed),
+               {"min_samples_leaf": [1, 5]}),
+    # SVMs give margins, not probabilities: Platt scaling fitted by internal cross-validation.
+    Classifier("linear_svm", lambda seed: _calibrated(SVC(kernel="linear")), {"estimator__C": [0.1, 1.0]}),
+    Classifier("kernel_svm", lambda seed: _calibrated(SVC(kernel="rbf")), {"estimator__C": [1.0, 10.0]}),
+    Classifier("knn", lambda seed: KNeighborsClassifier(), {"n_neighbors": [5, 15, 31]}),
+    Classifier("logistic_regression", lambda seed: LogisticRegression(max_iter=2000), {"C": [0.1, 1.0, 10.0]}),
+    Classifier("naive_bayes", lambda seed: GaussianNB(), {}),
+    Classifier("decision_tree", lambda seed: DecisionTreeClassifier(random_state=seed), {"max_depth": [3, 6]}),
+)
+
+RESAMPLERS: dict[str, Callable[[int], BaseEstimator]] = {
+    "smote": lambda seed: SMOTE(random_state=seed),
+    "undersampling": lambda seed: RandomUnderSampler(random_state=seed),
+}
+
+
+def classifier(name: str) -> Classifier:
+    for spec in CLASSIFIERS:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"unknown classifier {name!r}; choose one of {', '.join(c.name for c in CLASSIFIERS)}")
+
+
+def build_pipeline(spec: Classifier, resampler: str, seed: int, params: dict | None = None) -> Pipeline:
+    pipeline = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler()),
+                         ("resample", RESAMPLERS[resampler](seed)), ("model", spec.make(seed))])
+    return pipeline.set_params(**{f"model__{k}": v for k, v in (params or {}).items()})
+
+
+@dataclass
+class Tuned:
+    pipeline: Pipeline          # refitted on all training patients with the best parameters
+    params: dict
+    cv_auc: float               # mean ROC AUC over the grouped tuning folds, at the best parameters
+
+
+def tune(spec: Classifier, resampler: str, x: pd.DataFrame, y: np.ndarray, groups: np.ndarray, seed: int,
+         folds: int) -> Tuned:
+    """Grid search with folds grouped by patient, scored by ROC AUC, on training patients only.
+
+    A candidate that cannot fit a small cohort's folds (more neighbours than samples) scores NaN
+    and is passed over, with scikit-learn's warning; if none fits, the refit raises.
+    """
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    search = GridSearchCV(build_pipeline(spec, resampler, seed),
+                          {f"model__{k}": v for k, v in spec.grid.items()} or [{}],
+                          scoring="roc_auc", cv=splitter, n_jobs=1, refit=True, error_score=np.nan)
+    search.fit(x, y, groups=groups)
+    params = {k.removeprefix("model__"): v for k, v in search.best_params_.items()}
+    return Tuned(pipeline=search.best_estimator_, params=params, cv_auc=float(search.best_score_))

@@ -1,0 +1,51 @@
+"""Which patients train, validate and test: one split, by patient, shared by both arms of the study.
+
+Lesions of one patient share the patient's scanner noise, enhancement and biology; splitting by
+lesion would let a model recognise the patient instead of the primary. So the unit of every split
+here is the patient, and the test patients are the same for the radiomics models and the DenseNet.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from orchestration.settings import SplitSettings
+
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
+
+
+def split_patients(patients: pd.DataFrame, settings: SplitSettings, seed: int) -> pd.DataFrame:
+    """`patients` has one row per patient with `patient_id` and `label`; returns them with `set`.
+
+    Test: `test_patients_per_class` per class (at most half of a class, so a small cohort still
+    trains on both), drawn with the seed. Validation (the DenseNet's checkpoint choice): a
+    `validation_fraction` of all patients, at least one per class, from the rest. The radiomics
+    models train on train + validation.
+    """
+    frame = patients[["patient_id", "label"]].drop_duplicates().sort_values("patient_id").reset_index(drop=True)
+    if frame["patient_id"].duplicated().any():
+        raise ValueError("a patient has two labels in the training matrix; fix primary_site in patients.csv")
+    rng = np.random.default_rng(seed)
+    sets = pd.Series(TRAIN, index=frame.index)
+    n_validation = max(int(round(settings.validation_fraction * len(frame))), frame["label"].nunique())
+    for label, members in frame.groupby("label").groups.items():
+        order = rng.permutation(np.asarray(members))
+        n_test = min(settings.test_patients_per_class, len(order) // 2)
+        sets[order[:n_test]] = TEST
+        # One validation patient per class now; the rest of the validation share is drawn below.
+        if len(order) - n_test >= 2:
+            sets[order[n_test]] = VALIDATION
+    remaining = np.flatnonzero((sets == TRAIN).to_numpy())
+    extra = max(0, n_validation - int((sets == VALIDATION).sum()))
+    sets[rng.permutation(remaining)[:extra]] = VALIDATION
+    return frame.assign(set=sets.to_numpy())
+
+
+def training_patients(split: pd.DataFrame) -> set[str]:
+    """The radiomics models learn from everyone who is not a test patient."""
+    return set(split.loc[split["set"] != TEST, "patient_id"])
+
+
+def test_patients(split: pd.DataFrame) -> set[str]:
+    return set(split.loc[split["set"] == TEST, "patient_id"])
