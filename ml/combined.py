@@ -1,0 +1,56 @@
+"""Radiomics and DenseNet together: a stacked model over their lesion probabilities.
+
+The stacker may only learn from probabilities that neither model produced for lesions it had
+trained on. The DenseNet never trains on the validation patients, and the radiomics model's
+probabilities for them are out of fold (grouped by patient), so the stacker is fitted on the
+validation patients' lesions; the test patients stay untouched until the final score.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+
+from .evaluation import POSITIVE
+
+MIN_LESIONS_TO_FIT = 10
+
+
+def best_radiomics_model(metrics: pd.DataFrame) -> pd.Series:
+    """Chosen by the tuning cross-validation on training patients, never by a test score."""
+    return metrics.sort_values(["tuning_cv_auc", "model_id"], ascending=[False, True]).iloc[0]
+
+
+def _logit(p: pd.Series) -> np.ndarray:
+    q = np.clip(p.to_numpy(dtype=float), 1e-4, 1 - 1e-4)
+    return np.log(q / (1 - q))
+
+
+def stack(radiomics: pd.DataFrame, densenet: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, dict]:
+    """`radiomics`: one model's rows (evaluation out_of_fold / test); `densenet`: validation / test.
+
+    Returns the test lesions with the combined probability, and how it was combined. With too few
+    validation lesions, or only one class among them, nothing can be fitted honestly and the two
+    probabilities are averaged instead (and the method says so).
+    """
+    keys = ["lesion_id", "scan_id", "patient_id", "label"]
+    pairs = {}
+    for name, (rad_eval, cnn_eval) in {"fit": ("out_of_fold", "validation"), "test": ("test", "test")}.items():
+        rad = radiomics.loc[radiomics["evaluation"] == rad_eval, [*keys, "probability"]]
+        cnn = densenet.loc[densenet["evaluation"] == cnn_eval, ["lesion_id", "probability"]]
+        pairs[name] = rad.merge(cnn, on="lesion_id", suffixes=("_radiomics", "_densenet"))
+    features = lambda f: np.column_stack([_logit(f["probability_radiomics"]), _logit(f["probability_densenet"])])  # noqa: E731
+    fit = pairs["fit"]
+    y = (fit["label"] == POSITIVE).to_numpy(dtype=int)
+    test = pairs["test"].copy()
+    if len(fit) >= MIN_LESIONS_TO_FIT and len(np.unique(y)) == 2:
+        stacker = LogisticRegression(C=1.0, random_state=seed).fit(features(fit), y)
+        test["probability"] = stacker.predict_proba(features(test))[:, 1]
+        how = {"method": "logistic stacking on the validation patients' lesions", "fit_lesions": len(fit),
+               "weights": [float(w) for w in stacker.coef_[0]], "intercept": float(stacker.intercept_[0])}
+    else:
+        test["probability"] = (test["probability_radiomics"] + test["probability_densenet"]) / 2
+        how = {"method": "mean of the two probabilities (too few validation lesions, or one class, to fit)",
+               "fit_lesions": len(fit)}
+    return test.assign(evaluation="test"), how
