@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--nnunet-model", type=Path, default=None,
                      help="segment with this nnU-Net v2 model folder instead of the cohort's masks")
     run.add_argument("--workers", type=int, default=0, help="processes for per-lesion work (default: one per core)")
+    run.add_argument("--densenet-epochs", type=int, default=0, help="DenseNet epochs (default: the profile's)")
     run.set_defaults(handler=cmd_run)
 
     sql = sub.add_parser("sql", help="run read-only SQL on the feature store")
@@ -74,7 +75,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
 
 
 def _export_environment(cohort: Path, store: Path, profile: str, seed: int | None,
-                        nnunet_model: Path | None = None, workers: int = 0) -> None:
+                        nnunet_model: Path | None = None, workers: int = 0, densenet_epochs: int = 0) -> None:
     """The Definitions read their resources from the environment, so every process agrees."""
     os.environ["METORIGIN_COHORT"] = str(cohort.absolute())
     os.environ["METORIGIN_STORE"] = str(store.absolute())
@@ -85,6 +86,8 @@ def _export_environment(cohort: Path, store: Path, profile: str, seed: int | Non
         os.environ["METORIGIN_NNUNET_MODEL"] = str(nnunet_model.absolute())
     if workers:
         os.environ["METORIGIN_WORKERS"] = str(workers)
+    if densenet_epochs:
+        os.environ["METORIGIN_DENSENET_EPOCHS"] = str(densenet_epochs)
 
 
 def cmd_synth(args) -> int:
@@ -113,7 +116,8 @@ def cmd_run(args) -> int:
         print(f"error: {args.cohort} is not a cohort folder (no scans.csv); "
               f"create one or try `metorigin synth --out {args.cohort}`", file=sys.stderr)
         return 2
-    _export_environment(args.cohort, args.store, args.profile, args.seed, args.nnunet_model, args.workers)
+    _export_environment(args.cohort, args.store, args.profile, args.seed, args.nnunet_model, args.workers,
+                        args.densenet_epochs)
     from orchestration.definitions import defs
     from orchestration.home import get_instance
     from orchestration.runner import run_selection
@@ -157,6 +161,11 @@ def _summary(report, store_path: Path) -> str:
                     lines.append(f"  excluded {sid}: {reason}")
             if "cohort_characteristics" in tables:
                 lines += ["", "Table 1 (cohort_characteristics):", _table1(con), ""]
+            if "feature_importance" in tables:
+                lines += ["Table 2 (feature_importance, top 10):", _table2(con), ""]
+            if "model_metrics" in tables:
+                lines += ["Table 3 (model_metrics; test patients, 95% patient-bootstrap CI; repeated CV beside):",
+                          _table3(con), ""]
         lines.append(f"feature store: {store.duckdb_path}  (query: metorigin sql --store {store_path} \"...\")")
     lines.append(f"lake: {store.lake}")
     return "\n".join(lines)
@@ -168,6 +177,22 @@ def _table1(con) -> str:
     wide = frame.pivot_table(index=["row_order", "characteristic", "level"], columns="cohort", values="display",
                              aggfunc="first").reset_index().drop(columns="row_order").fillna("")
     return wide.to_string(index=False)
+
+
+def _table2(con) -> str:
+    return con.execute("select rank, feature_name, round(importance, 4) as importance from feature_importance "
+                       "where kept order by rank limit 10").df().to_string(index=False)
+
+
+def _table3(con) -> str:
+    frame = con.execute("""
+        select arm, model, coalesce(resampler, '') as resampler,
+               printf('%.2f [%.2f, %.2f]', auc, auc_ci_low, auc_ci_high) as "AUC [95% CI]",
+               printf('%.2f [%.2f, %.2f]', accuracy, accuracy_ci_low, accuracy_ci_high) as "accuracy [95% CI]",
+               printf('%.2f', patient_auc) as "patient AUC",
+               coalesce(printf('%.2f (%.2f)', cv_auc, cv_auc_sd), 'n/a') as "repeated CV AUC (sd)"
+        from model_metrics order by arm desc, model, resampler""").df()
+    return frame.to_string(index=False)
 
 
 def cmd_sql(args) -> int:
@@ -215,7 +240,7 @@ def cmd_demo(args) -> int:
     if not (args.cohort / "scans.csv").is_file():
         cmd_synth(argparse.Namespace(out=args.cohort, seed=7, scale=1.0, matrix=256, workers=os.cpu_count() or 1))
     return cmd_run(argparse.Namespace(cohort=args.cohort, store=args.store, profile=args.profile, seed=None,
-                                      select=None, nnunet_model=None, workers=0))
+                                      select=None, nnunet_model=None, workers=0, densenet_epochs=0))
 
 
 if __name__ == "__main__":

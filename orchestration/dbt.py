@@ -3,7 +3,8 @@
 dbt writes the store's private working copy under the store's build lock and the `duckdb_write`
 pool; the copy is published only when the whole build (models and dbt tests) succeeds, so
 analysts never see half a build. `training_matrix` is a separate step so that the Great
-Expectations checks on `lesion_features` can stop it (and everything downstream) when they fail.
+Expectations checks on `lesion_features` can stop it (and everything downstream) when they fail;
+the study's results (`models/results/`) are a third step, built after the models that fill them.
 """
 
 
@@ -40,7 +41,9 @@ if _manifest_is_stale():
                     str(DBT_DIR)], check=True, cwd=DBT_DIR)
 
 FEATURE_STORE_GROUP = "feature_store"
+STUDY_GROUP = "study"
 GATED_MODELS = "training_matrix"
+RESULT_MODELS = "path:models/results"
 
 
 class FeatureStoreTranslator(DagsterDbtTranslator):
@@ -52,6 +55,8 @@ class FeatureStoreTranslator(DagsterDbtTranslator):
         return dg.AssetKey([FEATURE_STORE_GROUP, dbt_resource_props["name"]])
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props.get("original_file_path", "").startswith("models/results/"):
+            return STUDY_GROUP  # the study's results sit with the models that produce them
         return FEATURE_STORE_GROUP
 
 
@@ -76,7 +81,7 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreR
             yield from dbt.cli(["build"], context=context).stream()
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, exclude=GATED_MODELS,
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, exclude=f"{GATED_MODELS} {RESULT_MODELS}",
             dagster_dbt_translator=FeatureStoreTranslator(), pool="duckdb_write", name="feature_store")
 def feature_store_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource):
     yield from _build(context, dbt, store)
@@ -85,6 +90,12 @@ def feature_store_models(context: dg.AssetExecutionContext, dbt: DbtCliResource,
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, select=GATED_MODELS,
             dagster_dbt_translator=FeatureStoreTranslator(), pool="duckdb_write", name="gated_feature_store")
 def gated_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource):
+    yield from _build(context, dbt, store)
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, select=RESULT_MODELS,
+            dagster_dbt_translator=FeatureStoreTranslator(), pool="duckdb_write", name="study_results")
+def result_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource):
     yield from _build(context, dbt, store)
 
 

@@ -4,8 +4,9 @@ import dagster as dg
 
 from assets import cohort, lesions, radiomics, segmentation, slices
 from data_quality.checks import lesion_features_quality
+from ml import assets as study
 
-from .dbt import dbt_resource, feature_store_models, gated_models
+from .dbt import dbt_resource, feature_store_models, gated_models, result_models
 from .jobs import ingest_cohort_job, process_scan_job
 from .resources import resources_from_env
 from .sensors import new_scans_sensor, nightly_catch_up
@@ -13,8 +14,8 @@ from .sensors import new_scans_sensor, nightly_catch_up
 
 def build_definitions(resources: dict) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*dg.load_assets_from_modules([cohort, segmentation, lesions, radiomics, slices]),
-                feature_store_models, gated_models],
+        assets=[*dg.load_assets_from_modules([cohort, segmentation, lesions, radiomics, slices, study]),
+                feature_store_models, gated_models, result_models],
         asset_checks=[lesion_features_quality],
         jobs=[ingest_cohort_job, process_scan_job],
         sensors=[new_scans_sensor],

@@ -1,8 +1,9 @@
 """Dagster resources: where the cohort is, where the store is, which settings profile runs.
 
 Defaults come from the environment (METORIGIN_COHORT, METORIGIN_STORE, METORIGIN_PROFILE,
-METORIGIN_SEED), which the CLI sets, so `dagster dev`, `metorigin run` and the sensor all see the
-same folders without repeating them in run config.
+METORIGIN_SEED, METORIGIN_NNUNET_MODEL, METORIGIN_WORKERS, METORIGIN_DENSENET_EPOCHS), which the
+CLI sets, so `dagster dev`, `metorigin run` and the sensor all see the same folders without
+repeating them in run config.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class SettingsResource(ConfigurableResource):
     profile: str = "quick"
     seed: int = DEFAULT_SEED
     nnunet_model_dir: str = ""   # set to segment with nnU-Net instead of the cohort's masks
-    workers: int = 0             # processes for per-lesion work; 0 = one per core
+    workers: int = 0             # processes for per-lesion work and model fitting; 0 = one per core
+    densenet_epochs: int = 0     # 0 = the profile's; fewer for a smoke run, more to continue a training
 
     def settings(self) -> StudySettings:
         settings = get_settings(self.profile, self.seed)
@@ -48,7 +50,10 @@ class SettingsResource(ConfigurableResource):
             settings = replace(settings, segmentation=replace(settings.segmentation, method="nnunet",
                                                               nnunet_model_dir=self.nnunet_model_dir))
         if self.workers > 0:
-            settings = replace(settings, radiomics=replace(settings.radiomics, workers=self.workers))
+            settings = replace(settings, radiomics=replace(settings.radiomics, workers=self.workers),
+                               models=replace(settings.models, workers=self.workers))
+        if self.densenet_epochs > 0:
+            settings = replace(settings, densenet=replace(settings.densenet, epochs=self.densenet_epochs))
         return settings
 
 
@@ -82,6 +87,7 @@ def resources_from_env() -> dict:
         "settings": SettingsResource(profile=os.environ.get("METORIGIN_PROFILE", "quick"),
                                      seed=int(os.environ.get("METORIGIN_SEED", DEFAULT_SEED)),
                                      nnunet_model_dir=os.environ.get("METORIGIN_NNUNET_MODEL", ""),
-                                     workers=int(os.environ.get("METORIGIN_WORKERS", 0))),
+                                     workers=int(os.environ.get("METORIGIN_WORKERS", 0)),
+                                     densenet_epochs=int(os.environ.get("METORIGIN_DENSENET_EPOCHS", 0))),
         "io_manager": LakeIOManager(path=store_path),
     }

@@ -56,6 +56,51 @@ class SliceSettings:
 
 
 @dataclass(frozen=True)
+class SplitSettings:
+    """The study's split: 4 test patients per class, DenseNet train/validation/test 68/5/8 patients."""
+
+    test_patients_per_class: int = 4
+    validation_fraction: float = 5 / 78   # 5 of the study's 78 patients; at least one per class
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Radiomics arm: selection, tuning and the two estimates of performance (single split, repeated CV)."""
+
+    max_abs_correlation: float = 0.6   # the study's PCC threshold for redundant features
+    importance_repeats: int = 10       # permutation repeats per held-out fold (Table 2)
+    tuning_folds: int = 3              # grouped CV folds on the training patients for hyper-parameters
+    bootstrap_resamples: int = 1000    # patient-level bootstrap for the 95% intervals
+    cv_repeats: int = 5                # repeated grouped CV over all patients: repeats x folds
+    cv_folds: int = 5
+    workers: int = max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class DenseNetSettings:
+    """DenseNet-121 training budget. `paper` trains on every slice at 224 px (a GPU's work);
+    `quick` trains on each lesion's largest slices at 96 px for a few epochs, so a 2-core CPU
+    finishes in minutes: same steps, smaller budget, and a weaker model (say so when you quote it)."""
+
+    image_size: int = 224
+    epochs: int = 30
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    max_slices_per_lesion: int | None = None       # None: every slice; else the k with the largest lesion area
+    max_train_images_per_epoch: int | None = None  # None: one pass over the training slices per epoch
+    # Augmenting processes beside the trainer. On a 16-core H200 machine 12 kept the GPU busiest
+    # (8: 69% of a bare model step, 12: 81%, 14: 77%: the trainer and the copy thread need cores too).
+    loader_workers: int = max(0, (os.cpu_count() or 1) - 4)
+    device: str = "auto"                           # auto: CUDA when present (bf16, channels-last), else CPU
+    # Augmentation on the fly (the study's zoom, shear, rotation and width shift), each drawn per image.
+    zoom: float = 0.1
+    shear: float = 0.1
+    rotate_deg: float = 15.0
+    width_shift: float = 0.1
+
+
+@dataclass(frozen=True)
 class StudySettings:
     profile: str
     seed: int = DEFAULT_SEED
@@ -64,11 +109,16 @@ class StudySettings:
     lesions: LesionSettings = field(default_factory=LesionSettings)
     radiomics: RadiomicsSettings = field(default_factory=RadiomicsSettings)
     slices: SliceSettings = field(default_factory=SliceSettings)
+    split: SplitSettings = field(default_factory=SplitSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+    densenet: DenseNetSettings = field(default_factory=DenseNetSettings)
 
 
 PROFILES = {
     "paper": StudySettings(profile="paper"),
-    "quick": StudySettings(profile="quick"),
+    "quick": StudySettings(profile="quick", densenet=DenseNetSettings(
+        image_size=96, epochs=4, batch_size=32, max_slices_per_lesion=3, max_train_images_per_epoch=1000,
+        loader_workers=0)),
 }
 
 

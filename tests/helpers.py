@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# The imaging and feature-store tests stop before the models: the tiny cohorts they use are too
+# small to train on, and the models have their own tests (test_study.py).
+NOT_STUDY = "not group:study"
+
 
 def append_row(csv_path: Path, row: str) -> int:
     """Append a CSV row and return its line number (as error messages report it)."""

@@ -28,10 +28,12 @@ def test_synth_run_sql_as_a_user_would(tmp_path):
     assert synth.returncode == 0, synth.stderr
     assert "10/10 scans written" in synth.stdout
 
-    run = _cli("run", "--cohort", cohort, "--store", store, "--profile", "quick")
+    run = _cli("run", "--cohort", cohort, "--store", store, "--profile", "quick", "--densenet-epochs", "1")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "succeeded" in run.stdout and "scans: 8 of 10 included" in run.stdout
     assert "Table 1 (cohort_characteristics):" in run.stdout and "Liver tumor burden" in run.stdout
+    table3 = run.stdout.split("Table 3 (model_metrics")[1]
+    assert " densenet " in table3 and " combined " in table3 and "knn undersampling" in table3
 
     count = _cli("sql", "--store", store, "select count(*) as n from patients", "--csv")
     assert count.returncode == 0, count.stderr

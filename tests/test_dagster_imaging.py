@@ -14,6 +14,8 @@ from orchestration.resources import resources_from_env
 from orchestration.runner import run_selection
 from orchestration.store import Store
 
+from tests.helpers import NOT_STUDY
+
 PER_SCAN = ("segmentations", "lesions", "radiomics_features", "lesion_slices")
 
 
@@ -30,7 +32,7 @@ def defs(cohort, tmp_path, monkeypatch):
 def test_every_included_scan_gets_all_four_assets_and_a_bad_scan_fails_alone(defs, cohort, tmp_path):
     store = Store(tmp_path / "store")
     with dg.instance_for_test() as instance:
-        report = run_selection(defs, instance, progress=lambda _: None)
+        report = run_selection(defs, instance, selection=NOT_STUDY, progress=lambda _: None)
         assert report.ok, report.step_failures
         included = sorted(store.read_lake("scans").query("included")["scan_id"])
         for asset in PER_SCAN:
@@ -54,7 +56,7 @@ def test_every_included_scan_gets_all_four_assets_and_a_bad_scan_fails_alone(def
         (cohort / "corrupt" / f"{victim}.nii.gz").write_bytes(b"not an image")
         scans_csv = cohort / "scans.csv"
         scans_csv.write_text(scans_csv.read_text().replace(f"images/{victim}.nii.gz", f"corrupt/{victim}.nii.gz"))
-        report = run_selection(defs, instance, selection="key:scans+", progress=lambda _: None)
+        report = run_selection(defs, instance, selection=f"key:scans+ and {NOT_STUDY}", progress=lambda _: None)
         assert not report.ok
         assert [c for c, _ in report.failed_checks] == ["scans:rows_valid"] and victim in report.failed_checks[0][1]
         assert "not a readable image" in report.failed_checks[0][1]

@@ -18,6 +18,8 @@ from orchestration.resources import resources_from_env
 from orchestration.runner import run_selection
 from orchestration.store import Store
 
+from tests.helpers import NOT_STUDY
+
 pytestmark = pytest.mark.slow
 
 
@@ -29,7 +31,7 @@ def pipeline(tiny_cohort, tmp_path_factory):
         mp.setenv("METORIGIN_STORE", str(store_dir))
         mp.setenv("METORIGIN_WORKERS", "2")
         defs = build_definitions(resources_from_env())
-        report = run_selection(defs, dg.DagsterInstance.ephemeral(), progress=lambda _: None)
+        report = run_selection(defs, dg.DagsterInstance.ephemeral(), selection=NOT_STUDY, progress=lambda _: None)
         assert report.ok, (report.step_failures, report.failed_checks)
         yield defs, Store(store_dir), report
 

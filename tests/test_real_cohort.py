@@ -18,6 +18,8 @@ from orchestration.resources import resources_from_env
 from orchestration.runner import run_selection
 from orchestration.store import Store
 
+from tests.helpers import NOT_STUDY
+
 DATA = Path(__file__).parent / "data"
 
 # The TotalSegmentator CT is non-contrast at 3 mm and the LiTS header says 5 mm: the rows declare the
@@ -51,7 +53,7 @@ def outcome(tmp_path_factory):
         mp.setenv("METORIGIN_WORKERS", "2")
         defs = build_definitions(resources_from_env())
         with dg.instance_for_test() as instance:
-            report = run_selection(defs, instance, progress=lambda _: None)
+            report = run_selection(defs, instance, selection=NOT_STUDY, progress=lambda _: None)
     return report, Store(store), cohort
 
 

@@ -1,0 +1,184 @@
+"""Dagster shells around the study's models: split, selection, radiomics arm, DenseNet, combined.
+
+They read `training_matrix` from the published feature store (read-only) and write their results
+to the lake; dbt then exposes them in DuckDB (`sql/models/results/`), like every other table.
+"""
+
+from dataclasses import asdict
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import torch
+
+from assets.slices import load_slices
+
+from orchestration.dbt import STUDY_GROUP
+from orchestration.metadata import markdown_table
+from orchestration.resources import SettingsResource, StoreResource
+
+from .combined import best_radiomics_model, stack
+from .densenet import EpochLog, choose_device, lesion_probabilities, pick_slices, predict, resize, train
+from .evaluation import POSITIVE, predicted_labels, test_metrics
+from .radiomics_arm import feature_columns, fit_radiomics_arm, fitting_settings, labels, split_effect
+from .registry import data_hash, model_id, save_model
+from .report import auc_metadata, table2, table3
+from .selection import drop_correlated, feature_importance_table, permutation_ranking
+from .split import TEST, TRAIN, VALIDATION, split_patients, training_patients
+
+TRAINING_MATRIX = dg.AssetKey(["feature_store", "training_matrix"])
+
+
+def read_training_matrix(store: StoreResource) -> pd.DataFrame:
+    with store.store().connect_read_only() as con:
+        matrix = con.execute("select * from training_matrix order by lesion_id").df()
+    if matrix.empty:
+        raise dg.Failure("training_matrix is empty: no included lesion of an included scan has features; "
+                         "check the scans' inclusion and the lesions' sizes (metorigin sql ... 'from scans')")
+    return matrix
+
+
+@dg.asset(group_name=STUDY_GROUP, deps=[TRAINING_MATRIX])
+def patient_split(context: dg.AssetExecutionContext, store: StoreResource, settings: SettingsResource) -> pd.DataFrame:
+    """Train / validation / test patients, drawn with the seed; the same test patients for both arms."""
+    study = settings.settings()
+    matrix = read_training_matrix(store)
+    lesions = matrix.groupby("patient_id").size().rename("n_lesions").reset_index()
+    split = split_patients(matrix[["patient_id", "label"]], study.split, study.seed).merge(lesions, on="patient_id")
+    counts = split.groupby(["set", "label"]).size().rename("patients").reset_index()
+    context.add_output_metadata({"patients": dg.MetadataValue.md(markdown_table(counts.to_dict("records"))),
+                                 "n_test_patients": int((split["set"] == TEST).sum()), "seed": study.seed})
+    return split.assign(seed=study.seed)
+
+
+@dg.asset(group_name=STUDY_GROUP, deps=[TRAINING_MATRIX])
+def feature_importance(context: dg.AssetExecutionContext, store: StoreResource, settings: SettingsResource,
+                       patient_split: pd.DataFrame) -> pd.DataFrame:
+    """Table 2: redundancy filter (|r| > 0.6) and permutation importance, on training patients only."""
+    study = settings.settings()
+    matrix = read_training_matrix(store)
+    train = matrix[matrix["patient_id"].isin(training_patients(patient_split))].reset_index(drop=True)
+    models = fitting_settings(study.models, train, matrix)
+    redundancy = drop_correlated(train[feature_columns(train)], models.max_abs_correlation)
+    ranking = permutation_ranking(train[redundancy.kept], labels(train), train["patient_id"].to_numpy(),
+                                  study.seed, models.importance_repeats, models.tuning_folds, n_jobs=models.workers)
+    table = feature_importance_table(redundancy, ranking)
+    context.add_output_metadata({"table_2": dg.MetadataValue.md(table2(table)),
+                                 "n_features": len(table), "n_kept": len(redundancy.kept)})
+    return table
+
+
+@dg.multi_asset(group_name=STUDY_GROUP, deps=[TRAINING_MATRIX],
+                outs={"radiomics_metrics": dg.AssetOut(description="Table 3, radiomics arm: one row per model"),
+                      "radiomics_predictions": dg.AssetOut(description="per-lesion probabilities of every model")})
+def radiomics_models(context: dg.AssetExecutionContext, store: StoreResource, settings: SettingsResource,
+                     patient_split: pd.DataFrame, feature_importance: pd.DataFrame):
+    """8 classifiers x {SMOTE, undersampling}: tuned on training patients, scored on the test
+    patients with bootstrap intervals, and cross-validated over all patients."""
+    study = settings.settings()
+    matrix = read_training_matrix(store)
+    features = feature_importance.loc[feature_importance["kept"], "feature_name"].tolist()
+    context.log.info(f"fitting 16 pipelines on {len(features)} features, {study.models.workers} worker(s)")
+    result = fit_radiomics_arm(matrix, patient_split, features, study.models, study.seed)
+    leakage = split_effect(matrix, features, fitting_settings(study.models, matrix, matrix), study.seed)
+    folder = store.store().artifact_path("models", "radiomics")
+    paths = {m.model_id: save_model(folder, m.model_id, m.pipeline, m.card) for m in result.models}
+    metrics = result.metrics.assign(model_file=lambda f: f["model_id"].map(lambda i: str(paths[i])))
+    yield dg.Output(metrics, "radiomics_metrics",
+                    metadata={"table_3": dg.MetadataValue.md(table3(metrics)), **auc_metadata(metrics), **leakage})
+    yield dg.Output(result.predictions, "radiomics_predictions",
+                    metadata={"n_test_rows": int((result.predictions["evaluation"] == "test").sum())})
+
+
+def _slice_arrays(store: StoreResource, rows: pd.DataFrame, size: int) -> np.ndarray:
+    """The chosen slices from the per-scan .npz files, resized once; one file in memory at a time."""
+    root = store.store().root
+    parts = [resize(load_slices(root / file)[group["array_row"].to_numpy()], size)
+             for file, group in rows.groupby("slices_file", sort=False)]
+    order = np.concatenate([group.index.to_numpy() for _, group in rows.groupby("slices_file", sort=False)])
+    stacked = np.concatenate(parts) if parts else np.empty((0, size, size), np.uint8)
+    return stacked[np.argsort(order)]
+
+
+@dg.multi_asset(group_name=STUDY_GROUP, deps=[TRAINING_MATRIX, dg.AssetKey(["feature_store", "lesion_slices"])],
+                outs={"densenet_metrics": dg.AssetOut(description="Table 3, DenseNet-121 row"),
+                      "densenet_predictions": dg.AssetOut(description="per-lesion mean of slice probabilities")})
+def densenet(context: dg.AssetExecutionContext, store: StoreResource, settings: SettingsResource,
+             patient_split: pd.DataFrame):
+    """DenseNet-121 from scratch on the training patients' slices; the validation patients pick the
+    epoch; the test patients' lesions are scored once, at the end."""
+    study = settings.settings()
+    config = study.densenet
+    with store.store().connect_read_only() as con:
+        index = con.execute("""select s.lesion_id, s.scan_id, s.patient_id, t.label, s.slice_index, s.array_row,
+                                      s.lesion_area_px, s.slices_file
+                               from lesion_slices s join training_matrix t using (lesion_id)
+                               order by s.lesion_id, s.slice_index""").df()
+    rows = pick_slices(index, config.max_slices_per_lesion).merge(patient_split[["patient_id", "set"]], on="patient_id")
+    images = _slice_arrays(store, rows, config.image_size)
+    part = {name: rows.index[rows["set"] == name].to_numpy() for name in (TRAIN, VALIDATION, TEST)}
+    y = labels(rows)
+    context.log.info(f"DenseNet-121 on {len(part[TRAIN])} training, {len(part[VALIDATION])} validation and "
+                     f"{len(part[TEST])} test slices at {config.image_size} px, {config.epochs} epochs, "
+                     f"device {choose_device(config.device)}")
+    checkpoint = store.store().artifact_path("models", "densenet") / "checkpoint.pt"
+
+    def progress(log: EpochLog) -> None:
+        context.log.info(f"epoch {log.epoch}/{config.epochs}: loss {log.loss:.4f}, validation AUC "
+                         f"{log.validation_auc:.3f}, {log.images_per_s:.1f} images/s, {log.seconds:.0f} s")
+
+    result = train(images[part[TRAIN]], y[part[TRAIN]], images[part[VALIDATION]], y[part[VALIDATION]],
+                   rows.loc[part[VALIDATION], "lesion_id"].to_numpy(), config, study.seed, checkpoint, progress)
+    scored = []
+    for evaluation, name in (("validation", VALIDATION), ("test", TEST)):
+        chosen = rows.loc[part[name]]
+        per_lesion = lesion_probabilities(chosen["lesion_id"].to_numpy(), predict(result.model, images[part[name]],
+                                                                                   result.device))
+        lesions = chosen.drop_duplicates("lesion_id").set_index("lesion_id")[["scan_id", "patient_id", "label"]]
+        scored.append(lesions.assign(probability=per_lesion, evaluation=evaluation).reset_index())
+    card = {"arm": "densenet", "features": f"{config.image_size}x{config.image_size} lesion slices",
+            "params": asdict(config), "seed": study.seed, "best_epoch": result.best_epoch,
+            "best_validation_auc": result.best_validation_auc, "history": [asdict(h) for h in result.history],
+            "training_data_sha256": data_hash(rows.loc[part[TRAIN], ["lesion_id", "slice_index"]], y[part[TRAIN]]),
+            "training_slices": int(len(part[TRAIN])), "positive_class": POSITIVE}
+    identifier = model_id("densenet121", card)
+    path = save_model(checkpoint.parent, identifier, result.model.state_dict(), card, write=torch.save, suffix=".pt")
+    predictions = pd.concat(scored, ignore_index=True).assign(
+        model_id=identifier, arm="densenet", model="densenet121", resampler=None,
+        predicted_label=lambda f: predicted_labels(f["probability"]))
+    tested = predictions[predictions["evaluation"] == "test"].assign(y_true=lambda f: labels(f))
+    metrics = pd.DataFrame([{"model_id": identifier, "arm": "densenet", "model": "densenet121", "resampler": None,
+                             **test_metrics(tested, study.models.bootstrap_resamples, study.seed),
+                             "validation_auc": result.best_validation_auc, "best_epoch": result.best_epoch,
+                             "epochs": config.epochs, "image_size": config.image_size, "params": str(asdict(config)),
+                             "seed": study.seed, "training_data_sha256": card["training_data_sha256"],
+                             "model_file": str(path)}])
+    yield dg.Output(metrics, "densenet_metrics", metadata={"table_3": dg.MetadataValue.md(table3(metrics)),
+                                                           **auc_metadata(metrics), "best_epoch": result.best_epoch,
+                                                           "device": str(result.device)})
+    yield dg.Output(predictions, "densenet_predictions", metadata={"n_test_lesions": len(tested)})
+
+
+@dg.multi_asset(group_name=STUDY_GROUP,
+                outs={"combined_metrics": dg.AssetOut(description="Table 3, radiomics + DenseNet row"),
+                      "combined_predictions": dg.AssetOut(description="stacked per-lesion probabilities")})
+def combined_model(context: dg.AssetExecutionContext, settings: SettingsResource, radiomics_metrics: pd.DataFrame,
+                   radiomics_predictions: pd.DataFrame, densenet_predictions: pd.DataFrame):
+    """The best radiomics model (by tuning CV on training patients) stacked with the DenseNet."""
+    study = settings.settings()
+    best = best_radiomics_model(radiomics_metrics)
+    scored, how = stack(radiomics_predictions[radiomics_predictions["model_id"] == best["model_id"]],
+                        densenet_predictions, study.seed)
+    identifier = f"combined-{best['model_id']}+{densenet_predictions['model_id'].iloc[0]}"
+    predictions = scored[["lesion_id", "scan_id", "patient_id", "label", "evaluation", "probability"]].assign(
+        model_id=identifier, arm="combined", model=f"{best['model']}+densenet121", resampler=best["resampler"],
+        predicted_label=lambda f: predicted_labels(f["probability"]))
+    tested = predictions.assign(y_true=lambda f: labels(f))
+    metrics = pd.DataFrame([{"model_id": identifier, "arm": "combined", "model": f"{best['model']}+densenet121",
+                             "resampler": best["resampler"],
+                             **test_metrics(tested, study.models.bootstrap_resamples, study.seed),
+                             "params": str(how), "seed": study.seed}])
+    context.log.info(f"combined {best['model_id']} with the DenseNet: {how['method']}")
+    yield dg.Output(metrics, "combined_metrics", metadata={"table_3": dg.MetadataValue.md(table3(metrics)),
+                                                           **auc_metadata(metrics), "method": how["method"]})
+    yield dg.Output(predictions, "combined_predictions", metadata={"n_test_lesions": len(tested)})

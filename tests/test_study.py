@@ -1,0 +1,166 @@
+"""The study's models on a real pipeline run of a small synthetic cohort (24 patients).
+
+Everything runs for real: generation, imaging, dbt, the models; the assertions recompute what
+they check from the store rather than trusting the pipeline's own numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from assets.synth import SynthConfig, generate_cohort
+from ml.densenet import pick_slices
+from ml.radiomics_arm import feature_columns, labels, split_effect
+from ml.registry import data_hash
+from ml.selection import drop_correlated
+from orchestration.definitions import build_definitions
+from orchestration.resources import resources_from_env
+from orchestration.runner import run_selection
+from orchestration.settings import get_settings
+from orchestration.store import Store
+
+pytestmark = pytest.mark.slow
+
+STUDY = SynthConfig(seed=11, scale=0.3, matrix=64, workers=2)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    cohort = generate_cohort(root / "cohort", STUDY)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("METORIGIN_COHORT", str(cohort))
+        mp.setenv("METORIGIN_STORE", str(root / "store"))
+        mp.setenv("METORIGIN_WORKERS", "2")
+        mp.setenv("METORIGIN_DENSENET_EPOCHS", "1")  # the loop itself is tested in test_densenet.py
+        defs = build_definitions(resources_from_env())
+        instance = dg.DagsterInstance.ephemeral()
+        report = run_selection(defs, instance, progress=lambda _: None)
+        assert report.ok, (report.step_failures, report.failed_checks)
+        yield defs, instance, Store(root / "store")
+
+
+def _sql(store: Store, query: str) -> pd.DataFrame:
+    with store.connect_read_only() as con:
+        return con.execute(query).df()
+
+
+def test_split_is_by_patient_and_shared_by_every_prediction(study):
+    _, _, store = study
+    split = _sql(store, "select * from patient_split")
+    assert split["patient_id"].is_unique
+    test_patients = set(split.loc[split["set"] == "test", "patient_id"])
+    assert len(test_patients) == 8
+    predictions = _sql(store, "select * from lesion_predictions")
+    assert set(predictions.loc[predictions["evaluation"] == "test", "patient_id"]) == test_patients
+    assert not set(predictions.loc[predictions["evaluation"] == "out_of_fold", "patient_id"]) & test_patients
+    matrix = _sql(store, "select lesion_id, patient_id from training_matrix")
+    per_model = predictions[predictions["evaluation"] == "test"].groupby("model_id")["lesion_id"].apply(set)
+    expected = set(matrix.loc[matrix["patient_id"].isin(test_patients), "lesion_id"])
+    assert len(per_model) == 18 and all(lesions == expected for lesions in per_model)
+
+
+def test_selection_sees_only_training_patients(study):
+    _, _, store = study
+    split = _sql(store, "select * from patient_split")
+    matrix = _sql(store, "select * from training_matrix order by lesion_id")
+    train = matrix[matrix["patient_id"].isin(split.loc[split["set"] != "test", "patient_id"])]
+    importance = _sql(store, "select * from feature_importance")
+    kept = importance.loc[importance["kept"]].sort_values("rank")["feature_name"]
+    assert set(kept) == set(drop_correlated(train[feature_columns(train)], 0.6).kept)
+    r = train[feature_columns(train)].corr().abs()
+    for _, row in importance[importance["redundant_with"].notna()].iterrows():
+        assert r.loc[row["feature_name"], row["redundant_with"]] == pytest.approx(row["abs_r"])
+        assert row["abs_r"] > 0.6 and row["redundant_with"] in set(kept)
+    assert len(importance) == len(feature_columns(matrix))
+    assert (importance.sort_values("rank").dropna(subset=["rank"])["importance"].diff().dropna() <= 0).all()
+
+
+def test_table3_has_16_models_with_intervals_and_models_with_their_cards(study):
+    _, _, store = study
+    metrics = _sql(store, "select * from model_metrics where arm = 'radiomics'")
+    assert len(metrics) == 16 and set(metrics["resampler"]) == {"smote", "undersampling"}
+    assert metrics["model"].nunique() == 8
+    for low, point, high in (("auc_ci_low", "auc", "auc_ci_high"), ("accuracy_ci_low", "accuracy", "accuracy_ci_high")):
+        assert (metrics[low] <= metrics[point]).all() and (metrics[point] <= metrics[high]).all()
+    assert (metrics["auc_ci_high"] - metrics["auc_ci_low"] > 0).all()
+    assert metrics["cv_folds"].eq(25).all() and metrics["cv_auc"].between(0, 1).all()
+    assert metrics["n_test_patients"].eq(8).all()
+
+    split = _sql(store, "select * from patient_split")
+    matrix = _sql(store, "select * from training_matrix order by lesion_id")
+    train = matrix[matrix["patient_id"].isin(split.loc[split["set"] != "test", "patient_id"])].reset_index(drop=True)
+    for _, row in metrics.iterrows():
+        card = json.loads(Path(row["model_file"]).with_suffix(".json").read_text())
+        assert Path(row["model_file"]).is_file() and card["model_id"] == row["model_id"]
+        assert card["seed"] == row["seed"] and card["libraries"]["xgboost"] != "not installed"
+        assert card["training_data_sha256"] == data_hash(train[card["features"]], labels(train))
+
+    # Recompute one AUC from the stored per-lesion probabilities.
+    predictions = _sql(store, "select * from lesion_predictions where evaluation = 'test' and arm = 'radiomics'")
+    best = metrics.sort_values("auc").iloc[-1]
+    mine = predictions[predictions["model_id"] == best["model_id"]]
+    from sklearn.metrics import roc_auc_score
+    assert roc_auc_score(mine["label"] == "pancreatic", mine["probability"]) == pytest.approx(best["auc"])
+
+
+def test_densenet_trains_on_training_patients_only_and_joins_table3_with_the_combined_model(study):
+    _, _, store = study
+    split = _sql(store, "select * from patient_split").set_index("patient_id")["set"]
+    metrics = _sql(store, "select * from model_metrics where arm <> 'radiomics' order by arm")
+    assert metrics["model"].tolist()[1] == "densenet121" and metrics["arm"].tolist() == ["combined", "densenet"]
+    assert (metrics["auc_ci_low"] <= metrics["auc"]).all() and (metrics["auc"] <= metrics["auc_ci_high"]).all()
+    assert metrics["n_test_patients"].eq(8).all()
+
+    predictions = _sql(store, "select * from lesion_predictions where arm = 'densenet'")
+    for evaluation, expected in (("validation", "validation"), ("test", "test")):
+        assert set(split[predictions.loc[predictions["evaluation"] == evaluation, "patient_id"]]) == {expected}
+    # The card's training-data hash is the hash of the training patients' slices, and of nothing else.
+    card = json.loads(Path(metrics.set_index("arm").loc["densenet", "model_file"]).with_suffix(".json").read_text())
+    index = _sql(store, "select s.*, t.label from lesion_slices s join training_matrix t using (lesion_id) "
+                        "order by s.lesion_id, s.slice_index")
+    chosen = pick_slices(index, get_settings("quick").densenet.max_slices_per_lesion)
+    train = chosen[chosen["patient_id"].map(split) == "train"].reset_index(drop=True)
+    assert card["training_data_sha256"] == data_hash(train[["lesion_id", "slice_index"]], labels(train))
+    assert card["training_slices"] == len(train) and len(card["history"]) == 1
+
+    combined = _sql(store, "select * from lesion_predictions where arm = 'combined'")
+    assert set(combined["evaluation"]) == {"test"}
+    assert set(split[combined["patient_id"]]) == {"test"}
+
+
+def test_tables_2_and_3_and_aucs_are_in_the_ui(study):
+    _, instance, _ = study
+    event = instance.get_latest_materialization_event(dg.AssetKey("radiomics_metrics"))
+    metadata = event.asset_materialization.metadata
+    assert "| knn | smote |" in metadata["table_3"].value.replace("radiomics | ", "")
+    assert isinstance(metadata["auc_knn_smote"].value, float) and 0 <= metadata["auc_knn_smote"].value <= 1
+    table2 = instance.get_latest_materialization_event(dg.AssetKey("feature_importance")).asset_materialization
+    assert table2.metadata["table_2"].value.startswith("| rank | feature |")
+
+
+def test_same_seed_same_metrics(study):
+    defs, instance, store = study
+    before = _sql(store, "select * from model_metrics order by model_id")
+    report = run_selection(defs, instance, selection="group:study", progress=lambda _: None)
+    assert report.ok, report.step_failures
+    pd.testing.assert_frame_equal(before, _sql(store, "select * from model_metrics order by model_id"))
+
+
+def test_leakage_guard_lesion_split_scores_higher_than_patient_split(study):
+    """The generator gives each patient its own noise and enhancement: a model that has seen other
+    lesions of a test lesion's patient scores better than it should. The pipeline splits by patient."""
+    _, _, store = study
+    matrix = _sql(store, "select * from training_matrix order by lesion_id")
+    features = _sql(store, "select feature_name from feature_importance where kept")["feature_name"].tolist()
+    scores = split_effect(matrix, features, get_settings("quick").models, seed=5)
+    assert scores["lesion_split_auc"] > scores["patient_split_auc"] + 0.03, scores
+    sets = _sql(store, "select patient_id, count(distinct set) as n from patient_split group by 1")
+    assert sets["n"].eq(1).all()
+    assert np.isfinite(list(scores.values())).all()
