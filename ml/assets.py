@@ -18,7 +18,8 @@ from orchestration.metadata import markdown_table
 from orchestration.resources import SettingsResource, StoreResource
 
 from .combined import best_radiomics_model, stack
-from .densenet import EpochLog, choose_device, lesion_probabilities, pick_slices, predict, resize, train
+from .densenet import (EpochLog, choose_device, lesion_probabilities, model_params, pick_slices, predict, resize,
+                       train)
 from .evaluation import POSITIVE, predicted_labels, test_metrics
 from .radiomics_arm import feature_columns, fit_radiomics_arm, fitting_settings, labels, split_effect
 from .registry import data_hash, model_id, save_model
@@ -93,11 +94,12 @@ def radiomics_models(context: dg.AssetExecutionContext, store: StoreResource, se
 def _slice_arrays(store: StoreResource, rows: pd.DataFrame, size: int) -> np.ndarray:
     """The chosen slices from the per-scan .npz files, resized once; one file in memory at a time."""
     root = store.store().root
-    parts = [resize(load_slices(root / file)[group["array_row"].to_numpy()], size)
-             for file, group in rows.groupby("slices_file", sort=False)]
-    order = np.concatenate([group.index.to_numpy() for _, group in rows.groupby("slices_file", sort=False)])
-    stacked = np.concatenate(parts) if parts else np.empty((0, size, size), np.uint8)
-    return stacked[np.argsort(order)]
+    groups = list(rows.groupby("slices_file", sort=False))
+    if not groups:
+        return np.empty((0, size, size), np.uint8)
+    stacked = np.concatenate([resize(load_slices(root / file)[group["array_row"].to_numpy()], size)
+                              for file, group in groups])
+    return stacked[np.argsort(np.concatenate([group.index.to_numpy() for _, group in groups]))]
 
 
 @dg.multi_asset(group_name=STUDY_GROUP, deps=[TRAINING_MATRIX, dg.AssetKey(["feature_store", "lesion_slices"])],
@@ -137,7 +139,7 @@ def densenet(context: dg.AssetExecutionContext, store: StoreResource, settings: 
         lesions = chosen.drop_duplicates("lesion_id").set_index("lesion_id")[["scan_id", "patient_id", "label"]]
         scored.append(lesions.assign(probability=per_lesion, evaluation=evaluation).reset_index())
     card = {"arm": "densenet", "features": f"{config.image_size}x{config.image_size} lesion slices",
-            "params": asdict(config), "seed": study.seed, "best_epoch": result.best_epoch,
+            "params": model_params(config), "seed": study.seed, "best_epoch": result.best_epoch,
             "best_validation_auc": result.best_validation_auc, "history": [asdict(h) for h in result.history],
             "training_data_sha256": data_hash(rows.loc[part[TRAIN], ["lesion_id", "slice_index"]], y[part[TRAIN]]),
             "training_slices": int(len(part[TRAIN])), "positive_class": POSITIVE}
@@ -150,7 +152,7 @@ def densenet(context: dg.AssetExecutionContext, store: StoreResource, settings: 
     metrics = pd.DataFrame([{"model_id": identifier, "arm": "densenet", "model": "densenet121", "resampler": None,
                              **test_metrics(tested, study.models.bootstrap_resamples, study.seed),
                              "validation_auc": result.best_validation_auc, "best_epoch": result.best_epoch,
-                             "epochs": config.epochs, "image_size": config.image_size, "params": str(asdict(config)),
+                             "epochs": config.epochs, "image_size": config.image_size, "params": str(model_params(config)),
                              "seed": study.seed, "training_data_sha256": card["training_data_sha256"],
                              "model_file": str(path)}])
     yield dg.Output(metrics, "densenet_metrics", metadata={"table_3": dg.MetadataValue.md(table3(metrics)),
@@ -162,23 +164,33 @@ def densenet(context: dg.AssetExecutionContext, store: StoreResource, settings: 
 @dg.multi_asset(group_name=STUDY_GROUP,
                 outs={"combined_metrics": dg.AssetOut(description="Table 3, radiomics + DenseNet row"),
                       "combined_predictions": dg.AssetOut(description="stacked per-lesion probabilities")})
-def combined_model(context: dg.AssetExecutionContext, settings: SettingsResource, radiomics_metrics: pd.DataFrame,
-                   radiomics_predictions: pd.DataFrame, densenet_predictions: pd.DataFrame):
+def combined_model(context: dg.AssetExecutionContext, store: StoreResource, settings: SettingsResource,
+                   radiomics_metrics: pd.DataFrame, radiomics_predictions: pd.DataFrame,
+                   densenet_predictions: pd.DataFrame):
     """The best radiomics model (by tuning CV on training patients) stacked with the DenseNet."""
     study = settings.settings()
     best = best_radiomics_model(radiomics_metrics)
-    scored, how = stack(radiomics_predictions[radiomics_predictions["model_id"] == best["model_id"]],
-                        densenet_predictions, study.seed)
-    identifier = f"combined-{best['model_id']}+{densenet_predictions['model_id'].iloc[0]}"
-    predictions = scored[["lesion_id", "scan_id", "patient_id", "label", "evaluation", "probability"]].assign(
-        model_id=identifier, arm="combined", model=f"{best['model']}+densenet121", resampler=best["resampler"],
+    densenet_id = densenet_predictions["model_id"].iloc[0]
+    stacked = stack(radiomics_predictions[radiomics_predictions["model_id"] == best["model_id"]],
+                    densenet_predictions, study.seed)
+    fit = stacked.fit_rows
+    card = {"arm": "combined", "features": [f"logit P({best['model_id']})", f"logit P({densenet_id})"],
+            "params": stacked.how, "seed": study.seed, "positive_class": POSITIVE,
+            "training_data_sha256": data_hash(fit[["lesion_id", "probability_radiomics", "probability_densenet"]],
+                                              labels(fit))}
+    identifier = model_id(f"combined_{best['model']}_{best['resampler']}_densenet121", card)
+    folder = store.store().artifact_path("models", "combined")
+    path = save_model(folder, identifier, stacked.stacker if stacked.stacker is not None else stacked.how, card)
+    name = f"{best['model']}+densenet121"
+    predictions = stacked.predictions[["lesion_id", "scan_id", "patient_id", "label", "evaluation", "probability"]].assign(
+        model_id=identifier, arm="combined", model=name, resampler=best["resampler"],
         predicted_label=lambda f: predicted_labels(f["probability"]))
     tested = predictions.assign(y_true=lambda f: labels(f))
-    metrics = pd.DataFrame([{"model_id": identifier, "arm": "combined", "model": f"{best['model']}+densenet121",
-                             "resampler": best["resampler"],
+    metrics = pd.DataFrame([{"model_id": identifier, "arm": "combined", "model": name, "resampler": best["resampler"],
                              **test_metrics(tested, study.models.bootstrap_resamples, study.seed),
-                             "params": str(how), "seed": study.seed}])
-    context.log.info(f"combined {best['model_id']} with the DenseNet: {how['method']}")
+                             "params": str(stacked.how), "seed": study.seed,
+                             "training_data_sha256": card["training_data_sha256"], "model_file": str(path)}])
+    context.log.info(f"combined {best['model_id']} with {densenet_id}: {stacked.how['method']}")
     yield dg.Output(metrics, "combined_metrics", metadata={"table_3": dg.MetadataValue.md(table3(metrics)),
-                                                           **auc_metadata(metrics), "method": how["method"]})
+                                                           **auc_metadata(metrics), "method": stacked.how["method"]})
     yield dg.Output(predictions, "combined_predictions", metadata={"n_test_lesions": len(tested)})

@@ -3,10 +3,15 @@
 The stacker may only learn from probabilities that neither model produced for lesions it had
 trained on. The DenseNet never trains on the validation patients, and the radiomics model's
 probabilities for them are out of fold (grouped by patient), so the stacker is fitted on the
-validation patients' lesions; the test patients stay untouched until the final score.
+validation patients' lesions; the test patients stay untouched until the final score. Both inputs
+are mildly optimistic all the same (the validation patients chose the DenseNet's epoch; the
+out-of-fold folds are those that tuned the radiomics model), which can only flatter the stacker's
+weights, never its test score.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -27,12 +32,19 @@ def _logit(p: pd.Series) -> np.ndarray:
     return np.log(q / (1 - q))
 
 
-def stack(radiomics: pd.DataFrame, densenet: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, dict]:
+@dataclass
+class Stacked:
+    predictions: pd.DataFrame            # the test lesions with the combined probability
+    how: dict                            # method, and the weights when fitted
+    stacker: LogisticRegression | None   # None when the two probabilities are averaged
+    fit_rows: pd.DataFrame               # what the stacker learned from (validation lesions)
+
+
+def stack(radiomics: pd.DataFrame, densenet: pd.DataFrame, seed: int) -> Stacked:
     """`radiomics`: one model's rows (evaluation out_of_fold / test); `densenet`: validation / test.
 
-    Returns the test lesions with the combined probability, and how it was combined. With too few
-    validation lesions, or only one class among them, nothing can be fitted honestly and the two
-    probabilities are averaged instead (and the method says so).
+    With too few validation lesions, or only one class among them, nothing can be fitted honestly
+    and the two probabilities are averaged instead (and the method says so).
     """
     keys = ["lesion_id", "scan_id", "patient_id", "label"]
     pairs = {}
@@ -44,6 +56,7 @@ def stack(radiomics: pd.DataFrame, densenet: pd.DataFrame, seed: int) -> tuple[p
     fit = pairs["fit"]
     y = (fit["label"] == POSITIVE).to_numpy(dtype=int)
     test = pairs["test"].copy()
+    stacker = None
     if len(fit) >= MIN_LESIONS_TO_FIT and len(np.unique(y)) == 2:
         stacker = LogisticRegression(C=1.0, random_state=seed).fit(features(fit), y)
         test["probability"] = stacker.predict_proba(features(test))[:, 1]
@@ -53,4 +66,4 @@ def stack(radiomics: pd.DataFrame, densenet: pd.DataFrame, seed: int) -> tuple[p
         test["probability"] = (test["probability_radiomics"] + test["probability_densenet"]) / 2
         how = {"method": "mean of the two probabilities (too few validation lesions, or one class, to fit)",
                "fit_lesions": len(fit)}
-    return test.assign(evaluation="test"), how
+    return Stacked(test.assign(evaluation="test"), how, stacker, fit)

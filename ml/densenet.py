@@ -2,8 +2,10 @@
 
 Only torch, MONAI and numpy here (no Dagster), so the same loop runs in the pipeline, in the tests
 and in the GPU benchmark. Every random draw (initial weights, sampling order, augmentation) is a
-function of the seed and the epoch, so an interrupted training resumed from its checkpoint ends
-with the same weights as one that never stopped.
+function of the seed, the epoch and the image, so on CPU an interrupted training resumed from its
+checkpoint ends with exactly the weights of one that never stopped, and a rerun repeats them. On
+CUDA the draws are the same but cuDNN's backward kernels may sum in another order: weights agree
+to rounding, not bit for bit (deterministic kernels would cost speed the GPU profile is for).
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ def training_loader(dataset: SliceDataset, settings: DenseNetSettings, seed: int
 
 def train_step(model, optimizer, loss_fn, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> torch.Tensor:
     """One optimisation step on a uint8 batch; on CUDA in bf16 autocast with channels-last inputs."""
-    x = x.to(device, non_blocking=True).float().div_(255.0)
+    x = x.to(device, non_blocking=True).float() / 255.0
     y = y.to(device, non_blocking=True)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
@@ -214,11 +216,16 @@ class Checkpoint:
         return cls(**saved) if saved.get("fingerprint") == fingerprint else None
 
 
+def model_params(settings: DenseNetSettings) -> dict:
+    """The settings that shape the model; how many processes feed it, or which device, do not."""
+    return {k: v for k, v in asdict(settings).items() if k not in ("loader_workers", "device")}
+
+
 def fingerprint(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray,
                 settings: DenseNetSettings, seed: int) -> str:
     """Same data, settings and seed -> resumable; more epochs is a continuation, not a new training."""
-    digest = hashlib.sha256(repr((sorted((k, v) for k, v in asdict(settings).items()
-                                         if k not in ("epochs", "loader_workers", "device")), seed)).encode())
+    params = sorted((k, v) for k, v in model_params(settings).items() if k != "epochs")
+    digest = hashlib.sha256(repr((params, seed)).encode())
     for array in (train_images, train_labels, val_images):
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
@@ -246,13 +253,14 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
                              device)
     lesion_labels = pd.Series(val_labels, index=val_lesions).groupby(level=0).first()
 
-    state = Checkpoint.load(checkpoint_path, fingerprint(train_images, train_labels, val_images, settings, seed))
-    resumed_from = state.epoch if state else 0
-    if state and state.epoch:
+    key = fingerprint(train_images, train_labels, val_images, settings, seed)
+    state = Checkpoint.load(checkpoint_path, key)
+    if state and 0 < state.epoch <= settings.epochs:
         model.load_state_dict(state.model)
         optimizer.load_state_dict(state.optimizer)
-    else:
-        state = Checkpoint(fingerprint(train_images, train_labels, val_images, settings, seed))
+    else:  # none, another training's, or one that ran longer than asked (its best epoch may lie beyond)
+        state = Checkpoint(key)
+    resumed_from = state.epoch
 
     for epoch in range(state.epoch + 1, settings.epochs + 1):
         start = time.perf_counter()

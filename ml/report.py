@@ -7,6 +7,10 @@ import pandas as pd
 from orchestration.metadata import markdown_table
 
 
+def _text(value) -> str:
+    return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+
+
 def _interval(value: float, low: float, high: float) -> str:
     return "n/a" if pd.isna(value) else f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
@@ -23,7 +27,7 @@ def table3(metrics: pd.DataFrame) -> str:
     patient-level AUC, and the repeated cross-validation estimate beside them."""
     rows = []
     for _, m in metrics.iterrows():
-        rows.append({"arm": m["arm"], "model": m["model"], "resampler": m["resampler"] or "",
+        rows.append({"arm": m["arm"], "model": m["model"], "resampler": _text(m["resampler"]),
                      "AUC [95% CI]": _interval(m["auc"], m["auc_ci_low"], m["auc_ci_high"]),
                      "accuracy [95% CI]": _interval(m["accuracy"], m["accuracy_ci_low"], m["accuracy_ci_high"]),
                      "patient AUC [95% CI]": _interval(m["patient_auc"], m["patient_auc_ci_low"],
@@ -38,7 +42,7 @@ def auc_metadata(metrics: pd.DataFrame) -> dict[str, float]:
     """Numeric metadata per model, so the UI plots each AUC across runs."""
     out = {}
     for _, m in metrics.iterrows():
-        name = "_".join(str(part) for part in (m["model"], m["resampler"]) if part)
+        name = "_".join(_text(part) for part in (m["model"], m["resampler"]) if _text(part))
         out[f"auc_{name}"] = float(m["auc"])
         if pd.notna(m.get("cv_auc")):
             out[f"cv_auc_{name}"] = float(m["cv_auc"])

@@ -20,8 +20,8 @@ def split_patients(patients: pd.DataFrame, settings: SplitSettings, seed: int) -
 
     Test: `test_patients_per_class` per class (at most half of a class, so a small cohort still
     trains on both), drawn with the seed. Validation (the DenseNet's checkpoint choice): a
-    `validation_fraction` of all patients, at least one per class, from the rest. The radiomics
-    models train on train + validation.
+    `validation_fraction` of all patients from the rest, one of each class whenever the class has
+    two patients left after the test draw. The radiomics models train on train + validation.
     """
     frame = patients[["patient_id", "label"]].drop_duplicates().sort_values("patient_id").reset_index(drop=True)
     if frame["patient_id"].duplicated().any():

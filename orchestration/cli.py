@@ -180,19 +180,15 @@ def _table1(con) -> str:
 
 
 def _table2(con) -> str:
-    return con.execute("select rank, feature_name, round(importance, 4) as importance from feature_importance "
-                       "where kept order by rank limit 10").df().to_string(index=False)
+    from ml.report import table2
+
+    return table2(con.execute("select * from feature_importance").df())
 
 
 def _table3(con) -> str:
-    frame = con.execute("""
-        select arm, model, coalesce(resampler, '') as resampler,
-               printf('%.2f [%.2f, %.2f]', auc, auc_ci_low, auc_ci_high) as "AUC [95% CI]",
-               printf('%.2f [%.2f, %.2f]', accuracy, accuracy_ci_low, accuracy_ci_high) as "accuracy [95% CI]",
-               printf('%.2f', patient_auc) as "patient AUC",
-               coalesce(printf('%.2f (%.2f)', cv_auc, cv_auc_sd), 'n/a') as "repeated CV AUC (sd)"
-        from model_metrics order by arm desc, model, resampler""").df()
-    return frame.to_string(index=False)
+    from ml.report import table3
+
+    return table3(con.execute("select * from model_metrics order by arm desc, model, resampler").df())
 
 
 def cmd_sql(args) -> int:

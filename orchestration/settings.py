@@ -57,7 +57,8 @@ class SliceSettings:
 
 @dataclass(frozen=True)
 class SplitSettings:
-    """The study's split: 4 test patients per class, DenseNet train/validation/test 68/5/8 patients."""
+    """The study's split: 4 test patients per class and 5 validation patients (the study's DenseNet
+    split, 68/5/8, names 81 patients for its 78; here the rest of the 78 train: 65/5/8)."""
 
     test_patients_per_class: int = 4
     validation_fraction: float = 5 / 78   # 5 of the study's 78 patients; at least one per class
@@ -90,7 +91,8 @@ class DenseNetSettings:
     max_slices_per_lesion: int | None = None       # None: every slice; else the k with the largest lesion area
     max_train_images_per_epoch: int | None = None  # None: one pass over the training slices per epoch
     # Augmenting processes beside the trainer. On a 16-core H200 machine 12 kept the GPU busiest
-    # (8: 69% of a bare model step, 12: 81%, 14: 77%: the trainer and the copy thread need cores too).
+    # (images/s as a share of a bare model step: 8: 69%, 10: 81%, 12: 81-85%, 14: 77%; the trainer
+    # and the copy thread need cores too): benchmarks/densenet_throughput.py.
     loader_workers: int = max(0, (os.cpu_count() or 1) - 4)
     device: str = "auto"                           # auto: CUDA when present (bf16, channels-last), else CPU
     # Augmentation on the fly (the study's zoom, shear, rotation and width shift), each drawn per image.

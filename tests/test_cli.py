@@ -33,7 +33,8 @@ def test_synth_run_sql_as_a_user_would(tmp_path):
     assert "succeeded" in run.stdout and "scans: 8 of 10 included" in run.stdout
     assert "Table 1 (cohort_characteristics):" in run.stdout and "Liver tumor burden" in run.stdout
     table3 = run.stdout.split("Table 3 (model_metrics")[1]
-    assert " densenet " in table3 and " combined " in table3 and "knn undersampling" in table3
+    assert "| densenet | densenet121 |" in table3 and "| combined |" in table3
+    assert "| radiomics | knn | undersampling |" in table3
 
     count = _cli("sql", "--store", store, "select count(*) as n from patients", "--csv")
     assert count.returncode == 0, count.stderr
