@@ -43,7 +43,7 @@ def test_synth_run_sql_as_a_user_would(tmp_path):
     assert table.stdout.split()[:4] == ["scan_id", "included", "S0001", "True"]
 
     line = append_row(cohort / "patients.csv", "P100,colon,70,F,T4,N1,M1")
-    bad = _cli("run", "--cohort", cohort, "--store", store)
+    bad = _cli("run", "--cohort", cohort, "--store", store, "--select", "key:patients")  # the row check, not a rerun
     assert bad.returncode == 1
     assert f"patients.csv line {line} (P100): unknown primary_site 'colon'" in bad.stdout
     assert "Fix: use one of colorectal, pancreatic" in bad.stdout
