@@ -152,7 +152,8 @@ def densenet(context: dg.AssetExecutionContext, store: StoreResource, settings: 
     metrics = pd.DataFrame([{"model_id": identifier, "arm": "densenet", "model": "densenet121", "resampler": None,
                              **test_metrics(tested, study.models.bootstrap_resamples, study.seed),
                              "validation_auc": result.best_validation_auc, "best_epoch": result.best_epoch,
-                             "epochs": config.epochs, "image_size": config.image_size, "params": str(model_params(config)),
+                             "epochs": config.epochs, "image_size": config.image_size,
+                             "params": str(model_params(config)),
                              "seed": study.seed, "training_data_sha256": card["training_data_sha256"],
                              "model_file": str(path)}])
     yield dg.Output(metrics, "densenet_metrics", metadata={"table_3": dg.MetadataValue.md(table3(metrics)),
@@ -182,7 +183,8 @@ def combined_model(context: dg.AssetExecutionContext, store: StoreResource, sett
     folder = store.store().artifact_path("models", "combined")
     path = save_model(folder, identifier, stacked.stacker if stacked.stacker is not None else stacked.how, card)
     name = f"{best['model']}+densenet121"
-    predictions = stacked.predictions[["lesion_id", "scan_id", "patient_id", "label", "evaluation", "probability"]].assign(
+    columns = ["lesion_id", "scan_id", "patient_id", "label", "evaluation", "probability"]
+    predictions = stacked.predictions[columns].assign(
         model_id=identifier, arm="combined", model=name, resampler=best["resampler"],
         predicted_label=lambda f: predicted_labels(f["probability"]))
     tested = predictions.assign(y_true=lambda f: labels(f))

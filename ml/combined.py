@@ -40,6 +40,10 @@ class Stacked:
     fit_rows: pd.DataFrame               # what the stacker learned from (validation lesions)
 
 
+def _features(pairs: pd.DataFrame) -> np.ndarray:
+    return np.column_stack([_logit(pairs["probability_radiomics"]), _logit(pairs["probability_densenet"])])
+
+
 def stack(radiomics: pd.DataFrame, densenet: pd.DataFrame, seed: int) -> Stacked:
     """`radiomics`: one model's rows (evaluation out_of_fold / test); `densenet`: validation / test.
 
@@ -52,14 +56,13 @@ def stack(radiomics: pd.DataFrame, densenet: pd.DataFrame, seed: int) -> Stacked
         rad = radiomics.loc[radiomics["evaluation"] == rad_eval, [*keys, "probability"]]
         cnn = densenet.loc[densenet["evaluation"] == cnn_eval, ["lesion_id", "probability"]]
         pairs[name] = rad.merge(cnn, on="lesion_id", suffixes=("_radiomics", "_densenet"))
-    features = lambda f: np.column_stack([_logit(f["probability_radiomics"]), _logit(f["probability_densenet"])])  # noqa: E731
     fit = pairs["fit"]
     y = (fit["label"] == POSITIVE).to_numpy(dtype=int)
     test = pairs["test"].copy()
     stacker = None
     if len(fit) >= MIN_LESIONS_TO_FIT and len(np.unique(y)) == 2:
-        stacker = LogisticRegression(C=1.0, random_state=seed).fit(features(fit), y)
-        test["probability"] = stacker.predict_proba(features(test))[:, 1]
+        stacker = LogisticRegression(C=1.0, random_state=seed).fit(_features(fit), y)
+        test["probability"] = stacker.predict_proba(_features(test))[:, 1]
         how = {"method": "logistic stacking on the validation patients' lesions", "fit_lesions": len(fit),
                "weights": [float(w) for w in stacker.coef_[0]], "intercept": float(stacker.intercept_[0])}
     else:
