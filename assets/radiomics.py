@@ -127,13 +127,20 @@ def _extract_crop(crop: LesionCrop) -> tuple[str, dict[str, float] | None, str |
         return crop.lesion_id, None, f"extraction failed: {str(exc).strip().splitlines()[0]}"
 
 
+def _init_pool_worker(params_file: str) -> None:
+    """A pool worker computes one lesion at a time on one core: ITK's own threads (one per core
+    by default) would only make the workers preempt each other."""
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    _init_worker(params_file)
+
+
 def _pool(workers: int, params_file: str) -> ProcessPoolExecutor:
     """A worker pool kept for the life of the process: `metorigin run` processes scan after scan in
     one process, and starting workers (and their extractors) anew for each scan costs more than
     extracting a small scan's lesions."""
     key = (workers, params_file)
     if key not in _POOLS:
-        _POOLS[key] = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(params_file,))
+        _POOLS[key] = ProcessPoolExecutor(max_workers=workers, initializer=_init_pool_worker, initargs=(params_file,))
     return _POOLS[key]
 
 
