@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
 import dagster as dg
 import numpy as np
 import pytest
@@ -21,7 +24,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def tiny_model(tiny_cohort, tmp_path_factory):
     cases = [(tiny_cohort / "images" / f"{s}.nii.gz", tiny_cohort / "masks" / f"{s}.nii.gz") for s in ("S0003", "S0004")]
-    return build_tiny_model(tmp_path_factory.mktemp("nnunet"), cases)
+    # nnU-Net forks worker pools; a fork of this long-lived test process (worker pools and library
+    # threads of earlier tests running) once hung at the pool's exit, so it builds in a fresh process.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
+        return fresh.submit(build_tiny_model, tmp_path_factory.mktemp("nnunet"), cases).result()
 
 
 def test_predictor_output_lands_on_the_image_grid(tiny_model, tiny_cohort):
