@@ -8,7 +8,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export GX_ANALYTICS_ENABLED := false
 export DAGSTER_DISABLE_TELEMETRY := true
 
-.PHONY: install demo test test-fast ui lock clean
+.PHONY: install demo test test-fast lint format ui lock clean
 
 install: $(VENV)/.installed sql/target/manifest.json
 
@@ -25,11 +25,22 @@ sql/target/manifest.json: $(VENV)/.installed $(wildcard sql/*.yml sql/models/*/*
 demo: install
 	$(BIN)/metorigin demo --cohort demo/cohort --store demo/store
 
-test: install
+# Lint first (seconds): a broken import contract or a ruff finding fails the suite before the long tests.
+test: install lint
 	$(BIN)/pytest
 
-test-fast: install
+test-fast: install lint
 	$(BIN)/pytest -m "not slow"
+
+# ruff (lint and format) and the import-linter contracts in pyproject.toml (the layers).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 demo/cohort/scans.csv: | install
 	$(BIN)/metorigin synth --out demo/cohort

@@ -12,31 +12,24 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dagster as dg
 import pandas as pd
 
-from data_quality.checks import check_result
-from data_quality.suites import scans_suite
-from orchestration.metadata import markdown_table
-from orchestration.partitions import scan_partitions
-from orchestration.resources import CohortResource, SettingsResource
-from orchestration.settings import InclusionCriteria
-
-from .errors import (CohortError, CohortFileError, DuplicateIdError, ImageUnreadableError,
+from base.errors import (CohortError, CohortFileError, DuplicateIdError, ImageUnreadableError,
                      InvalidValueError, MaskGeometryError, MissingColumnError,
-                     PathOutsideCohortError, UnknownPatientError)
+                     PathOutsideCohortError, StudyFileError, UnknownPatientError)
+from base.schemas import PATIENTS, SCANS
+from base.study import CONTRAST_PHASES, InclusionCriteria, LabelSettings, StudySettings
+
 from .imaging.geometry import coverage_mismatch, slice_axis_tilt_deg
-from .imaging.io import CONTRAST_PHASES, ImageInfo, normalise_phase, read_image_info
+from .imaging.io import ImageInfo, normalise_phase, read_image_info
 
 PATIENTS_CSV = "patients.csv"
 SCANS_CSV = "scans.csv"
 
-PATIENT_REQUIRED = ("patient_id", "primary_site")
 PATIENT_OPTIONAL = ("age", "sex", "t_stage", "n_stage", "m_stage")
 SCAN_REQUIRED = ("scan_id", "patient_id", "image")
 SCAN_OPTIONAL = ("mask", "liver_labels", "lesion_labels", "kernel", "slice_thickness_mm",
                  "contrast_phase")
-PRIMARY_SITES = ("colorectal", "pancreatic")
 SEXES = ("F", "M")
 DEFAULT_LIVER_LABELS = "1"
 DEFAULT_LESION_LABELS = "2"
@@ -96,33 +89,47 @@ def _duplicate_errors(frame: pd.DataFrame, file: str, id_column: str) -> tuple[s
     return duplicated, errors
 
 
-def validate_patients(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[CohortError]]:
-    """Typed patient rows that pass the contract, and an error for each row that does not."""
+def patient_required(label: LabelSettings) -> tuple[str, str]:
+    """The columns patients.csv must have: the id and the study's label column."""
+    return ("patient_id", label.column)
+
+
+def read_patients_csv(cohort_dir: Path, label: LabelSettings) -> pd.DataFrame:
+    return read_contract_csv(Path(cohort_dir) / PATIENTS_CSV, patient_required(label), PATIENT_OPTIONAL)
+
+
+def read_scans_csv(cohort_dir: Path) -> pd.DataFrame:
+    return read_contract_csv(Path(cohort_dir) / SCANS_CSV, SCAN_REQUIRED, SCAN_OPTIONAL)
+
+
+def validate_patients(frame: pd.DataFrame, label: LabelSettings) -> tuple[pd.DataFrame, list[CohortError]]:
+    """Typed patient rows that pass the contract, and an error for each row that does not.
+
+    The class comes from the study's label column (e.g. `primary_site`) and is stored as `label`."""
     duplicated, errors = _duplicate_errors(frame, PATIENTS_CSV, "patient_id")
     rows = []
     for rec in frame.to_dict("records"):
         pid = rec["patient_id"]
         if pid in duplicated:
             continue
-        problem = _patient_problem(rec)
+        problem = _patient_problem(rec, label)
         if problem:
             errors.append(InvalidValueError(PATIENTS_CSV, problem[0], problem[1], row=rec["line"], row_id=pid or None))
             continue
-        rows.append({"patient_id": pid, "primary_site": rec["primary_site"].lower(),
+        rows.append({"patient_id": pid, "label": rec[label.column].lower(),
                      "age": float(rec["age"]) if rec["age"] else math.nan,
                      "sex": rec["sex"].upper() or None, "t_stage": rec["t_stage"] or None,
                      "n_stage": rec["n_stage"] or None, "m_stage": rec["m_stage"] or None,
                      "source_line": rec["line"]})
-    columns = ["patient_id", "primary_site", "age", "sex", "t_stage", "n_stage", "m_stage", "source_line"]
-    return pd.DataFrame(rows, columns=columns), errors
+    return pd.DataFrame(rows, columns=PATIENTS.computed), errors
 
 
-def _patient_problem(rec: dict) -> tuple[str, str] | None:
+def _patient_problem(rec: dict, label: LabelSettings) -> tuple[str, str] | None:
     if not rec["patient_id"]:
         return "patient_id is empty", "give the patient a pseudonymous id"
-    if rec["primary_site"].lower() not in PRIMARY_SITES:
-        return (f"unknown primary_site {rec['primary_site']!r}",
-                f"use one of {', '.join(PRIMARY_SITES)}")
+    if rec[label.column].lower() not in label.classes:
+        return (f"unknown {label.column} {rec[label.column]!r}",
+                f"use one of {', '.join(label.classes)} (the study's label.classes)")
     if rec["sex"] and rec["sex"].upper() not in SEXES:
         return f"unknown sex {rec['sex']!r}", "use F or M, or leave it empty"
     if rec["age"]:
@@ -261,8 +268,8 @@ def exclusion_reasons(scan: dict, criteria: InclusionCriteria) -> list[str]:
     reasons = []
     if scan["contrast_phase"] is None:
         reasons.append("contrast phase unknown (set contrast_phase in scans.csv)")
-    elif scan["contrast_phase"] != criteria.contrast_phase:
-        reasons.append(f"contrast phase {scan['contrast_phase']} is not {criteria.contrast_phase}")
+    elif scan["contrast_phase"] not in criteria.contrast_phases:
+        reasons.append(f"contrast phase {scan['contrast_phase']} is not {' or '.join(criteria.contrast_phases)}")
     accepted = {k.lower() for k in criteria.kernels}
     if scan["kernel"] is None:
         reasons.append("reconstruction kernel unknown (set kernel in scans.csv)")
@@ -275,13 +282,6 @@ def exclusion_reasons(scan: dict, criteria: InclusionCriteria) -> list[str]:
     return reasons
 
 
-SCAN_COLUMNS = [
-    "scan_id", "patient_id", "image", "mask", "liver_labels", "lesion_labels", "kernel", "kernel_source",
-    "slice_thickness_mm", "slice_thickness_source", "contrast_phase", "contrast_phase_source", "image_format",
-    "size_x", "size_y", "size_z", "spacing_x", "spacing_y", "spacing_z", "origin_x", "origin_y", "origin_z",
-    "direction", "slice_tilt_deg", "pixel_type", "valid", "error_kind", "included", "exclusion_reason",
-    "source_line",
-]
 
 
 def validate_scans(frame: pd.DataFrame, patients: pd.DataFrame, patient_frame: pd.DataFrame,
@@ -292,7 +292,7 @@ def validate_scans(frame: pd.DataFrame, patients: pd.DataFrame, patient_frame: p
     listed = set(patient_frame["patient_id"])
     rows = []
     for rec in frame.to_dict("records"):
-        row = {c: None for c in SCAN_COLUMNS}
+        row = {c: None for c in SCANS.computed}
         row.update(scan_id=rec["scan_id"], patient_id=rec["patient_id"], image=rec["image"],
                    mask=rec["mask"] or None, source_line=rec["line"], valid=False, included=False)
         try:
@@ -316,86 +316,56 @@ def validate_scans(frame: pd.DataFrame, patients: pd.DataFrame, patient_frame: p
             reasons = exclusion_reasons(row, criteria)
             row.update(valid=True, included=not reasons, exclusion_reason="; ".join(reasons) or None)
         rows.append(row)
-    return pd.DataFrame(rows, columns=SCAN_COLUMNS), errors
+    return pd.DataFrame(rows, columns=SCANS.computed), errors
 
 
-def load_cohort(cohort_dir: Path, criteria: InclusionCriteria = InclusionCriteria()) -> Cohort:
+def load_cohort(cohort_dir: Path, criteria: InclusionCriteria = InclusionCriteria(),
+                label: LabelSettings = LabelSettings()) -> Cohort:
     """Read and validate a cohort folder.
 
     Raises CohortFileError / MissingColumnError only when a whole CSV is unusable; row problems
     are collected in `Cohort.errors`.
     """
     cohort_dir = Path(cohort_dir)
-    patient_frame = read_contract_csv(cohort_dir / PATIENTS_CSV, PATIENT_REQUIRED, PATIENT_OPTIONAL)
-    scan_frame = read_contract_csv(cohort_dir / SCANS_CSV, SCAN_REQUIRED, SCAN_OPTIONAL)
-    patients, patient_errors = validate_patients(patient_frame)
+    patient_frame = read_patients_csv(cohort_dir, label)
+    scan_frame = read_scans_csv(cohort_dir)
+    patients, patient_errors = validate_patients(patient_frame, label)
     scans, scan_errors = validate_scans(scan_frame, patients, patient_frame, cohort_dir, criteria)
     return Cohort(patients=patients, scans=scans, errors=patient_errors + scan_errors)
 
 
-# --- Dagster wiring: thin assets over the functions above -------------------------------------
+def study_problems(cohort_dir: Path, study: StudySettings, study_file: str) -> list[StudyFileError]:
+    """What makes a study unusable on this cohort, found before any work: a label column the
+    cohort lacks, a class no patient has, inclusion criteria that exclude every readable scan.
 
-def _errors_markdown(errors: list[CohortError]) -> str:
-    return markdown_table([{"file": e.file, "line": e.row, "id": e.row_id, "problem": e.problem, "fix": e.fix}
-                           for e in errors], empty="No problems found.")
-
-
-def _row_check(asset: str, errors: list[CohortError]) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        asset_key=asset, check_name="rows_valid", passed=not errors, severity=dg.AssetCheckSeverity.ERROR,
-        description=(f"{len(errors)} row(s) of the cohort could not be used" if errors else "every row is valid"),
-        metadata={"problems": dg.MetadataValue.md(_errors_markdown(errors)), "n_problems": len(errors),
-                  "messages": dg.MetadataValue.text("\n".join(e.message for e in errors))})
-
-
-def _load_csv_or_fail(path: Path, required, optional) -> pd.DataFrame:
+    Each problem names the study file's key to change (or the cohort to fix)."""
+    problems = []
     try:
-        return read_contract_csv(path, required, optional)
-    except CohortError as exc:
-        raise dg.Failure(description=exc.message) from exc
+        cohort = load_cohort(cohort_dir, study.inclusion, study.label)
+    except MissingColumnError as exc:
+        if study.label.column not in exc.problem:
+            raise
+        return [StudyFileError(study_file, "label.column", f"{PATIENTS_CSV} has no column {study.label.column!r}",
+                               f"name the column of {PATIENTS_CSV} that holds the class, or add it there")]
+    present = set(cohort.patients["label"])
+    for name in study.label.classes:
+        if name not in present:
+            problems.append(StudyFileError(
+                study_file, "label.classes", f"no patient of {cohort_dir / PATIENTS_CSV} has the class {name!r} "
+                f"(found: {', '.join(sorted(present)) or 'none'})",
+                "list the two classes as the label column spells them, or add patients of both classes"))
+    valid = cohort.scans[cohort.scans["valid"]]
+    if len(valid) and not valid["included"].any():
+        reasons = [str(why).split("; ") for why in valid["exclusion_reason"]]
+        keys = ", ".join(sorted({f"inclusion.{key}" for start, key in _CRITERIA.items()
+                                 if all(any(r.startswith(start) for r in rs) for rs in reasons)})) or "inclusion"
+        problems.append(StudyFileError(
+            study_file, keys, f"not one of the {len(valid)} readable scans meets the inclusion criteria "
+            f"(e.g. {valid['scan_id'].iloc[0]}: {valid['exclusion_reason'].iloc[0]})",
+            "widen the criteria to what the cohort was acquired with (`metorigin study --study FILE --cohort DIR` checks a study)"))
+    return problems
 
 
-@dg.asset(group_name="cohort", kinds={"python", "parquet"},
-          check_specs=[dg.AssetCheckSpec("rows_valid", asset="patients",
-                                         description="every row of patients.csv passes the contract")])
-def patients(context: dg.AssetExecutionContext, cohort: CohortResource):
-    """Patients of the cohort with their primary site (the label) and Table 1 characteristics."""
-    frame = _load_csv_or_fail(Path(cohort.path) / PATIENTS_CSV, PATIENT_REQUIRED, PATIENT_OPTIONAL)
-    table, errors = validate_patients(frame)
-    for error in errors:
-        context.log.warning(error.message)
-    counts = table["primary_site"].value_counts().to_dict()
-    yield dg.Output(table, metadata={"n_patients": len(table), **{f"n_{k}": int(v) for k, v in counts.items()}})
-    yield _row_check("patients", errors)
-
-
-@dg.asset(group_name="cohort", kinds={"python", "parquet"},
-          check_specs=[dg.AssetCheckSpec("rows_valid", asset="scans",
-                                         description="every row of scans.csv passes the contract"),
-                       dg.AssetCheckSpec("data_quality", asset="scans", blocking=True,
-                                         description="positive spacing, a reason for every exclusion, unique ids "
-                                                     "(Great Expectations)")])
-def scans(context: dg.AssetExecutionContext, cohort: CohortResource, settings: SettingsResource,
-          patients: pd.DataFrame):
-    """Every scan the cohort lists: geometry, acquisition, and whether it meets the inclusion criteria.
-
-    Materialising it registers each included scan as a partition of the per-scan assets.
-    """
-    cohort_dir = Path(cohort.path)
-    frame = _load_csv_or_fail(cohort_dir / SCANS_CSV, SCAN_REQUIRED, SCAN_OPTIONAL)
-    patient_frame = _load_csv_or_fail(cohort_dir / PATIENTS_CSV, PATIENT_REQUIRED, PATIENT_OPTIONAL)
-    table, errors = validate_scans(frame, patients, patient_frame, cohort_dir, settings.settings().inclusion)
-    for error in errors:
-        context.log.warning(error.message)
-    included = sorted(table.loc[table["included"], "scan_id"])
-    new = sorted(set(included) - set(context.instance.get_dynamic_partitions(scan_partitions.name)))
-    if new:
-        context.instance.add_dynamic_partitions(scan_partitions.name, new)
-    context.log.info(f"{len(included)} of {len(table)} scans included; {len(new)} new scan partition(s)")
-    reasons = table.loc[~table["included"], ["scan_id", "exclusion_reason"]]
-    yield dg.Output(table, metadata={
-        "n_scans": len(table), "n_included": len(included), "n_invalid": int((~table["valid"]).sum()),
-        "new_partitions": len(new),
-        "excluded": dg.MetadataValue.md(markdown_table(reasons.to_dict("records")))})
-    yield _row_check("scans", errors)
-    yield check_result(scans_suite(table), asset_key="scans")
+# The start of each exclusion reason, and the study file key that sets the criterion behind it.
+_CRITERIA = {"contrast phase": "contrast_phases", "reconstruction kernel unknown": "kernels", "kernel": "kernels",
+             "slice thickness": "slice_thickness_mm", "not axial": "max_slice_tilt_deg"}

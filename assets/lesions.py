@@ -4,7 +4,6 @@ Lesion ids are `<scan_id>-L<nnn>`, numbered in raster order of each component's 
 (slice, then row, then column of the image grid): the same mask always gives the same ids.
 """
 
-import dagster as dg
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
@@ -12,23 +11,15 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 
-from data_quality.checks import check_result
-from data_quality.suites import lesions_suite
-from orchestration.partitions import scan_partitions
-from orchestration.resources import CohortResource, SettingsResource, StoreResource
-from orchestration.store import Store
+from base.geometry import index_to_physical
+from base.schemas import LESIONS
+from base.store import Store
 
-from .per_scan import failing_only_this_scan, scan_image, scan_row
-from .segmentation import LESION, as_image
+from .segmentation import LESION
 
 CONNECTIVITY = {"face": 1, "edge": 2, "vertex": 3}
 LESION_MAPS = "lesions"  # artefact folder of the per-scan lesion maps
 
-LESION_COLUMNS = [
-    "lesion_id", "scan_id", "patient_id", "lesion_number", "voxel_count", "volume_ml", "max_diameter_mm",
-    "centroid_x_mm", "centroid_y_mm", "centroid_z_mm", "bbox_x0", "bbox_x1", "bbox_y0", "bbox_y1", "bbox_z0",
-    "bbox_z1", "mean_hu", "included", "exclusion_reason",
-]
 
 
 def label_components(lesion_mask: np.ndarray, connectivity: str = "face") -> tuple[np.ndarray, int]:
@@ -38,12 +29,6 @@ def label_components(lesion_mask: np.ndarray, connectivity: str = "face") -> tup
     structure = ndimage.generate_binary_structure(3, CONNECTIVITY[connectivity])
     components, n = ndimage.label(lesion_mask, structure=structure)
     return components.astype(np.uint16 if n < 65535 else np.uint32), n
-
-
-def _index_to_physical(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
-    """Linear map from (x, y, z) continuous index to physical mm: point = origin + M @ index."""
-    m = np.asarray(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
-    return np.asarray(image.GetOrigin()), m
 
 
 _FACE_CENTRES = np.array([[d if axis == k else 0.0 for k in range(3)] for axis in range(3) for d in (-0.5, 0.5)])
@@ -69,7 +54,7 @@ def measure_lesions(image: sitk.Image, labels: sitk.Image, scan_id: str, patient
     lab = sitk.GetArrayViewFromImage(labels)
     hu = sitk.GetArrayViewFromImage(image)
     components, n = label_components(lab == LESION, connectivity)
-    origin, matrix = _index_to_physical(image)
+    origin, matrix = index_to_physical(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
     voxel_ml = float(abs(np.linalg.det(matrix))) / 1000.0
     rows = []
     for number, box in enumerate(ndimage.find_objects(components), start=1):
@@ -91,35 +76,9 @@ def measure_lesions(image: sitk.Image, labels: sitk.Image, scan_id: str, patient
             "exclusion_reason": None if included else
             f"largest diameter {diameter:.1f} mm is under {min_diameter_mm:g} mm",
         })
-    return pd.DataFrame(rows, columns=LESION_COLUMNS), components
+    return pd.DataFrame(rows, columns=LESIONS.computed), components
 
 
 def read_lesion_map(store: Store, scan_id: str) -> np.ndarray:
     """The scan's lesion map as written by the `lesions` asset (0 background, n = lesion number)."""
     return sitk.GetArrayFromImage(sitk.ReadImage(str(store.artifact_path(LESION_MAPS, f"{scan_id}.nii.gz"))))
-
-
-# --- Dagster wiring ---------------------------------------------------------------------------
-
-@dg.asset(partitions_def=scan_partitions, group_name="imaging", kinds={"python", "parquet"},
-          check_specs=[dg.AssetCheckSpec("data_quality", asset="lesions", blocking=True,
-                                         description="positive volumes and diameters, included lesions at least the "
-                                                     "minimum diameter, centroids inside the image "
-                                                     "(Great Expectations)")])
-def lesions(context: dg.AssetExecutionContext, cohort: CohortResource, store: StoreResource,
-            settings: SettingsResource, scans: pd.DataFrame, segmentations: pd.DataFrame):
-    """One row per lesion (connected component); lesions under the minimum diameter kept, not included."""
-    scan_id = context.partition_key
-    config = settings.settings().lesions
-    target = store.store()
-    with failing_only_this_scan():
-        row = scan_row(scans, scan_id)
-        image = scan_image(cohort.path, row)
-    labels = sitk.ReadImage(str(target.root / segmentations.iloc[0]["label_map"]))
-    table, lesion_map = measure_lesions(image, labels, scan_id, row["patient_id"], config.connectivity,
-                                        config.min_diameter_mm)
-    target.write_image(as_image(lesion_map, image), LESION_MAPS, f"{scan_id}.nii.gz")
-    n_included = int(table["included"].sum())
-    context.log.info(f"{scan_id}: {len(table)} lesions, {n_included} included (>= {config.min_diameter_mm:g} mm)")
-    yield dg.Output(table, metadata={"n_lesions": len(table), "n_included": n_included})
-    yield check_result(lesions_suite(table, row, config.min_diameter_mm), asset_key="lesions")

@@ -15,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import ScanProcessingError
-from .segmentation import SegmentationResult, as_image, file_digest, to_project_labels
+from base.devices import choose_device
+from base.errors import ScanProcessingError
+from base.files import file_digest
+
+from .segmentation import SegmentationResult, as_image, to_project_labels
 
 LIVER_NAMES = {"liver"}
 LESION_NAMES = {"tumor", "tumour", "tumors", "tumours", "lesion", "lesions", "metastasis", "metastases"}
@@ -48,12 +51,6 @@ def label_roles(dataset_json: dict, scan_id: str) -> tuple[tuple[int, ...], tupl
         raise ScanProcessingError(scan_id, "segmentation", f"dataset.json names no 'liver' label (labels: {labels})",
                                   "use a model whose dataset.json labels include 'liver' (and 'tumor' or 'lesion')")
     return liver, lesion
-
-
-def choose_device():
-    import torch
-
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 @lru_cache(maxsize=2)

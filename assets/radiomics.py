@@ -6,7 +6,6 @@ lesion; on a crop of the lesion's bounding box plus a margin the same features c
 """
 
 import atexit
-import hashlib
 import logging
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -15,20 +14,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-import dagster as dg
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from orchestration.partitions import scan_partitions
-from orchestration.resources import CohortResource, SettingsResource, StoreResource
+from base.schemas import RADIOMICS_FEATURES
+from base.study import DEFAULT_RADIOMICS_PARAMS as PARAMS_FILE
 
-from .lesions import read_lesion_map
-from .per_scan import failing_only_this_scan, scan_image, scan_row
-
-PARAMS_FILE = Path(__file__).with_name("radiomics_params.yaml")
-FEATURE_COLUMNS = ["lesion_id", "scan_id", "patient_id", "feature_name", "feature_class", "feature_value",
-                   "undefined_reason", "pyradiomics_version", "settings_hash"]
 
 
 @dataclass(frozen=True)
@@ -51,10 +43,6 @@ class LesionCrop:
             img.SetDirection(self.direction)
             out.append(img)
         return out[0], out[1]
-
-
-def settings_hash(params_file: Path = PARAMS_FILE) -> str:
-    return hashlib.sha256(Path(params_file).read_bytes()).hexdigest()[:12]
 
 
 def pyradiomics_version() -> str:
@@ -176,8 +164,7 @@ def _collect(outcomes, total: int, progress) -> dict[str, tuple[dict | None, str
     return results
 
 
-def long_table(lesions: pd.DataFrame, results: dict, names: list[str], version: str,
-               params_hash: str) -> pd.DataFrame:
+def long_table(lesions: pd.DataFrame, results: dict, names: list[str], version: str) -> pd.DataFrame:
     """One row per lesion and feature; undefined values are NaN with the reason beside them."""
     rows = []
     for lesion in lesions.itertuples():
@@ -187,31 +174,5 @@ def long_table(lesions: pd.DataFrame, results: dict, names: list[str], version: 
             reason = error if values is None else (
                 None if np.isfinite(value) else "pyradiomics returned a non-finite value (undefined for this lesion)")
             rows.append((lesion.lesion_id, lesion.scan_id, lesion.patient_id, name, name.split("_")[1],
-                         float(value), reason, version, params_hash))
-    return pd.DataFrame(rows, columns=FEATURE_COLUMNS)
-
-
-# --- Dagster wiring ---------------------------------------------------------------------------
-
-@dg.asset(partitions_def=scan_partitions, group_name="imaging", kinds={"python", "parquet"})
-def radiomics_features(context: dg.AssetExecutionContext, cohort: CohortResource, store: StoreResource,
-                       settings: SettingsResource, scans: pd.DataFrame, lesions: pd.DataFrame) -> pd.DataFrame:
-    """pyradiomics features of every included lesion, long format, with version and settings hash."""
-    scan_id = context.partition_key
-    config = settings.settings().radiomics
-    with failing_only_this_scan():
-        image = scan_image(cohort.path, scan_row(scans, scan_id))
-    lesion_map = read_lesion_map(store.store(), scan_id)
-    chosen = lesions[lesions["included"]]
-    crops = [crop_lesion(image, lesion_map, lesion, config.crop_margin_voxels) for lesion in chosen.to_dict("records")]
-
-    def progress(done: int, total: int) -> None:
-        if done == total or done % 10 == 0:
-            context.log.info(f"{scan_id}: radiomics {done}/{total} lesions")
-
-    results = extract_lesions(crops, config.workers, progress=progress)
-    table = long_table(chosen, results, list(feature_names()), pyradiomics_version(), settings_hash())
-    n_undefined = int(table["undefined_reason"].notna().sum())
-    context.add_output_metadata({"n_lesions": len(chosen), "n_features": table["feature_name"].nunique(),
-                                 "n_undefined_values": n_undefined})
-    return table
+                         float(value), reason, version))
+    return pd.DataFrame(rows, columns=RADIOMICS_FEATURES.computed)

@@ -4,22 +4,16 @@ Whatever the source, the result is one label map on the image grid with the proj
 (0 background, 1 liver parenchyma, 2 lesion), so every later step reads one convention.
 """
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
-import pandas as pd
 import SimpleITK as sitk
 
-from orchestration.partitions import scan_partitions
-from orchestration.resources import CohortResource, SettingsResource, StoreResource
+from base.errors import ScanProcessingError
 
-from .errors import ScanProcessingError
 from .imaging.geometry import coverage_mismatch
 from .imaging.io import ImageInfo
-from .per_scan import failing_only_this_scan, scan_image, scan_row
 
 LIVER, LESION = 1, 2
 
@@ -109,42 +103,3 @@ def summarise(image: sitk.Image, labels: sitk.Image) -> dict:
             "lesion_volume_ml": float(lesion.sum() * voxel_ml),
             "liver_parenchyma_mean_hu": float(hu[parenchyma].mean()) if parenchyma.any() else float("nan"),
             "voxel_volume_ml": voxel_ml}
-
-
-def file_digest(path: Path, length: int = 12) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
-
-
-# --- Dagster wiring ---------------------------------------------------------------------------
-
-
-@dg.asset(partitions_def=scan_partitions, group_name="imaging", kinds={"python", "parquet"})
-def segmentations(context: dg.AssetExecutionContext, cohort: CohortResource, store: StoreResource,
-                  settings: SettingsResource, scans: pd.DataFrame) -> pd.DataFrame:
-    """Liver and lesion label map of the scan (artifacts/segmentations/), with volumes and liver HU."""
-    scan_id = context.partition_key
-    config = settings.settings().segmentation
-    with failing_only_this_scan():
-        row = scan_row(scans, scan_id)
-        image = scan_image(cohort.path, row)
-        if config.method == "nnunet":
-            from .nnunet import nnunet_segmentation
-
-            result = nnunet_segmentation(image, Path(config.nnunet_model_dir), config.nnunet_folds,
-                                         config.nnunet_checkpoint, scan_id)
-        else:
-            if not row["mask"]:
-                raise ScanProcessingError(scan_id, "segmentation", "scans.csv gives no mask for this scan",
-                                          "add its mask, or segment with nnU-Net (metorigin run --nnunet-model DIR)")
-            result = provided_segmentation(Path(cohort.path) / row["mask"], image, parse_labels(row["liver_labels"]),
-                                           parse_labels(row["lesion_labels"]), scan_id)
-    path = store.store().write_image(result.labels, "segmentations", f"{scan_id}.nii.gz")
-    record = {"scan_id": scan_id, "patient_id": row["patient_id"], "method": result.method,
-              "model_id": result.model_id, "resampled": result.resampled,
-              "label_map": str(path.relative_to(store.store().root)), **summarise(image, result.labels)}
-    context.add_output_metadata({k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))})
-    return pd.DataFrame([record])

@@ -7,24 +7,17 @@ resized to 224x224. Slices are stored as uint8 (1.3 HU per grey level) in one co
 file per scan, with an index table that says which row is which lesion and slice.
 """
 
-import os
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 from scipy import ndimage
 
-from orchestration.partitions import scan_partitions
-from orchestration.resources import CohortResource, SettingsResource, StoreResource
-from orchestration.settings import SliceSettings
+from base.files import atomic_path
+from base.schemas import LESION_SLICES
+from base.study import SliceSettings
 
-from .lesions import read_lesion_map
-from .per_scan import failing_only_this_scan, scan_image, scan_row
-
-SLICE_COLUMNS = ["lesion_id", "scan_id", "patient_id", "slice_index", "array_row", "lesion_area_px",
-                 "lesion_area_mm2", "crop_side_mm", "slices_file"]
 
 
 def window(hu: np.ndarray, width: float, level: float) -> np.ndarray:
@@ -74,36 +67,15 @@ def cut_lesion_slices(image: sitk.Image, lesion_map: np.ndarray, lesions: pd.Dat
                          "lesion_area_px": area, "lesion_area_mm2": area * pixel_mm2,
                          "crop_side_mm": side * image.GetSpacing()[0]})
     stack = np.stack(arrays) if arrays else np.zeros((0, settings.size, settings.size), dtype=np.uint8)
-    return stack, pd.DataFrame(rows, columns=SLICE_COLUMNS[:-1])
+    return stack, pd.DataFrame(rows, columns=[c for c in LESION_SLICES.computed if c != "slices_file"])
 
 
 def save_slices(path: Path, slices: np.ndarray) -> None:
     """Atomic write of one scan's slice stack (compressed: the blacked-out surroundings are mostly zeros)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, slices=slices)
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        np.savez_compressed(tmp, slices=slices)
 
 
 def load_slices(path: Path) -> np.ndarray:
     with np.load(path) as data:
         return data["slices"]
-
-
-# --- Dagster wiring ---------------------------------------------------------------------------
-
-@dg.asset(partitions_def=scan_partitions, group_name="imaging", kinds={"python", "numpy"})
-def lesion_slices(context: dg.AssetExecutionContext, cohort: CohortResource, store: StoreResource,
-                  settings: SettingsResource, scans: pd.DataFrame, lesions: pd.DataFrame) -> pd.DataFrame:
-    """Index of the scan's DenseNet slices; the uint8 stack is artifacts/lesion_slices/<scan>.npz."""
-    scan_id = context.partition_key
-    target = store.store()
-    with failing_only_this_scan():
-        image = scan_image(cohort.path, scan_row(scans, scan_id))
-    lesion_map = read_lesion_map(target, scan_id)
-    stack, index = cut_lesion_slices(image, lesion_map, lesions, settings.settings().slices)
-    path = target.artifact_path("lesion_slices", f"{scan_id}.npz")
-    save_slices(path, stack)
-    index["slices_file"] = str(path.relative_to(target.root))
-    context.add_output_metadata({"n_slices": len(index), "n_lesions": index["lesion_id"].nunique()})
-    return index

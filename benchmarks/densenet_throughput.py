@@ -10,6 +10,10 @@ for the whole training, as in the pipeline; a few steps for bare).
 
     python benchmarks/densenet_throughput.py                 # CUDA when present, else a small CPU run
     python benchmarks/densenet_throughput.py --batch 256 --steps 40 --workers 12   # as measured on an H200
+    python benchmarks/densenet_throughput.py --smoke         # the same code on CPU, 32 px, batch 4, 2 steps, 1 thread
+
+`--smoke` checks that both loops run (on the CPU unless --device says otherwise) in seconds; its
+numbers say nothing about throughput.
 
 Last line: `ours_vs_bare=<x> ours_images_per_s=<y> bare_images_per_s=<z>` (target ours_vs_bare >= 0.8).
 """
@@ -27,8 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a plain checkout too (GPU machine)
 
+from base.study import get_settings  # noqa: E402
 from ml import densenet as dn  # noqa: E402
-from orchestration.settings import get_settings  # noqa: E402
 
 
 def _synchronize(device: torch.device) -> None:
@@ -51,7 +55,8 @@ def ours(settings, images, labels, device, seed: int) -> float:
     model = dn.build_model(device, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
     loss_fn = torch.nn.CrossEntropyLoss(weight=dn.class_weights(labels).to(device))
-    loader = dn.training_loader(dn.SliceDataset(images, labels, dn.augmentation(settings), seed), settings, seed, device)
+    dataset = dn.SliceDataset(images, labels, dn.augmentation(settings), seed)
+    loader = dn.training_loader(dataset, settings, seed, device)
     dn.run_epoch(model, optimizer, loss_fn, loader, device)  # warm-up: allocator, kernel choice, loader workers
     loader.sampler.set_epoch(2)
     _synchronize(device)
@@ -80,16 +85,31 @@ def bare(settings, labels, steps: int, device, seed: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cuda = torch.cuda.is_available()
-    parser.add_argument("--batch", type=int, default=256 if cuda else 16)
-    parser.add_argument("--steps", type=int, default=40 if cuda else 4, help="timed batches per measurement")
-    parser.add_argument("--size", type=int, default=224 if cuda else 96)
-    parser.add_argument("--workers", type=int, default=get_settings("paper").densenet.loader_workers if cuda else 0,
+    parser.add_argument("--batch", type=int, default=None, help="default: 256 on CUDA, 16 on CPU, 4 with --smoke")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed batches per measurement (default: 40 on CUDA, 4 on CPU, 2 with --smoke)")
+    parser.add_argument("--size", type=int, default=None, help="default: 224 on CUDA, 96 on CPU, 32 with --smoke")
+    parser.add_argument("--workers", type=int, default=None,
                         help="loader workers (default: the paper profile's on CUDA, none on CPU)")
+    parser.add_argument("--device", default=None, help="auto, cpu or cuda (default: auto; cpu with --smoke)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's own; 1 with --smoke, where a busy shared machine "
+                             "makes two spinning threads wait for each other for seconds a step)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="a tiny run of the same code, on the CPU by default")
     args = parser.parse_args()
+    if args.threads or args.smoke:
+        torch.set_num_threads(args.threads or 1)
 
-    device = dn.choose_device("auto")
+    device = dn.choose_device(args.device or ("cpu" if args.smoke else "auto"))
+    cuda = device.type == "cuda"
+    config = "smoke" if args.smoke else "cuda" if cuda else "cpu"
+    for name, defaults in {"batch": {"cuda": 256, "cpu": 16, "smoke": 4}, "steps": {"cuda": 40, "cpu": 4, "smoke": 2},
+                           "size": {"cuda": 224, "cpu": 96, "smoke": 32}}.items():
+        if getattr(args, name) is None:
+            setattr(args, name, defaults[config])
+    if args.workers is None:
+        args.workers = get_settings("paper").densenet.loader_workers if cuda else 0
     settings = replace(get_settings("paper").densenet, image_size=args.size, batch_size=args.batch,
                        loader_workers=args.workers, max_train_images_per_epoch=args.steps * args.batch)
     images, labels = synthetic_slices(args.steps * args.batch, args.size, args.seed)

@@ -1,18 +1,27 @@
 """Feature-store SQL at scale: the wide pivot and the marts over 1,000,000 lesions x 107 features.
 
 A synthetic lake of the shape the imaging assets write (patients, scans, segmentations, lesions,
-and the long radiomics table of 107,000,000 rows) is generated with DuckDB, then the real dbt
-project (sql/) builds the feature store from it with `dbt run`, exactly as the pipeline does. The
-time and peak memory of that dbt process are printed beside the targets.
+and the long radiomics table of 107,000,000 rows), each table with exactly the columns and types
+declared in base/schemas.py, is generated with DuckDB. Then the real dbt project (sql/) builds the
+marts from it with the variables the pipeline passes (`orchestration.dbt.dbt_vars` of the `quick`
+profile: the lake schemas the staging models cast to, the feature columns of the pivot): the
+staging views, the `lesion_features` pivot, `tumor_burden`, `cohort_characteristics` and
+`training_matrix` (`dbt run --select +path:models/marts`: the models, not dbt's data tests, and not
+the study's results, whose lake tables the study's models write). The time and peak resident memory
+of that dbt process (its own: see `_MEASURE`) are printed beside the targets.
 
     .venv/bin/python benchmarks/sql_scale.py [--lesions 1000000] [--workdir DIR]
+    .venv/bin/python benchmarks/sql_scale.py --smoke   # the same steps on 200 lesions, in seconds
+
+Last line: `seconds=<s> (target < 60) peak_gb=<g> (target < 4) time_ratio_to_target=<x>
+memory_ratio_to_target=<y>`. With --smoke the numbers only say that it ran.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -22,86 +31,154 @@ from pathlib import Path
 
 import duckdb
 
-from assets.radiomics import expected_features, make_extractor
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a plain checkout too
+
+from base.schemas import LAKE_TABLES  # noqa: E402
+from base.study import get_settings  # noqa: E402
+from orchestration.dbt import dbt_vars  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_SECONDS, TARGET_GB = 60.0, 4.0
+LESIONS_PER_SCAN = 20
+MEASURED = "+path:models/marts"  # the marts and everything they read (staging views, lake sources)
+SETTINGS_HASH = "'bench'"
 
 
-def write_lake(lake: Path, n_lesions: int, features: list[str]) -> None:
-    """Lake files with the pipeline's columns; 20 lesions per scan, one scan per patient."""
-    n_scans = max(1, n_lesions // 20)
-    for name in ("patients", "scans", "segmentations", "lesions", "radiomics_features", "lesion_slices"):
-        (lake / name).mkdir(parents=True, exist_ok=True)
+def _lesion_id(i: str) -> str:
+    return f"'S' || ({i} // {LESIONS_PER_SCAN}) || '-L' || lpad(({i} % {LESIONS_PER_SCAN} + 1)::varchar, 3, '0')"
+
+
+def copy_table(con: duckdb.DuckDBPyConnection, lake: Path, table: str, columns: dict[str, str], source: str,
+               options: str = "") -> None:
+    """One lake table as the pipeline writes it: exactly the declared columns, in order, as the declared
+    types (the SQL counterpart of `base.schemas.conform`)."""
+    schema = LAKE_TABLES[table]
+    missing = [c for c in schema.names if c not in columns]
+    extra = [c for c in columns if c not in schema.names]
+    if missing or extra:
+        raise ValueError(f"{table}: the benchmark's lake does not match base/schemas.py "
+                         f"(missing {missing}, unexpected {extra})")
+    select = ", ".join(f'cast({columns[c.name]} as {c.type}) as "{c.name}"' for c in schema.columns)
+    (lake / table).mkdir(parents=True, exist_ok=True)
+    con.execute(f"copy (select {select} from {source}) to '{lake}/{table}/all.parquet' (format parquet{options})")
+
+
+def write_lake(lake: Path, n_lesions: int, features: list[str], classes: list[str]) -> list[str]:
+    """The lake tables the measured models read; 20 lesions per scan, one scan per patient, 3 in 5
+    patients of the first class. Returns the tables written."""
+    n_scans = max(1, -(-n_lesions // LESIONS_PER_SCAN))
+    first, second = classes
     con = duckdb.connect()
     con.execute("set threads = 2")
-    con.execute(f"""copy (select 'P' || i as patient_id, case when i % 5 < 3 then 'colorectal' else 'pancreatic' end
-                      as primary_site, 40 + i % 40 as age, case when i % 2 = 0 then 'F' else 'M' end as sex,
-                      'T' || (1 + i % 4) as t_stage, 'N' || (i % 3) as n_stage, 'M1' as m_stage
-                    from range({n_scans}) t(i)) to '{lake}/patients/all.parquet' (format parquet)""")
-    con.execute(f"""copy (select 'S' || i as scan_id, 'P' || i as patient_id, 'images/S' || i || '.nii.gz' as image,
-                      'masks/S' || i || '.nii.gz' as mask, '1' as liver_labels, '2' as lesion_labels,
-                      'B30s' as kernel, 'scans.csv' as kernel_source, 1.5 as slice_thickness_mm,
-                      'scans.csv' as slice_thickness_source, 'portal_venous' as contrast_phase,
-                      'scans.csv' as contrast_phase_source, 'nifti' as image_format, 512 as size_x, 512 as size_y,
-                      200 as size_z, 0.75 as spacing_x, 0.75 as spacing_y, 1.5 as spacing_z, -190.0 as origin_x,
-                      -210.0 as origin_y, -400.0 as origin_z, '1;0;0;0;1;0;0;0;1' as direction,
-                      0.0 as slice_tilt_deg, true as valid, null::varchar as error_kind, true as included,
-                      null::varchar as exclusion_reason, i + 2 as source_line
-                    from range({n_scans}) t(i)) to '{lake}/scans/all.parquet' (format parquet)""")
-    con.execute(f"""copy (select 'S' || i as scan_id, 'P' || i as patient_id, 'provided' as method,
-                      null::varchar as model_id, false as resampled, 'artifacts/segmentations/S' || i as label_map,
-                      1500.0 + i % 300 as liver_volume_ml, 100.0 as lesion_volume_ml, 90.0 as liver_parenchyma_mean_hu,
-                      0.00084 as voxel_volume_ml
-                    from range({n_scans}) t(i)) to '{lake}/segmentations/all.parquet' (format parquet)""")
-    con.execute(f"""copy (select 'S' || (i // 20) || '-L' || lpad((i % 20 + 1)::varchar, 3, '0') as lesion_id,
-                      'S' || (i // 20) as scan_id, 'P' || (i // 20) as patient_id, i % 20 + 1 as lesion_number,
-                      1000 + i % 5000 as voxel_count, 0.5 + (i % 97) / 10 as volume_ml, 5.0 + i % 40 as max_diameter_mm,
-                      0.0 as centroid_x_mm, 0.0 as centroid_y_mm, -300.0 as centroid_z_mm, 10 as bbox_x0, 30 as bbox_x1,
-                      10 as bbox_y0, 30 as bbox_y1, 5 as bbox_z0, 15 as bbox_z1, 45.0 as mean_hu, true as included,
-                      null::varchar as exclusion_reason
-                    from range({n_lesions}) t(i)) to '{lake}/lesions/all.parquet' (format parquet)""")
+    scans = f"range({n_scans}) t(i)"
+    copy_table(con, lake, "patients", {
+        "patient_id": "'P' || i", "label": f"case when i % 5 < 3 then '{first}' else '{second}' end",
+        "age": "40 + i % 40", "sex": "case when i % 2 = 0 then 'F' else 'M' end", "t_stage": "'T' || (1 + i % 4)",
+        "n_stage": "'N' || (i % 3)", "m_stage": "'M1'", "source_line": "i + 2", "settings_hash": SETTINGS_HASH,
+    }, scans)
+    copy_table(con, lake, "scans", {
+        "scan_id": "'S' || i", "patient_id": "'P' || i", "image": "'images/S' || i || '.nii.gz'",
+        "mask": "'masks/S' || i || '.nii.gz'", "liver_labels": "'1'", "lesion_labels": "'2'", "kernel": "'B30s'",
+        "kernel_source": "'scans.csv'", "slice_thickness_mm": "1.5", "slice_thickness_source": "'scans.csv'",
+        "contrast_phase": "'portal_venous'", "contrast_phase_source": "'scans.csv'", "image_format": "'nifti'",
+        "size_x": "512", "size_y": "512", "size_z": "200", "spacing_x": "0.75", "spacing_y": "0.75",
+        "spacing_z": "1.5", "origin_x": "-190.0", "origin_y": "-210.0", "origin_z": "-400.0",
+        "direction": "'1;0;0;0;1;0;0;0;1'", "slice_tilt_deg": "0.0", "pixel_type": "'16-bit signed integer'",
+        "valid": "true", "error_kind": "null", "included": "true", "exclusion_reason": "null",
+        "source_line": "i + 2", "settings_hash": SETTINGS_HASH,
+    }, scans)
+    copy_table(con, lake, "segmentations", {
+        "scan_id": "'S' || i", "patient_id": "'P' || i", "method": "'provided'", "model_id": "null",
+        "resampled": "false", "label_map": "'artifacts/segmentations/S' || i", "liver_volume_ml": "1500.0 + i % 300",
+        "lesion_volume_ml": "100.0", "liver_parenchyma_mean_hu": "90.0", "voxel_volume_ml": "0.00084",
+        "settings_hash": SETTINGS_HASH,
+    }, scans)
+    per_scan = LESIONS_PER_SCAN
+    copy_table(con, lake, "lesions", {
+        "lesion_id": _lesion_id("i"), "scan_id": f"'S' || (i // {per_scan})",
+        "patient_id": f"'P' || (i // {per_scan})", "lesion_number": f"i % {per_scan} + 1",
+        "voxel_count": "1000 + i % 5000", "volume_ml": "0.5 + (i % 97) / 10", "max_diameter_mm": "5.0 + i % 40",
+        "centroid_x_mm": "0.0", "centroid_y_mm": "0.0", "centroid_z_mm": "-300.0", "bbox_x0": "10", "bbox_x1": "30",
+        "bbox_y0": "10", "bbox_y1": "30", "bbox_z0": "5", "bbox_z1": "15", "mean_hu": "45.0", "included": "true",
+        "exclusion_reason": "null", "settings_hash": SETTINGS_HASH,
+    }, f"range({n_lesions}) t(i)")
     con.execute("create temp table names as select * from (values " +
                 ", ".join(f"({k}, '{name}')" for k, name in enumerate(features)) + ") t(k, feature_name)")
-    con.execute(f"""copy (select 'S' || (i // 20) || '-L' || lpad((i % 20 + 1)::varchar, 3, '0') as lesion_id,
-                      'S' || (i // 20) as scan_id, 'P' || (i // 20) as patient_id, n.feature_name,
-                      split_part(n.feature_name, '_', 2) as feature_class, hash(i, n.k) % 1000 / 10.0 as feature_value,
-                      null::varchar as undefined_reason, 'v3.1.4' as pyradiomics_version, 'bench' as settings_hash
-                    from range({n_lesions}) t(i) cross join names n)
-                    to '{lake}/radiomics_features/all.parquet' (format parquet, row_group_size 1000000)""")
-    con.execute(f"""copy (select 'S0-L001' as lesion_id, 'S0' as scan_id, 'P0' as patient_id, 0 as slice_index,
-                      0 as array_row, 10 as lesion_area_px, 5.6 as lesion_area_mm2, 20.0 as crop_side_mm,
-                      'artifacts/lesion_slices/S0.npz' as slices_file) to '{lake}/lesion_slices/all.parquet' (format parquet)""")
+    copy_table(con, lake, "radiomics_features", {
+        "lesion_id": _lesion_id("i"), "scan_id": f"'S' || (i // {per_scan})",
+        "patient_id": f"'P' || (i // {per_scan})", "feature_name": "n.feature_name",
+        "feature_class": "split_part(n.feature_name, '_', 2)", "feature_value": "hash(i, n.k) % 1000 / 10.0",
+        "undefined_reason": "null", "pyradiomics_version": "'v3.1.4'", "settings_hash": SETTINGS_HASH,
+    }, f"range({n_lesions}) t(i) cross join names n", ", row_group_size 1000000")
+    return ["patients", "scans", "segmentations", "lesions", "radiomics_features"]
+
+
+# dbt runs as the grandchild of this process, under a small Python that times it and reads its peak
+# memory: a process started straight from this one would report this process's peak as its own
+# (Linux carries the peak resident memory of the exec'ing process over into the new program, and this
+# one holds the Dagster wiring and wrote the lake).
+_MEASURE = """import json, os, subprocess, sys, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[2:], stdout=sys.stdout, stderr=sys.stderr)
+_, status, usage = os.wait4(child.pid, 0)
+child.returncode = os.waitstatus_to_exitcode(status)
+seconds = time.perf_counter() - start
+with open(sys.argv[1], "w") as out:
+    json.dump({"seconds": seconds, "maxrss_kb": usage.ru_maxrss, "code": child.returncode}, out)
+"""
+
+
+def run_dbt(args: list[str], env: dict, work: Path) -> tuple[int, float, float]:
+    """dbt in its own process: exit code, seconds and that process's peak resident memory in GB."""
+    measured = work / "dbt_measure.json"
+    measured.unlink(missing_ok=True)  # a --workdir used before holds the last run's
+    with (work / "dbt.log").open("w") as log:
+        wrapper = subprocess.run([sys.executable, "-c", _MEASURE, str(measured), *args], env=env, stdout=log,
+                                 stderr=subprocess.STDOUT)
+    if not measured.exists():  # dbt did not start: the log says why
+        return wrapper.returncode or 1, 0.0, 0.0
+    result = json.loads(measured.read_text())
+    return result["code"], result["seconds"], result["maxrss_kb"] / 1024 ** 2
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lesions", type=int, default=1_000_000)
-    parser.add_argument("--workdir", type=Path, default=None, help="where the synthetic store goes (default: a temp dir)")
+    parser.add_argument("--lesions", type=int, default=None, help="default 1,000,000; 200 with --smoke")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where the synthetic store goes (default: a temp dir, removed afterwards)")
+    parser.add_argument("--smoke", action="store_true", help="the same build on a tiny lake")
     args = parser.parse_args()
+    n_lesions = args.lesions or (200 if args.smoke else 1_000_000)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="metorigin-sql-scale-"))
     store = work / "store"
-    features = expected_features(make_extractor())
+    variables = dbt_vars(get_settings("quick"))
+    features = variables["feature_names"]
     start = time.perf_counter()
-    write_lake(store / "lake", args.lesions, features)
-    print(f"lake: {args.lesions:,} lesions x {len(features)} features = {args.lesions * len(features):,} long rows "
-          f"written in {time.perf_counter() - start:.0f} s")
+    tables = write_lake(store / "lake", n_lesions, features, variables["label_classes"])
+    print(f"lake ({', '.join(tables)}): {n_lesions:,} lesions x {len(features)} features = "
+          f"{n_lesions * len(features):,} long rows written in {time.perf_counter() - start:.1f} s")
     (store / ".build").mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, METORIGIN_STORE=str(store), METORIGIN_DUCKDB=str(store / ".build" / "feature_store.duckdb"))
+    database = store / ".build" / "feature_store.duckdb"
+    env = dict(os.environ, METORIGIN_STORE=str(store), METORIGIN_DUCKDB=str(database))
     dbt = str(Path(sys.executable).with_name("dbt"))
-    start = time.perf_counter()
-    result = subprocess.run([dbt, "run", "--project-dir", str(REPO / "sql"), "--profiles-dir", str(REPO / "sql"),
-                             "--target-path", str(work / "target"), "--log-path", str(work / "logs")],
-                            env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2
-    if result.returncode:
-        sys.exit(f"dbt run failed:\n{result.stdout[-3000:]}")
-    con = duckdb.connect(str(store / ".build" / "feature_store.duckdb"), read_only=True)
+    code, seconds, peak_gb = run_dbt(
+        [dbt, "run", "--select", MEASURED, "--vars", json.dumps(variables), "--project-dir", str(REPO / "sql"),
+         "--profiles-dir", str(REPO / "sql"), "--target-path", str(work / "target"), "--log-path", str(work / "logs")],
+        env, work)
+    if code:
+        sys.exit(f"dbt run failed (exit code {code}):\n{(work / 'dbt.log').read_text()[-3000:]}")
+    con = duckdb.connect(str(database), read_only=True)
     rows, cols = con.execute("select count(*) from lesion_features").fetchone()[0], len(
         con.execute("select * from lesion_features limit 0").description)
+    training_rows = con.execute("select count(*) from training_matrix").fetchone()[0]
+    incomplete = con.execute(f'select count(*) from lesion_features where "{features[0]}" is null').fetchone()[0]
+    con.close()
     print(f"dbt run (staging views, lesion_features pivot, tumor_burden, cohort_characteristics, training_matrix): "
           f"{seconds:.1f} s, peak memory {peak_gb:.2f} GB; lesion_features {rows:,} rows x {cols} columns")
+    if (rows, cols, training_rows, incomplete) != (n_lesions, 3 + len(features), n_lesions, 0):
+        sys.exit(f"wrong feature store: lesion_features {rows} x {cols}, {incomplete} lesions without features, "
+                 f"training_matrix {training_rows} rows (expected {n_lesions} x {3 + len(features)}, "
+                 f"0 and {n_lesions})")
     print(f"seconds={seconds:.1f} (target < {TARGET_SECONDS:g}) peak_gb={peak_gb:.2f} (target < {TARGET_GB:g}) "
           f"time_ratio_to_target={seconds / TARGET_SECONDS:.2f} memory_ratio_to_target={peak_gb / TARGET_GB:.2f}")
     if args.workdir is None:

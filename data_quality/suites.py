@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from base.geometry import index_to_physical
+
 HU_MIN, HU_MAX = -1024.0, 3071.0  # the range a 12-bit CT can store
 ID_COLUMNS = ("lesion_id", "scan_id", "patient_id")
 
@@ -116,9 +118,9 @@ def lesion_features_suite(wide: pd.DataFrame, undefined: pd.DataFrame, feature_n
 
 def centroid_inside(lesions: pd.DataFrame, scan: dict) -> np.ndarray:
     """Whether each lesion centroid (mm) lies inside the scan's voxel grid."""
-    direction = np.array([float(v) for v in scan["direction"].split(";")]).reshape(3, 3)
-    matrix = direction @ np.diag([scan["spacing_x"], scan["spacing_y"], scan["spacing_z"]])
-    origin = np.array([scan["origin_x"], scan["origin_y"], scan["origin_z"]])
+    origin, matrix = index_to_physical([scan["origin_x"], scan["origin_y"], scan["origin_z"]],
+                                       [scan["spacing_x"], scan["spacing_y"], scan["spacing_z"]],
+                                       [float(v) for v in scan["direction"].split(";")])
     points = lesions[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy(dtype=float)
     index = np.linalg.solve(matrix, (points - origin).T).T
     size = np.array([scan["size_x"], scan["size_y"], scan["size_z"]])

@@ -8,7 +8,7 @@ grid mostly fits the noise of the tuning folds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -62,10 +62,12 @@ RESAMPLERS: dict[str, Callable[[int], BaseEstimator]] = {
 }
 
 
-def classifier(name: str) -> Classifier:
+def classifier(name: str, grids: dict[str, dict] | None = None) -> Classifier:
+    """The named classifier, with the study file's grid in place of the built-in one when it gives one."""
     for spec in CLASSIFIERS:
         if spec.name == name:
-            return spec
+            grid = (grids or {}).get(name)
+            return spec if grid is None else replace(spec, grid={k: list(v) for k, v in grid.items()})
     raise KeyError(f"unknown classifier {name!r}; choose one of {', '.join(c.name for c in CLASSIFIERS)}")
 
 

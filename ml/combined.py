@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
-from .evaluation import POSITIVE
+from base.study import LabelSettings
+
+from .evaluation import labels
 
 MIN_LESIONS_TO_FIT = 10
 
@@ -44,7 +46,7 @@ def _features(pairs: pd.DataFrame) -> np.ndarray:
     return np.column_stack([_logit(pairs["probability_radiomics"]), _logit(pairs["probability_densenet"])])
 
 
-def stack(radiomics: pd.DataFrame, densenet: pd.DataFrame, seed: int) -> Stacked:
+def stack(radiomics: pd.DataFrame, densenet: pd.DataFrame, label: LabelSettings, seed: int) -> Stacked:
     """`radiomics`: one model's rows (evaluation out_of_fold / test); `densenet`: validation / test.
 
     With too few validation lesions, or only one class among them, nothing can be fitted honestly
@@ -57,7 +59,7 @@ def stack(radiomics: pd.DataFrame, densenet: pd.DataFrame, seed: int) -> Stacked
         cnn = densenet.loc[densenet["evaluation"] == cnn_eval, ["lesion_id", "probability"]]
         pairs[name] = rad.merge(cnn, on="lesion_id", suffixes=("_radiomics", "_densenet"))
     fit = pairs["fit"]
-    y = (fit["label"] == POSITIVE).to_numpy(dtype=int)
+    y = labels(fit, label)
     test = pairs["test"].copy()
     stacker = None
     if len(fit) >= MIN_LESIONS_TO_FIT and len(np.unique(y)) == 2:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,17 +26,13 @@ from monai.networks.nets import DenseNet121
 from monai.transforms import RandAffine
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from orchestration.settings import DenseNetSettings
+from base.devices import choose_device
+from base.files import atomic_path
+from base.study import DenseNetSettings, protocol_fields
 
 from .evaluation import roc_auc
 
 set_track_meta(False)  # plain tensors through the transforms: MONAI's metadata doubles their cost
-
-
-def choose_device(preference: str = "auto") -> torch.device:
-    if preference == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(preference)
 
 
 def build_model(device: torch.device, seed: int) -> torch.nn.Module:
@@ -202,10 +197,8 @@ class Checkpoint:
     history: list = field(default_factory=list)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(asdict(self), tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(asdict(self), tmp)
 
     @classmethod
     def load(cls, path: Path, fingerprint: str) -> "Checkpoint | None":
@@ -218,7 +211,7 @@ class Checkpoint:
 
 def model_params(settings: DenseNetSettings) -> dict:
     """The settings that shape the model; how many processes feed it, or which device, do not."""
-    return {k: v for k, v in asdict(settings).items() if k not in ("loader_workers", "device")}
+    return protocol_fields(settings)
 
 
 def fingerprint(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray,

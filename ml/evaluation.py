@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-CUTOFF = 0.5
-POSITIVE = "pancreatic"   # probability columns are P(pancreatic primary); AUC does not depend on the choice
-NEGATIVE = "colorectal"
+from base.study import LabelSettings
+
+CUTOFF = 0.5  # probability columns are P(the study's positive class); AUC does not depend on the choice
 
 
 def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
@@ -32,8 +32,13 @@ def accuracy(y_true: np.ndarray, score: np.ndarray, cutoff: float = CUTOFF) -> f
     return float(np.mean((np.asarray(score) >= cutoff) == np.asarray(y_true, dtype=bool)))
 
 
-def predicted_labels(probability: np.ndarray, cutoff: float = CUTOFF) -> np.ndarray:
-    return np.where(np.asarray(probability) >= cutoff, POSITIVE, NEGATIVE)
+def labels(frame: pd.DataFrame, label: LabelSettings) -> np.ndarray:
+    """The class column as the 0/1 target: 1 for the study's positive class."""
+    return (frame["label"] == label.positive).to_numpy(dtype=int)
+
+
+def predicted_labels(probability: np.ndarray, label: LabelSettings, cutoff: float = CUTOFF) -> np.ndarray:
+    return np.where(np.asarray(probability) >= cutoff, label.positive, label.negative)
 
 
 def patient_scores(predictions: pd.DataFrame) -> pd.DataFrame:

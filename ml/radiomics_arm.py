@@ -16,10 +16,10 @@ import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 
-from orchestration.settings import ModelSettings
+from base.study import LabelSettings, ModelSettings
 
-from .classifiers import CLASSIFIERS, RESAMPLERS, build_pipeline, classifier, tune
-from .evaluation import POSITIVE, accuracy, predicted_labels, roc_auc, summarise_folds, test_metrics
+from .classifiers import build_pipeline, classifier, tune
+from .evaluation import accuracy, labels, predicted_labels, roc_auc, summarise_folds, test_metrics
 from .registry import data_hash, model_id
 from .selection import drop_correlated
 from .split import test_patients, training_patients
@@ -29,10 +29,6 @@ ID_COLUMNS = ["lesion_id", "scan_id", "patient_id", "label"]
 
 def feature_columns(matrix: pd.DataFrame) -> list[str]:
     return [c for c in matrix.columns if c not in ID_COLUMNS]
-
-
-def labels(frame: pd.DataFrame) -> np.ndarray:
-    return (frame["label"] == POSITIVE).to_numpy(dtype=int)
 
 
 @dataclass
@@ -52,9 +48,9 @@ class ArmResult:
 
 
 def _fit_one(name: str, resampler: str, train: pd.DataFrame, test: pd.DataFrame, features: list[str],
-             settings: ModelSettings, seed: int) -> tuple[FittedModel, pd.DataFrame, float]:
-    spec = classifier(name)
-    x, y, groups = train[features], labels(train), train["patient_id"].to_numpy()
+             settings: ModelSettings, label: LabelSettings, seed: int) -> tuple[FittedModel, pd.DataFrame, float]:
+    spec = classifier(name, settings.grids)
+    x, y, groups = train[features], labels(train, label), train["patient_id"].to_numpy()
     tuned = tune(spec, resampler, x, y, groups, seed, settings.tuning_folds)
     # Out-of-fold probabilities for the training patients: what a stacked model may learn from.
     splitter = StratifiedGroupKFold(n_splits=settings.tuning_folds, shuffle=True, random_state=seed)
@@ -63,7 +59,7 @@ def _fit_one(name: str, resampler: str, train: pd.DataFrame, test: pd.DataFrame,
     card = {"arm": "radiomics", "classifier": name, "resampler": resampler, "features": features,
             "params": tuned.params, "seed": seed, "tuning_cv_auc": tuned.cv_auc,
             "training_data_sha256": data_hash(x, y), "training_patients": int(len(set(groups))),
-            "training_lesions": int(len(x)), "positive_class": POSITIVE}
+            "training_lesions": int(len(x)), "positive_class": label.positive}
     identifier = model_id(f"{name}_{resampler}", card)
     rows = pd.concat([test[ID_COLUMNS].assign(evaluation="test",
                                               probability=tuned.pipeline.predict_proba(test[features])[:, 1]),
@@ -73,30 +69,31 @@ def _fit_one(name: str, resampler: str, train: pd.DataFrame, test: pd.DataFrame,
 
 
 def _fold_score(name: str, resampler: str, params: dict, fold_train: pd.DataFrame, fold_test: pd.DataFrame,
-                features: list[str], seed: int) -> dict:
+                features: list[str], label: LabelSettings, seed: int) -> dict:
     pipeline = build_pipeline(classifier(name), resampler, seed, params)
-    pipeline.fit(fold_train[features], labels(fold_train))
+    pipeline.fit(fold_train[features], labels(fold_train, label))
     probability = pipeline.predict_proba(fold_test[features])[:, 1]
-    y = labels(fold_test)
+    y = labels(fold_test, label)
     return {"auc": roc_auc(y, probability), "accuracy": accuracy(y, probability)}
 
 
-def repeated_cv_folds(matrix: pd.DataFrame, settings: ModelSettings, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def repeated_cv_folds(matrix: pd.DataFrame, settings: ModelSettings, label: LabelSettings, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Patient-grouped, class-stratified folds, reshuffled per repeat with seed + repeat."""
-    y, groups = labels(matrix), matrix["patient_id"].to_numpy()
+    y, groups = labels(matrix, label), matrix["patient_id"].to_numpy()
     return [split for repeat in range(settings.cv_repeats)
             for split in StratifiedGroupKFold(n_splits=settings.cv_folds, shuffle=True, random_state=seed + repeat)
             .split(matrix, y, groups)]
 
 
-def split_effect(matrix: pd.DataFrame, features: list[str], settings: ModelSettings, seed: int) -> dict[str, float]:
+def split_effect(matrix: pd.DataFrame, features: list[str], settings: ModelSettings, label: LabelSettings,
+                 seed: int) -> dict[str, float]:
     """Out-of-fold AUC of one model under a lesion-level and a patient-level split of the same rows.
 
     The gap is what splitting by lesion would have added to every number in Table 3: lesions of
     one patient resemble each other, so a model that has seen a patient's other lesions is scored
     on a memory, not on a diagnosis. We report it so a cohort's own per-patient effect is visible.
     """
-    x, y, groups = matrix[features], labels(matrix), matrix["patient_id"].to_numpy()
+    x, y, groups = matrix[features], labels(matrix, label), matrix["patient_id"].to_numpy()
     pipeline = build_pipeline(classifier("knn"), "smote", seed, {"n_neighbors": 5})
     by_lesion = StratifiedKFold(n_splits=settings.cv_folds, shuffle=True, random_state=seed)
     by_patient = StratifiedGroupKFold(n_splits=settings.cv_folds, shuffle=True, random_state=seed)
@@ -122,29 +119,29 @@ def fitting_settings(settings: ModelSettings, train: pd.DataFrame, everyone: pd.
 
 
 def fit_radiomics_arm(matrix: pd.DataFrame, split: pd.DataFrame, features: list[str], settings: ModelSettings,
-                      seed: int) -> ArmResult:
-    """Tune and fit all 16 pipelines on the training patients, score the test patients, and
+                      label: LabelSettings, seed: int) -> ArmResult:
+    """Tune and fit every classifier x resampler pipeline the study names on the training patients, score the test patients, and
     cross-validate every pipeline over all patients."""
     train = matrix[matrix["patient_id"].isin(training_patients(split))].reset_index(drop=True)
     test = matrix[matrix["patient_id"].isin(test_patients(split))].reset_index(drop=True)
     settings = fitting_settings(settings, train, matrix)
-    combos = list(product([c.name for c in CLASSIFIERS], RESAMPLERS))
+    combos = list(product(settings.classifiers, settings.resamplers))
     parallel = Parallel(n_jobs=settings.workers)
-    fitted = parallel(delayed(_fit_one)(name, res, train, test, features, settings, seed) for name, res in combos)
+    fitted = parallel(delayed(_fit_one)(name, res, train, test, features, settings, label, seed) for name, res in combos)
 
-    folds = repeated_cv_folds(matrix, settings, seed)
+    folds = repeated_cv_folds(matrix, settings, label, seed)
     all_features = feature_columns(matrix)
     fold_features = [drop_correlated(matrix.iloc[fit_rows][all_features], settings.max_abs_correlation).kept
                      for fit_rows, _ in folds]
     tasks = [(model.classifier, model.resampler, model.card["params"], k)
              for model, _, _ in fitted for k in range(len(folds))]
     scores = parallel(delayed(_fold_score)(name, res, params, matrix.iloc[folds[k][0]], matrix.iloc[folds[k][1]],
-                                           fold_features[k], seed) for name, res, params, k in tasks)
+                                           fold_features[k], label, seed) for name, res, params, k in tasks)
     fold_table = pd.DataFrame([{"model_id": fitted[i // len(folds)][0].model_id, **s} for i, s in enumerate(scores)])
 
     metric_rows = []
     for model, rows, cv_auc in fitted:
-        tested = rows[rows["evaluation"] == "test"].assign(y_true=lambda f: labels(f))
+        tested = rows[rows["evaluation"] == "test"].assign(y_true=lambda f: labels(f, label))
         metric_rows.append({"model_id": model.model_id, "arm": "radiomics", "model": model.classifier,
                             "resampler": model.resampler, **test_metrics(tested, settings.bootstrap_resamples, seed),
                             **summarise_folds(fold_table[fold_table["model_id"] == model.model_id]),
@@ -152,5 +149,5 @@ def fit_radiomics_arm(matrix: pd.DataFrame, split: pd.DataFrame, features: list[
                             "params": str(model.card["params"]), "seed": seed,
                             "training_data_sha256": model.card["training_data_sha256"]})
     predictions = pd.concat([rows for _, rows, _ in fitted], ignore_index=True)
-    predictions["predicted_label"] = predicted_labels(predictions["probability"])
+    predictions["predicted_label"] = predicted_labels(predictions["probability"], label)
     return ArmResult(models=[m for m, _, _ in fitted], predictions=predictions, metrics=pd.DataFrame(metric_rows))

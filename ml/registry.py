@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +16,8 @@ from typing import Any, Callable
 import joblib
 import numpy as np
 import pandas as pd
+
+from base.files import atomic_path
 
 LIBRARIES = ("metorigin", "numpy", "pandas", "scikit-learn", "imbalanced-learn", "xgboost", "torch", "monai")
 
@@ -50,14 +51,10 @@ def model_id(name: str, card: dict[str, Any]) -> str:
 def save_model(folder: Path, identifier: str, model: Any, card: dict[str, Any],
                write: Callable[[Any, Path], None] = joblib.dump, suffix: str = ".joblib") -> Path:
     """Atomic writes of the model and its card (`<id><suffix>`, `<id>.json`); returns the model path."""
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{identifier}{suffix}"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(model, tmp)
-    os.replace(tmp, path)
-    card_path = folder / f"{identifier}.json"
-    tmp_card = card_path.with_name(f".{card_path.name}.{os.getpid()}.tmp")
-    tmp_card.write_text(json.dumps({"model_id": identifier, **card, "libraries": library_versions()},
-                                   indent=2, default=str))
-    os.replace(tmp_card, card_path)
+    with atomic_path(path) as tmp:
+        write(model, tmp)
+    with atomic_path(folder / f"{identifier}.json") as tmp:
+        tmp.write_text(json.dumps({"model_id": identifier, **card, "libraries": library_versions()},
+                                  indent=2, default=str))
     return path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from orchestration.metadata import markdown_table
+from base.markdown import markdown_table
 
 
 def _text(value) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from orchestration.settings import SplitSettings
+from base.study import SplitSettings
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+PROFILES = ("quick", "paper")
 DEMO_COHORT = Path("demo/cohort")
 DEMO_STORE = Path("demo/store")
 
@@ -40,8 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--nnunet-model", type=Path, default=None,
                      help="segment with this nnU-Net v2 model folder instead of the cohort's masks")
     run.add_argument("--workers", type=int, default=0, help="processes for per-lesion work (default: one per core)")
-    run.add_argument("--densenet-epochs", type=int, default=0, help="DenseNet epochs (default: the profile's)")
+    run.add_argument("--densenet-epochs", type=int, default=0, help="DenseNet epochs (default: the study's)")
+    run.add_argument("--replace-study", action="store_true",
+                     help="re-run a store that holds another study under this one (its results are recomputed)")
     run.set_defaults(handler=cmd_run)
+
+    study = sub.add_parser("study", help="check a study file and show its effective settings and hashes")
+    study.add_argument("--study", type=Path, default=None, help="study YAML (default: the built-in study)")
+    study.add_argument("--profile", choices=PROFILES, default="quick")
+    study.add_argument("--cohort", type=Path, default=None, help="also check the study against this cohort")
+    study.set_defaults(handler=cmd_study)
 
     sql = sub.add_parser("sql", help="run read-only SQL on the feature store")
     sql.add_argument("--store", required=True, type=Path)
@@ -62,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="generate the demo cohort if missing, run everything, summarise")
     demo.add_argument("--cohort", type=Path, default=DEMO_COHORT)
     demo.add_argument("--store", type=Path, default=DEMO_STORE)
-    demo.add_argument("--profile", choices=("quick", "paper"), default="quick")
+    demo.add_argument("--profile", choices=PROFILES, default="quick")
     demo.set_defaults(handler=cmd_demo)
     return parser
 
@@ -70,16 +79,21 @@ def _parser() -> argparse.ArgumentParser:
 def _add_run_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--cohort", required=required, type=Path, help="folder with patients.csv and scans.csv")
     parser.add_argument("--store", required=required, type=Path, help="store folder (created if missing)")
-    parser.add_argument("--profile", choices=("quick", "paper"), default="quick")
+    parser.add_argument("--study", type=Path, default=None,
+                        help="study YAML (see examples/); default: the seed paper's study, as --profile")
+    parser.add_argument("--profile", choices=PROFILES, default="quick",
+                        help="built-in profile when no --study is given (a study file names its own `base`)")
     parser.add_argument("--seed", type=int, default=None)
 
 
-def _export_environment(cohort: Path, store: Path, profile: str, seed: int | None,
+def _export_environment(cohort: Path, store: Path, profile: str, seed: int | None, study: Path | None = None,
                         nnunet_model: Path | None = None, workers: int = 0, densenet_epochs: int = 0) -> None:
     """The Definitions read their resources from the environment, so every process agrees."""
     os.environ["METORIGIN_COHORT"] = str(cohort.absolute())
     os.environ["METORIGIN_STORE"] = str(store.absolute())
     os.environ["METORIGIN_PROFILE"] = profile
+    if study is not None:
+        os.environ["METORIGIN_STUDY"] = str(study.absolute())
     if seed is not None:
         os.environ["METORIGIN_SEED"] = str(seed)
     if nnunet_model is not None:
@@ -116,8 +130,16 @@ def cmd_run(args) -> int:
         print(f"error: {args.cohort} is not a cohort folder (no scans.csv); "
               f"create one or try `metorigin synth --out {args.cohort}`", file=sys.stderr)
         return 2
-    _export_environment(args.cohort, args.store, args.profile, args.seed, args.nnunet_model, args.workers,
-                        args.densenet_epochs)
+    from base.errors import MetoriginError
+
+    try:
+        study = _checked_study(args)
+    except MetoriginError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _export_environment(args.cohort, args.store, args.profile, args.seed, args.study, args.nnunet_model,
+                        args.workers, args.densenet_epochs)
+    print(f"study: {study.name} (hash {study.study_hash()}, seed {study.seed})", flush=True)
     from orchestration.definitions import defs
     from orchestration.home import get_instance
     from orchestration.runner import run_selection
@@ -131,8 +153,56 @@ def cmd_run(args) -> int:
     return 0 if report.ok else 1
 
 
+def _load_study(study_file: Path | None, profile: str, seed: int | None):
+    from base.study import get_settings, load_study
+
+    return load_study(study_file, seed) if study_file else get_settings(profile, seed)
+
+
+def _checked_study(args):
+    """The study, validated on its own and against the cohort, and the store bound to it: every
+    refusal happens here, before anything is computed or stored."""
+    from assets.cohort import study_problems
+    from base.errors import StudyFileError
+    from base.manifest import bind_study
+    from base.store import Store
+    from base.study import with_run_choices
+
+    study = with_run_choices(_load_study(args.study, args.profile, args.seed), args.nnunet_model, args.workers,
+                             args.densenet_epochs)
+    problems = study_problems(args.cohort, study, str(args.study or f"the built-in {study.profile} study"))
+    if problems:
+        raise StudyFileError(problems[0].file, problems[0].key, problems[0].problem, problems[0].fix,
+                             more=len(problems) - 1)
+    for step in bind_study(Store(args.store), study, replace=args.replace_study):
+        print(f"store {args.store} migrated: {step}", flush=True)
+    return study
+
+
+def cmd_study(args) -> int:
+    import yaml
+
+    from assets.cohort import study_problems
+    from base.errors import MetoriginError
+    from base.study import as_dict
+
+    try:
+        study = _load_study(args.study, args.profile, None)
+        problems = study_problems(args.cohort, study, str(args.study)) if args.cohort else []
+    except MetoriginError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump(as_dict(study), sort_keys=False), end="")
+    print(f"# study hash: {study.study_hash()}")
+    for step, digest in study.step_hashes().items():
+        print(f"# {step} settings hash: {digest}")
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 2 if problems else 0
+
+
 def _summary(report, store_path: Path) -> str:
-    from orchestration.store import Store
+    from base.store import Store
 
     lines = ["", f"{len(report.run_ids)} run(s): {'succeeded' if report.ok else 'FAILED'}"]
     if report.materialized:
@@ -149,7 +219,7 @@ def _summary(report, store_path: Path) -> str:
         with store.connect_read_only() as con:
             tables = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
             if "patients" in tables:
-                rows = con.execute("select primary_site, count(*) from patients group by 1 order by 1").fetchall()
+                rows = con.execute("select label, count(*) from patients group by 1 order by 1").fetchall()
                 lines.append("patients: " + ", ".join(f"{n} {site}" for site, n in rows))
             if "scans" in tables:
                 n, included, invalid = con.execute(
@@ -194,7 +264,7 @@ def _table3(con) -> str:
 def cmd_sql(args) -> int:
     import duckdb
 
-    from orchestration.store import Store
+    from base.store import Store
 
     try:
         with Store(args.store).connect_read_only() as con:
@@ -212,7 +282,7 @@ def cmd_sql(args) -> int:
 def cmd_ui(args) -> int:
     from orchestration.home import prepare_dagster_home
 
-    _export_environment(args.cohort, args.store, args.profile, args.seed)
+    _export_environment(args.cohort, args.store, args.profile, args.seed, args.study)
     home = prepare_dagster_home(Path(os.environ.get("DAGSTER_HOME", ".dagster_home")))
     os.environ["DAGSTER_HOME"] = str(home)
     dagster = Path(sys.executable).with_name("dagster")
@@ -236,7 +306,8 @@ def cmd_demo(args) -> int:
     if not (args.cohort / "scans.csv").is_file():
         cmd_synth(argparse.Namespace(out=args.cohort, seed=7, scale=1.0, matrix=256, workers=os.cpu_count() or 1))
     return cmd_run(argparse.Namespace(cohort=args.cohort, store=args.store, profile=args.profile, seed=None,
-                                      select=None, nnunet_model=None, workers=0, densenet_epochs=0))
+                                      select=None, nnunet_model=None, workers=0, densenet_epochs=0, study=None,
+                                      replace_study=False))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ the study's results (`models/results/`) are a third step, built after the models
 """
 
 
+import json
 import os
 import subprocess
 import sys
@@ -18,8 +19,12 @@ from typing import Any, Mapping
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from base.schemas import LAKE_TABLES, dbt_columns
+from base.study import StudySettings
+
 from .home import REPO_ROOT
-from .resources import StoreResource
+from .resources import SettingsResource, StoreResource
+from .study_assets import STUDY_GROUP
 
 DBT_DIR = REPO_ROOT / "sql"
 DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))  # the venv's, whatever PATH says
@@ -41,7 +46,6 @@ if _manifest_is_stale():
                     str(DBT_DIR)], check=True, cwd=DBT_DIR)
 
 FEATURE_STORE_GROUP = "feature_store"
-STUDY_GROUP = "study"
 GATED_MODELS = "training_matrix"
 RESULT_MODELS = "path:models/results"
 
@@ -74,29 +78,44 @@ def _environment(**values: str):
                 os.environ[key] = value
 
 
-def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource):
+def dbt_vars(study: StudySettings) -> dict:
+    """What the SQL takes from Python: each lake table's declared columns and types, the feature
+    columns of the study's radiomics parameter file, and the study's two classes."""
+    from assets.radiomics import feature_names
+
+    return {"lake_schemas": {name: dbt_columns(schema) for name, schema in LAKE_TABLES.items()},
+            "feature_names": sorted(feature_names(Path(study.radiomics.params_file))),
+            "label_classes": list(study.label.classes)}
+
+
+def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource,
+           settings: SettingsResource):
     target = store.store()
+    variables = json.dumps(dbt_vars(settings.settings()))
     with target.build_lock(f"run {context.run_id} (dbt)") as build_path:
         with _environment(METORIGIN_STORE=str(target.root), METORIGIN_DUCKDB=str(build_path)):
-            yield from dbt.cli(["build"], context=context).stream()
+            yield from dbt.cli(["build", "--vars", variables], context=context).stream().fetch_column_metadata(with_column_lineage=False)
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, exclude=f"{GATED_MODELS} {RESULT_MODELS}",
             dagster_dbt_translator=FeatureStoreTranslator(), pool="duckdb_write", name="feature_store")
-def feature_store_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource):
-    yield from _build(context, dbt, store)
+def feature_store_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource,
+                         settings: SettingsResource):
+    yield from _build(context, dbt, store, settings)
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, select=GATED_MODELS,
             dagster_dbt_translator=FeatureStoreTranslator(), pool="duckdb_write", name="gated_feature_store")
-def gated_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource):
-    yield from _build(context, dbt, store)
+def gated_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource,
+                 settings: SettingsResource):
+    yield from _build(context, dbt, store, settings)
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, select=RESULT_MODELS,
             dagster_dbt_translator=FeatureStoreTranslator(), pool="duckdb_write", name="study_results")
-def result_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource):
-    yield from _build(context, dbt, store)
+def result_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource,
+                  settings: SettingsResource):
+    yield from _build(context, dbt, store, settings)
 
 
 def dbt_resource() -> DbtCliResource:

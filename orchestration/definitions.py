@@ -2,10 +2,8 @@
 
 import dagster as dg
 
-from assets import cohort, lesions, radiomics, segmentation, slices
-from data_quality.checks import lesion_features_quality
-from ml import assets as study
-
+from . import cohort_assets, scan_assets, study_assets
+from .checks import ASSET_CHECKS
 from .dbt import dbt_resource, feature_store_models, gated_models, result_models
 from .jobs import ingest_cohort_job, process_scan_job
 from .resources import resources_from_env
@@ -14,9 +12,9 @@ from .sensors import new_scans_sensor, nightly_catch_up
 
 def build_definitions(resources: dict) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*dg.load_assets_from_modules([cohort, segmentation, lesions, radiomics, slices, study]),
+        assets=[*dg.load_assets_from_modules([cohort_assets, scan_assets, study_assets]),
                 feature_store_models, gated_models, result_models],
-        asset_checks=[lesion_features_quality],
+        asset_checks=ASSET_CHECKS,
         jobs=[ingest_cohort_job, process_scan_job],
         sensors=[new_scans_sensor],
         schedules=[nightly_catch_up],

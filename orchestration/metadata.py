@@ -1,12 +1,13 @@
-"""Presentation helpers for Dagster metadata shown in the UI."""
+"""Dagster metadata built from the base layer: each lake table's declared columns, shown in the UI."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from base.schemas import TableSchema
 
 
-def markdown_table(rows: list[dict], empty: str = "none") -> str:
-    """Rows as a markdown table for the Dagster UI (pandas' to_markdown needs an extra package)."""
-    if not rows:
-        return empty
-    columns = list(rows[0])
-    cell = lambda v: "" if v is None else str(v).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
+def table_metadata(schema: TableSchema) -> dict:
+    """Definition metadata that makes the UI list the asset's columns and types."""
+    return {"dagster/column_schema": dg.TableSchema(
+        columns=[dg.TableColumn(c.name, c.type.lower(), description=c.description or None) for c in schema.columns])}

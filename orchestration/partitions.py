@@ -2,7 +2,7 @@
 
 from dagster import DagsterInstance, DynamicPartitionsDefinition
 
-from .store import Store
+from base.store import Store
 
 scan_partitions = DynamicPartitionsDefinition(name="scans")
 

@@ -1,20 +1,21 @@
-"""Dagster resources: where the cohort is, where the store is, which settings profile runs.
+"""Dagster resources: where the cohort is, where the store is, which study runs.
 
-Defaults come from the environment (METORIGIN_COHORT, METORIGIN_STORE, METORIGIN_PROFILE,
-METORIGIN_SEED, METORIGIN_NNUNET_MODEL, METORIGIN_WORKERS, METORIGIN_DENSENET_EPOCHS), which the
-CLI sets, so `dagster dev`, `metorigin run` and the sensor all see the same folders without
-repeating them in run config.
+Defaults come from the environment (METORIGIN_COHORT, METORIGIN_STORE, METORIGIN_STUDY,
+METORIGIN_PROFILE, METORIGIN_SEED, METORIGIN_NNUNET_MODEL, METORIGIN_WORKERS,
+METORIGIN_DENSENET_EPOCHS), which the CLI sets, so `dagster dev`, `metorigin run` and the sensor
+all see the same folders and study without repeating them in run config.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+
 import pandas as pd
 from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, OutputContext
+from dagster_duckdb import DuckDBResource
 
-from .settings import DEFAULT_SEED, StudySettings, get_settings
-from .store import Store
+from base.store import Store
+from base.study import StudySettings, get_settings, load_study, with_run_choices
 
 DEFAULT_COHORT = "demo/cohort"
 DEFAULT_STORE = "demo/store"
@@ -36,25 +37,19 @@ class StoreResource(ConfigurableResource):
 
 
 class SettingsResource(ConfigurableResource):
-    """The settings profile and seed for this run, with the few choices users make per run."""
+    """The study (a study file, or a built-in profile) with the few choices users make per run."""
 
+    study_file: str = ""          # a study YAML; empty: the built-in study of the seed paper, `profile`
     profile: str = "quick"
-    seed: int = DEFAULT_SEED
-    nnunet_model_dir: str = ""   # set to segment with nnU-Net instead of the cohort's masks
-    workers: int = 0             # processes for per-lesion work and model fitting; 0 = one per core
-    densenet_epochs: int = 0     # 0 = the profile's; fewer for a smoke run, more to continue a training
+    seed: int | None = None       # None: the study's seed
+    nnunet_model_dir: str = ""    # set to segment with nnU-Net instead of the cohort's masks
+    workers: int = 0              # processes for per-lesion work and model fitting; 0 = one per core
+    densenet_epochs: int = 0      # 0 = the study's; fewer for a smoke run, more to continue a training
 
     def settings(self) -> StudySettings:
-        settings = get_settings(self.profile, self.seed)
-        if self.nnunet_model_dir:
-            settings = replace(settings, segmentation=replace(settings.segmentation, method="nnunet",
-                                                              nnunet_model_dir=self.nnunet_model_dir))
-        if self.workers > 0:
-            settings = replace(settings, radiomics=replace(settings.radiomics, workers=self.workers),
-                               models=replace(settings.models, workers=self.workers))
-        if self.densenet_epochs > 0:
-            settings = replace(settings, densenet=replace(settings.densenet, epochs=self.densenet_epochs))
-        return settings
+        settings = (load_study(self.study_file, self.seed) if self.study_file
+                    else get_settings(self.profile, self.seed))
+        return with_run_choices(settings, self.nnunet_model_dir, self.workers, self.densenet_epochs)
 
 
 class LakeIOManager(ConfigurableIOManager):
@@ -79,13 +74,25 @@ class LakeIOManager(ConfigurableIOManager):
         return store.read_lake(name, partitions)
 
 
+def feature_store_reader(store_path: str) -> DuckDBResource:
+    """The published feature store, read-only, as the study assets read it (its core tables are views over
+    the lake, so file access stays on).
+
+    dagster-duckdb opens connections read-write; DuckDB's `access_mode` setting makes them read-only."""
+    return DuckDBResource(database=str(Store(store_path).duckdb_path),
+                          connection_config={"access_mode": "READ_ONLY"})
+
+
 def resources_from_env() -> dict:
     store_path = os.environ.get("METORIGIN_STORE", DEFAULT_STORE)
     return {
         "cohort": CohortResource(path=os.environ.get("METORIGIN_COHORT", DEFAULT_COHORT)),
         "store": StoreResource(path=store_path),
-        "settings": SettingsResource(profile=os.environ.get("METORIGIN_PROFILE", "quick"),
-                                     seed=int(os.environ.get("METORIGIN_SEED", DEFAULT_SEED)),
+        "feature_store": feature_store_reader(store_path),
+        "settings": SettingsResource(study_file=os.environ.get("METORIGIN_STUDY", ""),
+                                     profile=os.environ.get("METORIGIN_PROFILE", "quick"),
+                                     seed=int(os.environ["METORIGIN_SEED"]) if os.environ.get("METORIGIN_SEED")
+                                     else None,
                                      nnunet_model_dir=os.environ.get("METORIGIN_NNUNET_MODEL", ""),
                                      workers=int(os.environ.get("METORIGIN_WORKERS", 0)),
                                      densenet_epochs=int(os.environ.get("METORIGIN_DENSENET_EPOCHS", 0))),

@@ -15,11 +15,12 @@ from pathlib import Path
 import dagster as dg
 
 from assets.cohort import PATIENTS_CSV, SCANS_CSV, load_cohort
-from assets.errors import CohortError
+from base.errors import CohortError
 
-from .jobs import PER_SCAN_GROUP, ingest_cohort_job, process_scan_job
+from .jobs import ingest_cohort_job, process_scan_job
 from .partitions import included_scan_partitions, scan_partitions
 from .resources import CohortResource, SettingsResource, StoreResource
+from .scan_assets import PER_SCAN_GROUP
 
 
 def cohort_fingerprint(cohort_dir: Path) -> str:
@@ -50,7 +51,8 @@ def new_scans_sensor(context: dg.SensorEvaluationContext, cohort: CohortResource
     run_requests, partition_requests = [], []
     if fingerprint != context.cursor:
         try:
-            loaded = load_cohort(cohort_dir, settings.settings().inclusion)
+            study = settings.settings()
+            loaded = load_cohort(cohort_dir, study.inclusion, study.label)
         except CohortError as exc:
             return dg.SkipReason(f"cohort not readable: {exc.message}")
         known = set(context.instance.get_dynamic_partitions(scan_partitions.name))

@@ -42,8 +42,13 @@ def test_synth_run_sql_as_a_user_would(tmp_path):
     table = _cli("sql", "--store", store, "select scan_id, included from scans order by scan_id")
     assert table.stdout.split()[:4] == ["scan_id", "included", "S0001", "True"]
 
+    # Fewer DenseNet epochs made it another study: the store refuses the default one, before any work.
+    other = _cli("run", "--cohort", cohort, "--store", store, "--select", "key:patients")
+    assert other.returncode == 2 and "--replace-study" in other.stderr and "hash" in other.stderr
+
     line = append_row(cohort / "patients.csv", "P100,colon,70,F,T4,N1,M1")
-    bad = _cli("run", "--cohort", cohort, "--store", store, "--select", "key:patients")  # the row check, not a rerun
+    bad = _cli("run", "--cohort", cohort, "--store", store, "--select", "key:patients",  # the row check, not a rerun
+               "--densenet-epochs", "1")
     assert bad.returncode == 1
     assert f"patients.csv line {line} (P100): unknown primary_site 'colon'" in bad.stdout
     assert "Fix: use one of colorectal, pancreatic" in bad.stdout

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from assets import errors
+from base import errors
 from assets.cohort import load_cohort
 from assets.imaging.geometry import coverage_mismatch
 from assets.imaging.io import normalise_phase, read_image_info

@@ -9,13 +9,13 @@ import duckdb
 import pandas as pd
 import pytest
 
-from assets import cohort as cohort_assets
+from orchestration import cohort_assets
 from orchestration.partitions import scan_partitions
 from orchestration.resources import CohortResource, LakeIOManager, SettingsResource, StoreResource
 from orchestration.definitions import build_definitions
 from orchestration.resources import resources_from_env
 from orchestration.sensors import cohort_fingerprint, new_scans_sensor, nightly_catch_up
-from orchestration.store import Store
+from base.store import Store
 from tests.helpers import append_row, replace_in
 
 ASSETS = [cohort_assets.patients, cohort_assets.scans]

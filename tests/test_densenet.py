@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ml import densenet as dn
-from orchestration.settings import get_settings
+from base.study import get_settings
 
 SMALL = replace(get_settings("quick").densenet, image_size=32, epochs=2, batch_size=8, max_train_images_per_epoch=32)
 

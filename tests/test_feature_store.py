@@ -16,7 +16,7 @@ import pytest
 from orchestration.definitions import build_definitions
 from orchestration.resources import resources_from_env
 from orchestration.runner import run_selection
-from orchestration.store import Store
+from base.store import Store
 
 from tests.helpers import NOT_STUDY
 
@@ -76,7 +76,7 @@ def test_cohort_characteristics_is_table1_of_the_lake(pipeline):
     expected = _lake_patients(store)
     table = _sql(store, "select * from cohort_characteristics")
     cell = lambda c, lvl, cohort: table.query("characteristic == @c and level == @lvl and cohort == @cohort").iloc[0]  # noqa: E731
-    for site, group in expected.groupby("primary_site"):
+    for site, group in expected.groupby("label"):
         assert cell("n", "", site)["value"] == len(group)
         age = cell("Age (median [IQR])", "", site)
         q1, med, q3 = np.percentile(group["age"], [25, 50, 75])
@@ -98,7 +98,7 @@ def test_lesion_features_and_training_matrix_match_the_long_table(pipeline):
     expected = long.pivot(index="lesion_id", columns="feature_name", values="feature_value")
     np.testing.assert_array_equal(wide.loc[expected.index, expected.columns].to_numpy(), expected.to_numpy())
     matrix = _sql(store, "select * from training_matrix")
-    labels = store.read_lake("patients").set_index("patient_id")["primary_site"]
+    labels = store.read_lake("patients").set_index("patient_id")["label"]
     assert (matrix["label"] == labels.loc[matrix["patient_id"]].to_numpy()).all()
     included = store.read_lake("lesions").query("included")["lesion_id"]
     assert set(matrix["lesion_id"]) <= set(included)

@@ -9,10 +9,10 @@ import pytest
 import SimpleITK as sitk
 
 from assets import radiomics, segmentation
-from assets.errors import ScanProcessingError
+from base.errors import ScanProcessingError
 from assets.lesions import label_components, measure_lesions
 from assets.slices import cut_lesion_slices, window
-from orchestration.settings import SliceSettings
+from base.study import SliceSettings
 
 DATA = Path(__file__).parent / "data"
 
@@ -145,7 +145,7 @@ def test_failed_lesions_get_nan_with_a_reason_never_a_silent_drop(lits):
     crops = [radiomics.crop_lesion(image, lesion_map, r, 1) for r in table.to_dict("records")]
     results = radiomics.extract_lesions(crops, workers=2)
     names = radiomics.expected_features(radiomics.make_extractor())
-    long = radiomics.long_table(table, results, names, "v", "h")
+    long = radiomics.long_table(table, results, names, "v")
     assert len(long) == 13 * 107 and long.groupby("lesion_id").size().eq(107).all()
     undefined = long[long["feature_value"].isna()]
     assert undefined["undefined_reason"].notna().all()

@@ -13,7 +13,7 @@ from ml.evaluation import bootstrap_intervals, point_estimates, roc_auc
 from ml.registry import data_hash, model_id, save_model
 from ml.selection import drop_correlated, feature_importance_table, permutation_ranking
 from ml.split import TEST, TRAIN, VALIDATION, split_patients
-from orchestration.settings import SplitSettings
+from base.study import SplitSettings
 
 
 def _patients(n_colorectal: int, n_pancreatic: int) -> pd.DataFrame:

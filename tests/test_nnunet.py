@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from assets.errors import ScanProcessingError
+from base.errors import ScanProcessingError
 from assets.nnunet import nnunet_segmentation
 from orchestration.definitions import build_definitions
 from orchestration.resources import resources_from_env
 from orchestration.runner import run_selection
-from orchestration.store import Store
+from base.store import Store
 from tests.nnunet_model import build_tiny_model
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from orchestration.definitions import build_definitions
 from orchestration.resources import resources_from_env
 from orchestration.runner import run_selection
-from orchestration.store import Store
+from base.store import Store
 
 from tests.helpers import NOT_STUDY
 

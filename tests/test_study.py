@@ -15,17 +15,19 @@ import pytest
 
 from assets.synth import SynthConfig, generate_cohort
 from ml.densenet import pick_slices
-from ml.radiomics_arm import feature_columns, labels, split_effect
+from ml.evaluation import labels
+from ml.radiomics_arm import feature_columns, split_effect
 from ml.registry import data_hash
 from ml.selection import drop_correlated
 from orchestration.definitions import build_definitions
 from orchestration.resources import resources_from_env
 from orchestration.runner import run_selection
-from orchestration.settings import get_settings
-from orchestration.store import Store
+from base.study import get_settings
+from base.store import Store
 
 pytestmark = pytest.mark.slow
 
+QUICK = get_settings("quick")
 STUDY = SynthConfig(seed=11, scale=0.3, matrix=64, workers=2)
 
 
@@ -99,7 +101,7 @@ def test_table3_has_16_models_with_intervals_and_models_with_their_cards(study):
         card = json.loads(Path(row["model_file"]).with_suffix(".json").read_text())
         assert Path(row["model_file"]).is_file() and card["model_id"] == row["model_id"]
         assert card["seed"] == row["seed"] and card["libraries"]["xgboost"] != "not installed"
-        assert card["training_data_sha256"] == data_hash(train[card["features"]], labels(train))
+        assert card["training_data_sha256"] == data_hash(train[card["features"]], labels(train, QUICK.label))
 
     # Recompute one AUC from the stored per-lesion probabilities.
     predictions = _sql(store, "select * from lesion_predictions where evaluation = 'test' and arm = 'radiomics'")
@@ -126,7 +128,7 @@ def test_densenet_trains_on_training_patients_only_and_joins_table3_with_the_com
                         "order by s.lesion_id, s.slice_index")
     chosen = pick_slices(index, get_settings("quick").densenet.max_slices_per_lesion)
     train = chosen[chosen["patient_id"].map(split) == "train"].reset_index(drop=True)
-    assert card["training_data_sha256"] == data_hash(train[["lesion_id", "slice_index"]], labels(train))
+    assert card["training_data_sha256"] == data_hash(train[["lesion_id", "slice_index"]], labels(train, QUICK.label))
     assert card["training_slices"] == len(train) and len(card["history"]) == 1
 
     combined = _sql(store, "select * from lesion_predictions where arm = 'combined'")
@@ -160,7 +162,7 @@ def test_leakage_guard_lesion_split_scores_higher_than_patient_split(study):
     _, instance, store = study
     matrix = _sql(store, "select * from training_matrix order by lesion_id")
     features = _sql(store, "select feature_name from feature_importance where kept")["feature_name"].tolist()
-    scores = split_effect(matrix, features, get_settings("quick").models, seed=5)
+    scores = split_effect(matrix, features, QUICK.models, QUICK.label, seed=5)
     assert scores["lesion_split_auc"] > scores["patient_split_auc"] + 0.03, scores
     # What the pipeline recorded for its own run, on its own cohort, says the same.
     recorded = instance.get_latest_materialization_event(dg.AssetKey("radiomics_metrics")).asset_materialization

@@ -12,13 +12,13 @@ import itertools
 
 import numpy as np
 
+from base.geometry import index_to_physical
+
 from .io import ImageInfo
 
 
 def _matrix(info: ImageInfo) -> np.ndarray:
-    """Index-to-physical linear map: columns are the grid axes scaled by their spacing."""
-    direction = np.asarray(info.direction, dtype=float).reshape(3, 3)
-    return direction @ np.diag(info.spacing)
+    return index_to_physical(info.origin, info.spacing, info.direction)[1]
 
 
 def physical_bounds(info: ImageInfo) -> tuple[np.ndarray, np.ndarray]:

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from base.study import CONTRAST_PHASES
+
 # Only these DICOM attributes are ever read from headers. Identifying tags (names, birth dates,
 # hospital IDs) are never touched, so they cannot leak into the store.
 DICOM_ATTRIBUTES = ("ConvolutionKernel", "SliceThickness", "SeriesDescription", "ProtocolName",
                     "ContrastBolusAgent")
 
-CONTRAST_PHASES = ("native", "arterial", "portal_venous", "delayed")
 
 # Free-text series descriptions seen in practice, mapped to the contract's phase names. Order
 # matters: "portal venous" must win over a bare "venous" in "arterial/venous" style descriptions.

@@ -8,11 +8,11 @@ with patients as (
 ),
 
 cohort_size as (
-    select primary_site as cohort, count(*) as n from patients group by 1
+    select label as cohort, count(*) as n from patients group by 1
 ),
 
 lesions as (
-    select l.mean_hu, p.primary_site as cohort
+    select l.mean_hu, p.label as cohort
     from {{ ref('stg_lesions') }} as l
     inner join {{ ref('stg_scans') }} as s on s.scan_id = l.scan_id
     inner join patients as p on p.patient_id = s.patient_id
@@ -25,7 +25,7 @@ categorical as (
     select
         '{{ characteristic }}' as characteristic,
         coalesce({{ column }}, 'unknown') as level,
-        primary_site as cohort,
+        label as cohort,
         count(*) as n,
         {{ order }} as row_order
     from patients
@@ -41,10 +41,10 @@ from cohort_size
 union all
 
 select
-    'Age (median [IQR])', '', primary_site, median(age),
+    'Age (median [IQR])', '', label, median(age),
     printf('%.2f [%.2f, %.2f]', median(age), quantile_cont(age, 0.25), quantile_cont(age, 0.75)), 2
 from patients
-group by primary_site
+group by label
 
 union all
 
@@ -56,13 +56,13 @@ inner join cohort_size as s on s.cohort = c.cohort
 
 union all
 
-select 'Liver lesions', 'Number', primary_site, sum(n_lesions)::double, sum(n_lesions)::varchar, 7
-from patients group by primary_site
+select 'Liver lesions', 'Number', label, sum(n_lesions)::double, sum(n_lesions)::varchar, 7
+from patients group by label
 
 union all
 
-select 'Liver lesions', 'Per patient', primary_site, avg(n_lesions), printf('%.2f', avg(n_lesions)), 7
-from patients group by primary_site
+select 'Liver lesions', 'Per patient', label, avg(n_lesions), printf('%.2f', avg(n_lesions)), 7
+from patients group by label
 
 union all
 
@@ -71,14 +71,14 @@ from lesions group by cohort
 
 union all
 
-select 'Liver parenchyma', 'Liver tumor burden', primary_site, avg(tumor_burden),
+select 'Liver parenchyma', 'Liver tumor burden', label, avg(tumor_burden),
        printf('%.1f%%', 100 * avg(tumor_burden)), 8
-from patients group by primary_site
+from patients group by label
 
 union all
 
-select 'Liver parenchyma', 'Mean HU', primary_site, avg(liver_parenchyma_mean_hu),
+select 'Liver parenchyma', 'Mean HU', label, avg(liver_parenchyma_mean_hu),
        printf('%.2f', avg(liver_parenchyma_mean_hu)), 8
-from patients group by primary_site
+from patients group by label
 )
 order by row_order, characteristic, level, cohort

@@ -2,14 +2,16 @@
 -- feature (e.g. original_firstorder_Mean). Undefined values are NaN here; why is in
 -- radiomics_features.undefined_reason.
 --
+-- The columns are the features the study's radiomics parameter file enables (the
+-- `feature_names` variable, passed by the Dagster dbt step), not whatever the data holds: a
+-- cohort without a single lesion still gets every column, and zero rows.
+--
 -- Pivoted through one list per lesion (values ordered by feature name, read back by position):
 -- at 1,000,000 lesions it is 3x faster than PIVOT, whose 107 aggregate states per lesion spill
 -- to disk. A lesion that lacks a feature would shift positions, so it gets NULLs instead (the
 -- lesion_features check then fails); (lesion_id, feature_name) is unique by a dbt test.
-{% set names_query %}
-select distinct feature_name from {{ ref('stg_radiomics_features') }} order by feature_name
-{% endset %}
-{% set names = run_query(names_query).columns[0].values() if execute else [] %}
+{#- sorted in Python, as DuckDB orders feature_name below (byte order: 'MCC' before 'MaximumProbability') -#}
+{% set names = var('feature_names', []) %}
 
 with per_lesion as (
     select

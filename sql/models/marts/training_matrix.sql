@@ -4,7 +4,7 @@ select
     f.lesion_id,
     f.scan_id,
     p.patient_id,
-    p.primary_site as label,
+    p.label,
     f.* exclude (lesion_id, scan_id, patient_id)
 from {{ ref('lesion_features') }} as f
 inner join {{ ref('stg_lesions') }} as l on l.lesion_id = f.lesion_id

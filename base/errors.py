@@ -88,3 +88,22 @@ class ScanProcessingError(MetoriginError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"scan {scan_id} ({step}): {problem}. Fix: {fix}")
+
+
+class StudyFileError(MetoriginError):
+    """A study file that cannot be used: refused before any work, with the key path and the fix."""
+
+    def __init__(self, file: str, key: str, problem: str, fix: str, more: int = 0):
+        self.file, self.key, self.problem, self.fix = file, key, problem, fix
+        where = f"{file}: {key}" if key else file
+        extra = f" ({more} more problem(s) after this one)" if more else ""
+        super().__init__(f"{where}: {problem}. Fix: {fix}{extra}")
+
+
+class StoreVersionError(MetoriginError):
+    """The store was written by a newer metorigin than this one."""
+
+
+class StoreStudyMismatch(MetoriginError):
+    """The store was built under another study; mixing two protocols in one store would make every
+    number ambiguous."""

@@ -19,6 +19,8 @@ from typing import Iterator
 import duckdb
 import pandas as pd
 
+from .files import atomic_path
+
 UNPARTITIONED = "all"
 DUCKDB_FILE = "feature_store.duckdb"
 
@@ -56,10 +58,8 @@ class Store:
 
     def write_lake(self, asset: str, frame: pd.DataFrame, partition: str | None = None) -> Path:
         path = self.lake_file(asset, partition)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            frame.to_parquet(tmp, index=False)
         return path
 
     def artifact_path(self, kind: str, name: str) -> Path:
@@ -70,10 +70,8 @@ class Store:
         import SimpleITK as sitk
 
         path = self.artifact_path(kind, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{os.getpid()}.{path.name}")  # keeps the extension that picks the format
-        sitk.WriteImage(image, str(tmp), useCompression=True)
-        os.replace(tmp, path)
+        with atomic_path(path, keep_suffix=True) as tmp:
+            sitk.WriteImage(image, str(tmp), useCompression=True)
         return path
 
     def lake_partitions(self, asset: str) -> list[str]:
@@ -125,9 +123,8 @@ class Store:
             shutil.copy2(self.duckdb_path, self.build_path)
 
     def _publish(self) -> None:
-        tmp = self.duckdb_path.with_name(f".{DUCKDB_FILE}.{os.getpid()}.tmp")
-        shutil.copy2(self.build_path, tmp)
-        os.replace(tmp, self.duckdb_path)
+        with atomic_path(self.duckdb_path) as tmp:
+            shutil.copy2(self.build_path, tmp)
 
     def connect_read_only(self) -> duckdb.DuckDBPyConnection:
         if not self.duckdb_path.exists():

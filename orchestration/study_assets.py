@@ -1,7 +1,8 @@
 """Dagster shells around the study's models: split, selection, radiomics arm, DenseNet, combined.
 
-They read `training_matrix` from the published feature store (read-only) and write their results
-to the lake; dbt then exposes them in DuckDB (`sql/models/results/`), like every other table.
+They read `training_matrix` from the published feature store through a read-only `DuckDBResource`
+and write their results to the lake; dbt then exposes them in DuckDB (`sql/models/results/`),
+like every other table.
 """
 
 from dataclasses import asdict
@@ -10,84 +11,91 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import torch
+from dagster_duckdb import DuckDBResource
 
 from assets.slices import load_slices
+from base.devices import choose_device
+from base.markdown import markdown_table
+from ml.combined import best_radiomics_model, stack
+from ml.densenet import EpochLog, lesion_probabilities, model_params, pick_slices, predict, resize, train
+from ml.evaluation import labels, predicted_labels, test_metrics
+from ml.radiomics_arm import feature_columns, fit_radiomics_arm, fitting_settings, split_effect
+from ml.registry import data_hash, model_id, save_model
+from ml.report import auc_metadata, table2, table3
+from ml.selection import drop_correlated, feature_importance_table, permutation_ranking
+from ml.split import TEST, TRAIN, VALIDATION, split_patients, training_patients
 
-from orchestration.dbt import STUDY_GROUP
-from orchestration.metadata import markdown_table
-from orchestration.resources import SettingsResource, StoreResource
+from .resources import SettingsResource, StoreResource
 
-from .combined import best_radiomics_model, stack
-from .densenet import (EpochLog, choose_device, lesion_probabilities, model_params, pick_slices, predict, resize,
-                       train)
-from .evaluation import POSITIVE, predicted_labels, test_metrics
-from .radiomics_arm import feature_columns, fit_radiomics_arm, fitting_settings, labels, split_effect
-from .registry import data_hash, model_id, save_model
-from .report import auc_metadata, table2, table3
-from .selection import drop_correlated, feature_importance_table, permutation_ranking
-from .split import TEST, TRAIN, VALIDATION, split_patients, training_patients
-
+STUDY_GROUP = "study"
 TRAINING_MATRIX = dg.AssetKey(["feature_store", "training_matrix"])
+KINDS = {"python", "parquet"}
 
 
-def read_training_matrix(store: StoreResource) -> pd.DataFrame:
-    with store.store().connect_read_only() as con:
+def read_training_matrix(feature_store: DuckDBResource) -> pd.DataFrame:
+    with feature_store.get_connection() as con:
         matrix = con.execute("select * from training_matrix order by lesion_id").df()
     if matrix.empty:
-        raise dg.Failure("training_matrix is empty: no included lesion of an included scan has features; "
-                         "check the scans' inclusion and the lesions' sizes (metorigin sql ... 'from scans')")
+        raise dg.Failure("no lesions to learn from: training_matrix has no included lesion of an included scan "
+                         "(no scan met the inclusion criteria, or no lesion reached the minimum diameter, or the "
+                         "segmentations found none); see `metorigin sql --store STORE \"select scan_id, "
+                         "exclusion_reason from scans\"` and the lesions table")
     return matrix
 
 
-@dg.asset(group_name=STUDY_GROUP, deps=[TRAINING_MATRIX])
-def patient_split(context: dg.AssetExecutionContext, store: StoreResource, settings: SettingsResource) -> pd.DataFrame:
+@dg.asset(group_name=STUDY_GROUP, deps=[TRAINING_MATRIX], kinds=KINDS)
+def patient_split(context: dg.AssetExecutionContext, feature_store: DuckDBResource, settings: SettingsResource) -> pd.DataFrame:
     """Train / validation / test patients, drawn with the seed; the same test patients for both arms."""
     study = settings.settings()
-    matrix = read_training_matrix(store)
+    matrix = read_training_matrix(feature_store)
     lesions = matrix.groupby("patient_id").size().rename("n_lesions").reset_index()
     split = split_patients(matrix[["patient_id", "label"]], study.split, study.seed).merge(lesions, on="patient_id")
     counts = split.groupby(["set", "label"]).size().rename("patients").reset_index()
     context.add_output_metadata({"patients": dg.MetadataValue.md(markdown_table(counts.to_dict("records"))),
                                  "n_test_patients": int((split["set"] == TEST).sum()), "seed": study.seed})
-    return split.assign(seed=study.seed)
+    return split.assign(seed=study.seed, settings_hash=study.step_hash("split"))
 
 
-@dg.asset(group_name=STUDY_GROUP, deps=[TRAINING_MATRIX])
-def feature_importance(context: dg.AssetExecutionContext, store: StoreResource, settings: SettingsResource,
+@dg.asset(group_name=STUDY_GROUP, deps=[TRAINING_MATRIX], kinds=KINDS)
+def feature_importance(context: dg.AssetExecutionContext, feature_store: DuckDBResource, settings: SettingsResource,
                        patient_split: pd.DataFrame) -> pd.DataFrame:
     """Table 2: redundancy filter (|r| > 0.6) and permutation importance, on training patients only."""
     study = settings.settings()
-    matrix = read_training_matrix(store)
+    matrix = read_training_matrix(feature_store)
     train = matrix[matrix["patient_id"].isin(training_patients(patient_split))].reset_index(drop=True)
     models = fitting_settings(study.models, train, matrix)
     redundancy = drop_correlated(train[feature_columns(train)], models.max_abs_correlation)
-    ranking = permutation_ranking(train[redundancy.kept], labels(train), train["patient_id"].to_numpy(),
+    ranking = permutation_ranking(train[redundancy.kept], labels(train, study.label), train["patient_id"].to_numpy(),
                                   study.seed, models.importance_repeats, models.tuning_folds, n_jobs=models.workers)
-    table = feature_importance_table(redundancy, ranking)
+    table = feature_importance_table(redundancy, ranking).assign(settings_hash=study.step_hash("selection"))
     context.add_output_metadata({"table_2": dg.MetadataValue.md(table2(table)),
                                  "n_features": len(table), "n_kept": len(redundancy.kept)})
     return table
 
 
 @dg.multi_asset(group_name=STUDY_GROUP, deps=[TRAINING_MATRIX],
-                outs={"radiomics_metrics": dg.AssetOut(description="Table 3, radiomics arm: one row per model"),
-                      "radiomics_predictions": dg.AssetOut(description="per-lesion probabilities of every model")})
-def radiomics_models(context: dg.AssetExecutionContext, store: StoreResource, settings: SettingsResource,
+                outs={"radiomics_metrics": dg.AssetOut(kinds=KINDS, description="Table 3, radiomics arm: one row per model"),
+                      "radiomics_predictions": dg.AssetOut(kinds=KINDS, description="per-lesion probabilities of every model")})
+def radiomics_models(context: dg.AssetExecutionContext, store: StoreResource, feature_store: DuckDBResource,
+                     settings: SettingsResource,
                      patient_split: pd.DataFrame, feature_importance: pd.DataFrame):
-    """8 classifiers x {SMOTE, undersampling}: tuned on training patients, scored on the test
-    patients with bootstrap intervals, and cross-validated over all patients."""
+    """Every classifier x resampler the study names (the paper's 8 x {SMOTE, undersampling}): tuned on
+    training patients, scored on the test patients with bootstrap intervals, cross-validated over all patients."""
     study = settings.settings()
-    matrix = read_training_matrix(store)
+    matrix = read_training_matrix(feature_store)
     features = feature_importance.loc[feature_importance["kept"], "feature_name"].tolist()
-    context.log.info(f"fitting 16 pipelines on {len(features)} features, {study.models.workers} worker(s)")
-    result = fit_radiomics_arm(matrix, patient_split, features, study.models, study.seed)
-    leakage = split_effect(matrix, features, fitting_settings(study.models, matrix, matrix), study.seed)
+    context.log.info(f"fitting {study.models.n_pipelines} pipelines on {len(features)} features, {study.models.workers} worker(s)")
+    result = fit_radiomics_arm(matrix, patient_split, features, study.models, study.label, study.seed)
+    leakage = split_effect(matrix, features, fitting_settings(study.models, matrix, matrix), study.label, study.seed)
+    settings_hash = study.step_hash("radiomics_models")
     folder = store.store().artifact_path("models", "radiomics")
-    paths = {m.model_id: save_model(folder, m.model_id, m.pipeline, m.card) for m in result.models}
-    metrics = result.metrics.assign(model_file=lambda f: f["model_id"].map(lambda i: str(paths[i])))
+    paths = {m.model_id: save_model(folder, m.model_id, m.pipeline, {**m.card, "settings_hash": settings_hash})
+             for m in result.models}
+    metrics = result.metrics.assign(model_file=lambda f: f["model_id"].map(lambda i: str(paths[i])),
+                                    settings_hash=settings_hash)
     yield dg.Output(metrics, "radiomics_metrics",
                     metadata={"table_3": dg.MetadataValue.md(table3(metrics)), **auc_metadata(metrics), **leakage})
-    yield dg.Output(result.predictions, "radiomics_predictions",
+    yield dg.Output(result.predictions.assign(settings_hash=settings_hash), "radiomics_predictions",
                     metadata={"n_test_rows": int((result.predictions["evaluation"] == "test").sum())})
 
 
@@ -102,16 +110,18 @@ def _slice_arrays(store: StoreResource, rows: pd.DataFrame, size: int) -> np.nda
     return stacked[np.argsort(np.concatenate([group.index.to_numpy() for _, group in groups]))]
 
 
-@dg.multi_asset(group_name=STUDY_GROUP, deps=[TRAINING_MATRIX, dg.AssetKey(["feature_store", "lesion_slices"])],
-                outs={"densenet_metrics": dg.AssetOut(description="Table 3, DenseNet-121 row"),
-                      "densenet_predictions": dg.AssetOut(description="per-lesion mean of slice probabilities")})
-def densenet(context: dg.AssetExecutionContext, store: StoreResource, settings: SettingsResource,
+@dg.multi_asset(group_name=STUDY_GROUP,
+                deps=[TRAINING_MATRIX, dg.AssetKey(["feature_store", "lesion_slices"])],
+                outs={"densenet_metrics": dg.AssetOut(kinds=KINDS, description="Table 3, DenseNet-121 row"),
+                      "densenet_predictions": dg.AssetOut(kinds=KINDS, description="per-lesion mean of slice probabilities")})
+def densenet(context: dg.AssetExecutionContext, store: StoreResource, feature_store: DuckDBResource,
+             settings: SettingsResource,
              patient_split: pd.DataFrame):
     """DenseNet-121 from scratch on the training patients' slices; the validation patients pick the
     epoch; the test patients' lesions are scored once, at the end."""
     study = settings.settings()
     config = study.densenet
-    with store.store().connect_read_only() as con:
+    with feature_store.get_connection() as con:
         index = con.execute("""select s.lesion_id, s.scan_id, s.patient_id, t.label, s.slice_index, s.array_row,
                                       s.lesion_area_px, s.slices_file
                                from lesion_slices s join training_matrix t using (lesion_id)
@@ -119,7 +129,7 @@ def densenet(context: dg.AssetExecutionContext, store: StoreResource, settings: 
     rows = pick_slices(index, config.max_slices_per_lesion).merge(patient_split[["patient_id", "set"]], on="patient_id")
     images = _slice_arrays(store, rows, config.image_size)
     part = {name: rows.index[rows["set"] == name].to_numpy() for name in (TRAIN, VALIDATION, TEST)}
-    y = labels(rows)
+    y = labels(rows, study.label)
     context.log.info(f"DenseNet-121 on {len(part[TRAIN])} training, {len(part[VALIDATION])} validation and "
                      f"{len(part[TEST])} test slices at {config.image_size} px, {config.epochs} epochs, "
                      f"device {choose_device(config.device)}")
@@ -142,20 +152,21 @@ def densenet(context: dg.AssetExecutionContext, store: StoreResource, settings: 
             "params": model_params(config), "seed": study.seed, "best_epoch": result.best_epoch,
             "best_validation_auc": result.best_validation_auc, "history": [asdict(h) for h in result.history],
             "training_data_sha256": data_hash(rows.loc[part[TRAIN], ["lesion_id", "slice_index"]], y[part[TRAIN]]),
-            "training_slices": int(len(part[TRAIN])), "positive_class": POSITIVE}
+            "training_slices": int(len(part[TRAIN])), "positive_class": study.label.positive,
+            "settings_hash": study.step_hash("densenet")}
     identifier = model_id("densenet121", card)
     path = save_model(checkpoint.parent, identifier, result.model.state_dict(), card, write=torch.save, suffix=".pt")
     predictions = pd.concat(scored, ignore_index=True).assign(
         model_id=identifier, arm="densenet", model="densenet121", resampler=None,
-        predicted_label=lambda f: predicted_labels(f["probability"]))
-    tested = predictions[predictions["evaluation"] == "test"].assign(y_true=lambda f: labels(f))
+        predicted_label=lambda f: predicted_labels(f["probability"], study.label), settings_hash=card["settings_hash"])
+    tested = predictions[predictions["evaluation"] == "test"].assign(y_true=lambda f: labels(f, study.label))
     metrics = pd.DataFrame([{"model_id": identifier, "arm": "densenet", "model": "densenet121", "resampler": None,
                              **test_metrics(tested, study.models.bootstrap_resamples, study.seed),
                              "validation_auc": result.best_validation_auc, "best_epoch": result.best_epoch,
                              "epochs": config.epochs, "image_size": config.image_size,
                              "params": str(model_params(config)),
                              "seed": study.seed, "training_data_sha256": card["training_data_sha256"],
-                             "model_file": str(path)}])
+                             "model_file": str(path), "settings_hash": card["settings_hash"]}])
     yield dg.Output(metrics, "densenet_metrics", metadata={"table_3": dg.MetadataValue.md(table3(metrics)),
                                                            **auc_metadata(metrics), "best_epoch": result.best_epoch,
                                                            "device": str(result.device)})
@@ -163,8 +174,8 @@ def densenet(context: dg.AssetExecutionContext, store: StoreResource, settings: 
 
 
 @dg.multi_asset(group_name=STUDY_GROUP,
-                outs={"combined_metrics": dg.AssetOut(description="Table 3, radiomics + DenseNet row"),
-                      "combined_predictions": dg.AssetOut(description="stacked per-lesion probabilities")})
+                outs={"combined_metrics": dg.AssetOut(kinds=KINDS, description="Table 3, radiomics + DenseNet row"),
+                      "combined_predictions": dg.AssetOut(kinds=KINDS, description="stacked per-lesion probabilities")})
 def combined_model(context: dg.AssetExecutionContext, store: StoreResource, settings: SettingsResource,
                    radiomics_metrics: pd.DataFrame, radiomics_predictions: pd.DataFrame,
                    densenet_predictions: pd.DataFrame):
@@ -173,12 +184,13 @@ def combined_model(context: dg.AssetExecutionContext, store: StoreResource, sett
     best = best_radiomics_model(radiomics_metrics)
     densenet_id = densenet_predictions["model_id"].iloc[0]
     stacked = stack(radiomics_predictions[radiomics_predictions["model_id"] == best["model_id"]],
-                    densenet_predictions, study.seed)
+                    densenet_predictions, study.label, study.seed)
     fit = stacked.fit_rows
     card = {"arm": "combined", "features": [f"logit P({best['model_id']})", f"logit P({densenet_id})"],
-            "params": stacked.how, "seed": study.seed, "positive_class": POSITIVE,
+            "params": stacked.how, "seed": study.seed, "positive_class": study.label.positive,
+            "settings_hash": study.step_hash("combined"),
             "training_data_sha256": data_hash(fit[["lesion_id", "probability_radiomics", "probability_densenet"]],
-                                              labels(fit))}
+                                              labels(fit, study.label))}
     identifier = model_id(f"combined_{best['model']}_{best['resampler']}_densenet121", card)
     folder = store.store().artifact_path("models", "combined")
     path = save_model(folder, identifier, stacked.stacker if stacked.stacker is not None else stacked.how, card)
@@ -186,12 +198,13 @@ def combined_model(context: dg.AssetExecutionContext, store: StoreResource, sett
     columns = ["lesion_id", "scan_id", "patient_id", "label", "evaluation", "probability"]
     predictions = stacked.predictions[columns].assign(
         model_id=identifier, arm="combined", model=name, resampler=best["resampler"],
-        predicted_label=lambda f: predicted_labels(f["probability"]))
-    tested = predictions.assign(y_true=lambda f: labels(f))
+        predicted_label=lambda f: predicted_labels(f["probability"], study.label), settings_hash=card["settings_hash"])
+    tested = predictions.assign(y_true=lambda f: labels(f, study.label))
     metrics = pd.DataFrame([{"model_id": identifier, "arm": "combined", "model": name, "resampler": best["resampler"],
                              **test_metrics(tested, study.models.bootstrap_resamples, study.seed),
                              "params": str(stacked.how), "seed": study.seed,
-                             "training_data_sha256": card["training_data_sha256"], "model_file": str(path)}])
+                             "training_data_sha256": card["training_data_sha256"], "model_file": str(path),
+                             "settings_hash": card["settings_hash"]}])
     context.log.info(f"combined {best['model_id']} with {densenet_id}: {stacked.how['method']}")
     yield dg.Output(metrics, "combined_metrics", metadata={"table_3": dg.MetadataValue.md(table3(metrics)),
                                                            **auc_metadata(metrics), "method": stacked.how["method"]})

@@ -1,0 +1,123 @@
+"""The store's manifest (`store.json`): which layout version the store has and which study it holds.
+
+A store outlives the code that wrote it, so it says which version of the layout it is in; newer
+code migrates an older store in place before writing to it, one recorded step per version.
+And a store holds one study: a run under another study file is refused with both hashes, because
+a store mixing two protocols would make every number in it ambiguous. The effective settings are
+written beside the manifest (`study.yaml`); `settings_table` gives them as rows for the
+`study_settings` table that SQL users query like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from .errors import StoreStudyMismatch, StoreVersionError
+from .files import atomic_path
+from .schemas import LAKE_TABLES, conform
+from .store import Store
+from .study import STEP_SETTINGS, StudySettings, as_dict
+
+SCHEMA_VERSION = 2
+MANIFEST = "store.json"
+
+
+def manifest_path(store: Store) -> Path:
+    return store.root / MANIFEST
+
+
+def read_manifest(store: Store) -> dict:
+    path = manifest_path(store)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def schema_version(store: Store) -> int:
+    """0: a new store; 1: written before stores had a manifest; else what the manifest says."""
+    manifest = read_manifest(store)
+    if manifest:
+        return int(manifest["schema_version"])
+    return 1 if store.lake.is_dir() and any(store.lake.iterdir()) else 0
+
+
+def _write_manifest(store: Store, manifest: dict) -> None:
+    with atomic_path(manifest_path(store)) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _migrate_1_to_2(store: Store) -> str:
+    """Version 2 declares every lake table's columns once (base/schemas.py): the class column of
+    `patients` is `label` (it was `primary_site`), and every table carries `settings_hash`
+    (unknown, hence empty, for rows written before hashes existed)."""
+    for name, schema in LAKE_TABLES.items():
+        for partition in store.lake_partitions(name):
+            frame = pd.read_parquet(store.lake_file(name, partition)).rename(columns={"primary_site": "label"})
+            for column in schema.names:
+                if column not in frame.columns:
+                    frame[column] = None
+            store.write_lake(name, conform(frame[schema.names], schema), partition)
+    return "1 -> 2: patients.primary_site renamed to label; settings_hash added to every lake table"
+
+
+MIGRATIONS = {1: _migrate_1_to_2}
+
+
+def migrate(store: Store) -> list[str]:
+    """Bring the store to SCHEMA_VERSION, one step at a time; returns what was done.
+
+    Code older than the store refuses it: it cannot know what a newer layout means."""
+    version = schema_version(store)
+    if version > SCHEMA_VERSION:
+        raise StoreVersionError(f"the store {store.root} has layout version {version}, newer than this "
+                                 f"metorigin understands ({SCHEMA_VERSION}). Fix: update metorigin (pip install -U)")
+    done = []
+    while 0 < version < SCHEMA_VERSION:
+        done.append(MIGRATIONS[version](store))
+        version += 1
+        _write_manifest(store, {**read_manifest(store), "schema_version": version,
+                                "migrations": read_manifest(store).get("migrations", []) + done[-1:]})
+    return done
+
+
+def settings_table(settings: StudySettings) -> pd.DataFrame:
+    """The effective settings, one row per key path, with the steps that read each section."""
+    rows = []
+    for section, value in as_dict(settings).items():
+        steps = ", ".join(step for step, sections in STEP_SETTINGS.items() if section in sections)
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        for key, item in items:
+            rows.append({"key": f"{section}.{key}" if key else section, "value": json.dumps(item),
+                         "section": section, "read_by": steps or None})
+    return pd.DataFrame(rows).assign(study_hash=settings.study_hash())
+
+
+def bind_study(store: Store, settings: StudySettings, replace: bool = False) -> list[str]:
+    """Migrate the store if it is older, then bind it to `settings` (or confirm it is bound to them).
+
+    Refuses a store bound to another study unless `replace` is given; a replacement is logged in
+    the manifest. Returns the migrations done (for the caller to report)."""
+    done = migrate(store)
+    manifest = read_manifest(store)
+    new_hash = settings.study_hash()
+    old_hash = manifest.get("study_hash")
+    if old_hash and old_hash != new_hash and not replace:
+        raise StoreStudyMismatch(
+            f"the store {store.root} holds the study {manifest.get('study_name')!r} (hash {old_hash}); this run's "
+            f"study {settings.name!r} has hash {new_hash} (another --seed, --densenet-epochs or segmentation method "
+            f"is another study too). Fix: use a new --store for the new study, or pass --replace-study to re-run this "
+            f"store under it (the stored settings: {store.root / 'study.yaml'}; compare with `metorigin study`)")
+    history = manifest.get("study_history", [])
+    if old_hash != new_hash:
+        history = history + [{"study_hash": new_hash, "study_name": settings.name,
+                              "bound_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "replaced": old_hash}]
+    store.root.mkdir(parents=True, exist_ok=True)
+    with atomic_path(store.root / "study.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(as_dict(settings), sort_keys=False))
+    _write_manifest(store, {**manifest, "schema_version": SCHEMA_VERSION, "study_hash": new_hash,
+                            "study_name": settings.name, "step_hashes": settings.step_hashes(),
+                            "study_history": history})
+    return done

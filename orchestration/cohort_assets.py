@@ -1,0 +1,90 @@
+"""The cohort assets: `patients` and `scans`, thin shells over the cohort contract (assets/cohort.py)."""
+
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from assets.cohort import read_patients_csv, read_scans_csv, validate_patients, validate_scans
+from base.errors import CohortError, MetoriginError
+from base.manifest import bind_study, settings_table
+from base.markdown import markdown_table
+from base.schemas import PATIENTS, SCANS, conform
+from data_quality.suites import scans_suite
+
+from .checks import PATIENTS_CHECKS, SCANS_CHECKS, rows_check, suite_check
+from .metadata import table_metadata
+from .partitions import scan_partitions
+from .resources import CohortResource, SettingsResource, StoreResource
+
+COHORT_GROUP = "cohort"
+
+
+def _csv_or_fail(read, *args) -> pd.DataFrame:
+    """A whole CSV that cannot be used stops the asset with the contract's message, not a traceback."""
+    try:
+        return read(*args)
+    except CohortError as exc:
+        raise dg.Failure(description=exc.message) from exc
+
+
+@dg.asset(group_name=COHORT_GROUP, kinds={"python", "parquet"})
+def study_settings(context: dg.AssetExecutionContext, store: StoreResource, settings: SettingsResource):
+    """The study this store holds, one row per setting with the steps that read it.
+
+    Runs first: it migrates a store written by older code, and binds the store to this study,
+    refusing a store that holds another one (so nothing downstream runs under the wrong protocol)."""
+    study = settings.settings()
+    try:
+        for step in bind_study(store.store(), study):
+            context.log.info(f"store migrated: {step}")
+    except MetoriginError as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    return dg.Output(settings_table(study), metadata={"study": study.name, "study_hash": study.study_hash(),
+                                                      **{f"{k}_settings_hash": v for k, v in study.step_hashes().items()}})
+
+
+@dg.asset(group_name=COHORT_GROUP, kinds={"python", "parquet"}, check_specs=PATIENTS_CHECKS,
+          metadata=table_metadata(PATIENTS), deps=[study_settings])
+def patients(context: dg.AssetExecutionContext, cohort: CohortResource, settings: SettingsResource):
+    """Patients of the cohort with their class (the study's label column) and Table 1 characteristics."""
+    study = settings.settings()
+    frame = _csv_or_fail(read_patients_csv, Path(cohort.path), study.label)
+    table, errors = validate_patients(frame, study.label)
+    for error in errors:
+        context.log.warning(error.message)
+    counts = table["label"].value_counts().to_dict()
+    table = conform(table.assign(settings_hash=study.step_hash("cohort")), PATIENTS)
+    yield dg.Output(table, metadata={"n_patients": len(table), **{f"n_{k}": int(v) for k, v in counts.items()}})
+    yield rows_check("patients", errors)
+
+
+@dg.asset(group_name=COHORT_GROUP, kinds={"python", "parquet"}, check_specs=SCANS_CHECKS,
+          metadata=table_metadata(SCANS))
+def scans(context: dg.AssetExecutionContext, cohort: CohortResource, settings: SettingsResource,
+          patients: pd.DataFrame):
+    """Every scan the cohort lists: geometry, acquisition, and whether it meets the inclusion criteria.
+
+    Materialising it registers each included scan as a partition of the per-scan assets.
+    """
+    study = settings.settings()
+    cohort_dir = Path(cohort.path)
+    frame = _csv_or_fail(read_scans_csv, cohort_dir)
+    patient_frame = _csv_or_fail(read_patients_csv, cohort_dir, study.label)
+    table, errors = validate_scans(frame, patients, patient_frame, cohort_dir, study.inclusion)
+    table = conform(table.assign(settings_hash=study.step_hash("cohort")), SCANS)
+    for error in errors:
+        context.log.warning(error.message)
+    included = sorted(table.loc[table["included"], "scan_id"])
+    new = sorted(set(included) - set(context.instance.get_dynamic_partitions(scan_partitions.name)))
+    if new:
+        context.instance.add_dynamic_partitions(scan_partitions.name, new)
+    context.log.info(f"{len(included)} of {len(table)} scans included; {len(new)} new scan partition(s)")
+    reasons = table.loc[~table["included"], ["scan_id", "exclusion_reason"]]
+    yield dg.Output(table, metadata={
+        "n_scans": len(table), "n_included": len(included), "n_invalid": int((~table["valid"]).sum()),
+        "new_partitions": len(new),
+        "excluded": dg.MetadataValue.md(markdown_table(reasons.to_dict("records")))})
+    yield rows_check("scans", errors)
+    yield suite_check(scans_suite(table), asset_key="scans")

@@ -1,0 +1,121 @@
+"""The study file: validated before any work, hashed per step, bound to one store."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from assets.cohort import study_problems
+from base.errors import StoreStudyMismatch, StudyFileError
+from base.manifest import bind_study, read_manifest, settings_table
+from base.store import Store
+from base.study import STEP_SETTINGS, as_dict, get_settings, load_study
+from orchestration.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _study(tmp_path: Path, text: str, name: str = "study.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_the_example_paper_study_is_the_built_in_study():
+    assert as_dict(load_study(EXAMPLES / "paper.yaml")) == as_dict(get_settings("paper"))
+    assert load_study(EXAMPLES / "paper.yaml").study_hash() == get_settings("paper").study_hash()
+
+
+def test_a_study_file_overrides_its_base_profile_field_by_field(tmp_path):
+    study = load_study(_study(tmp_path, "base: quick\nlesions: {min_diameter_mm: 7}\nlabel: {positive: colorectal}\n"))
+    quick = get_settings("quick")
+    assert study.lesions.min_diameter_mm == 7 and study.lesions.connectivity == quick.lesions.connectivity
+    assert study.densenet == quick.densenet and study.label.negative == "pancreatic"
+    second = load_study(EXAMPLES / "sharp_kernels_colorectal_positive.yaml")
+    assert second.inclusion.kernels == ("B30s", "B70f") and second.models.n_pipelines == 3
+    assert second.study_hash() != quick.study_hash()
+
+
+@pytest.mark.parametrize("text, key, problem", [
+    ("lesions: {min_diameter: 7}\n", "lesions.min_diameter", "unknown key"),
+    ("split: {test_patients_per_class: four}\n", "split.test_patients_per_class", "valid integer"),
+    ("inclusion: {slice_thickness_mm: -1.5}\n", "inclusion.slice_thickness_mm", "greater than 0"),
+    ("label: {positive: hepatic}\n", "label", "positive class 'hepatic' is not one of the classes"),
+    ("models: {classifiers: [knn, svm]}\n", "models.classifiers.1", "'svm'"),
+    ("base: fast\n", "base", "unknown base profile 'fast'"),
+    ("radiomics: {params_file: missing.yaml}\n", "radiomics.params_file", "'missing.yaml' does not exist"),
+    ("seed: [1\n", "", "not valid YAML"),
+])
+def test_a_bad_study_file_is_refused_with_the_file_the_key_and_the_fix(tmp_path, text, key, problem):
+    path = _study(tmp_path, text)
+    with pytest.raises(StudyFileError) as caught:
+        load_study(path)
+    message = str(caught.value)
+    assert caught.value.key == key and message.startswith(f"{path}: {key}".rstrip(": "))
+    assert problem in message and "Fix: " in message
+
+
+def test_each_step_hash_covers_exactly_the_settings_the_step_reads(tmp_path):
+    quick = get_settings("quick")
+    bigger = load_study(_study(tmp_path, "lesions: {min_diameter_mm: 7}\n"))
+    changed = {step for step in STEP_SETTINGS if quick.step_hash(step) != bigger.step_hash(step)}
+    assert changed == {"lesions"}
+    reseeded = get_settings("quick", seed=1)
+    assert {s for s in STEP_SETTINGS if quick.step_hash(s) != reseeded.step_hash(s)} == {
+        "split", "selection", "radiomics_models", "densenet", "combined"}
+    # Machine settings change how fast, never which numbers: no hash moves.
+    faster = dataclasses.replace(quick, models=dataclasses.replace(quick.models, workers=64),
+                                 densenet=dataclasses.replace(quick.densenet, loader_workers=12, device="cuda"))
+    assert faster.step_hashes() == quick.step_hashes() and faster.study_hash() == quick.study_hash()
+
+
+def test_the_radiomics_hash_follows_the_parameter_file_content(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text((EXAMPLES.parent / "assets" / "radiomics_params.yaml").read_text())
+    study = _study(tmp_path, "radiomics: {params_file: params.yaml}\n")
+    assert load_study(study).step_hash("radiomics") == get_settings("quick").step_hash("radiomics")
+    params.write_text(params.read_text().replace("binWidth: 25", "binWidth: 10"))
+    assert load_study(study).step_hash("radiomics") != get_settings("quick").step_hash("radiomics")
+
+
+@pytest.mark.parametrize("text, key, problem", [
+    ("label: {column: histology}\n", "label.column", "patients.csv has no column 'histology'"),
+    ("label: {classes: [colorectal, gastric], positive: gastric}\n", "label.classes", "the class 'gastric'"),
+    ("inclusion: {kernels: [B99f]}\n", "inclusion.kernels", "not one of the 10 readable scans"),
+])
+def test_a_study_that_does_not_fit_the_cohort_is_refused_before_any_work(cohort, tmp_path, text, key, problem):
+    path = _study(tmp_path, text)
+    problems = study_problems(cohort, load_study(path), str(path))
+    assert problems and problems[0].key == key and problem in str(problems[0])
+    store = tmp_path / "store"
+    assert main(["run", "--cohort", str(cohort), "--store", str(store), "--study", str(path)]) == 2
+    assert not store.exists()  # nothing was written
+
+
+def test_a_store_holds_one_study(tmp_path):
+    store = Store(tmp_path / "store")
+    quick = get_settings("quick")
+    other = load_study(_study(tmp_path, "lesions: {min_diameter_mm: 7}\nname: bigger lesions\n"))
+    assert bind_study(store, quick) == []
+    assert bind_study(store, quick) == []  # the same study again is fine
+    with pytest.raises(StoreStudyMismatch) as caught:
+        bind_study(store, other)
+    message = str(caught.value)
+    assert quick.study_hash() in message and other.study_hash() in message and "--replace-study" in message
+    assert read_manifest(store)["study_hash"] == quick.study_hash()  # the refusal changed nothing
+    bind_study(store, other, replace=True)
+    manifest = read_manifest(store)
+    assert manifest["study_hash"] == other.study_hash()
+    assert [h["study_hash"] for h in manifest["study_history"]] == [quick.study_hash(), other.study_hash()]
+    assert yaml.safe_load((store.root / "study.yaml").read_text())["lesions"]["min_diameter_mm"] == 7
+
+
+def test_the_settings_table_has_one_row_per_setting_with_the_steps_that_read_it():
+    table = settings_table(get_settings("quick")).set_index("key")
+    assert table.loc["lesions.min_diameter_mm", "value"] == "5.0"
+    assert table.loc["lesions.min_diameter_mm", "read_by"] == "lesions"
+    assert table.loc["seed", "read_by"] == "split, selection, radiomics_models, densenet, combined"
+    assert table["study_hash"].nunique() == 1
