@@ -14,9 +14,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from base.errors import (CohortError, CohortFileError, DuplicateIdError, ImageUnreadableError,
-                     InvalidValueError, MaskGeometryError, MissingColumnError,
-                     PathOutsideCohortError, StudyFileError, UnknownPatientError)
+from base.errors import (
+    CohortError,
+    CohortFileError,
+    DuplicateIdError,
+    ImageUnreadableError,
+    InvalidValueError,
+    MaskGeometryError,
+    MissingColumnError,
+    PathOutsideCohortError,
+    StudyFileError,
+    UnknownPatientError,
+)
 from base.schemas import PATIENTS, SCANS
 from base.study import CONTRAST_PHASES, InclusionCriteria, LabelSettings, StudySettings
 
@@ -28,8 +37,7 @@ SCANS_CSV = "scans.csv"
 
 PATIENT_OPTIONAL = ("age", "sex", "t_stage", "n_stage", "m_stage")
 SCAN_REQUIRED = ("scan_id", "patient_id", "image")
-SCAN_OPTIONAL = ("mask", "liver_labels", "lesion_labels", "kernel", "slice_thickness_mm",
-                 "contrast_phase")
+SCAN_OPTIONAL = ("mask", "liver_labels", "lesion_labels", "kernel", "slice_thickness_mm", "contrast_phase")
 SEXES = ("F", "M")
 DEFAULT_LIVER_LABELS = "1"
 DEFAULT_LESION_LABELS = "2"
@@ -52,19 +60,25 @@ def read_contract_csv(path: Path, required: tuple[str, ...], optional: tuple[str
     """Read a contract CSV as text, with each row's line number kept for error messages."""
     name = path.name
     if not path.is_file():
-        raise CohortFileError(name, f"the file is missing from {path.parent}",
-                              f"create {name} with the columns {', '.join(required)}")
+        raise CohortFileError(
+            name, f"the file is missing from {path.parent}", f"create {name} with the columns {', '.join(required)}"
+        )
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise CohortFileError(name, f"the file cannot be parsed as CSV ({str(exc).strip()})",
-                              "save it as comma-separated UTF-8 text with one header line") from exc
+        raise CohortFileError(
+            name,
+            f"the file cannot be parsed as CSV ({str(exc).strip()})",
+            "save it as comma-separated UTF-8 text with one header line",
+        ) from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise MissingColumnError(name, f"required column(s) {', '.join(missing)} missing "
-                                       f"(found: {', '.join(frame.columns) or 'none'})",
-                                 f"add the column(s) {', '.join(missing)} to the header line")
+        raise MissingColumnError(
+            name,
+            f"required column(s) {', '.join(missing)} missing (found: {', '.join(frame.columns) or 'none'})",
+            f"add the column(s) {', '.join(missing)} to the header line",
+        )
     present = [c for c in optional if c in frame.columns]
     frame = frame[list(required) + present].apply(lambda col: col.str.strip())
     for column in optional:
@@ -82,10 +96,15 @@ def _duplicate_errors(frame: pd.DataFrame, file: str, id_column: str) -> tuple[s
     for ident in sorted(duplicated):
         lines = frame.loc[frame[id_column] == ident, "line"].tolist()
         for line in lines:
-            errors.append(DuplicateIdError(file, f"{id_column} {ident!r} appears on lines "
-                                                 f"{', '.join(map(str, lines))}",
-                                           f"give each row its own {id_column}, or delete the extra row",
-                                           row=line, row_id=ident))
+            errors.append(
+                DuplicateIdError(
+                    file,
+                    f"{id_column} {ident!r} appears on lines {', '.join(map(str, lines))}",
+                    f"give each row its own {id_column}, or delete the extra row",
+                    row=line,
+                    row_id=ident,
+                )
+            )
     return duplicated, errors
 
 
@@ -116,11 +135,18 @@ def validate_patients(frame: pd.DataFrame, label: LabelSettings) -> tuple[pd.Dat
         if problem:
             errors.append(InvalidValueError(PATIENTS_CSV, problem[0], problem[1], row=rec["line"], row_id=pid or None))
             continue
-        rows.append({"patient_id": pid, "label": rec[label.column].lower(),
-                     "age": float(rec["age"]) if rec["age"] else math.nan,
-                     "sex": rec["sex"].upper() or None, "t_stage": rec["t_stage"] or None,
-                     "n_stage": rec["n_stage"] or None, "m_stage": rec["m_stage"] or None,
-                     "source_line": rec["line"]})
+        rows.append(
+            {
+                "patient_id": pid,
+                "label": rec[label.column].lower(),
+                "age": float(rec["age"]) if rec["age"] else math.nan,
+                "sex": rec["sex"].upper() or None,
+                "t_stage": rec["t_stage"] or None,
+                "n_stage": rec["n_stage"] or None,
+                "m_stage": rec["m_stage"] or None,
+                "source_line": rec["line"],
+            }
+        )
     return pd.DataFrame(rows, columns=PATIENTS.computed), errors
 
 
@@ -128,8 +154,10 @@ def _patient_problem(rec: dict, label: LabelSettings) -> tuple[str, str] | None:
     if not rec["patient_id"]:
         return "patient_id is empty", "give the patient a pseudonymous id"
     if rec[label.column].lower() not in label.classes:
-        return (f"unknown {label.column} {rec[label.column]!r}",
-                f"use one of {', '.join(label.classes)} (the study's label.classes)")
+        return (
+            f"unknown {label.column} {rec[label.column]!r}",
+            f"use one of {', '.join(label.classes)} (the study's label.classes)",
+        )
     if rec["sex"] and rec["sex"].upper() not in SEXES:
         return f"unknown sex {rec['sex']!r}", "use F or M, or leave it empty"
     if rec["age"]:
@@ -138,7 +166,10 @@ def _patient_problem(rec: dict, label: LabelSettings) -> tuple[str, str] | None:
         except ValueError:
             age = math.nan
         if not 0 <= age <= 120:
-            return f"age {rec['age']!r} is not a number of years", "write the age in years, e.g. 64.5, or leave it empty"
+            return (
+                f"age {rec['age']!r} is not a number of years",
+                "write the age in years, e.g. 64.5, or leave it empty",
+            )
     return None
 
 
@@ -151,9 +182,13 @@ def resolve_in_cohort(cohort_dir: Path, relative: str, file: str, row: int, row_
     root = cohort_dir.absolute()
     path = Path(os.path.normpath(root / relative))
     if Path(relative).is_absolute() or not path.is_relative_to(root):
-        raise PathOutsideCohortError(file, f"{column} {relative!r} points outside the cohort folder {root}",
-                                     "copy the file into the cohort folder and give its path relative to it",
-                                     row=row, row_id=row_id)
+        raise PathOutsideCohortError(
+            file,
+            f"{column} {relative!r} points outside the cohort folder {root}",
+            "copy the file into the cohort folder and give its path relative to it",
+            row=row,
+            row_id=row_id,
+        )
     return path
 
 
@@ -164,13 +199,21 @@ def _label_list(text: str, default: str, column: str, rec: dict) -> str:
     try:
         values = [int(v) for v in text.replace(",", ";").split(";") if v.strip()]
     except ValueError:
-        raise InvalidValueError(SCANS_CSV, f"{column} {text!r} is not a list of integer label values",
-                                f"write label values separated by ';', e.g. 2;3", row=rec["line"],
-                                row_id=rec["scan_id"]) from None
+        raise InvalidValueError(
+            SCANS_CSV,
+            f"{column} {text!r} is not a list of integer label values",
+            "write label values separated by ';', e.g. 2;3",
+            row=rec["line"],
+            row_id=rec["scan_id"],
+        ) from None
     if any(v <= 0 for v in values):
-        raise InvalidValueError(SCANS_CSV, f"{column} {text!r} contains 0 or a negative value",
-                                "label values are positive; 0 is background", row=rec["line"],
-                                row_id=rec["scan_id"])
+        raise InvalidValueError(
+            SCANS_CSV,
+            f"{column} {text!r} contains 0 or a negative value",
+            "label values are positive; 0 is background",
+            row=rec["line"],
+            row_id=rec["scan_id"],
+        )
     return ";".join(str(v) for v in values)
 
 
@@ -178,9 +221,13 @@ def _read_info(path: Path, rec: dict, column: str) -> ImageInfo:
     try:
         return read_image_info(path)
     except ValueError as exc:
-        raise ImageUnreadableError(SCANS_CSV, f"{column} {rec[column]!r} cannot be used: {exc}",
-                                   "check the path, or re-export the image as NIfTI, NRRD, MHA or one DICOM series",
-                                   row=rec["line"], row_id=rec["scan_id"]) from None
+        raise ImageUnreadableError(
+            SCANS_CSV,
+            f"{column} {rec[column]!r} cannot be used: {exc}",
+            "check the path, or re-export the image as NIfTI, NRRD, MHA or one DICOM series",
+            row=rec["line"],
+            row_id=rec["scan_id"],
+        ) from None
 
 
 def inspect_scan(rec: dict, cohort_dir: Path) -> dict:
@@ -195,34 +242,60 @@ def inspect_scan(rec: dict, cohort_dir: Path) -> dict:
         mask_path = resolve_in_cohort(cohort_dir, rec["mask"], SCANS_CSV, rec["line"], sid, "mask")
         mismatch = coverage_mismatch(info, _read_info(mask_path, rec, "mask"))
         if mismatch:
-            raise MaskGeometryError(SCANS_CSV, mismatch, "export the mask on the image's grid, or on a grid "
-                                    "covering the same physical space", row=rec["line"], row_id=sid)
+            raise MaskGeometryError(
+                SCANS_CSV,
+                mismatch,
+                "export the mask on the image's grid, or on a grid covering the same physical space",
+                row=rec["line"],
+                row_id=sid,
+            )
     liver = _label_list(rec["liver_labels"] or "", DEFAULT_LIVER_LABELS, "liver_labels", rec)
     # An absent lesion_labels column means the default; an empty cell means "this mask has no
     # lesion label" (e.g. an organ segmentation with the liver only).
-    lesion = ("" if rec["lesion_labels"] == "" else
-              _label_list(rec["lesion_labels"] or "", DEFAULT_LESION_LABELS, "lesion_labels", rec))
+    lesion = (
+        ""
+        if rec["lesion_labels"] == ""
+        else _label_list(rec["lesion_labels"] or "", DEFAULT_LESION_LABELS, "lesion_labels", rec)
+    )
     header = info.header
     thickness, thickness_source = _slice_thickness(rec, header, info)
     kernel, kernel_source = _first_given((rec["kernel"], "scans.csv"), (header.get("ConvolutionKernel"), "dicom"))
-    phase_text, phase_source = _first_given((rec["contrast_phase"], "scans.csv"),
-                                            (header.get("SeriesDescription"), "dicom"),
-                                            (header.get("ProtocolName"), "dicom"))
+    phase_text, phase_source = _first_given(
+        (rec["contrast_phase"], "scans.csv"),
+        (header.get("SeriesDescription"), "dicom"),
+        (header.get("ProtocolName"), "dicom"),
+    )
     phase = normalise_phase(phase_text)
     if rec["contrast_phase"] and phase is None:
-        raise InvalidValueError(SCANS_CSV, f"unknown contrast_phase {rec['contrast_phase']!r}",
-                                f"use one of {', '.join(CONTRAST_PHASES)}", row=rec["line"], row_id=sid)
+        raise InvalidValueError(
+            SCANS_CSV,
+            f"unknown contrast_phase {rec['contrast_phase']!r}",
+            f"use one of {', '.join(CONTRAST_PHASES)}",
+            row=rec["line"],
+            row_id=sid,
+        )
     return {
-        "kernel": kernel, "kernel_source": kernel_source,
-        "slice_thickness_mm": thickness, "slice_thickness_source": thickness_source,
-        "contrast_phase": phase, "contrast_phase_source": phase_source if phase else None,
-        "liver_labels": liver, "lesion_labels": lesion,
+        "kernel": kernel,
+        "kernel_source": kernel_source,
+        "slice_thickness_mm": thickness,
+        "slice_thickness_source": thickness_source,
+        "contrast_phase": phase,
+        "contrast_phase_source": phase_source if phase else None,
+        "liver_labels": liver,
+        "lesion_labels": lesion,
         "image_format": "dicom" if image_path.is_dir() else _format_of(image_path),
-        "size_x": info.size[0], "size_y": info.size[1], "size_z": info.size[2],
-        "spacing_x": info.spacing[0], "spacing_y": info.spacing[1], "spacing_z": info.spacing[2],
-        "origin_x": info.origin[0], "origin_y": info.origin[1], "origin_z": info.origin[2],
+        "size_x": info.size[0],
+        "size_y": info.size[1],
+        "size_z": info.size[2],
+        "spacing_x": info.spacing[0],
+        "spacing_y": info.spacing[1],
+        "spacing_z": info.spacing[2],
+        "origin_x": info.origin[0],
+        "origin_y": info.origin[1],
+        "origin_z": info.origin[2],
         "direction": ";".join(f"{v:.6g}" for v in info.direction),
-        "slice_tilt_deg": slice_axis_tilt_deg(info), "pixel_type": info.pixel_type,
+        "slice_tilt_deg": slice_axis_tilt_deg(info),
+        "pixel_type": info.pixel_type,
     }
 
 
@@ -245,9 +318,13 @@ def _slice_thickness(rec: dict, header: dict, info: ImageInfo) -> tuple[float, s
         except ValueError:
             value = math.nan
         if not value > 0:
-            raise InvalidValueError(SCANS_CSV, f"slice_thickness_mm {rec['slice_thickness_mm']!r} is not a "
-                                               "positive number", "write the thickness in mm, e.g. 1.5, or leave it empty",
-                                    row=rec["line"], row_id=rec["scan_id"])
+            raise InvalidValueError(
+                SCANS_CSV,
+                f"slice_thickness_mm {rec['slice_thickness_mm']!r} is not a positive number",
+                "write the thickness in mm, e.g. 1.5, or leave it empty",
+                row=rec["line"],
+                row_id=rec["scan_id"],
+            )
         return value, "scans.csv"
     if header.get("SliceThickness"):
         return float(header["SliceThickness"]), "dicom"
@@ -256,8 +333,14 @@ def _slice_thickness(rec: dict, header: dict, info: ImageInfo) -> tuple[float, s
 
 def _format_of(path: Path) -> str:
     name = path.name.lower()
-    for suffix, fmt in ((".nii.gz", "nifti"), (".nii", "nifti"), (".nrrd", "nrrd"), (".nhdr", "nrrd"),
-                        (".mha", "mha"), (".mhd", "mha")):
+    for suffix, fmt in (
+        (".nii.gz", "nifti"),
+        (".nii", "nifti"),
+        (".nrrd", "nrrd"),
+        (".nhdr", "nrrd"),
+        (".mha", "mha"),
+        (".mhd", "mha"),
+    ):
         if name.endswith(suffix):
             return fmt
     return path.suffix.lstrip(".") or "unknown"
@@ -282,10 +365,13 @@ def exclusion_reasons(scan: dict, criteria: InclusionCriteria) -> list[str]:
     return reasons
 
 
-
-
-def validate_scans(frame: pd.DataFrame, patients: pd.DataFrame, patient_frame: pd.DataFrame,
-                   cohort_dir: Path, criteria: InclusionCriteria) -> tuple[pd.DataFrame, list[CohortError]]:
+def validate_scans(
+    frame: pd.DataFrame,
+    patients: pd.DataFrame,
+    patient_frame: pd.DataFrame,
+    cohort_dir: Path,
+    criteria: InclusionCriteria,
+) -> tuple[pd.DataFrame, list[CohortError]]:
     """One row per scan listed, each either included or carrying the reason it is not."""
     duplicated, errors = _duplicate_errors(frame, SCANS_CSV, "scan_id")
     known = set(patients["patient_id"])
@@ -293,20 +379,33 @@ def validate_scans(frame: pd.DataFrame, patients: pd.DataFrame, patient_frame: p
     rows = []
     for rec in frame.to_dict("records"):
         row = {c: None for c in SCANS.computed}
-        row.update(scan_id=rec["scan_id"], patient_id=rec["patient_id"], image=rec["image"],
-                   mask=rec["mask"] or None, source_line=rec["line"], valid=False, included=False)
+        row.update(
+            scan_id=rec["scan_id"],
+            patient_id=rec["patient_id"],
+            image=rec["image"],
+            mask=rec["mask"] or None,
+            source_line=rec["line"],
+            valid=False,
+            included=False,
+        )
         try:
             if not rec["scan_id"]:
-                raise InvalidValueError(SCANS_CSV, "scan_id is empty", "give the scan an id",
-                                        row=rec["line"])
+                raise InvalidValueError(SCANS_CSV, "scan_id is empty", "give the scan an id", row=rec["line"])
             if rec["scan_id"] in duplicated:
                 raise next(e for e in errors if e.row == rec["line"])
             if rec["patient_id"] not in known:
-                why = ("has an invalid row in patients.csv" if rec["patient_id"] in listed
-                       else "is not listed in patients.csv")
-                raise UnknownPatientError(SCANS_CSV, f"patient {rec['patient_id']!r} {why}",
-                                          "add or fix the patient's row in patients.csv, or correct patient_id",
-                                          row=rec["line"], row_id=rec["scan_id"])
+                why = (
+                    "has an invalid row in patients.csv"
+                    if rec["patient_id"] in listed
+                    else "is not listed in patients.csv"
+                )
+                raise UnknownPatientError(
+                    SCANS_CSV,
+                    f"patient {rec['patient_id']!r} {why}",
+                    "add or fix the patient's row in patients.csv, or correct patient_id",
+                    row=rec["line"],
+                    row_id=rec["scan_id"],
+                )
             row.update(inspect_scan(rec, cohort_dir))
         except CohortError as exc:
             if exc.kind != "duplicate_id":
@@ -319,8 +418,9 @@ def validate_scans(frame: pd.DataFrame, patients: pd.DataFrame, patient_frame: p
     return pd.DataFrame(rows, columns=SCANS.computed), errors
 
 
-def load_cohort(cohort_dir: Path, criteria: InclusionCriteria = InclusionCriteria(),
-                label: LabelSettings = LabelSettings()) -> Cohort:
+def load_cohort(
+    cohort_dir: Path, criteria: InclusionCriteria = InclusionCriteria(), label: LabelSettings = LabelSettings()
+) -> Cohort:
     """Read and validate a cohort folder.
 
     Raises CohortFileError / MissingColumnError only when a whole CSV is unusable; row problems
@@ -345,27 +445,59 @@ def study_problems(cohort_dir: Path, study: StudySettings, study_file: str) -> l
     except MissingColumnError as exc:
         if study.label.column not in exc.problem:
             raise
-        return [StudyFileError(study_file, "label.column", f"{PATIENTS_CSV} has no column {study.label.column!r}",
-                               f"name the column of {PATIENTS_CSV} that holds the class, or add it there")]
+        return [
+            StudyFileError(
+                study_file,
+                "label.column",
+                f"{PATIENTS_CSV} has no column {study.label.column!r}",
+                f"name the column of {PATIENTS_CSV} that holds the class, or add it there",
+            )
+        ]
     present = set(cohort.patients["label"])
     for name in study.label.classes:
         if name not in present:
-            problems.append(StudyFileError(
-                study_file, "label.classes", f"no patient of {cohort_dir / PATIENTS_CSV} has the class {name!r} "
-                f"(found: {', '.join(sorted(present)) or 'none'})",
-                "list the two classes as the label column spells them, or add patients of both classes"))
+            problems.append(
+                StudyFileError(
+                    study_file,
+                    "label.classes",
+                    f"no patient of {cohort_dir / PATIENTS_CSV} has the class {name!r} "
+                    f"(found: {', '.join(sorted(present)) or 'none'})",
+                    "list the two classes as the label column spells them, or add patients of both classes",
+                )
+            )
     valid = cohort.scans[cohort.scans["valid"]]
     if len(valid) and not valid["included"].any():
         reasons = [str(why).split("; ") for why in valid["exclusion_reason"]]
-        keys = ", ".join(sorted({f"inclusion.{key}" for start, key in _CRITERIA.items()
-                                 if all(any(r.startswith(start) for r in rs) for rs in reasons)})) or "inclusion"
-        problems.append(StudyFileError(
-            study_file, keys, f"not one of the {len(valid)} readable scans meets the inclusion criteria "
-            f"(e.g. {valid['scan_id'].iloc[0]}: {valid['exclusion_reason'].iloc[0]})",
-            "widen the criteria to what the cohort was acquired with (`metorigin study --study FILE --cohort DIR` checks a study)"))
+        keys = (
+            ", ".join(
+                sorted(
+                    {
+                        f"inclusion.{key}"
+                        for start, key in _CRITERIA.items()
+                        if all(any(r.startswith(start) for r in rs) for rs in reasons)
+                    }
+                )
+            )
+            or "inclusion"
+        )
+        problems.append(
+            StudyFileError(
+                study_file,
+                keys,
+                f"not one of the {len(valid)} readable scans meets the inclusion criteria "
+                f"(e.g. {valid['scan_id'].iloc[0]}: {valid['exclusion_reason'].iloc[0]})",
+                "widen the criteria to what the cohort was acquired with "
+                "(`metorigin study --study FILE --cohort DIR` checks a study)",
+            )
+        )
     return problems
 
 
 # The start of each exclusion reason, and the study file key that sets the criterion behind it.
-_CRITERIA = {"contrast phase": "contrast_phases", "reconstruction kernel unknown": "kernels", "kernel": "kernels",
-             "slice thickness": "slice_thickness_mm", "not axial": "max_slice_tilt_deg"}
+_CRITERIA = {
+    "contrast phase": "contrast_phases",
+    "reconstruction kernel unknown": "kernels",
+    "kernel": "kernels",
+    "slice thickness": "slice_thickness_mm",
+    "not axial": "max_slice_tilt_deg",
+}

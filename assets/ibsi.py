@@ -24,47 +24,127 @@ PHANTOM_DIR = Path(__file__).with_name("ibsi_phantom")
 
 # pyradiomics feature -> IBSI tag (suffix and family follow from the class: GLCM and GLRLM are
 # averaged over the 13 3-D directions in pyradiomics, i.e. IBSI's "3D, averaged").
-_FIRSTORDER = {"10Percentile": "stat_p10", "90Percentile": "stat_p90", "Energy": "stat_energy",
-               "Entropy": "ih_entropy", "InterquartileRange": "stat_iqr", "Kurtosis": "stat_kurt",
-               "Maximum": "stat_max", "Mean": "stat_mean", "MeanAbsoluteDeviation": "stat_mad",
-               "Median": "stat_median", "Minimum": "stat_min", "Range": "stat_range",
-               "RobustMeanAbsoluteDeviation": "stat_rmad", "RootMeanSquared": "stat_rms",
-               "Skewness": "stat_skew", "TotalEnergy": None, "Uniformity": "ih_uniformity", "Variance": "stat_var"}
-_SHAPE = {"Elongation": "morph_pca_elongation", "Flatness": "morph_pca_flatness",
-          "LeastAxisLength": "morph_pca_least_axis", "MajorAxisLength": "morph_pca_maj_axis",
-          "MinorAxisLength": "morph_pca_min_axis", "Maximum2DDiameterColumn": None, "Maximum2DDiameterRow": None,
-          "Maximum2DDiameterSlice": None, "Maximum3DDiameter": "morph_diam", "MeshVolume": "morph_volume",
-          "Sphericity": "morph_sphericity", "SurfaceArea": "morph_area_mesh", "SurfaceVolumeRatio": "morph_av",
-          "VoxelVolume": "morph_vol_approx"}
-_GLCM = {"Autocorrelation": "auto_corr", "ClusterProminence": "clust_prom", "ClusterShade": "clust_shade",
-         "ClusterTendency": "clust_tend", "Contrast": "contrast", "Correlation": "corr", "DifferenceAverage": "diff_avg",
-         "DifferenceEntropy": "diff_entr", "DifferenceVariance": "diff_var", "Id": "inv_diff", "Idm": "inv_diff_mom",
-         "Idmn": "inv_diff_mom_norm", "Idn": "inv_diff_norm", "Imc1": "info_corr1", "Imc2": "info_corr2",
-         "InverseVariance": "inv_var", "JointAverage": "joint_avg", "JointEnergy": "energy",
-         "JointEntropy": "joint_entr", "MCC": None, "MaximumProbability": "joint_max", "SumAverage": "sum_avg",
-         "SumEntropy": "sum_entr", "SumSquares": "joint_var"}
-_GLRLM = {"GrayLevelNonUniformity": "glnu", "GrayLevelNonUniformityNormalized": "glnu_norm",
-          "GrayLevelVariance": "gl_var", "HighGrayLevelRunEmphasis": "hgre", "LongRunEmphasis": "lre",
-          "LongRunHighGrayLevelEmphasis": "lrhge", "LongRunLowGrayLevelEmphasis": "lrlge",
-          "LowGrayLevelRunEmphasis": "lgre", "RunEntropy": "rl_entr", "RunLengthNonUniformity": "rlnu",
-          "RunLengthNonUniformityNormalized": "rlnu_norm", "RunPercentage": "r_perc", "RunVariance": "rl_var",
-          "ShortRunEmphasis": "sre", "ShortRunHighGrayLevelEmphasis": "srhge", "ShortRunLowGrayLevelEmphasis": "srlge"}
-_GLSZM = {"GrayLevelNonUniformity": "glnu", "GrayLevelNonUniformityNormalized": "glnu_norm",
-          "GrayLevelVariance": "gl_var", "HighGrayLevelZoneEmphasis": "hgze", "LargeAreaEmphasis": "lze",
-          "LargeAreaHighGrayLevelEmphasis": "lzhge", "LargeAreaLowGrayLevelEmphasis": "lzlge",
-          "LowGrayLevelZoneEmphasis": "lgze", "SizeZoneNonUniformity": "zsnu",
-          "SizeZoneNonUniformityNormalized": "zsnu_norm", "SmallAreaEmphasis": "sze",
-          "SmallAreaHighGrayLevelEmphasis": "szhge", "SmallAreaLowGrayLevelEmphasis": "szlge",
-          "ZoneEntropy": "zs_entr", "ZonePercentage": "z_perc", "ZoneVariance": "zs_var"}
-_GLDM = {"DependenceEntropy": "dc_entr", "DependenceNonUniformity": "dcnu",
-         "DependenceNonUniformityNormalized": "dcnu_norm", "DependenceVariance": "dc_var",
-         "GrayLevelNonUniformity": "glnu", "GrayLevelVariance": "gl_var", "HighGrayLevelEmphasis": "hgce",
-         "LargeDependenceEmphasis": "hde", "LargeDependenceHighGrayLevelEmphasis": "hdhge",
-         "LargeDependenceLowGrayLevelEmphasis": "hdlge", "LowGrayLevelEmphasis": "lgce",
-         "SmallDependenceEmphasis": "lde", "SmallDependenceHighGrayLevelEmphasis": "ldhge",
-         "SmallDependenceLowGrayLevelEmphasis": "ldlge"}
-_NGTDM = {"Busyness": "busyness", "Coarseness": "coarseness", "Complexity": "complexity", "Contrast": "contrast",
-          "Strength": "strength"}
+_FIRSTORDER = {
+    "10Percentile": "stat_p10",
+    "90Percentile": "stat_p90",
+    "Energy": "stat_energy",
+    "Entropy": "ih_entropy",
+    "InterquartileRange": "stat_iqr",
+    "Kurtosis": "stat_kurt",
+    "Maximum": "stat_max",
+    "Mean": "stat_mean",
+    "MeanAbsoluteDeviation": "stat_mad",
+    "Median": "stat_median",
+    "Minimum": "stat_min",
+    "Range": "stat_range",
+    "RobustMeanAbsoluteDeviation": "stat_rmad",
+    "RootMeanSquared": "stat_rms",
+    "Skewness": "stat_skew",
+    "TotalEnergy": None,
+    "Uniformity": "ih_uniformity",
+    "Variance": "stat_var",
+}
+_SHAPE = {
+    "Elongation": "morph_pca_elongation",
+    "Flatness": "morph_pca_flatness",
+    "LeastAxisLength": "morph_pca_least_axis",
+    "MajorAxisLength": "morph_pca_maj_axis",
+    "MinorAxisLength": "morph_pca_min_axis",
+    "Maximum2DDiameterColumn": None,
+    "Maximum2DDiameterRow": None,
+    "Maximum2DDiameterSlice": None,
+    "Maximum3DDiameter": "morph_diam",
+    "MeshVolume": "morph_volume",
+    "Sphericity": "morph_sphericity",
+    "SurfaceArea": "morph_area_mesh",
+    "SurfaceVolumeRatio": "morph_av",
+    "VoxelVolume": "morph_vol_approx",
+}
+_GLCM = {
+    "Autocorrelation": "auto_corr",
+    "ClusterProminence": "clust_prom",
+    "ClusterShade": "clust_shade",
+    "ClusterTendency": "clust_tend",
+    "Contrast": "contrast",
+    "Correlation": "corr",
+    "DifferenceAverage": "diff_avg",
+    "DifferenceEntropy": "diff_entr",
+    "DifferenceVariance": "diff_var",
+    "Id": "inv_diff",
+    "Idm": "inv_diff_mom",
+    "Idmn": "inv_diff_mom_norm",
+    "Idn": "inv_diff_norm",
+    "Imc1": "info_corr1",
+    "Imc2": "info_corr2",
+    "InverseVariance": "inv_var",
+    "JointAverage": "joint_avg",
+    "JointEnergy": "energy",
+    "JointEntropy": "joint_entr",
+    "MCC": None,
+    "MaximumProbability": "joint_max",
+    "SumAverage": "sum_avg",
+    "SumEntropy": "sum_entr",
+    "SumSquares": "joint_var",
+}
+_GLRLM = {
+    "GrayLevelNonUniformity": "glnu",
+    "GrayLevelNonUniformityNormalized": "glnu_norm",
+    "GrayLevelVariance": "gl_var",
+    "HighGrayLevelRunEmphasis": "hgre",
+    "LongRunEmphasis": "lre",
+    "LongRunHighGrayLevelEmphasis": "lrhge",
+    "LongRunLowGrayLevelEmphasis": "lrlge",
+    "LowGrayLevelRunEmphasis": "lgre",
+    "RunEntropy": "rl_entr",
+    "RunLengthNonUniformity": "rlnu",
+    "RunLengthNonUniformityNormalized": "rlnu_norm",
+    "RunPercentage": "r_perc",
+    "RunVariance": "rl_var",
+    "ShortRunEmphasis": "sre",
+    "ShortRunHighGrayLevelEmphasis": "srhge",
+    "ShortRunLowGrayLevelEmphasis": "srlge",
+}
+_GLSZM = {
+    "GrayLevelNonUniformity": "glnu",
+    "GrayLevelNonUniformityNormalized": "glnu_norm",
+    "GrayLevelVariance": "gl_var",
+    "HighGrayLevelZoneEmphasis": "hgze",
+    "LargeAreaEmphasis": "lze",
+    "LargeAreaHighGrayLevelEmphasis": "lzhge",
+    "LargeAreaLowGrayLevelEmphasis": "lzlge",
+    "LowGrayLevelZoneEmphasis": "lgze",
+    "SizeZoneNonUniformity": "zsnu",
+    "SizeZoneNonUniformityNormalized": "zsnu_norm",
+    "SmallAreaEmphasis": "sze",
+    "SmallAreaHighGrayLevelEmphasis": "szhge",
+    "SmallAreaLowGrayLevelEmphasis": "szlge",
+    "ZoneEntropy": "zs_entr",
+    "ZonePercentage": "z_perc",
+    "ZoneVariance": "zs_var",
+}
+_GLDM = {
+    "DependenceEntropy": "dc_entr",
+    "DependenceNonUniformity": "dcnu",
+    "DependenceNonUniformityNormalized": "dcnu_norm",
+    "DependenceVariance": "dc_var",
+    "GrayLevelNonUniformity": "glnu",
+    "GrayLevelVariance": "gl_var",
+    "HighGrayLevelEmphasis": "hgce",
+    "LargeDependenceEmphasis": "hde",
+    "LargeDependenceHighGrayLevelEmphasis": "hdhge",
+    "LargeDependenceLowGrayLevelEmphasis": "hdlge",
+    "LowGrayLevelEmphasis": "lgce",
+    "SmallDependenceEmphasis": "lde",
+    "SmallDependenceHighGrayLevelEmphasis": "ldhge",
+    "SmallDependenceLowGrayLevelEmphasis": "ldlge",
+}
+_NGTDM = {
+    "Busyness": "busyness",
+    "Coarseness": "coarseness",
+    "Complexity": "complexity",
+    "Contrast": "contrast",
+    "Strength": "strength",
+}
 
 IBSI_TAGS: dict[str, str | None] = {
     **{f"original_firstorder_{k}": v for k, v in _FIRSTORDER.items()},
@@ -77,8 +157,10 @@ IBSI_TAGS: dict[str, str | None] = {
 }
 
 # Differences that pyradiomics documents as deliberate, with what to do to compare.
-_PCA_NOTE = ("pyradiomics takes the PCA eigenvalues of the voxel-coordinate covariance normalised by N, "
-             "IBSI by N - 1; times sqrt(N / (N - 1)) the values agree")
+_PCA_NOTE = (
+    "pyradiomics takes the PCA eigenvalues of the voxel-coordinate covariance normalised by N, "
+    "IBSI by N - 1; times sqrt(N / (N - 1)) the values agree"
+)
 BY_DEFINITION = {
     "original_firstorder_Kurtosis": "pyradiomics reports kurtosis, IBSI excess kurtosis (kurtosis - 3)",
     "original_shape_MinorAxisLength": _PCA_NOTE,
@@ -107,8 +189,13 @@ def compliance_table(params_file: Path = PARAMS_FILE) -> pd.DataFrame:
     for name in sorted(ours):
         tag = IBSI_TAGS.get(name)
         value = ours[name]
-        row = {"pyradiomics_feature": name, "ibsi_tag": tag, "reference": None, "tolerance": None,
-               "metorigin_value": value}
+        row = {
+            "pyradiomics_feature": name,
+            "ibsi_tag": tag,
+            "reference": None,
+            "tolerance": None,
+            "metorigin_value": value,
+        }
         if tag is None or tag not in reference.index:
             row["verdict"] = NO_IBSI_FEATURE
         else:
@@ -143,6 +230,7 @@ def report_markdown(table: pd.DataFrame) -> str:
     for r in table.itertuples():
         ref = "" if r.reference is None or pd.isna(r.reference) else f"{r.reference:g}"
         tol = "" if r.tolerance is None or pd.isna(r.tolerance) else f"{r.tolerance:g}"
-        lines.append(f"| {r.pyradiomics_feature} | {r.ibsi_tag or ''} | {ref} | {tol} | {r.metorigin_value:.4g} "
-                     f"| {r.verdict} |")
+        lines.append(
+            f"| {r.pyradiomics_feature} | {r.ibsi_tag or ''} | {ref} | {tol} | {r.metorigin_value:.4g} | {r.verdict} |"
+        )
     return "\n".join(lines) + "\n"

@@ -21,7 +21,6 @@ CONNECTIVITY = {"face": 1, "edge": 2, "vertex": 3}
 LESION_MAPS = "lesions"  # artefact folder of the per-scan lesion maps
 
 
-
 def label_components(lesion_mask: np.ndarray, connectivity: str = "face") -> tuple[np.ndarray, int]:
     """Connected components numbered 1..n in raster order of their first voxel."""
     if connectivity not in CONNECTIVITY:
@@ -48,8 +47,14 @@ def feret_diameter_mm(voxels_zyx: np.ndarray, matrix: np.ndarray) -> float:
     return float(pdist(points).max())
 
 
-def measure_lesions(image: sitk.Image, labels: sitk.Image, scan_id: str, patient_id: str,
-                    connectivity: str = "face", min_diameter_mm: float = 5.0) -> tuple[pd.DataFrame, np.ndarray]:
+def measure_lesions(
+    image: sitk.Image,
+    labels: sitk.Image,
+    scan_id: str,
+    patient_id: str,
+    connectivity: str = "face",
+    min_diameter_mm: float = 5.0,
+) -> tuple[pd.DataFrame, np.ndarray]:
     """One row per lesion, and the lesion map (0 background, n = lesion number) on the image grid."""
     lab = sitk.GetArrayViewFromImage(labels)
     hu = sitk.GetArrayViewFromImage(image)
@@ -65,17 +70,31 @@ def measure_lesions(image: sitk.Image, labels: sitk.Image, scan_id: str, patient
         diameter = feret_diameter_mm(np.argwhere(surface) + offset, matrix)
         centroid = origin + matrix @ voxels.mean(axis=0)[::-1]
         included = diameter >= min_diameter_mm
-        rows.append({
-            "lesion_id": f"{scan_id}-L{number:03d}", "scan_id": scan_id, "patient_id": patient_id,
-            "lesion_number": number, "voxel_count": len(voxels), "volume_ml": len(voxels) * voxel_ml,
-            "max_diameter_mm": diameter,
-            "centroid_x_mm": centroid[0], "centroid_y_mm": centroid[1], "centroid_z_mm": centroid[2],
-            "bbox_x0": box[2].start, "bbox_x1": box[2].stop - 1, "bbox_y0": box[1].start,
-            "bbox_y1": box[1].stop - 1, "bbox_z0": box[0].start, "bbox_z1": box[0].stop - 1,
-            "mean_hu": float(hu[box][local].mean()), "included": bool(included),
-            "exclusion_reason": None if included else
-            f"largest diameter {diameter:.1f} mm is under {min_diameter_mm:g} mm",
-        })
+        rows.append(
+            {
+                "lesion_id": f"{scan_id}-L{number:03d}",
+                "scan_id": scan_id,
+                "patient_id": patient_id,
+                "lesion_number": number,
+                "voxel_count": len(voxels),
+                "volume_ml": len(voxels) * voxel_ml,
+                "max_diameter_mm": diameter,
+                "centroid_x_mm": centroid[0],
+                "centroid_y_mm": centroid[1],
+                "centroid_z_mm": centroid[2],
+                "bbox_x0": box[2].start,
+                "bbox_x1": box[2].stop - 1,
+                "bbox_y0": box[1].start,
+                "bbox_y1": box[1].stop - 1,
+                "bbox_z0": box[0].start,
+                "bbox_z1": box[0].stop - 1,
+                "mean_hu": float(hu[box][local].mean()),
+                "included": bool(included),
+                "exclusion_reason": None
+                if included
+                else f"largest diameter {diameter:.1f} mm is under {min_diameter_mm:g} mm",
+            }
+        )
     return pd.DataFrame(rows, columns=LESIONS.computed), components
 
 

@@ -30,9 +30,13 @@ def _require_model_files(model_dir: Path, folds: tuple, checkpoint: str, scan_id
     needed += [model_dir / f"fold_{f}" / checkpoint for f in folds]
     missing = [str(p.relative_to(model_dir)) for p in needed if not p.is_file()]
     if missing:
-        raise ScanProcessingError(scan_id, "segmentation", f"the nnU-Net model folder {model_dir} lacks "
-                                  f"{', '.join(missing)}", "point --nnunet-model at a trained nnU-Net v2 results "
-                                  "folder (the one holding plans.json, dataset.json and fold_N/)")
+        raise ScanProcessingError(
+            scan_id,
+            "segmentation",
+            f"the nnU-Net model folder {model_dir} lacks {', '.join(missing)}",
+            "point --nnunet-model at a trained nnU-Net v2 results "
+            "folder (the one holding plans.json, dataset.json and fold_N/)",
+        )
     return needed
 
 
@@ -48,8 +52,12 @@ def label_roles(dataset_json: dict, scan_id: str) -> tuple[tuple[int, ...], tupl
     liver = tuple(v for k, v in labels.items() if k.lower() in LIVER_NAMES and isinstance(v, int))
     lesion = tuple(v for k, v in labels.items() if k.lower() in LESION_NAMES and isinstance(v, int))
     if not liver:
-        raise ScanProcessingError(scan_id, "segmentation", f"dataset.json names no 'liver' label (labels: {labels})",
-                                  "use a model whose dataset.json labels include 'liver' (and 'tumor' or 'lesion')")
+        raise ScanProcessingError(
+            scan_id,
+            "segmentation",
+            f"dataset.json names no 'liver' label (labels: {labels})",
+            "use a model whose dataset.json labels include 'liver' (and 'tumor' or 'lesion')",
+        )
     return liver, lesion
 
 
@@ -59,23 +67,33 @@ def load_predictor(model_dir: str, folds: tuple, checkpoint: str, device_type: s
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    predictor = nnUNetPredictor(device=torch.device(device_type), use_mirroring=device_type == "cuda",
-                                perform_everything_on_device=device_type == "cuda", verbose=False,
-                                allow_tqdm=False)
+    predictor = nnUNetPredictor(
+        device=torch.device(device_type),
+        use_mirroring=device_type == "cuda",
+        perform_everything_on_device=device_type == "cuda",
+        verbose=False,
+        allow_tqdm=False,
+    )
     predictor.initialize_from_trained_model_folder(model_dir, use_folds=folds, checkpoint_name=checkpoint)
     return predictor
 
 
-def nnunet_segmentation(image: sitk.Image, model_dir: Path, folds: tuple, checkpoint: str,
-                        scan_id: str) -> SegmentationResult:
+def nnunet_segmentation(
+    image: sitk.Image, model_dir: Path, folds: tuple, checkpoint: str, scan_id: str
+) -> SegmentationResult:
     model_dir = Path(model_dir)
     _require_model_files(model_dir, tuple(folds), checkpoint, scan_id)
     liver, lesion = label_roles(json.loads((model_dir / "dataset.json").read_text()), scan_id)
     predictor = load_predictor(str(model_dir), tuple(folds), checkpoint, choose_device().type)
     # nnU-Net's SimpleITK reader hands the network (channel, z, y, x) and spacing in (z, y, x) order.
     voxels = sitk.GetArrayFromImage(image).astype(np.float32)[None]
-    predicted = predictor.predict_single_npy_array(voxels, {"spacing": list(image.GetSpacing())[::-1]}, None, None,
-                                                   False)
+    predicted = predictor.predict_single_npy_array(
+        voxels, {"spacing": list(image.GetSpacing())[::-1]}, None, None, False
+    )
     labels = to_project_labels(np.asarray(predicted), liver, lesion, scan_id)
-    return SegmentationResult(labels=as_image(labels, image), method="nnunet",
-                              model_id=model_identity(model_dir, tuple(folds), checkpoint), resampled=False)
+    return SegmentationResult(
+        labels=as_image(labels, image),
+        method="nnunet",
+        model_id=model_identity(model_dir, tuple(folds), checkpoint),
+        resampled=False,
+    )

@@ -22,7 +22,6 @@ from base.schemas import RADIOMICS_FEATURES
 from base.study import DEFAULT_RADIOMICS_PARAMS as PARAMS_FILE
 
 
-
 @dataclass(frozen=True)
 class LesionCrop:
     """What a worker needs to extract one lesion: pixels, binary mask and their shared geometry."""
@@ -71,7 +70,7 @@ def expected_features(extractor) -> list[str]:
     for image_type in extractor.enabledImagetypes:
         for cls, chosen in extractor.enabledFeatures.items():
             available = classes[cls].getFeatureNames()
-            for name in (chosen or [n for n, deprecated in available.items() if not deprecated]):
+            for name in chosen or [n for n, deprecated in available.items() if not deprecated]:
                 names.append(f"{image_type.lower()}_{cls}_{name}")
     return sorted(names)
 
@@ -89,9 +88,14 @@ def crop_lesion(image: sitk.Image, lesion_map: np.ndarray, lesion: dict, margin:
     hi = [min(n - 1, lesion[f"bbox_{a}1"] + margin) for a, n in zip("zyx", hu.shape)]
     box = tuple(slice(a, b + 1) for a, b in zip(lo, hi))
     origin = image.TransformIndexToPhysicalPoint([int(lo[2]), int(lo[1]), int(lo[0])])
-    return LesionCrop(lesion_id=lesion["lesion_id"], image=np.array(hu[box]),
-                      mask=(lesion_map[box] == lesion["lesion_number"]).astype(np.uint8),
-                      spacing=image.GetSpacing(), origin=origin, direction=image.GetDirection())
+    return LesionCrop(
+        lesion_id=lesion["lesion_id"],
+        image=np.array(hu[box]),
+        mask=(lesion_map[box] == lesion["lesion_number"]).astype(np.uint8),
+        spacing=image.GetSpacing(),
+        origin=origin,
+        direction=image.GetDirection(),
+    )
 
 
 def extract(extractor, image: sitk.Image, mask: sitk.Image) -> dict[str, float]:
@@ -139,8 +143,12 @@ def _shutdown_pools() -> None:
     _POOLS.clear()
 
 
-def extract_lesions(crops: list[LesionCrop], workers: int, params_file: Path = PARAMS_FILE,
-                    progress: Callable[[int, int], None] | None = None) -> dict[str, tuple[dict | None, str | None]]:
+def extract_lesions(
+    crops: list[LesionCrop],
+    workers: int,
+    params_file: Path = PARAMS_FILE,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, tuple[dict | None, str | None]]:
     """Features per lesion id, computed in `workers` processes (1 = in this process)."""
     if workers <= 1 or len(crops) <= 1:
         _init_worker(str(params_file))
@@ -171,8 +179,25 @@ def long_table(lesions: pd.DataFrame, results: dict, names: list[str], version: 
         values, error = results[lesion.lesion_id]
         for name in names:
             value = np.nan if values is None else values.get(name, np.nan)
-            reason = error if values is None else (
-                None if np.isfinite(value) else "pyradiomics returned a non-finite value (undefined for this lesion)")
-            rows.append((lesion.lesion_id, lesion.scan_id, lesion.patient_id, name, name.split("_")[1],
-                         float(value), reason, version))
+            reason = (
+                error
+                if values is None
+                else (
+                    None
+                    if np.isfinite(value)
+                    else "pyradiomics returned a non-finite value (undefined for this lesion)"
+                )
+            )
+            rows.append(
+                (
+                    lesion.lesion_id,
+                    lesion.scan_id,
+                    lesion.patient_id,
+                    name,
+                    name.split("_")[1],
+                    float(value),
+                    reason,
+                    version,
+                )
+            )
     return pd.DataFrame(rows, columns=RADIOMICS_FEATURES.computed)

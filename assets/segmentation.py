@@ -20,10 +20,10 @@ LIVER, LESION = 1, 2
 
 @dataclass(frozen=True)
 class SegmentationResult:
-    labels: sitk.Image       # uint8, on the image grid, project labels
-    method: str              # "provided" or "nnunet"
-    model_id: str | None     # identity of the model that made it, None for provided masks
-    resampled: bool          # whether the source label map had to be resampled onto the image grid
+    labels: sitk.Image  # uint8, on the image grid, project labels
+    method: str  # "provided" or "nnunet"
+    model_id: str | None  # identity of the model that made it, None for provided masks
+    resampled: bool  # whether the source label map had to be resampled onto the image grid
 
 
 def parse_labels(text: str | None) -> tuple[int, ...]:
@@ -31,15 +31,22 @@ def parse_labels(text: str | None) -> tuple[int, ...]:
 
 
 def _info(image: sitk.Image) -> ImageInfo:
-    return ImageInfo(size=image.GetSize(), spacing=image.GetSpacing(), origin=image.GetOrigin(),
-                     direction=image.GetDirection(), pixel_type=image.GetPixelIDTypeAsString())
+    return ImageInfo(
+        size=image.GetSize(),
+        spacing=image.GetSpacing(),
+        origin=image.GetOrigin(),
+        direction=image.GetDirection(),
+        pixel_type=image.GetPixelIDTypeAsString(),
+    )
 
 
 def same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
-    return (a.GetSize() == b.GetSize()
-            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-3)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol))
+    return (
+        a.GetSize() == b.GetSize()
+        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
+        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-3)
+        and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol)
+    )
 
 
 def align_to_image(mask: sitk.Image, image: sitk.Image, scan_id: str) -> tuple[sitk.Image, bool]:
@@ -48,13 +55,18 @@ def align_to_image(mask: sitk.Image, image: sitk.Image, scan_id: str) -> tuple[s
         return mask, False
     mismatch = coverage_mismatch(_info(image), _info(mask))
     if mismatch:
-        raise ScanProcessingError(scan_id, "segmentation", mismatch,
-                                  "export the mask on the image's grid, or on a grid covering the same physical space")
+        raise ScanProcessingError(
+            scan_id,
+            "segmentation",
+            mismatch,
+            "export the mask on the image's grid, or on a grid covering the same physical space",
+        )
     return sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID()), True
 
 
-def to_project_labels(values: np.ndarray, liver_labels: tuple[int, ...], lesion_labels: tuple[int, ...],
-                      scan_id: str) -> np.ndarray:
+def to_project_labels(
+    values: np.ndarray, liver_labels: tuple[int, ...], lesion_labels: tuple[int, ...], scan_id: str
+) -> np.ndarray:
     """Map the source's label values to 1 (liver) and 2 (lesion); every other value is background.
 
     Other values are allowed on purpose: organ segmentations (e.g. TotalSegmentator) label a dozen
@@ -65,9 +77,11 @@ def to_project_labels(values: np.ndarray, liver_labels: tuple[int, ...], lesion_
     if not np.isin(liver_labels, present).any():
         shown = ", ".join(f"{v:g}" for v in present[present > 0][:20]) or "none"
         raise ScanProcessingError(
-            scan_id, "segmentation",
+            scan_id,
+            "segmentation",
             f"the mask holds no liver label {'/'.join(map(str, liver_labels))} (label values present: {shown})",
-            "set liver_labels (and lesion_labels) in scans.csv to the values your masks use")
+            "set liver_labels (and lesion_labels) in scans.csv to the values your masks use",
+        )
     out = np.zeros(values.shape, dtype=np.uint8)
     out[np.isin(values, liver_labels)] = LIVER
     if lesion_labels:
@@ -75,12 +89,18 @@ def to_project_labels(values: np.ndarray, liver_labels: tuple[int, ...], lesion_
     return out
 
 
-def provided_segmentation(mask_path: Path, image: sitk.Image, liver_labels, lesion_labels, scan_id: str) -> SegmentationResult:
+def provided_segmentation(
+    mask_path: Path, image: sitk.Image, liver_labels, lesion_labels, scan_id: str
+) -> SegmentationResult:
     try:
         mask = sitk.ReadImage(str(mask_path))
     except RuntimeError as exc:
-        raise ScanProcessingError(scan_id, "segmentation", f"the mask {mask_path.name} cannot be read ({exc})",
-                                  "re-export the mask as NIfTI, NRRD or MHA") from None
+        raise ScanProcessingError(
+            scan_id,
+            "segmentation",
+            f"the mask {mask_path.name} cannot be read ({exc})",
+            "re-export the mask as NIfTI, NRRD or MHA",
+        ) from None
     aligned, resampled = align_to_image(mask, image, scan_id)
     labels = to_project_labels(sitk.GetArrayViewFromImage(aligned), liver_labels, lesion_labels, scan_id)
     return SegmentationResult(labels=as_image(labels, image), method="provided", model_id=None, resampled=resampled)
@@ -99,7 +119,9 @@ def summarise(image: sitk.Image, labels: sitk.Image) -> dict:
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
     parenchyma = lab == LIVER
     lesion = lab == LESION
-    return {"liver_volume_ml": float((parenchyma.sum() + lesion.sum()) * voxel_ml),
-            "lesion_volume_ml": float(lesion.sum() * voxel_ml),
-            "liver_parenchyma_mean_hu": float(hu[parenchyma].mean()) if parenchyma.any() else float("nan"),
-            "voxel_volume_ml": voxel_ml}
+    return {
+        "liver_volume_ml": float((parenchyma.sum() + lesion.sum()) * voxel_ml),
+        "lesion_volume_ml": float(lesion.sum() * voxel_ml),
+        "liver_parenchyma_mean_hu": float(hu[parenchyma].mean()) if parenchyma.any() else float("nan"),
+        "voxel_volume_ml": voxel_ml,
+    }

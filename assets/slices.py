@@ -19,7 +19,6 @@ from base.schemas import LESION_SLICES
 from base.study import SliceSettings
 
 
-
 def window(hu: np.ndarray, width: float, level: float) -> np.ndarray:
     """HU to [0, 1] through a display window."""
     return np.clip((hu - (level - width / 2)) / width, 0.0, 1.0)
@@ -41,12 +40,13 @@ def _padded_crop(plane: np.ndarray, top: int, left: int, side: int) -> np.ndarra
     out = np.zeros((side, side), dtype=plane.dtype)
     y0, x0 = max(top, 0), max(left, 0)
     y1, x1 = min(top + side, plane.shape[0]), min(left + side, plane.shape[1])
-    out[y0 - top:y1 - top, x0 - left:x1 - left] = plane[y0:y1, x0:x1]
+    out[y0 - top : y1 - top, x0 - left : x1 - left] = plane[y0:y1, x0:x1]
     return out
 
 
-def cut_lesion_slices(image: sitk.Image, lesion_map: np.ndarray, lesions: pd.DataFrame,
-                  settings: SliceSettings = SliceSettings()) -> tuple[np.ndarray, pd.DataFrame]:
+def cut_lesion_slices(
+    image: sitk.Image, lesion_map: np.ndarray, lesions: pd.DataFrame, settings: SliceSettings = SliceSettings()
+) -> tuple[np.ndarray, pd.DataFrame]:
     """uint8 slices (n, size, size) and one index row per slice, for the included lesions."""
     hu = sitk.GetArrayViewFromImage(image)
     pixel_mm2 = image.GetSpacing()[0] * image.GetSpacing()[1]
@@ -58,14 +58,24 @@ def cut_lesion_slices(image: sitk.Image, lesion_map: np.ndarray, lesions: pd.Dat
             area = int(inside.sum())
             if not area:
                 continue
-            plane = np.where(inside, window(hu[z].astype(np.float32), settings.window_width, settings.window_level), 0.0)
+            plane = np.where(
+                inside, window(hu[z].astype(np.float32), settings.window_width, settings.window_level), 0.0
+            )
             crop = _padded_crop(plane, top, left, side)
             resized = ndimage.zoom(crop, settings.size / side, order=1, grid_mode=True, mode="grid-constant")
             arrays.append(np.clip(np.rint(resized * 255), 0, 255).astype(np.uint8))
-            rows.append({"lesion_id": lesion["lesion_id"], "scan_id": lesion["scan_id"],
-                         "patient_id": lesion["patient_id"], "slice_index": z, "array_row": len(rows),
-                         "lesion_area_px": area, "lesion_area_mm2": area * pixel_mm2,
-                         "crop_side_mm": side * image.GetSpacing()[0]})
+            rows.append(
+                {
+                    "lesion_id": lesion["lesion_id"],
+                    "scan_id": lesion["scan_id"],
+                    "patient_id": lesion["patient_id"],
+                    "slice_index": z,
+                    "array_row": len(rows),
+                    "lesion_area_px": area,
+                    "lesion_area_mm2": area * pixel_mm2,
+                    "crop_side_mm": side * image.GetSpacing()[0],
+                }
+            )
     stack = np.stack(arrays) if arrays else np.zeros((0, settings.size, settings.size), dtype=np.uint8)
     return stack, pd.DataFrame(rows, columns=[c for c in LESION_SLICES.computed if c != "slices_file"])
 

@@ -37,8 +37,15 @@ class CohortError(MetoriginError):
         return f"{self.where}: {self.problem}. Fix: {self.fix}"
 
     def as_record(self) -> dict:
-        return {"file": self.file, "row": self.row, "row_id": self.row_id, "kind": self.kind,
-                "problem": self.problem, "fix": self.fix, "message": self.message}
+        return {
+            "file": self.file,
+            "row": self.row,
+            "row_id": self.row_id,
+            "kind": self.kind,
+            "problem": self.problem,
+            "fix": self.fix,
+            "message": self.message,
+        }
 
 
 class CohortFileError(CohortError):

@@ -72,14 +72,22 @@ def migrate(store: Store) -> list[str]:
     Code older than the store refuses it: it cannot know what a newer layout means."""
     version = schema_version(store)
     if version > SCHEMA_VERSION:
-        raise StoreVersionError(f"the store {store.root} has layout version {version}, newer than this "
-                                 f"metorigin understands ({SCHEMA_VERSION}). Fix: update metorigin (pip install -U)")
+        raise StoreVersionError(
+            f"the store {store.root} has layout version {version}, newer than this "
+            f"metorigin understands ({SCHEMA_VERSION}). Fix: update metorigin (pip install -U)"
+        )
     done = []
     while 0 < version < SCHEMA_VERSION:
         done.append(MIGRATIONS[version](store))
         version += 1
-        _write_manifest(store, {**read_manifest(store), "schema_version": version,
-                                "migrations": read_manifest(store).get("migrations", []) + done[-1:]})
+        _write_manifest(
+            store,
+            {
+                **read_manifest(store),
+                "schema_version": version,
+                "migrations": read_manifest(store).get("migrations", []) + done[-1:],
+            },
+        )
     return done
 
 
@@ -90,8 +98,14 @@ def settings_table(settings: StudySettings) -> pd.DataFrame:
         steps = ", ".join(step for step, sections in STEP_SETTINGS.items() if section in sections)
         items = value.items() if isinstance(value, dict) else [("", value)]
         for key, item in items:
-            rows.append({"key": f"{section}.{key}" if key else section, "value": json.dumps(item),
-                         "section": section, "read_by": steps or None})
+            rows.append(
+                {
+                    "key": f"{section}.{key}" if key else section,
+                    "value": json.dumps(item),
+                    "section": section,
+                    "read_by": steps or None,
+                }
+            )
     return pd.DataFrame(rows).assign(study_hash=settings.study_hash())
 
 
@@ -109,15 +123,30 @@ def bind_study(store: Store, settings: StudySettings, replace: bool = False) -> 
             f"the store {store.root} holds the study {manifest.get('study_name')!r} (hash {old_hash}); this run's "
             f"study {settings.name!r} has hash {new_hash} (another --seed, --densenet-epochs or segmentation method "
             f"is another study too). Fix: use a new --store for the new study, or pass --replace-study to re-run this "
-            f"store under it (the stored settings: {store.root / 'study.yaml'}; compare with `metorigin study`)")
+            f"store under it (the stored settings: {store.root / 'study.yaml'}; compare with `metorigin study`)"
+        )
     history = manifest.get("study_history", [])
     if old_hash != new_hash:
-        history = history + [{"study_hash": new_hash, "study_name": settings.name,
-                              "bound_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "replaced": old_hash}]
+        history = history + [
+            {
+                "study_hash": new_hash,
+                "study_name": settings.name,
+                "bound_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "replaced": old_hash,
+            }
+        ]
     store.root.mkdir(parents=True, exist_ok=True)
     with atomic_path(store.root / "study.yaml") as tmp:
         tmp.write_text(yaml.safe_dump(as_dict(settings), sort_keys=False))
-    _write_manifest(store, {**manifest, "schema_version": SCHEMA_VERSION, "study_hash": new_hash,
-                            "study_name": settings.name, "step_hashes": settings.step_hashes(),
-                            "study_history": history})
+    _write_manifest(
+        store,
+        {
+            **manifest,
+            "schema_version": SCHEMA_VERSION,
+            "study_hash": new_hash,
+            "study_name": settings.name,
+            "step_hashes": settings.step_hashes(),
+            "study_history": history,
+        },
+    )
     return done

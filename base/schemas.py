@@ -43,50 +43,132 @@ def _table(name: str, description: str, *columns: tuple[str, str] | tuple[str, s
     return TableSchema(name, tuple(Column(*c) for c in columns), description)
 
 
-V, D, I, B, L = "VARCHAR", "DOUBLE", "INTEGER", "BOOLEAN", "BIGINT"
+V, D, INT, B, L = "VARCHAR", "DOUBLE", "INTEGER", "BOOLEAN", "BIGINT"
 _SETTINGS_HASH = ("settings_hash", V, "hash of the study settings this step read (see study_settings)")
 
 PATIENTS = _table(
-    "patients", "one row per valid row of patients.csv",
-    ("patient_id", V), ("label", V, "the class, from the study's label column"), ("age", D), ("sex", V),
-    ("t_stage", V), ("n_stage", V), ("m_stage", V), ("source_line", I), _SETTINGS_HASH)
+    "patients",
+    "one row per valid row of patients.csv",
+    ("patient_id", V),
+    ("label", V, "the class, from the study's label column"),
+    ("age", D),
+    ("sex", V),
+    ("t_stage", V),
+    ("n_stage", V),
+    ("m_stage", V),
+    ("source_line", INT),
+    _SETTINGS_HASH,
+)
 
 SCANS = _table(
-    "scans", "one row per row of scans.csv, valid or not, with the inclusion decision",
-    ("scan_id", V), ("patient_id", V), ("image", V), ("mask", V), ("liver_labels", V), ("lesion_labels", V),
-    ("kernel", V), ("kernel_source", V), ("slice_thickness_mm", D), ("slice_thickness_source", V),
-    ("contrast_phase", V), ("contrast_phase_source", V), ("image_format", V),
-    ("size_x", I), ("size_y", I), ("size_z", I), ("spacing_x", D), ("spacing_y", D), ("spacing_z", D),
-    ("origin_x", D), ("origin_y", D), ("origin_z", D), ("direction", V), ("slice_tilt_deg", D),
-    ("pixel_type", V), ("valid", B), ("error_kind", V), ("included", B), ("exclusion_reason", V),
-    ("source_line", I), _SETTINGS_HASH)
+    "scans",
+    "one row per row of scans.csv, valid or not, with the inclusion decision",
+    ("scan_id", V),
+    ("patient_id", V),
+    ("image", V),
+    ("mask", V),
+    ("liver_labels", V),
+    ("lesion_labels", V),
+    ("kernel", V),
+    ("kernel_source", V),
+    ("slice_thickness_mm", D),
+    ("slice_thickness_source", V),
+    ("contrast_phase", V),
+    ("contrast_phase_source", V),
+    ("image_format", V),
+    ("size_x", INT),
+    ("size_y", INT),
+    ("size_z", INT),
+    ("spacing_x", D),
+    ("spacing_y", D),
+    ("spacing_z", D),
+    ("origin_x", D),
+    ("origin_y", D),
+    ("origin_z", D),
+    ("direction", V),
+    ("slice_tilt_deg", D),
+    ("pixel_type", V),
+    ("valid", B),
+    ("error_kind", V),
+    ("included", B),
+    ("exclusion_reason", V),
+    ("source_line", INT),
+    _SETTINGS_HASH,
+)
 
 SEGMENTATIONS = _table(
-    "segmentations", "the liver/lesion label map of each included scan, with volumes and liver HU",
-    ("scan_id", V), ("patient_id", V), ("method", V), ("model_id", V), ("resampled", B), ("label_map", V),
-    ("liver_volume_ml", D, "liver including lesions"), ("lesion_volume_ml", D), ("liver_parenchyma_mean_hu", D),
-    ("voxel_volume_ml", D), _SETTINGS_HASH)
+    "segmentations",
+    "the liver/lesion label map of each included scan, with volumes and liver HU",
+    ("scan_id", V),
+    ("patient_id", V),
+    ("method", V),
+    ("model_id", V),
+    ("resampled", B),
+    ("label_map", V),
+    ("liver_volume_ml", D, "liver including lesions"),
+    ("lesion_volume_ml", D),
+    ("liver_parenchyma_mean_hu", D),
+    ("voxel_volume_ml", D),
+    _SETTINGS_HASH,
+)
 
 LESIONS = _table(
-    "lesions", "one row per 3-D connected component of a scan's lesion mask",
-    ("lesion_id", V), ("scan_id", V), ("patient_id", V), ("lesion_number", I), ("voxel_count", L),
-    ("volume_ml", D), ("max_diameter_mm", D), ("centroid_x_mm", D), ("centroid_y_mm", D), ("centroid_z_mm", D),
-    ("bbox_x0", I), ("bbox_x1", I), ("bbox_y0", I), ("bbox_y1", I), ("bbox_z0", I), ("bbox_z1", I),
-    ("mean_hu", D), ("included", B), ("exclusion_reason", V), _SETTINGS_HASH)
+    "lesions",
+    "one row per 3-D connected component of a scan's lesion mask",
+    ("lesion_id", V),
+    ("scan_id", V),
+    ("patient_id", V),
+    ("lesion_number", INT),
+    ("voxel_count", L),
+    ("volume_ml", D),
+    ("max_diameter_mm", D),
+    ("centroid_x_mm", D),
+    ("centroid_y_mm", D),
+    ("centroid_z_mm", D),
+    ("bbox_x0", INT),
+    ("bbox_x1", INT),
+    ("bbox_y0", INT),
+    ("bbox_y1", INT),
+    ("bbox_z0", INT),
+    ("bbox_z1", INT),
+    ("mean_hu", D),
+    ("included", B),
+    ("exclusion_reason", V),
+    _SETTINGS_HASH,
+)
 
 RADIOMICS_FEATURES = _table(
-    "radiomics_features", "long format: one row per included lesion and pyradiomics feature",
-    ("lesion_id", V), ("scan_id", V), ("patient_id", V), ("feature_name", V), ("feature_class", V),
-    ("feature_value", D), ("undefined_reason", V, "why feature_value is NaN"), ("pyradiomics_version", V),
-    _SETTINGS_HASH)
+    "radiomics_features",
+    "long format: one row per included lesion and pyradiomics feature",
+    ("lesion_id", V),
+    ("scan_id", V),
+    ("patient_id", V),
+    ("feature_name", V),
+    ("feature_class", V),
+    ("feature_value", D),
+    ("undefined_reason", V, "why feature_value is NaN"),
+    ("pyradiomics_version", V),
+    _SETTINGS_HASH,
+)
 
 LESION_SLICES = _table(
-    "lesion_slices", "the DenseNet input index: one row per axial slice of each included lesion",
-    ("lesion_id", V), ("scan_id", V), ("patient_id", V), ("slice_index", I), ("array_row", I),
-    ("lesion_area_px", I), ("lesion_area_mm2", D), ("crop_side_mm", D), ("slices_file", V), _SETTINGS_HASH)
+    "lesion_slices",
+    "the DenseNet input index: one row per axial slice of each included lesion",
+    ("lesion_id", V),
+    ("scan_id", V),
+    ("patient_id", V),
+    ("slice_index", INT),
+    ("array_row", INT),
+    ("lesion_area_px", INT),
+    ("lesion_area_mm2", D),
+    ("crop_side_mm", D),
+    ("slices_file", V),
+    _SETTINGS_HASH,
+)
 
-LAKE_TABLES: dict[str, TableSchema] = {t.name: t for t in (PATIENTS, SCANS, SEGMENTATIONS, LESIONS,
-                                                          RADIOMICS_FEATURES, LESION_SLICES)}
+LAKE_TABLES: dict[str, TableSchema] = {
+    t.name: t for t in (PATIENTS, SCANS, SEGMENTATIONS, LESIONS, RADIOMICS_FEATURES, LESION_SLICES)
+}
 
 _PANDAS = {"VARCHAR": "object", "DOUBLE": "float64", "INTEGER": "Int64", "BIGINT": "Int64", "BOOLEAN": "bool"}
 
@@ -100,8 +182,10 @@ def conform(frame: pd.DataFrame, schema: TableSchema) -> pd.DataFrame:
     missing = [c for c in schema.names if c not in frame.columns]
     extra = [c for c in frame.columns if c not in schema.names]
     if missing or extra:
-        raise ValueError(f"{schema.name}: the frame does not match the declared schema "
-                         f"(missing {missing}, unexpected {extra}); declare columns in base/schemas.py")
+        raise ValueError(
+            f"{schema.name}: the frame does not match the declared schema "
+            f"(missing {missing}, unexpected {extra}); declare columns in base/schemas.py"
+        )
     out = frame[schema.names].copy()
     for column in schema.columns:
         dtype = _PANDAS[column.type]

@@ -83,8 +83,10 @@ class Store:
         keys = self.lake_partitions(asset) if partitions is None else partitions
         missing = [k for k in keys if not self.lake_file(asset, k).is_file()]
         if missing or not keys:
-            raise FileNotFoundError(f"{asset} has not been materialised in {self.lake} "
-                                    f"(missing: {', '.join(missing) or 'all partitions'}); run it first")
+            raise FileNotFoundError(
+                f"{asset} has not been materialised in {self.lake} "
+                f"(missing: {', '.join(missing) or 'all partitions'}); run it first"
+            )
         frames = [pd.read_parquet(self.lake_file(asset, k)) for k in keys]
         return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
@@ -142,6 +144,8 @@ def _acquire(lock, lock_path: Path, timeout_s: float) -> None:
             if time.monotonic() > deadline:
                 lock.seek(0)
                 holder = lock.read().strip() or "an unknown process"
-                raise StoreLockTimeout(f"the feature store {lock_path.parent.parent} is locked by {holder}; "
-                                       "wait for that run to finish or stop it") from None
+                raise StoreLockTimeout(
+                    f"the feature store {lock_path.parent.parent} is locked by {holder}; "
+                    "wait for that run to finish or stop it"
+                ) from None
             time.sleep(0.2)

@@ -32,8 +32,16 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RADIOMICS_PARAMS = PACKAGE_ROOT / "assets" / "radiomics_params.yaml"
 
 CONTRAST_PHASES = ("native", "arterial", "portal_venous", "delayed")
-CLASSIFIERS = ("xgboost", "random_forest", "linear_svm", "kernel_svm", "knn", "logistic_regression",
-               "naive_bayes", "decision_tree")
+CLASSIFIERS = (
+    "xgboost",
+    "random_forest",
+    "linear_svm",
+    "kernel_svm",
+    "knn",
+    "logistic_regression",
+    "naive_bayes",
+    "decision_tree",
+)
 RESAMPLERS = ("smote", "undersampling")
 
 _STRICT = ConfigDict(extra="forbid")
@@ -96,7 +104,9 @@ class SegmentationSettings:
     """Where liver and lesion masks come from: the cohort's own masks, or an nnU-Net v2 model folder."""
 
     method: Literal["provided", "nnunet"] = "provided"
-    nnunet_model_dir: str | None = machine(None)  # holds plans.json, dataset.json, fold_N/ (its weights are hashed per row)
+    nnunet_model_dir: str | None = machine(
+        None
+    )  # holds plans.json, dataset.json, fold_N/ (its weights are hashed per row)
     nnunet_folds: tuple[int, ...] = (0,)
     nnunet_checkpoint: str = "checkpoint_final.pth"
 
@@ -243,9 +253,17 @@ def _digest(data: Any) -> str:
 
 PROFILE_OVERRIDES: dict[str, dict] = {
     "paper": {"profile": "paper"},
-    "quick": {"profile": "quick", "densenet": {"image_size": 96, "epochs": 4, "batch_size": 32,
-                                                "max_slices_per_lesion": 3, "max_train_images_per_epoch": 1000,
-                                                "loader_workers": 0}},
+    "quick": {
+        "profile": "quick",
+        "densenet": {
+            "image_size": 96,
+            "epochs": 4,
+            "batch_size": 32,
+            "max_slices_per_lesion": 3,
+            "max_train_images_per_epoch": 1000,
+            "loader_workers": 0,
+        },
+    },
 }
 PROFILES = tuple(PROFILE_OVERRIDES)
 _ADAPTER = TypeAdapter(StudySettings)
@@ -259,18 +277,24 @@ def get_settings(profile: str, seed: int | None = None) -> StudySettings:
     return _ADAPTER.validate_python(overrides)
 
 
-def with_run_choices(settings: StudySettings, nnunet_model_dir: str | None = None, workers: int = 0,
-                     densenet_epochs: int = 0) -> StudySettings:
+def with_run_choices(
+    settings: StudySettings, nnunet_model_dir: str | None = None, workers: int = 0, densenet_epochs: int = 0
+) -> StudySettings:
     """The study with the choices a user makes per run on the command line: an nnU-Net model folder
     (segmentation by nnU-Net), worker processes (machine only), DenseNet epochs (a protocol change:
     it changes the study's hash)."""
     replace = dataclasses.replace
     if nnunet_model_dir:
-        settings = replace(settings, segmentation=replace(settings.segmentation, method="nnunet",
-                                                          nnunet_model_dir=str(nnunet_model_dir)))
+        settings = replace(
+            settings,
+            segmentation=replace(settings.segmentation, method="nnunet", nnunet_model_dir=str(nnunet_model_dir)),
+        )
     if workers > 0:
-        settings = replace(settings, radiomics=replace(settings.radiomics, workers=workers),
-                           models=replace(settings.models, workers=workers))
+        settings = replace(
+            settings,
+            radiomics=replace(settings.radiomics, workers=workers),
+            models=replace(settings.models, workers=workers),
+        )
     if densenet_epochs > 0:
         settings = replace(settings, densenet=replace(settings.densenet, epochs=densenet_epochs))
     return settings
@@ -292,29 +316,47 @@ def load_study(path: str | Path, seed: int | None = None) -> StudySettings:
     """Read and validate a study file; every refusal names the file, the key path and the fix."""
     path = Path(path)
     if not path.is_file():
-        raise StudyFileError(str(path), "", "the study file does not exist",
-                             "give the path of a study YAML file (see examples/)")
+        raise StudyFileError(
+            str(path), "", "the study file does not exist", "give the path of a study YAML file (see examples/)"
+        )
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise StudyFileError(str(path), "", f"it is not valid YAML ({str(exc).splitlines()[0]})",
-                             "fix the YAML syntax (indentation, colons, quotes)") from None
+        raise StudyFileError(
+            str(path),
+            "",
+            f"it is not valid YAML ({str(exc).splitlines()[0]})",
+            "fix the YAML syntax (indentation, colons, quotes)",
+        ) from None
     if not isinstance(data, dict):
-        raise StudyFileError(str(path), "", "the file does not hold a mapping of settings",
-                             "write one `key: value` per line at the top level (see examples/)")
+        raise StudyFileError(
+            str(path),
+            "",
+            "the file does not hold a mapping of settings",
+            "write one `key: value` per line at the top level (see examples/)",
+        )
     profile = data.pop("base", "quick")
     if profile not in PROFILE_OVERRIDES:
-        raise StudyFileError(str(path), "base", f"unknown base profile {profile!r}",
-                             f"use one of {', '.join(PROFILES)}")
+        raise StudyFileError(
+            str(path), "base", f"unknown base profile {profile!r}", f"use one of {', '.join(PROFILES)}"
+        )
     if "profile" in data:
-        raise StudyFileError(str(path), "profile", "the profile is set by `base`",
-                             "write `base: paper` or `base: quick` instead of `profile`")
+        raise StudyFileError(
+            str(path),
+            "profile",
+            "the profile is set by `base`",
+            "write `base: paper` or `base: quick` instead of `profile`",
+        )
     params = (data.get("radiomics") or {}).get("params_file") if isinstance(data.get("radiomics"), dict) else None
     if params is not None:
         resolved = (path.parent / str(params)).resolve()
         if not resolved.is_file():
-            raise StudyFileError(str(path), "radiomics.params_file", f"{params!r} does not exist (looked for {resolved})",
-                                 "give the path of a pyradiomics parameter YAML, relative to the study file")
+            raise StudyFileError(
+                str(path),
+                "radiomics.params_file",
+                f"{params!r} does not exist (looked for {resolved})",
+                "give the path of a pyradiomics parameter YAML, relative to the study file",
+            )
         data["radiomics"]["params_file"] = str(resolved)
     merged = _merge(as_dict(get_settings(profile)), data)
     if seed is not None:
@@ -323,8 +365,9 @@ def load_study(path: str | Path, seed: int | None = None) -> StudySettings:
         return _ADAPTER.validate_python(merged)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise StudyFileError(str(path), ".".join(str(p) for p in first["loc"]), _problem(first), _fix(first),
-                             more=len(exc.errors()) - 1) from None
+        raise StudyFileError(
+            str(path), ".".join(str(p) for p in first["loc"]), _problem(first), _fix(first), more=len(exc.errors()) - 1
+        ) from None
 
 
 _UNKNOWN_KEY = ("extra_forbidden", "unexpected_keyword_argument")

@@ -46,7 +46,7 @@ def synthetic_slices(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarr
     yy, xx = np.mgrid[:size, :size]
     labels = rng.integers(0, 2, n)
     radius = rng.uniform(0.15, 0.4, n)[:, None, None] * size
-    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < radius ** 2
+    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < radius**2
     texture = rng.integers(60, 200, (n, size, size), dtype=np.uint8)
     return np.where(disc, texture, 0).astype(np.uint8), labels
 
@@ -70,8 +70,9 @@ def bare(settings, labels, steps: int, device, seed: int) -> float:
     model = dn.build_model(device, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
     loss_fn = torch.nn.CrossEntropyLoss(weight=dn.class_weights(labels).to(device))
-    x = torch.randint(0, 256, (settings.batch_size, 1, settings.image_size, settings.image_size), device=device,
-                      dtype=torch.uint8)  # the same uint8 batch our loader delivers, already on the device
+    x = torch.randint(
+        0, 256, (settings.batch_size, 1, settings.image_size, settings.image_size), device=device, dtype=torch.uint8
+    )  # the same uint8 batch our loader delivers, already on the device
     y = torch.randint(0, 2, (settings.batch_size,), device=device)
     for _ in range(max(3, steps // 5)):
         dn.train_step(model, optimizer, loss_fn, x, y, device)
@@ -86,15 +87,24 @@ def bare(settings, labels, steps: int, device, seed: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=None, help="default: 256 on CUDA, 16 on CPU, 4 with --smoke")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="timed batches per measurement (default: 40 on CUDA, 4 on CPU, 2 with --smoke)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="timed batches per measurement (default: 40 on CUDA, 4 on CPU, 2 with --smoke)",
+    )
     parser.add_argument("--size", type=int, default=None, help="default: 224 on CUDA, 96 on CPU, 32 with --smoke")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="loader workers (default: the paper profile's on CUDA, none on CPU)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="loader workers (default: the paper profile's on CUDA, none on CPU)"
+    )
     parser.add_argument("--device", default=None, help="auto, cpu or cuda (default: auto; cpu with --smoke)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's own; 1 with --smoke, where a busy shared machine "
-                             "makes two spinning threads wait for each other for seconds a step)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's own; 1 with --smoke, where a busy shared machine "
+        "makes two spinning threads wait for each other for seconds a step)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="a tiny run of the same code, on the CPU by default")
     args = parser.parse_args()
@@ -104,26 +114,38 @@ def main() -> None:
     device = dn.choose_device(args.device or ("cpu" if args.smoke else "auto"))
     cuda = device.type == "cuda"
     config = "smoke" if args.smoke else "cuda" if cuda else "cpu"
-    for name, defaults in {"batch": {"cuda": 256, "cpu": 16, "smoke": 4}, "steps": {"cuda": 40, "cpu": 4, "smoke": 2},
-                           "size": {"cuda": 224, "cpu": 96, "smoke": 32}}.items():
+    for name, defaults in {
+        "batch": {"cuda": 256, "cpu": 16, "smoke": 4},
+        "steps": {"cuda": 40, "cpu": 4, "smoke": 2},
+        "size": {"cuda": 224, "cpu": 96, "smoke": 32},
+    }.items():
         if getattr(args, name) is None:
             setattr(args, name, defaults[config])
     if args.workers is None:
         args.workers = get_settings("paper").densenet.loader_workers if cuda else 0
-    settings = replace(get_settings("paper").densenet, image_size=args.size, batch_size=args.batch,
-                       loader_workers=args.workers, max_train_images_per_epoch=args.steps * args.batch)
+    settings = replace(
+        get_settings("paper").densenet,
+        image_size=args.size,
+        batch_size=args.batch,
+        loader_workers=args.workers,
+        max_train_images_per_epoch=args.steps * args.batch,
+    )
     images, labels = synthetic_slices(args.steps * args.batch, args.size, args.seed)
     name = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"device: {name}; batch {args.batch} at {args.size}x{args.size}, {args.steps} timed steps, "
-          f"{args.workers} loader workers, torch {torch.__version__}", flush=True)
+    print(
+        f"device: {name}; batch {args.batch} at {args.size}x{args.size}, {args.steps} timed steps, "
+        f"{args.workers} loader workers, torch {torch.__version__}",
+        flush=True,
+    )
     bare_rate = bare(settings, labels, args.steps, device, args.seed)
     print(f"bare model step (random tensors on the device): {bare_rate:8.1f} images/s", flush=True)
     ours_rate = ours(settings, images, labels, device, args.seed)
     print(f"our training loop (loader + augmentation):      {ours_rate:8.1f} images/s", flush=True)
     if cuda:
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
-    print(f"ours_vs_bare={ours_rate / bare_rate:.3f} ours_images_per_s={ours_rate:.1f} "
-          f"bare_images_per_s={bare_rate:.1f}")
+    print(
+        f"ours_vs_bare={ours_rate / bare_rate:.3f} ours_images_per_s={ours_rate:.1f} bare_images_per_s={bare_rate:.1f}"
+    )
 
 
 if __name__ == "__main__":

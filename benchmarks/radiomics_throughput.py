@@ -41,8 +41,9 @@ from assets.synth.cohort import sample_scan
 from assets.synth.demographics import sample_patients
 
 
-def realistic_scan(seed: int, min_lesions: int = 20, matrix: int = 512, nz: int = 200,
-                   lesion_draw: int = 28) -> tuple[sitk.Image, sitk.Image]:
+def realistic_scan(
+    seed: int, min_lesions: int = 20, matrix: int = 512, nz: int = 200, lesion_draw: int = 28
+) -> tuple[sitk.Image, sitk.Image]:
     """38.4 cm in-plane, 30 cm head-foot (an abdominal portal-venous scan, liver in its upper half);
     512x512x200 is 0.75 mm voxels and 1.5 mm slices, a smaller matrix or nz the same field coarser."""
     rng = np.random.default_rng(seed)
@@ -52,8 +53,9 @@ def realistic_scan(seed: int, min_lesions: int = 20, matrix: int = 512, nz: int 
     spacing, slice_mm = 0.75 * 512 / matrix, 1.5 * 200 / nz
     z_lo = spec.liver.center[2] - 1.1 * spec.liver.semi_axes[2] - 40
     origin = (-matrix / 2 * spacing + spacing / 2, -matrix / 2 * spacing + spacing / 2 - 20, z_lo)
-    spec = dataclasses.replace(spec, grid=Grid(size=(matrix, matrix, nz), spacing=(spacing, spacing, slice_mm),
-                                               origin=origin))
+    spec = dataclasses.replace(
+        spec, grid=Grid(size=(matrix, matrix, nz), spacing=(spacing, spacing, slice_mm), origin=origin)
+    )
     voxels, labels = render(spec)
     image, mask = sitk.GetImageFromArray(voxels), sitk.GetImageFromArray(labels)
     for img in (image, mask):
@@ -71,9 +73,13 @@ def timed(fn):
 def extraction_worker_peak_mb() -> float:
     """Peak resident memory (VmHWM) of the live extraction workers (reads the pool's private
     process table: a benchmark may look where the pipeline must not)."""
-    peaks = [int(line.split()[1]) / 1024
-             for pool in radiomics._POOLS.values() for pid in pool._processes
-             for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM:")]
+    peaks = [
+        int(line.split()[1]) / 1024
+        for pool in radiomics._POOLS.values()
+        for pid in pool._processes
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmHWM:")
+    ]
     return max(peaks)
 
 
@@ -88,8 +94,12 @@ def spin(_: int = 0) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed repeats of our extraction (median kept; default 7, 1 with --smoke)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed repeats of our extraction (median kept; default 7, 1 with --smoke)",
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny CT with a few lesions, each timing once")
     args = parser.parse_args()
     if args.repeats is None:
@@ -102,8 +112,10 @@ def main() -> None:
     table, lesion_map = measure_lesions(image, labels, "BENCH", "BENCH")
     lesions = table[table["included"]].to_dict("records")
     size, diameters = image.GetSize(), [lesion["max_diameter_mm"] for lesion in lesions]
-    print(f"CT {size[0]}x{size[1]}x{size[2]} at {image.GetSpacing()[0]:.2f}x{image.GetSpacing()[1]:.2f}x"
-          f"{image.GetSpacing()[2]:.1f} mm; {len(lesions)} lesions of {min(diameters):.0f}-{max(diameters):.0f} mm")
+    print(
+        f"CT {size[0]}x{size[1]}x{size[2]} at {image.GetSpacing()[0]:.2f}x{image.GetSpacing()[1]:.2f}x"
+        f"{image.GetSpacing()[2]:.1f} mm; {len(lesions)} lesions of {min(diameters):.0f}-{max(diameters):.0f} mm"
+    )
 
     extractor = radiomics.make_extractor()
     naive = {}
@@ -145,13 +157,19 @@ def main() -> None:
                     max_rel = max(max_rel, abs(ours - value) / max(abs(value), 1e-12))
     n = len(lesions)
     print(f"plain pyradiomics, full image: {n / t_naive:8.2f} lesions/s ({t_naive:.1f} s)")
-    print(f"metorigin, 1 worker:           {n / t_one:8.2f} lesions/s ({t_one:.2f} s, cropping {t_crop:.2f} s; "
-          f"median of {args.repeats})")
+    print(
+        f"metorigin, 1 worker:           {n / t_one:8.2f} lesions/s ({t_one:.2f} s, cropping {t_crop:.2f} s; "
+        f"median of {args.repeats})"
+    )
     print(f"metorigin, 2 workers:          {n / t_two:8.2f} lesions/s ({t_two:.2f} s; median of {args.repeats})")
-    print(f"peak memory: this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB, "
-          f"largest worker {worker_peak_mb:.0f} MB (VmHWM: counts pages shared with the parent it was forked from)")
-    print(f"two processes of pure CPU work on the same 2 cores: scaling {machine_scaling:.2f} (median of "
-          f"{args.repeats}); ours reaches {t_one / t_two / machine_scaling:.0%} of what this machine gives now")
+    print(
+        f"peak memory: this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB, "
+        f"largest worker {worker_peak_mb:.0f} MB (VmHWM: counts pages shared with the parent it was forked from)"
+    )
+    print(
+        f"two processes of pure CPU work on the same 2 cores: scaling {machine_scaling:.2f} (median of "
+        f"{args.repeats}); ours reaches {t_one / t_two / machine_scaling:.0%} of what this machine gives now"
+    )
     print(f"ratio_vs_naive={t_naive / t_one:.1f} max_rel_diff={max_rel:.2e} scaling_2_workers={t_one / t_two:.2f}")
 
 

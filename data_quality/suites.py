@@ -45,9 +45,11 @@ class SuiteResult:
         return f"{self.suite}: {len(self.failures)} of {self.n_expectations} expectations failed"
 
     def lines(self) -> list[str]:
-        return [f"{f.expectation}({f.column or ''}) failed on {len(f.rows)} row(s): "
-                f"{', '.join(f.rows[:10])}{' ...' if len(f.rows) > 10 else ''} {f.detail}".strip()
-                for f in self.failures]
+        return [
+            f"{f.expectation}({f.column or ''}) failed on {len(f.rows)} row(s): "
+            f"{', '.join(f.rows[:10])}{' ...' if len(f.rows) > 10 else ''} {f.detail}".strip()
+            for f in self.failures
+        ]
 
 
 def run_suite(name: str, frame: pd.DataFrame, expectations: list, id_column: str) -> SuiteResult:
@@ -60,8 +62,10 @@ def run_suite(name: str, frame: pd.DataFrame, expectations: list, id_column: str
     batch = context.data_sources.add_pandas(name).add_dataframe_asset(name).add_batch_definition_whole_dataframe(name)
     suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
     validation = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
-    result = validation.run(batch_parameters={"dataframe": frame},
-                            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [id_column]})
+    result = validation.run(
+        batch_parameters={"dataframe": frame},
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [id_column]},
+    )
     out = SuiteResult(suite=name, n_expectations=len(expectations))
     for item in result.results:
         if item.success:
@@ -73,9 +77,14 @@ def run_suite(name: str, frame: pd.DataFrame, expectations: list, id_column: str
             expected = set(config.kwargs["column_set"])
             found = set(observed or [])
             observed = f"missing {sorted(expected - found)}, unexpected {sorted(found - expected)}"
-        out.failures.append(ExpectationFailure(
-            expectation=config.type, column=config.kwargs.get("column"), rows=rows,
-            detail=f"(observed: {observed})" if observed is not None and not rows else ""))
+        out.failures.append(
+            ExpectationFailure(
+                expectation=config.type,
+                column=config.kwargs.get("column"),
+                rows=rows,
+                detail=f"(observed: {observed})" if observed is not None and not rows else "",
+            )
+        )
     return out
 
 
@@ -97,20 +106,27 @@ def lesion_features_suite(wide: pd.DataFrame, undefined: pd.DataFrame, feature_n
         for lesion, name in undefined[["lesion_id", "feature_name"]].itertuples(index=False):
             if lesion in row_of and name in col_of:
                 recorded[row_of[lesion], col_of[name]] = True
-    frame = wide.assign(n_unexplained_missing=(np.isnan(values) & ~recorded).sum(axis=1),
-                        n_infinite=np.isinf(values).sum(axis=1))
+    frame = wide.assign(
+        n_unexplained_missing=(np.isnan(values) & ~recorded).sum(axis=1), n_infinite=np.isinf(values).sum(axis=1)
+    )
     expectations = [
-        e.ExpectTableColumnsToMatchSet(column_set=[*ID_COLUMNS, *feature_names, "n_unexplained_missing", "n_infinite"],
-                                       exact_match=True),
+        e.ExpectTableColumnsToMatchSet(
+            column_set=[*ID_COLUMNS, *feature_names, "n_unexplained_missing", "n_infinite"], exact_match=True
+        ),
         e.ExpectColumnValuesToBeBetween(column="n_unexplained_missing", max_value=0),
         e.ExpectColumnValuesToBeBetween(column="n_infinite", max_value=0),
     ]
     for column in ("original_shape_MeshVolume", "original_shape_VoxelVolume"):
         if column in frame:
-            expectations.append(e.ExpectColumnValuesToBeBetween(column=column, min_value=0, strict_min=True,
-                                                                mostly=1.0))
-    for column in ("original_firstorder_Minimum", "original_firstorder_Maximum", "original_firstorder_Mean",
-                   "original_firstorder_Median"):
+            expectations.append(
+                e.ExpectColumnValuesToBeBetween(column=column, min_value=0, strict_min=True, mostly=1.0)
+            )
+    for column in (
+        "original_firstorder_Minimum",
+        "original_firstorder_Maximum",
+        "original_firstorder_Mean",
+        "original_firstorder_Median",
+    ):
         if column in frame:
             expectations.append(e.ExpectColumnValuesToBeBetween(column=column, min_value=HU_MIN, max_value=HU_MAX))
     return run_suite("lesion_features", frame, expectations, "lesion_id")
@@ -118,9 +134,11 @@ def lesion_features_suite(wide: pd.DataFrame, undefined: pd.DataFrame, feature_n
 
 def centroid_inside(lesions: pd.DataFrame, scan: dict) -> np.ndarray:
     """Whether each lesion centroid (mm) lies inside the scan's voxel grid."""
-    origin, matrix = index_to_physical([scan["origin_x"], scan["origin_y"], scan["origin_z"]],
-                                       [scan["spacing_x"], scan["spacing_y"], scan["spacing_z"]],
-                                       [float(v) for v in scan["direction"].split(";")])
+    origin, matrix = index_to_physical(
+        [scan["origin_x"], scan["origin_y"], scan["origin_z"]],
+        [scan["spacing_x"], scan["spacing_y"], scan["spacing_z"]],
+        [float(v) for v in scan["direction"].split(";")],
+    )
     points = lesions[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy(dtype=float)
     index = np.linalg.solve(matrix, (points - origin).T).T
     size = np.array([scan["size_x"], scan["size_y"], scan["size_z"]])
@@ -131,7 +149,8 @@ def lesions_suite(lesions: pd.DataFrame, scan: dict, min_diameter_mm: float) -> 
     e = _gx()
     frame = lesions.assign(
         centroid_inside_image=centroid_inside(lesions, scan) if len(lesions) else [],
-        included_below_minimum=lesions["included"] & (lesions["max_diameter_mm"] < min_diameter_mm))
+        included_below_minimum=lesions["included"] & (lesions["max_diameter_mm"] < min_diameter_mm),
+    )
     expectations = [
         e.ExpectColumnValuesToBeBetween(column="volume_ml", min_value=0, strict_min=True),
         e.ExpectColumnValuesToBeBetween(column="max_diameter_mm", min_value=0, strict_min=True),
@@ -146,11 +165,14 @@ def scans_suite(scans: pd.DataFrame) -> SuiteResult:
     e = _gx()
     valid = scans[scans["valid"]]
     frame = scans.assign(excluded_without_reason=~scans["included"] & scans["exclusion_reason"].isna())
-    expectations = [e.ExpectColumnValuesToBeInSet(column="excluded_without_reason", value_set=[False]),
-                    e.ExpectColumnValuesToBeUnique(column="scan_id")]
+    expectations = [
+        e.ExpectColumnValuesToBeInSet(column="excluded_without_reason", value_set=[False]),
+        e.ExpectColumnValuesToBeUnique(column="scan_id"),
+    ]
     if len(valid):
         for axis in "xyz":
-            expectations.append(e.ExpectColumnValuesToBeBetween(column=f"spacing_{axis}", min_value=0,
-                                                                strict_min=True, mostly=1.0))
+            expectations.append(
+                e.ExpectColumnValuesToBeBetween(column=f"spacing_{axis}", min_value=0, strict_min=True, mostly=1.0)
+            )
     # Spacing is unknown (null) for rows that could not be read; GX skips nulls in range expectations.
     return run_suite("scans", frame, expectations, "scan_id")

@@ -37,16 +37,23 @@ def _calibrated(svm: SVC) -> CalibratedClassifierCV:
 @dataclass(frozen=True)
 class Classifier:
     name: str
-    make: Callable[[int], BaseEstimator]   # seed -> unfitted estimator (single-threaded; we parallelise fits)
+    make: Callable[[int], BaseEstimator]  # seed -> unfitted estimator (single-threaded; we parallelise fits)
     grid: dict[str, list]
 
 
 CLASSIFIERS: tuple[Classifier, ...] = (
-    Classifier("xgboost", lambda seed: XGBClassifier(n_estimators=200, learning_rate=0.1, tree_method="hist",
-                                                     n_jobs=1, random_state=seed, verbosity=0),
-               {"max_depth": [2, 4]}),
-    Classifier("random_forest", lambda seed: RandomForestClassifier(n_estimators=200, n_jobs=1, random_state=seed),
-               {"min_samples_leaf": [1, 5]}),
+    Classifier(
+        "xgboost",
+        lambda seed: XGBClassifier(
+            n_estimators=200, learning_rate=0.1, tree_method="hist", n_jobs=1, random_state=seed, verbosity=0
+        ),
+        {"max_depth": [2, 4]},
+    ),
+    Classifier(
+        "random_forest",
+        lambda seed: RandomForestClassifier(n_estimators=200, n_jobs=1, random_state=seed),
+        {"min_samples_leaf": [1, 5]},
+    ),
     # SVMs give margins, not probabilities: Platt scaling fitted by internal cross-validation.
     Classifier("linear_svm", lambda seed: _calibrated(SVC(kernel="linear")), {"estimator__C": [0.1, 1.0]}),
     Classifier("kernel_svm", lambda seed: _calibrated(SVC(kernel="rbf")), {"estimator__C": [1.0, 10.0]}),
@@ -72,29 +79,42 @@ def classifier(name: str, grids: dict[str, dict] | None = None) -> Classifier:
 
 
 def build_pipeline(spec: Classifier, resampler: str, seed: int, params: dict | None = None) -> Pipeline:
-    pipeline = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler()),
-                         ("resample", RESAMPLERS[resampler](seed)), ("model", spec.make(seed))])
+    pipeline = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median")),
+            ("scale", StandardScaler()),
+            ("resample", RESAMPLERS[resampler](seed)),
+            ("model", spec.make(seed)),
+        ]
+    )
     return pipeline.set_params(**{f"model__{k}": v for k, v in (params or {}).items()})
 
 
 @dataclass
 class Tuned:
-    pipeline: Pipeline          # refitted on all training patients with the best parameters
+    pipeline: Pipeline  # refitted on all training patients with the best parameters
     params: dict
-    cv_auc: float               # mean ROC AUC over the grouped tuning folds, at the best parameters
+    cv_auc: float  # mean ROC AUC over the grouped tuning folds, at the best parameters
 
 
-def tune(spec: Classifier, resampler: str, x: pd.DataFrame, y: np.ndarray, groups: np.ndarray, seed: int,
-         folds: int) -> Tuned:
+def tune(
+    spec: Classifier, resampler: str, x: pd.DataFrame, y: np.ndarray, groups: np.ndarray, seed: int, folds: int
+) -> Tuned:
     """Grid search with folds grouped by patient, scored by ROC AUC, on training patients only.
 
     A candidate that cannot fit a small cohort's folds (more neighbours than samples) scores NaN
     and is passed over, with scikit-learn's warning; if none fits, the refit raises.
     """
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    search = GridSearchCV(build_pipeline(spec, resampler, seed),
-                          {f"model__{k}": v for k, v in spec.grid.items()} or [{}],
-                          scoring="roc_auc", cv=splitter, n_jobs=1, refit=True, error_score=np.nan)
+    search = GridSearchCV(
+        build_pipeline(spec, resampler, seed),
+        {f"model__{k}": v for k, v in spec.grid.items()} or [{}],
+        scoring="roc_auc",
+        cv=splitter,
+        n_jobs=1,
+        refit=True,
+        error_score=np.nan,
+    )
     search.fit(x, y, groups=groups)
     params = {k.removeprefix("model__"): v for k, v in search.best_params_.items()}
     return Tuned(pipeline=search.best_estimator_, params=params, cv_auc=float(search.best_score_))

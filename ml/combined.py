@@ -36,10 +36,10 @@ def _logit(p: pd.Series) -> np.ndarray:
 
 @dataclass
 class Stacked:
-    predictions: pd.DataFrame            # the test lesions with the combined probability
-    how: dict                            # method, and the weights when fitted
-    stacker: LogisticRegression | None   # None when the two probabilities are averaged
-    fit_rows: pd.DataFrame               # what the stacker learned from (validation lesions)
+    predictions: pd.DataFrame  # the test lesions with the combined probability
+    how: dict  # method, and the weights when fitted
+    stacker: LogisticRegression | None  # None when the two probabilities are averaged
+    fit_rows: pd.DataFrame  # what the stacker learned from (validation lesions)
 
 
 def _features(pairs: pd.DataFrame) -> np.ndarray:
@@ -65,10 +65,16 @@ def stack(radiomics: pd.DataFrame, densenet: pd.DataFrame, label: LabelSettings,
     if len(fit) >= MIN_LESIONS_TO_FIT and len(np.unique(y)) == 2:
         stacker = LogisticRegression(C=1.0, random_state=seed).fit(_features(fit), y)
         test["probability"] = stacker.predict_proba(_features(test))[:, 1]
-        how = {"method": "logistic stacking on the validation patients' lesions", "fit_lesions": len(fit),
-               "weights": [float(w) for w in stacker.coef_[0]], "intercept": float(stacker.intercept_[0])}
+        how = {
+            "method": "logistic stacking on the validation patients' lesions",
+            "fit_lesions": len(fit),
+            "weights": [float(w) for w in stacker.coef_[0]],
+            "intercept": float(stacker.intercept_[0]),
+        }
     else:
         test["probability"] = (test["probability_radiomics"] + test["probability_densenet"]) / 2
-        how = {"method": "mean of the two probabilities (too few validation lesions, or one class, to fit)",
-               "fit_lesions": len(fit)}
+        how = {
+            "method": "mean of the two probabilities (too few validation lesions, or one class, to fit)",
+            "fit_lesions": len(fit),
+        }
     return Stacked(test.assign(evaluation="test"), how, stacker, fit)

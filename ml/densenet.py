@@ -54,20 +54,26 @@ def resize(slices: np.ndarray, size: int, chunk: int = 512) -> np.ndarray:
         return slices
     out = np.empty((len(slices), size, size), dtype=np.uint8)
     for start in range(0, len(slices), chunk):
-        part = torch.from_numpy(slices[start:start + chunk]).unsqueeze(1).float()
-        scaled = torch.nn.functional.interpolate(part, size=(size, size), mode="bilinear", antialias=True,
-                                                 align_corners=False)
-        out[start:start + chunk] = scaled.squeeze(1).round().clamp(0, 255).to(torch.uint8).numpy()
+        part = torch.from_numpy(slices[start : start + chunk]).unsqueeze(1).float()
+        scaled = torch.nn.functional.interpolate(
+            part, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
+        out[start : start + chunk] = scaled.squeeze(1).round().clamp(0, 255).to(torch.uint8).numpy()
     return out
 
 
 def augmentation(settings: DenseNetSettings) -> RandAffine:
     """Zoom, shear, rotation and width shift in one affine resampling; black (0) fills the border,
     like the masked-out surroundings of the lesion."""
-    return RandAffine(prob=1.0, rotate_range=(math.radians(settings.rotate_deg),),
-                      shear_range=(settings.shear, settings.shear),
-                      translate_range=(0.0, settings.width_shift * settings.image_size),
-                      scale_range=(settings.zoom, settings.zoom), padding_mode="zeros", mode="bilinear")
+    return RandAffine(
+        prob=1.0,
+        rotate_range=(math.radians(settings.rotate_deg),),
+        shear_range=(settings.shear, settings.shear),
+        translate_range=(0.0, settings.width_shift * settings.image_size),
+        scale_range=(settings.zoom, settings.zoom),
+        padding_mode="zeros",
+        mode="bilinear",
+    )
 
 
 class SliceDataset(Dataset):
@@ -111,7 +117,7 @@ class EpochSampler(Sampler[int]):
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + self.epoch))
-        return iter((self.epoch * self.n + order[:self.per_epoch]).tolist())
+        return iter((self.epoch * self.n + order[: self.per_epoch]).tolist())
 
 
 def class_weights(labels: np.ndarray) -> torch.Tensor:
@@ -124,9 +130,16 @@ def training_loader(dataset: SliceDataset, settings: DenseNetSettings, seed: int
     """One loader for the whole training; call `loader.sampler.set_epoch(e)` before each epoch."""
     per_epoch = min(len(dataset), settings.max_train_images_per_epoch or len(dataset))
     workers = settings.loader_workers
-    return DataLoader(dataset, batch_size=settings.batch_size, sampler=EpochSampler(len(dataset), per_epoch, seed),
-                      num_workers=workers, pin_memory=device.type == "cuda", drop_last=per_epoch > settings.batch_size,
-                      persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+    return DataLoader(
+        dataset,
+        batch_size=settings.batch_size,
+        sampler=EpochSampler(len(dataset), per_epoch, seed),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        drop_last=per_epoch > settings.batch_size,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+    )
 
 
 def train_step(model, optimizer, loss_fn, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -160,7 +173,7 @@ def predict(model, images: np.ndarray, device: torch.device, batch_size: int = 2
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[start:start + batch_size]).unsqueeze(1).to(device).float().div_(255.0)
+        x = torch.from_numpy(images[start : start + batch_size]).unsqueeze(1).to(device).float().div_(255.0)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -214,8 +227,9 @@ def model_params(settings: DenseNetSettings) -> dict:
     return protocol_fields(settings)
 
 
-def fingerprint(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray,
-                settings: DenseNetSettings, seed: int) -> str:
+def fingerprint(
+    train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, settings: DenseNetSettings, seed: int
+) -> str:
     """Same data, settings and seed -> resumable; more epochs is a continuation, not a new training."""
     params = sorted((k, v) for k, v in model_params(settings).items() if k != "epochs")
     digest = hashlib.sha256(repr((params, seed)).encode())
@@ -226,7 +240,7 @@ def fingerprint(train_images: np.ndarray, train_labels: np.ndarray, val_images: 
 
 @dataclass
 class TrainingResult:
-    model: torch.nn.Module        # with the best-validation weights loaded
+    model: torch.nn.Module  # with the best-validation weights loaded
     best_epoch: int
     best_validation_auc: float
     history: list[EpochLog]
@@ -234,16 +248,25 @@ class TrainingResult:
     resumed_from_epoch: int
 
 
-def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
-          val_lesions: np.ndarray, settings: DenseNetSettings, seed: int, checkpoint_path: Path,
-          progress: Callable[[EpochLog], None] = lambda log: None) -> TrainingResult:
+def train(
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    val_lesions: np.ndarray,
+    settings: DenseNetSettings,
+    seed: int,
+    checkpoint_path: Path,
+    progress: Callable[[EpochLog], None] = lambda log: None,
+) -> TrainingResult:
     """Train from scratch (or resume), choosing the epoch with the best validation-lesion AUC."""
     device = choose_device(settings.device)
     model = build_model(device, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(train_labels).to(device))
-    loader = training_loader(SliceDataset(train_images, train_labels, augmentation(settings), seed), settings, seed,
-                             device)
+    loader = training_loader(
+        SliceDataset(train_images, train_labels, augmentation(settings), seed), settings, seed, device
+    )
     lesion_labels = pd.Series(val_labels, index=val_lesions).groupby(level=0).first()
 
     key = fingerprint(train_images, train_labels, val_images, settings, seed)
@@ -273,5 +296,6 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
         progress(log)
 
     model.load_state_dict(state.best_state)
-    return TrainingResult(model, state.best_epoch, state.best_auc, [EpochLog(**h) for h in state.history], device,
-                          resumed_from)
+    return TrainingResult(
+        model, state.best_epoch, state.best_auc, [EpochLog(**h) for h in state.history], device, resumed_from
+    )

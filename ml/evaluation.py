@@ -43,16 +43,22 @@ def predicted_labels(probability: np.ndarray, label: LabelSettings, cutoff: floa
 
 def patient_scores(predictions: pd.DataFrame) -> pd.DataFrame:
     """The patient-level diagnosis: the mean of the patient's lesion probabilities."""
-    return (predictions.groupby("patient_id", sort=True)
-            .agg(y_true=("y_true", "first"), probability=("probability", "mean")).reset_index())
+    return (
+        predictions.groupby("patient_id", sort=True)
+        .agg(y_true=("y_true", "first"), probability=("probability", "mean"))
+        .reset_index()
+    )
 
 
 def point_estimates(predictions: pd.DataFrame) -> dict[str, float]:
     patients = patient_scores(predictions)
     y, p = predictions["y_true"].to_numpy(), predictions["probability"].to_numpy()
-    return {"auc": roc_auc(y, p), "accuracy": accuracy(y, p),
-            "patient_auc": roc_auc(patients["y_true"], patients["probability"]),
-            "patient_accuracy": accuracy(patients["y_true"], patients["probability"])}
+    return {
+        "auc": roc_auc(y, p),
+        "accuracy": accuracy(y, p),
+        "patient_auc": roc_auc(patients["y_true"], patients["probability"]),
+        "patient_accuracy": accuracy(patients["y_true"], patients["probability"]),
+    }
 
 
 def bootstrap_intervals(predictions: pd.DataFrame, resamples: int, seed: int, level: float = 0.95) -> dict[str, float]:
@@ -70,8 +76,9 @@ def bootstrap_intervals(predictions: pd.DataFrame, resamples: int, seed: int, le
     rng = np.random.default_rng(seed)
     draws = {"auc": [], "accuracy": [], "patient_auc": []}
     for _ in range(resamples):
-        chosen = np.concatenate([rng.choice(members, size=len(members), replace=True)
-                                 for members in by_class if len(members)])
+        chosen = np.concatenate(
+            [rng.choice(members, size=len(members), replace=True) for members in by_class if len(members)]
+        )
         rows = np.concatenate([rows_of[pid] for pid in patient_ids[chosen]])
         draws["auc"].append(roc_auc(y[rows], p[rows]))
         draws["accuracy"].append(accuracy(y[rows], p[rows]))
@@ -88,12 +95,20 @@ def bootstrap_intervals(predictions: pd.DataFrame, resamples: int, seed: int, le
 
 def test_metrics(tested: pd.DataFrame, resamples: int, seed: int) -> dict[str, float]:
     """The Table 3 columns every arm shares, from one model's test lesions (patient_id, y_true, probability)."""
-    return {"n_test_patients": int(tested["patient_id"].nunique()), "n_test_lesions": int(len(tested)),
-            **point_estimates(tested), **bootstrap_intervals(tested, resamples, seed)}
+    return {
+        "n_test_patients": int(tested["patient_id"].nunique()),
+        "n_test_lesions": int(len(tested)),
+        **point_estimates(tested),
+        **bootstrap_intervals(tested, resamples, seed),
+    }
 
 
 def summarise_folds(fold_scores: pd.DataFrame) -> dict[str, float]:
     """Repeated grouped cross-validation: mean and spread of the per-fold lesion AUC and accuracy."""
-    return {"cv_auc": float(fold_scores["auc"].mean()), "cv_auc_sd": float(fold_scores["auc"].std(ddof=1)),
-            "cv_accuracy": float(fold_scores["accuracy"].mean()),
-            "cv_accuracy_sd": float(fold_scores["accuracy"].std(ddof=1)), "cv_folds": int(len(fold_scores))}
+    return {
+        "cv_auc": float(fold_scores["auc"].mean()),
+        "cv_auc_sd": float(fold_scores["auc"].std(ddof=1)),
+        "cv_accuracy": float(fold_scores["accuracy"].mean()),
+        "cv_accuracy_sd": float(fold_scores["accuracy"].std(ddof=1)),
+        "cv_folds": int(len(fold_scores)),
+    }

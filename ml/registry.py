@@ -43,18 +43,26 @@ def data_hash(frame: pd.DataFrame, labels: np.ndarray | None = None) -> str:
 
 def model_id(name: str, card: dict[str, Any]) -> str:
     """Stable for the same data, features, parameters and seed; new when any of them changes."""
-    key = json.dumps({k: card[k] for k in ("features", "params", "seed", "training_data_sha256")},
-                     sort_keys=True, default=str)
+    key = json.dumps(
+        {k: card[k] for k in ("features", "params", "seed", "training_data_sha256")}, sort_keys=True, default=str
+    )
     return f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def save_model(folder: Path, identifier: str, model: Any, card: dict[str, Any],
-               write: Callable[[Any, Path], None] = joblib.dump, suffix: str = ".joblib") -> Path:
+def save_model(
+    folder: Path,
+    identifier: str,
+    model: Any,
+    card: dict[str, Any],
+    write: Callable[[Any, Path], None] = joblib.dump,
+    suffix: str = ".joblib",
+) -> Path:
     """Atomic writes of the model and its card (`<id><suffix>`, `<id>.json`); returns the model path."""
     path = folder / f"{identifier}{suffix}"
     with atomic_path(path) as tmp:
         write(model, tmp)
     with atomic_path(folder / f"{identifier}.json") as tmp:
-        tmp.write_text(json.dumps({"model_id": identifier, **card, "libraries": library_versions()},
-                                  indent=2, default=str))
+        tmp.write_text(
+            json.dumps({"model_id": identifier, **card, "libraries": library_versions()}, indent=2, default=str)
+        )
     return path

@@ -17,9 +17,17 @@ def _interval(value: float, low: float, high: float) -> str:
 
 def table2(importance: pd.DataFrame, top: int = 10) -> str:
     kept = importance[importance["kept"]].sort_values("rank").head(top)
-    return markdown_table([{"rank": int(r["rank"]), "feature": r["feature_name"],
-                            "permutation importance": f"{r['importance']:.6f}",
-                            "sd": f"{r['importance_sd']:.6f}"} for _, r in kept.iterrows()])
+    return markdown_table(
+        [
+            {
+                "rank": int(r["rank"]),
+                "feature": r["feature_name"],
+                "permutation importance": f"{r['importance']:.6f}",
+                "sd": f"{r['importance_sd']:.6f}",
+            }
+            for _, r in kept.iterrows()
+        ]
+    )
 
 
 def table3(metrics: pd.DataFrame) -> str:
@@ -27,14 +35,20 @@ def table3(metrics: pd.DataFrame) -> str:
     patient-level AUC, and the repeated cross-validation estimate beside them."""
     rows = []
     for _, m in metrics.iterrows():
-        rows.append({"arm": m["arm"], "model": m["model"], "resampler": _text(m["resampler"]),
-                     "AUC [95% CI]": _interval(m["auc"], m["auc_ci_low"], m["auc_ci_high"]),
-                     "accuracy [95% CI]": _interval(m["accuracy"], m["accuracy_ci_low"], m["accuracy_ci_high"]),
-                     "patient AUC [95% CI]": _interval(m["patient_auc"], m["patient_auc_ci_low"],
-                                                       m["patient_auc_ci_high"]),
-                     "repeated CV AUC (sd)": "n/a" if pd.isna(m.get("cv_auc")) else
-                     f"{m['cv_auc']:.2f} ({m['cv_auc_sd']:.2f})",
-                     "test lesions / patients": f"{m['n_test_lesions']} / {m['n_test_patients']}"})
+        rows.append(
+            {
+                "arm": m["arm"],
+                "model": m["model"],
+                "resampler": _text(m["resampler"]),
+                "AUC [95% CI]": _interval(m["auc"], m["auc_ci_low"], m["auc_ci_high"]),
+                "accuracy [95% CI]": _interval(m["accuracy"], m["accuracy_ci_low"], m["accuracy_ci_high"]),
+                "patient AUC [95% CI]": _interval(m["patient_auc"], m["patient_auc_ci_low"], m["patient_auc_ci_high"]),
+                "repeated CV AUC (sd)": "n/a"
+                if pd.isna(m.get("cv_auc"))
+                else f"{m['cv_auc']:.2f} ({m['cv_auc_sd']:.2f})",
+                "test lesions / patients": f"{m['n_test_lesions']} / {m['n_test_patients']}",
+            }
+        )
     return markdown_table(rows)
 
 

@@ -21,8 +21,8 @@ from sklearn.pipeline import make_pipeline
 @dataclass(frozen=True)
 class Redundancy:
     kept: list[str]
-    dropped: dict[str, tuple[str, float]]   # dropped feature -> (kept feature it duplicates, r)
-    constant: list[str]                     # no variance on the training patients: no information
+    dropped: dict[str, tuple[str, float]]  # dropped feature -> (kept feature it duplicates, r)
+    constant: list[str]  # no variance on the training patients: no information
 
 
 def drop_correlated(features: pd.DataFrame, max_abs_r: float) -> Redundancy:
@@ -48,8 +48,9 @@ def drop_correlated(features: pd.DataFrame, max_abs_r: float) -> Redundancy:
     return Redundancy(kept=kept, dropped=dropped, constant=constant)
 
 
-def permutation_ranking(x: pd.DataFrame, y: np.ndarray, groups: np.ndarray, seed: int, repeats: int,
-                        folds: int, n_jobs: int = 1) -> pd.DataFrame:
+def permutation_ranking(
+    x: pd.DataFrame, y: np.ndarray, groups: np.ndarray, seed: int, repeats: int, folds: int, n_jobs: int = 1
+) -> pd.DataFrame:
     """Mean drop in ROC AUC when a feature is shuffled, measured on held-out training patients.
 
     Measured out of fold (grouped by patient) rather than on the data the forest memorised, where
@@ -58,28 +59,58 @@ def permutation_ranking(x: pd.DataFrame, y: np.ndarray, groups: np.ndarray, seed
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     per_fold = []
     for fold, (fit_rows, held_out) in enumerate(splitter.split(x, y, groups)):
-        forest = make_pipeline(SimpleImputer(strategy="median"),
-                               RandomForestClassifier(n_estimators=200, random_state=seed + fold, n_jobs=n_jobs))
+        forest = make_pipeline(
+            SimpleImputer(strategy="median"),
+            RandomForestClassifier(n_estimators=200, random_state=seed + fold, n_jobs=n_jobs),
+        )
         forest.fit(x.iloc[fit_rows], y[fit_rows])
-        result = permutation_importance(forest, x.iloc[held_out], y[held_out], scoring="roc_auc",
-                                        n_repeats=repeats, random_state=seed + fold, n_jobs=n_jobs)
+        result = permutation_importance(
+            forest,
+            x.iloc[held_out],
+            y[held_out],
+            scoring="roc_auc",
+            n_repeats=repeats,
+            random_state=seed + fold,
+            n_jobs=n_jobs,
+        )
         per_fold.append(result.importances)
     importances = np.concatenate(per_fold, axis=1)
-    table = pd.DataFrame({"feature_name": x.columns, "importance": importances.mean(axis=1),
-                          "importance_sd": importances.std(axis=1, ddof=1)})
+    table = pd.DataFrame(
+        {
+            "feature_name": x.columns,
+            "importance": importances.mean(axis=1),
+            "importance_sd": importances.std(axis=1, ddof=1),
+        }
+    )
     table = table.sort_values(["importance", "feature_name"], ascending=[False, True], kind="stable")
     return table.assign(rank=np.arange(1, len(table) + 1)).reset_index(drop=True)
 
 
 def feature_importance_table(redundancy: Redundancy, ranking: pd.DataFrame) -> pd.DataFrame:
     """Table 2 and its audit trail: every feature, ranked when kept, else why it was dropped."""
-    dropped = pd.DataFrame([{"feature_name": name, "kept": False, "redundant_with": kept, "abs_r": r,
-                             "drop_reason": f"|r| = {r:.3f} with {kept}"}
-                            for name, (kept, r) in redundancy.dropped.items()] +
-                           [{"feature_name": name, "kept": False, "redundant_with": None, "abs_r": None,
-                             "drop_reason": "constant on the training patients"} for name in redundancy.constant])
+    dropped = pd.DataFrame(
+        [
+            {
+                "feature_name": name,
+                "kept": False,
+                "redundant_with": kept,
+                "abs_r": r,
+                "drop_reason": f"|r| = {r:.3f} with {kept}",
+            }
+            for name, (kept, r) in redundancy.dropped.items()
+        ]
+        + [
+            {
+                "feature_name": name,
+                "kept": False,
+                "redundant_with": None,
+                "abs_r": None,
+                "drop_reason": "constant on the training patients",
+            }
+            for name in redundancy.constant
+        ]
+    )
     kept = ranking.assign(kept=True, redundant_with=None, abs_r=None, drop_reason=None)
-    columns = ["rank", "feature_name", "importance", "importance_sd", "kept", "redundant_with", "abs_r",
-               "drop_reason"]
+    columns = ["rank", "feature_name", "importance", "importance_sd", "kept", "redundant_with", "abs_r", "drop_reason"]
     table = pd.concat([kept, dropped], ignore_index=True).reindex(columns=columns)
     return table.astype({"rank": "Int64", "kept": bool})

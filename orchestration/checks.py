@@ -20,55 +20,93 @@ from .resources import SettingsResource, StoreResource
 LESION_FEATURES = dg.AssetKey(["feature_store", "lesion_features"])
 ROWS_VALID, DATA_QUALITY = "rows_valid", "data_quality"
 
-PATIENTS_CHECKS = [dg.AssetCheckSpec(ROWS_VALID, asset="patients",
-                                     description="every row of patients.csv passes the contract")]
+PATIENTS_CHECKS = [
+    dg.AssetCheckSpec(ROWS_VALID, asset="patients", description="every row of patients.csv passes the contract")
+]
 SCANS_CHECKS = [
     dg.AssetCheckSpec(ROWS_VALID, asset="scans", description="every row of scans.csv passes the contract"),
-    dg.AssetCheckSpec(DATA_QUALITY, asset="scans", blocking=True,
-                      description="the declared columns, positive spacing, a reason for every exclusion, unique ids "
-                                  "(Great Expectations)"),
+    dg.AssetCheckSpec(
+        DATA_QUALITY,
+        asset="scans",
+        blocking=True,
+        description="the declared columns, positive spacing, a reason for every exclusion, unique ids "
+        "(Great Expectations)",
+    ),
 ]
-LESIONS_CHECKS = [dg.AssetCheckSpec(DATA_QUALITY, asset="lesions", blocking=True,
-                                    description="the declared columns, positive volumes and diameters, included "
-                                                "lesions at least the minimum diameter, centroids inside the image "
-                                                "(Great Expectations)")]
+LESIONS_CHECKS = [
+    dg.AssetCheckSpec(
+        DATA_QUALITY,
+        asset="lesions",
+        blocking=True,
+        description="the declared columns, positive volumes and diameters, included "
+        "lesions at least the minimum diameter, centroids inside the image "
+        "(Great Expectations)",
+    )
+]
 
 
 def rows_check(asset: str, errors: list[CohortError]) -> dg.AssetCheckResult:
     """The cohort row check: passes when every row was usable; else lists each bad row and its fix."""
-    problems = markdown_table([{"file": e.file, "line": e.row, "id": e.row_id, "problem": e.problem, "fix": e.fix}
-                               for e in errors], empty="No problems found.")
+    problems = markdown_table(
+        [{"file": e.file, "line": e.row, "id": e.row_id, "problem": e.problem, "fix": e.fix} for e in errors],
+        empty="No problems found.",
+    )
     return dg.AssetCheckResult(
-        asset_key=asset, check_name=ROWS_VALID, passed=not errors, severity=dg.AssetCheckSeverity.ERROR,
+        asset_key=asset,
+        check_name=ROWS_VALID,
+        passed=not errors,
+        severity=dg.AssetCheckSeverity.ERROR,
         description=(f"{len(errors)} row(s) of the cohort could not be used" if errors else "every row is valid"),
-        metadata={"problems": dg.MetadataValue.md(problems), "n_problems": len(errors),
-                  "messages": dg.MetadataValue.text("\n".join(e.message for e in errors))})
+        metadata={
+            "problems": dg.MetadataValue.md(problems),
+            "n_problems": len(errors),
+            "messages": dg.MetadataValue.text("\n".join(e.message for e in errors)),
+        },
+    )
 
 
 def suite_check(result: SuiteResult, asset_key=None, check_name: str = DATA_QUALITY) -> dg.AssetCheckResult:
     """A Great Expectations suite's result as a check: each failed expectation with the ids of its rows."""
-    rows = [{"expectation": f.expectation, "column": f.column, "rows": ", ".join(f.rows[:20]) +
-             (" ..." if len(f.rows) > 20 else ""), "n_rows": len(f.rows), "detail": f.detail}
-            for f in result.failures]
+    rows = [
+        {
+            "expectation": f.expectation,
+            "column": f.column,
+            "rows": ", ".join(f.rows[:20]) + (" ..." if len(f.rows) > 20 else ""),
+            "n_rows": len(f.rows),
+            "detail": f.detail,
+        }
+        for f in result.failures
+    ]
     return dg.AssetCheckResult(
-        asset_key=asset_key, check_name=check_name, passed=result.success, severity=dg.AssetCheckSeverity.ERROR,
+        asset_key=asset_key,
+        check_name=check_name,
+        passed=result.success,
+        severity=dg.AssetCheckSeverity.ERROR,
         description=result.summary(),
-        metadata={"failures": dg.MetadataValue.md(markdown_table(rows, empty="none")),
-                  "n_failed_expectations": len(result.failures),
-                  "messages": dg.MetadataValue.text("\n".join(result.lines()))})
+        metadata={
+            "failures": dg.MetadataValue.md(markdown_table(rows, empty="none")),
+            "n_failed_expectations": len(result.failures),
+            "messages": dg.MetadataValue.text("\n".join(result.lines())),
+        },
+    )
 
 
-@dg.asset_check(asset=LESION_FEATURES, blocking=True, name=DATA_QUALITY,
-                description="Exact feature set of the study's radiomics parameter file, no unexplained missing "
-                            "values, all finite, positive shape volumes, first-order HU within what CT can store "
-                            "(Great Expectations).")
+@dg.asset_check(
+    asset=LESION_FEATURES,
+    blocking=True,
+    name=DATA_QUALITY,
+    description="Exact feature set of the study's radiomics parameter file, no unexplained missing "
+    "values, all finite, positive shape volumes, first-order HU within what CT can store "
+    "(Great Expectations).",
+)
 def lesion_features_quality(store: StoreResource, settings: SettingsResource) -> dg.AssetCheckResult:
     from assets.radiomics import feature_names
 
     with store.store().connect_read_only() as con:
         wide = con.execute("select * from lesion_features").df()
-        undefined = con.execute("select lesion_id, feature_name from radiomics_features "
-                                "where undefined_reason is not null").df()
+        undefined = con.execute(
+            "select lesion_id, feature_name from radiomics_features where undefined_reason is not null"
+        ).df()
     names = list(feature_names(settings.settings().radiomics.params_file))
     return suite_check(lesion_features_suite(wide, undefined, names))
 

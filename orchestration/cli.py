@@ -38,12 +38,19 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialise the pipeline on a cohort")
     _add_run_arguments(run, required=True)
     run.add_argument("--select", default=None, help="Dagster asset selection, e.g. 'key:scans' (default: all)")
-    run.add_argument("--nnunet-model", type=Path, default=None,
-                     help="segment with this nnU-Net v2 model folder instead of the cohort's masks")
+    run.add_argument(
+        "--nnunet-model",
+        type=Path,
+        default=None,
+        help="segment with this nnU-Net v2 model folder instead of the cohort's masks",
+    )
     run.add_argument("--workers", type=int, default=0, help="processes for per-lesion work (default: one per core)")
     run.add_argument("--densenet-epochs", type=int, default=0, help="DenseNet epochs (default: the study's)")
-    run.add_argument("--replace-study", action="store_true",
-                     help="re-run a store that holds another study under this one (its results are recomputed)")
+    run.add_argument(
+        "--replace-study",
+        action="store_true",
+        help="re-run a store that holds another study under this one (its results are recomputed)",
+    )
     run.set_defaults(handler=cmd_run)
 
     study = sub.add_parser("study", help="check a study file and show its effective settings and hashes")
@@ -79,15 +86,31 @@ def _parser() -> argparse.ArgumentParser:
 def _add_run_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--cohort", required=required, type=Path, help="folder with patients.csv and scans.csv")
     parser.add_argument("--store", required=required, type=Path, help="store folder (created if missing)")
-    parser.add_argument("--study", type=Path, default=None,
-                        help="study YAML (see examples/); default: the seed paper's study, as --profile")
-    parser.add_argument("--profile", choices=PROFILES, default="quick",
-                        help="built-in profile when no --study is given (a study file names its own `base`)")
+    parser.add_argument(
+        "--study",
+        type=Path,
+        default=None,
+        help="study YAML (see examples/); default: the seed paper's study, as --profile",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="quick",
+        help="built-in profile when no --study is given (a study file names its own `base`)",
+    )
     parser.add_argument("--seed", type=int, default=None)
 
 
-def _export_environment(cohort: Path, store: Path, profile: str, seed: int | None, study: Path | None = None,
-                        nnunet_model: Path | None = None, workers: int = 0, densenet_epochs: int = 0) -> None:
+def _export_environment(
+    cohort: Path,
+    store: Path,
+    profile: str,
+    seed: int | None,
+    study: Path | None = None,
+    nnunet_model: Path | None = None,
+    workers: int = 0,
+    densenet_epochs: int = 0,
+) -> None:
     """The Definitions read their resources from the environment, so every process agrees."""
     os.environ["METORIGIN_COHORT"] = str(cohort.absolute())
     os.environ["METORIGIN_STORE"] = str(store.absolute())
@@ -109,8 +132,11 @@ def cmd_synth(args) -> int:
 
     config = SynthConfig(seed=args.seed, scale=args.scale, matrix=args.matrix, workers=args.workers)
     counts = config.patient_counts()
-    print(f"generating {sum(counts.values())} patients ({counts['colorectal']} colorectal, "
-          f"{counts['pancreatic']} pancreatic) into {args.out}", flush=True)
+    print(
+        f"generating {sum(counts.values())} patients ({counts['colorectal']} colorectal, "
+        f"{counts['pancreatic']} pancreatic) into {args.out}",
+        flush=True,
+    )
     start = time.monotonic()
     generate_cohort(args.out, config, progress=_progress("scans written"))
     print(f"\ndone in {time.monotonic() - start:.0f} s: {args.out}")
@@ -122,13 +148,17 @@ def _progress(label: str):
         end = "\n" if done == total or not sys.stdout.isatty() else "\r"
         if sys.stdout.isatty() or done == total or done % 10 == 0:
             print(f"  {done}/{total} {label}", end=end, flush=True)
+
     return report
 
 
 def cmd_run(args) -> int:
     if not (args.cohort / "scans.csv").is_file():
-        print(f"error: {args.cohort} is not a cohort folder (no scans.csv); "
-              f"create one or try `metorigin synth --out {args.cohort}`", file=sys.stderr)
+        print(
+            f"error: {args.cohort} is not a cohort folder (no scans.csv); "
+            f"create one or try `metorigin synth --out {args.cohort}`",
+            file=sys.stderr,
+        )
         return 2
     from base.errors import MetoriginError
 
@@ -137,8 +167,16 @@ def cmd_run(args) -> int:
     except MetoriginError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    _export_environment(args.cohort, args.store, args.profile, args.seed, args.study, args.nnunet_model,
-                        args.workers, args.densenet_epochs)
+    _export_environment(
+        args.cohort,
+        args.store,
+        args.profile,
+        args.seed,
+        args.study,
+        args.nnunet_model,
+        args.workers,
+        args.densenet_epochs,
+    )
     print(f"study: {study.name} (hash {study.study_hash()}, seed {study.seed})", flush=True)
     from orchestration.definitions import defs
     from orchestration.home import get_instance
@@ -168,12 +206,14 @@ def _checked_study(args):
     from base.store import Store
     from base.study import with_run_choices
 
-    study = with_run_choices(_load_study(args.study, args.profile, args.seed), args.nnunet_model, args.workers,
-                             args.densenet_epochs)
+    study = with_run_choices(
+        _load_study(args.study, args.profile, args.seed), args.nnunet_model, args.workers, args.densenet_epochs
+    )
     problems = study_problems(args.cohort, study, str(args.study or f"the built-in {study.profile} study"))
     if problems:
-        raise StudyFileError(problems[0].file, problems[0].key, problems[0].problem, problems[0].fix,
-                             more=len(problems) - 1)
+        raise StudyFileError(
+            problems[0].file, problems[0].key, problems[0].problem, problems[0].fix, more=len(problems) - 1
+        )
     for step in bind_study(Store(args.store), study, replace=args.replace_study):
         print(f"store {args.store} migrated: {step}", flush=True)
     return study
@@ -223,20 +263,26 @@ def _summary(report, store_path: Path) -> str:
                 lines.append("patients: " + ", ".join(f"{n} {site}" for site, n in rows))
             if "scans" in tables:
                 n, included, invalid = con.execute(
-                    "select count(*), count(*) filter (where included), count(*) filter (where not valid) "
-                    "from scans").fetchone()
-                lines.append(f"scans: {included} of {n} included" + (f", {invalid} invalid (see above)" if invalid else ""))
-                for sid, reason in con.execute("select scan_id, exclusion_reason from scans where valid and not included "
-                                               "order by scan_id").fetchall():
+                    "select count(*), count(*) filter (where included), count(*) filter (where not valid) from scans"
+                ).fetchone()
+                lines.append(
+                    f"scans: {included} of {n} included" + (f", {invalid} invalid (see above)" if invalid else "")
+                )
+                for sid, reason in con.execute(
+                    "select scan_id, exclusion_reason from scans where valid and not included order by scan_id"
+                ).fetchall():
                     lines.append(f"  excluded {sid}: {reason}")
             if "cohort_characteristics" in tables:
                 lines += ["", "Table 1 (cohort_characteristics):", _table1(con), ""]
             if "feature_importance" in tables:
                 lines += ["Table 2 (feature_importance, top 10):", _table2(con), ""]
             if "model_metrics" in tables:
-                lines += ["Table 3 (model_metrics; test patients, 95% patient-bootstrap CI; repeated CV beside):",
-                          _table3(con), ""]
-        lines.append(f"feature store: {store.duckdb_path}  (query: metorigin sql --store {store_path} \"...\")")
+                lines += [
+                    "Table 3 (model_metrics; test patients, 95% patient-bootstrap CI; repeated CV beside):",
+                    _table3(con),
+                    "",
+                ]
+        lines.append(f'feature store: {store.duckdb_path}  (query: metorigin sql --store {store_path} "...")')
     lines.append(f"lake: {store.lake}")
     return "\n".join(lines)
 
@@ -244,8 +290,14 @@ def _summary(report, store_path: Path) -> str:
 def _table1(con) -> str:
     """Table 1 as the study lays it out: one column per cohort."""
     frame = con.execute("select characteristic, level, cohort, display, row_order from cohort_characteristics").df()
-    wide = frame.pivot_table(index=["row_order", "characteristic", "level"], columns="cohort", values="display",
-                             aggfunc="first").reset_index().drop(columns="row_order").fillna("")
+    wide = (
+        frame.pivot_table(
+            index=["row_order", "characteristic", "level"], columns="cohort", values="display", aggfunc="first"
+        )
+        .reset_index()
+        .drop(columns="row_order")
+        .fillna("")
+    )
     return wide.to_string(index=False)
 
 
@@ -298,16 +350,30 @@ def cmd_ibsi_report(args) -> int:
     table = compliance_table()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report_markdown(table))
-    print(f"{args.out}: " + ", ".join(f"{n} {v}" for v, n in table["verdict"].str.split(":").str[0].value_counts().items()))
+    print(
+        f"{args.out}: "
+        + ", ".join(f"{n} {v}" for v, n in table["verdict"].str.split(":").str[0].value_counts().items())
+    )
     return 0
 
 
 def cmd_demo(args) -> int:
     if not (args.cohort / "scans.csv").is_file():
         cmd_synth(argparse.Namespace(out=args.cohort, seed=7, scale=1.0, matrix=256, workers=os.cpu_count() or 1))
-    return cmd_run(argparse.Namespace(cohort=args.cohort, store=args.store, profile=args.profile, seed=None,
-                                      select=None, nnunet_model=None, workers=0, densenet_epochs=0, study=None,
-                                      replace_study=False))
+    return cmd_run(
+        argparse.Namespace(
+            cohort=args.cohort,
+            store=args.store,
+            profile=args.profile,
+            seed=None,
+            select=None,
+            nnunet_model=None,
+            workers=0,
+            densenet_epochs=0,
+            study=None,
+            replace_study=False,
+        )
+    )
 
 
 if __name__ == "__main__":

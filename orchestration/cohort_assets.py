@@ -1,6 +1,5 @@
 """The cohort assets: `patients` and `scans`, thin shells over the cohort contract (assets/cohort.py)."""
 
-
 from pathlib import Path
 
 import dagster as dg
@@ -41,12 +40,23 @@ def study_settings(context: dg.AssetExecutionContext, store: StoreResource, sett
             context.log.info(f"store migrated: {step}")
     except MetoriginError as exc:
         raise dg.Failure(description=str(exc)) from exc
-    return dg.Output(settings_table(study), metadata={"study": study.name, "study_hash": study.study_hash(),
-                                                      **{f"{k}_settings_hash": v for k, v in study.step_hashes().items()}})
+    return dg.Output(
+        settings_table(study),
+        metadata={
+            "study": study.name,
+            "study_hash": study.study_hash(),
+            **{f"{k}_settings_hash": v for k, v in study.step_hashes().items()},
+        },
+    )
 
 
-@dg.asset(group_name=COHORT_GROUP, kinds={"python", "parquet"}, check_specs=PATIENTS_CHECKS,
-          metadata=table_metadata(PATIENTS), deps=[study_settings])
+@dg.asset(
+    group_name=COHORT_GROUP,
+    kinds={"python", "parquet"},
+    check_specs=PATIENTS_CHECKS,
+    metadata=table_metadata(PATIENTS),
+    deps=[study_settings],
+)
 def patients(context: dg.AssetExecutionContext, cohort: CohortResource, settings: SettingsResource):
     """Patients of the cohort with their class (the study's label column) and Table 1 characteristics."""
     study = settings.settings()
@@ -60,10 +70,12 @@ def patients(context: dg.AssetExecutionContext, cohort: CohortResource, settings
     yield rows_check("patients", errors)
 
 
-@dg.asset(group_name=COHORT_GROUP, kinds={"python", "parquet"}, check_specs=SCANS_CHECKS,
-          metadata=table_metadata(SCANS))
-def scans(context: dg.AssetExecutionContext, cohort: CohortResource, settings: SettingsResource,
-          patients: pd.DataFrame):
+@dg.asset(
+    group_name=COHORT_GROUP, kinds={"python", "parquet"}, check_specs=SCANS_CHECKS, metadata=table_metadata(SCANS)
+)
+def scans(
+    context: dg.AssetExecutionContext, cohort: CohortResource, settings: SettingsResource, patients: pd.DataFrame
+):
     """Every scan the cohort lists: geometry, acquisition, and whether it meets the inclusion criteria.
 
     Materialising it registers each included scan as a partition of the per-scan assets.
@@ -82,9 +94,15 @@ def scans(context: dg.AssetExecutionContext, cohort: CohortResource, settings: S
         context.instance.add_dynamic_partitions(scan_partitions.name, new)
     context.log.info(f"{len(included)} of {len(table)} scans included; {len(new)} new scan partition(s)")
     reasons = table.loc[~table["included"], ["scan_id", "exclusion_reason"]]
-    yield dg.Output(table, metadata={
-        "n_scans": len(table), "n_included": len(included), "n_invalid": int((~table["valid"]).sum()),
-        "new_partitions": len(new),
-        "excluded": dg.MetadataValue.md(markdown_table(reasons.to_dict("records")))})
+    yield dg.Output(
+        table,
+        metadata={
+            "n_scans": len(table),
+            "n_included": len(included),
+            "n_invalid": int((~table["valid"]).sum()),
+            "new_partitions": len(new),
+            "excluded": dg.MetadataValue.md(markdown_table(reasons.to_dict("records"))),
+        },
+    )
     yield rows_check("scans", errors)
     yield suite_check(scans_suite(table), asset_key="scans")

@@ -7,7 +7,6 @@ Expectations checks on `lesion_features` can stop it (and everything downstream)
 the study's results (`models/results/`) are a third step, built after the models that fill them.
 """
 
-
 import json
 import os
 import subprocess
@@ -37,13 +36,20 @@ def _manifest_is_stale() -> bool:
     if not dbt_project.manifest_path.exists():
         return True
     built = dbt_project.manifest_path.stat().st_mtime
-    return any(p.stat().st_mtime > built for pattern in ("*.sql", "*.yml") for p in DBT_DIR.rglob(pattern)
-               if "target" not in p.parts)
+    return any(
+        p.stat().st_mtime > built
+        for pattern in ("*.sql", "*.yml")
+        for p in DBT_DIR.rglob(pattern)
+        if "target" not in p.parts
+    )
 
 
 if _manifest_is_stale():
-    subprocess.run([DBT_EXECUTABLE, "parse", "--quiet", "--project-dir", str(DBT_DIR), "--profiles-dir",
-                    str(DBT_DIR)], check=True, cwd=DBT_DIR)
+    subprocess.run(
+        [DBT_EXECUTABLE, "parse", "--quiet", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)],
+        check=True,
+        cwd=DBT_DIR,
+    )
 
 FEATURE_STORE_GROUP = "feature_store"
 GATED_MODELS = "training_matrix"
@@ -83,38 +89,64 @@ def dbt_vars(study: StudySettings) -> dict:
     columns of the study's radiomics parameter file, and the study's two classes."""
     from assets.radiomics import feature_names
 
-    return {"lake_schemas": {name: dbt_columns(schema) for name, schema in LAKE_TABLES.items()},
-            "feature_names": sorted(feature_names(Path(study.radiomics.params_file))),
-            "label_classes": list(study.label.classes)}
+    return {
+        "lake_schemas": {name: dbt_columns(schema) for name, schema in LAKE_TABLES.items()},
+        "feature_names": sorted(feature_names(Path(study.radiomics.params_file))),
+        "label_classes": list(study.label.classes),
+    }
 
 
-def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource,
-           settings: SettingsResource):
+def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource, settings: SettingsResource):
     target = store.store()
     variables = json.dumps(dbt_vars(settings.settings()))
     with target.build_lock(f"run {context.run_id} (dbt)") as build_path:
         with _environment(METORIGIN_STORE=str(target.root), METORIGIN_DUCKDB=str(build_path)):
-            yield from dbt.cli(["build", "--vars", variables], context=context).stream().fetch_column_metadata(with_column_lineage=False)
+            yield from (
+                dbt.cli(["build", "--vars", variables], context=context)
+                .stream()
+                .fetch_column_metadata(with_column_lineage=False)
+            )
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, exclude=f"{GATED_MODELS} {RESULT_MODELS}",
-            dagster_dbt_translator=FeatureStoreTranslator(), pool="duckdb_write", name="feature_store")
-def feature_store_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource,
-                         settings: SettingsResource):
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    exclude=f"{GATED_MODELS} {RESULT_MODELS}",
+    dagster_dbt_translator=FeatureStoreTranslator(),
+    pool="duckdb_write",
+    name="feature_store",
+)
+def feature_store_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource, settings: SettingsResource
+):
     yield from _build(context, dbt, store, settings)
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, select=GATED_MODELS,
-            dagster_dbt_translator=FeatureStoreTranslator(), pool="duckdb_write", name="gated_feature_store")
-def gated_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource,
-                 settings: SettingsResource):
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    select=GATED_MODELS,
+    dagster_dbt_translator=FeatureStoreTranslator(),
+    pool="duckdb_write",
+    name="gated_feature_store",
+)
+def gated_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource, settings: SettingsResource
+):
     yield from _build(context, dbt, store, settings)
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, select=RESULT_MODELS,
-            dagster_dbt_translator=FeatureStoreTranslator(), pool="duckdb_write", name="study_results")
-def result_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource,
-                  settings: SettingsResource):
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    select=RESULT_MODELS,
+    dagster_dbt_translator=FeatureStoreTranslator(),
+    pool="duckdb_write",
+    name="study_results",
+)
+def result_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource, settings: SettingsResource
+):
     yield from _build(context, dbt, store, settings)
 
 

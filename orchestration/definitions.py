@@ -12,8 +12,12 @@ from .sensors import new_scans_sensor, nightly_catch_up
 
 def build_definitions(resources: dict) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*dg.load_assets_from_modules([cohort_assets, scan_assets, study_assets]),
-                feature_store_models, gated_models, result_models],
+        assets=[
+            *dg.load_assets_from_modules([cohort_assets, scan_assets, study_assets]),
+            feature_store_models,
+            gated_models,
+            result_models,
+        ],
         asset_checks=ASSET_CHECKS,
         jobs=[ingest_cohort_job, process_scan_job],
         sensors=[new_scans_sensor],

@@ -9,5 +9,8 @@ from base.schemas import TableSchema
 
 def table_metadata(schema: TableSchema) -> dict:
     """Definition metadata that makes the UI list the asset's columns and types."""
-    return {"dagster/column_schema": dg.TableSchema(
-        columns=[dg.TableColumn(c.name, c.type.lower(), description=c.description or None) for c in schema.columns])}
+    return {
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(c.name, c.type.lower(), description=c.description or None) for c in schema.columns]
+        )
+    }

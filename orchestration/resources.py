@@ -39,16 +39,15 @@ class StoreResource(ConfigurableResource):
 class SettingsResource(ConfigurableResource):
     """The study (a study file, or a built-in profile) with the few choices users make per run."""
 
-    study_file: str = ""          # a study YAML; empty: the built-in study of the seed paper, `profile`
+    study_file: str = ""  # a study YAML; empty: the built-in study of the seed paper, `profile`
     profile: str = "quick"
-    seed: int | None = None       # None: the study's seed
-    nnunet_model_dir: str = ""    # set to segment with nnU-Net instead of the cohort's masks
-    workers: int = 0              # processes for per-lesion work and model fitting; 0 = one per core
-    densenet_epochs: int = 0      # 0 = the study's; fewer for a smoke run, more to continue a training
+    seed: int | None = None  # None: the study's seed
+    nnunet_model_dir: str = ""  # set to segment with nnU-Net instead of the cohort's masks
+    workers: int = 0  # processes for per-lesion work and model fitting; 0 = one per core
+    densenet_epochs: int = 0  # 0 = the study's; fewer for a smoke run, more to continue a training
 
     def settings(self) -> StudySettings:
-        settings = (load_study(self.study_file, self.seed) if self.study_file
-                    else get_settings(self.profile, self.seed))
+        settings = load_study(self.study_file, self.seed) if self.study_file else get_settings(self.profile, self.seed)
         return with_run_choices(settings, self.nnunet_model_dir, self.workers, self.densenet_epochs)
 
 
@@ -79,8 +78,7 @@ def feature_store_reader(store_path: str) -> DuckDBResource:
     the lake, so file access stays on).
 
     dagster-duckdb opens connections read-write; DuckDB's `access_mode` setting makes them read-only."""
-    return DuckDBResource(database=str(Store(store_path).duckdb_path),
-                          connection_config={"access_mode": "READ_ONLY"})
+    return DuckDBResource(database=str(Store(store_path).duckdb_path), connection_config={"access_mode": "READ_ONLY"})
 
 
 def resources_from_env() -> dict:
@@ -89,12 +87,13 @@ def resources_from_env() -> dict:
         "cohort": CohortResource(path=os.environ.get("METORIGIN_COHORT", DEFAULT_COHORT)),
         "store": StoreResource(path=store_path),
         "feature_store": feature_store_reader(store_path),
-        "settings": SettingsResource(study_file=os.environ.get("METORIGIN_STUDY", ""),
-                                     profile=os.environ.get("METORIGIN_PROFILE", "quick"),
-                                     seed=int(os.environ["METORIGIN_SEED"]) if os.environ.get("METORIGIN_SEED")
-                                     else None,
-                                     nnunet_model_dir=os.environ.get("METORIGIN_NNUNET_MODEL", ""),
-                                     workers=int(os.environ.get("METORIGIN_WORKERS", 0)),
-                                     densenet_epochs=int(os.environ.get("METORIGIN_DENSENET_EPOCHS", 0))),
+        "settings": SettingsResource(
+            study_file=os.environ.get("METORIGIN_STUDY", ""),
+            profile=os.environ.get("METORIGIN_PROFILE", "quick"),
+            seed=int(os.environ["METORIGIN_SEED"]) if os.environ.get("METORIGIN_SEED") else None,
+            nnunet_model_dir=os.environ.get("METORIGIN_NNUNET_MODEL", ""),
+            workers=int(os.environ.get("METORIGIN_WORKERS", 0)),
+            densenet_epochs=int(os.environ.get("METORIGIN_DENSENET_EPOCHS", 0)),
+        ),
         "io_manager": LakeIOManager(path=store_path),
     }

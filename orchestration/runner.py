@@ -45,8 +45,13 @@ class RunReport:
                     self.blocked_by.append(name)
 
 
-def run_selection(defs: dg.Definitions, instance: dg.DagsterInstance, selection: str | None = None,
-                  log_level: str = "INFO", progress: Callable[[str], None] = print) -> RunReport:
+def run_selection(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    selection: str | None = None,
+    log_level: str = "INFO",
+    progress: Callable[[str], None] = print,
+) -> RunReport:
     """Cohort-level assets in one run, then one run per scan partition, each scan on its own.
 
     One run per scan is what a backfill in the UI does too: a scan that fails marks only its own
@@ -63,15 +68,23 @@ def run_selection(defs: dg.Definitions, instance: dg.DagsterInstance, selection:
     report = RunReport()
 
     def materialize(selected, partition=None):
-        result = dg.materialize([*defs.assets, *defs.asset_checks], resources=defs.resources, instance=instance,
-                                raise_on_error=False,
-                                selection=dg.AssetSelection.assets(*selected), partition_key=partition,
-                                run_config=run_config)
+        result = dg.materialize(
+            [*defs.assets, *defs.asset_checks],
+            resources=defs.resources,
+            instance=instance,
+            raise_on_error=False,
+            selection=dg.AssetSelection.assets(*selected),
+            partition_key=partition,
+            run_config=run_config,
+        )
         report.add(result, partition)
         return result
 
-    per_scan_outputs = dg.AssetSelection.assets(*(k for k in graph.get_all_asset_keys()
-                                                  if graph.get(k).is_partitioned)).downstream().resolve(graph)
+    per_scan_outputs = (
+        dg.AssetSelection.assets(*(k for k in graph.get_all_asset_keys() if graph.get(k).is_partitioned))
+        .downstream()
+        .resolve(graph)
+    )
     # A multi-asset (the dbt project) runs as one step: if any of its assets needs the per-scan
     # results, all of it waits for them.
     for definition in defs.assets:

@@ -6,7 +6,6 @@ image, the study settings, and a failure that fails this scan's partition only, 
 that names the scan and the fix. Each stamps its rows with the hash of the settings it read.
 """
 
-
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +46,17 @@ def failing_only_this_scan():
 def scan_row(scans: pd.DataFrame, scan_id: str) -> dict:
     match = scans[scans["scan_id"] == scan_id]
     if match.empty:
-        raise ScanProcessingError(scan_id, "lookup", "the scan is not in the scans table",
-                                  "add it to scans.csv and materialise scans")
+        raise ScanProcessingError(
+            scan_id, "lookup", "the scan is not in the scans table", "add it to scans.csv and materialise scans"
+        )
     row = match.iloc[0].to_dict()
     if not row["included"]:
-        raise ScanProcessingError(scan_id, "lookup", f"the scan is not included ({row['exclusion_reason']})",
-                                  "fix the row in scans.csv, or drop this partition")
+        raise ScanProcessingError(
+            scan_id,
+            "lookup",
+            f"the scan is not included ({row['exclusion_reason']})",
+            "fix the row in scans.csv, or drop this partition",
+        )
     return row
 
 
@@ -71,8 +75,13 @@ class OpenScan:
         return conform(frame.assign(settings_hash=self.study.step_hash(step)), schema)
 
 
-def open_scan(context: dg.AssetExecutionContext, cohort: CohortResource, store: StoreResource,
-              settings: SettingsResource, scans: pd.DataFrame) -> OpenScan:
+def open_scan(
+    context: dg.AssetExecutionContext,
+    cohort: CohortResource,
+    store: StoreResource,
+    settings: SettingsResource,
+    scans: pd.DataFrame,
+) -> OpenScan:
     scan_id = context.partition_key
     with failing_only_this_scan():
         row = scan_row(scans, scan_id)
@@ -81,63 +90,97 @@ def open_scan(context: dg.AssetExecutionContext, cohort: CohortResource, store: 
 
 
 def _per_scan(schema: TableSchema, **kwargs):
-    return dg.asset(partitions_def=scan_partitions, group_name=PER_SCAN_GROUP, metadata=table_metadata(schema),
-                    **kwargs)
+    return dg.asset(
+        partitions_def=scan_partitions, group_name=PER_SCAN_GROUP, metadata=table_metadata(schema), **kwargs
+    )
 
 
 @_per_scan(SEGMENTATIONS, kinds={"python", "parquet"})
-def segmentations(context: dg.AssetExecutionContext, cohort: CohortResource, store: StoreResource,
-                  settings: SettingsResource, scans: pd.DataFrame) -> pd.DataFrame:
+def segmentations(
+    context: dg.AssetExecutionContext,
+    cohort: CohortResource,
+    store: StoreResource,
+    settings: SettingsResource,
+    scans: pd.DataFrame,
+) -> pd.DataFrame:
     """Liver and lesion label map of the scan (artifacts/segmentations/), with volumes and liver HU."""
     scan = open_scan(context, cohort, store, settings, scans)
     config = scan.study.segmentation
     with failing_only_this_scan():
         if config.method == "nnunet":
-            result = nnunet_segmentation(scan.image, Path(config.nnunet_model_dir), config.nnunet_folds,
-                                         config.nnunet_checkpoint, scan.scan_id)
+            result = nnunet_segmentation(
+                scan.image, Path(config.nnunet_model_dir), config.nnunet_folds, config.nnunet_checkpoint, scan.scan_id
+            )
         elif not scan.row["mask"]:
-            raise ScanProcessingError(scan.scan_id, "segmentation", "scans.csv gives no mask for this scan",
-                                      "add its mask, or segment with nnU-Net (metorigin run --nnunet-model DIR)")
+            raise ScanProcessingError(
+                scan.scan_id,
+                "segmentation",
+                "scans.csv gives no mask for this scan",
+                "add its mask, or segment with nnU-Net (metorigin run --nnunet-model DIR)",
+            )
         else:
-            result = provided_segmentation(Path(cohort.path) / scan.row["mask"], scan.image,
-                                           parse_labels(scan.row["liver_labels"]),
-                                           parse_labels(scan.row["lesion_labels"]), scan.scan_id)
+            result = provided_segmentation(
+                Path(cohort.path) / scan.row["mask"],
+                scan.image,
+                parse_labels(scan.row["liver_labels"]),
+                parse_labels(scan.row["lesion_labels"]),
+                scan.scan_id,
+            )
     path = scan.store.write_image(result.labels, "segmentations", f"{scan.scan_id}.nii.gz")
-    record = {"scan_id": scan.scan_id, "patient_id": scan.row["patient_id"], "method": result.method,
-              "model_id": result.model_id, "resampled": result.resampled,
-              "label_map": str(path.relative_to(scan.store.root)), **summarise(scan.image, result.labels)}
+    record = {
+        "scan_id": scan.scan_id,
+        "patient_id": scan.row["patient_id"],
+        "method": result.method,
+        "model_id": result.model_id,
+        "resampled": result.resampled,
+        "label_map": str(path.relative_to(scan.store.root)),
+        **summarise(scan.image, result.labels),
+    }
     context.add_output_metadata({k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))})
     return scan.rows(pd.DataFrame([record]), SEGMENTATIONS, "segmentation")
 
 
 @_per_scan(LESIONS, kinds={"python", "parquet"}, check_specs=LESIONS_CHECKS)
-def lesions(context: dg.AssetExecutionContext, cohort: CohortResource, store: StoreResource,
-            settings: SettingsResource, scans: pd.DataFrame, segmentations: pd.DataFrame):
+def lesions(
+    context: dg.AssetExecutionContext,
+    cohort: CohortResource,
+    store: StoreResource,
+    settings: SettingsResource,
+    scans: pd.DataFrame,
+    segmentations: pd.DataFrame,
+):
     """One row per lesion (connected component); lesions under the minimum diameter kept, not included."""
     scan = open_scan(context, cohort, store, settings, scans)
     config = scan.study.lesions
     labels = sitk.ReadImage(str(scan.store.root / segmentations.iloc[0]["label_map"]))
-    table, lesion_map = measure_lesions(scan.image, labels, scan.scan_id, scan.row["patient_id"],
-                                        config.connectivity, config.min_diameter_mm)
+    table, lesion_map = measure_lesions(
+        scan.image, labels, scan.scan_id, scan.row["patient_id"], config.connectivity, config.min_diameter_mm
+    )
     scan.store.write_image(as_image(lesion_map, scan.image), LESION_MAPS, f"{scan.scan_id}.nii.gz")
     table = scan.rows(table, LESIONS, "lesions")
     n_included = int(table["included"].sum())
-    context.log.info(f"{scan.scan_id}: {len(table)} lesions, {n_included} included "
-                     f"(>= {config.min_diameter_mm:g} mm)")
+    context.log.info(f"{scan.scan_id}: {len(table)} lesions, {n_included} included (>= {config.min_diameter_mm:g} mm)")
     yield dg.Output(table, metadata={"n_lesions": len(table), "n_included": n_included})
     yield suite_check(lesions_suite(table, scan.row, config.min_diameter_mm), asset_key="lesions")
 
 
 @_per_scan(RADIOMICS_FEATURES, kinds={"python", "parquet"})
-def radiomics_features(context: dg.AssetExecutionContext, cohort: CohortResource, store: StoreResource,
-                       settings: SettingsResource, scans: pd.DataFrame, lesions: pd.DataFrame) -> pd.DataFrame:
+def radiomics_features(
+    context: dg.AssetExecutionContext,
+    cohort: CohortResource,
+    store: StoreResource,
+    settings: SettingsResource,
+    scans: pd.DataFrame,
+    lesions: pd.DataFrame,
+) -> pd.DataFrame:
     """pyradiomics features of every included lesion, long format, with version and settings hash."""
     scan = open_scan(context, cohort, store, settings, scans)
     config = scan.study.radiomics
     lesion_map = read_lesion_map(scan.store, scan.scan_id)
     chosen = lesions[lesions["included"]]
-    crops = [crop_lesion(scan.image, lesion_map, lesion, config.crop_margin_voxels)
-             for lesion in chosen.to_dict("records")]
+    crops = [
+        crop_lesion(scan.image, lesion_map, lesion, config.crop_margin_voxels) for lesion in chosen.to_dict("records")
+    ]
 
     def progress(done: int, total: int) -> None:
         if done == total or done % 10 == 0:
@@ -146,14 +189,25 @@ def radiomics_features(context: dg.AssetExecutionContext, cohort: CohortResource
     results = extract_lesions(crops, config.workers, Path(config.params_file), progress=progress)
     table = long_table(chosen, results, list(feature_names(Path(config.params_file))), pyradiomics_version())
     table = scan.rows(table, RADIOMICS_FEATURES, "radiomics")
-    context.add_output_metadata({"n_lesions": len(chosen), "n_features": table["feature_name"].nunique(),
-                                 "n_undefined_values": int(table["undefined_reason"].notna().sum())})
+    context.add_output_metadata(
+        {
+            "n_lesions": len(chosen),
+            "n_features": table["feature_name"].nunique(),
+            "n_undefined_values": int(table["undefined_reason"].notna().sum()),
+        }
+    )
     return table
 
 
 @_per_scan(LESION_SLICES, kinds={"python", "numpy"})
-def lesion_slices(context: dg.AssetExecutionContext, cohort: CohortResource, store: StoreResource,
-                  settings: SettingsResource, scans: pd.DataFrame, lesions: pd.DataFrame) -> pd.DataFrame:
+def lesion_slices(
+    context: dg.AssetExecutionContext,
+    cohort: CohortResource,
+    store: StoreResource,
+    settings: SettingsResource,
+    scans: pd.DataFrame,
+    lesions: pd.DataFrame,
+) -> pd.DataFrame:
     """Index of the scan's DenseNet slices; the uint8 stack is artifacts/lesion_slices/<scan>.npz."""
     scan = open_scan(context, cohort, store, settings, scans)
     lesion_map = read_lesion_map(scan.store, scan.scan_id)

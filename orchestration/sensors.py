@@ -32,20 +32,25 @@ def cohort_fingerprint(cohort_dir: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def scans_awaiting_processing(instance: dg.DagsterInstance, store: StoreResource,
-                              repository: dg.RepositoryDefinition) -> list[str]:
+def scans_awaiting_processing(
+    instance: dg.DagsterInstance, store: StoreResource, repository: dg.RepositoryDefinition
+) -> list[str]:
     """Included, registered scans that lack any per-scan asset."""
     per_scan = dg.AssetSelection.groups(PER_SCAN_GROUP).resolve(repository.asset_graph)
     done = set.intersection(*(instance.get_materialized_partitions(key) for key in per_scan))
     return [scan_id for scan_id in included_scan_partitions(instance, store.store()) if scan_id not in done]
 
 
-@dg.sensor(jobs=[ingest_cohort_job, process_scan_job], minimum_interval_seconds=120,
-           default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Ingests the cohort when its CSVs change, registers new scans as partitions, and "
-                       "launches per-scan runs for ingested scans that are not processed yet.")
-def new_scans_sensor(context: dg.SensorEvaluationContext, cohort: CohortResource, settings: SettingsResource,
-                     store: StoreResource):
+@dg.sensor(
+    jobs=[ingest_cohort_job, process_scan_job],
+    minimum_interval_seconds=120,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Ingests the cohort when its CSVs change, registers new scans as partitions, and "
+    "launches per-scan runs for ingested scans that are not processed yet.",
+)
+def new_scans_sensor(
+    context: dg.SensorEvaluationContext, cohort: CohortResource, settings: SettingsResource, store: StoreResource
+):
     cohort_dir = Path(cohort.path)
     fingerprint = cohort_fingerprint(cohort_dir)
     run_requests, partition_requests = [], []
@@ -62,16 +67,23 @@ def new_scans_sensor(context: dg.SensorEvaluationContext, cohort: CohortResource
         run_requests.append(dg.RunRequest(run_key=f"cohort-{fingerprint}", job_name=ingest_cohort_job.name))
         context.update_cursor(fingerprint)
     for scan_id in scans_awaiting_processing(context.instance, store, context.repository_def):
-        run_requests.append(dg.RunRequest(run_key=f"scan-{scan_id}-{fingerprint}", job_name=process_scan_job.name,
-                                          partition_key=scan_id))
+        run_requests.append(
+            dg.RunRequest(
+                run_key=f"scan-{scan_id}-{fingerprint}", job_name=process_scan_job.name, partition_key=scan_id
+            )
+        )
     if not run_requests and not partition_requests:
         return dg.SkipReason(f"{cohort_dir} unchanged and every ingested scan processed")
     return dg.SensorResult(run_requests=run_requests, dynamic_partitions_requests=partition_requests)
 
 
-@dg.schedule(job=process_scan_job, cron_schedule="0 2 * * *", default_status=dg.DefaultScheduleStatus.RUNNING,
-             description="Every night, process every ingested scan that is still missing a per-scan asset "
-                         "(new scans, and scans whose earlier run failed).")
+@dg.schedule(
+    job=process_scan_job,
+    cron_schedule="0 2 * * *",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every night, process every ingested scan that is still missing a per-scan asset "
+    "(new scans, and scans whose earlier run failed).",
+)
 def nightly_catch_up(context: dg.ScheduleEvaluationContext, store: StoreResource):
     night = time.strftime("%Y-%m-%d", time.gmtime(context.scheduled_execution_time.timestamp()))
     missing = scans_awaiting_processing(context.instance, store, context.repository_def)

@@ -36,67 +36,109 @@ def read_training_matrix(feature_store: DuckDBResource) -> pd.DataFrame:
     with feature_store.get_connection() as con:
         matrix = con.execute("select * from training_matrix order by lesion_id").df()
     if matrix.empty:
-        raise dg.Failure("no lesions to learn from: training_matrix has no included lesion of an included scan "
-                         "(no scan met the inclusion criteria, or no lesion reached the minimum diameter, or the "
-                         "segmentations found none); see `metorigin sql --store STORE \"select scan_id, "
-                         "exclusion_reason from scans\"` and the lesions table")
+        raise dg.Failure(
+            "no lesions to learn from: training_matrix has no included lesion of an included scan "
+            "(no scan met the inclusion criteria, or no lesion reached the minimum diameter, or the "
+            'segmentations found none); see `metorigin sql --store STORE "select scan_id, '
+            'exclusion_reason from scans"` and the lesions table'
+        )
     return matrix
 
 
 @dg.asset(group_name=STUDY_GROUP, deps=[TRAINING_MATRIX], kinds=KINDS)
-def patient_split(context: dg.AssetExecutionContext, feature_store: DuckDBResource, settings: SettingsResource) -> pd.DataFrame:
+def patient_split(
+    context: dg.AssetExecutionContext, feature_store: DuckDBResource, settings: SettingsResource
+) -> pd.DataFrame:
     """Train / validation / test patients, drawn with the seed; the same test patients for both arms."""
     study = settings.settings()
     matrix = read_training_matrix(feature_store)
     lesions = matrix.groupby("patient_id").size().rename("n_lesions").reset_index()
     split = split_patients(matrix[["patient_id", "label"]], study.split, study.seed).merge(lesions, on="patient_id")
     counts = split.groupby(["set", "label"]).size().rename("patients").reset_index()
-    context.add_output_metadata({"patients": dg.MetadataValue.md(markdown_table(counts.to_dict("records"))),
-                                 "n_test_patients": int((split["set"] == TEST).sum()), "seed": study.seed})
+    context.add_output_metadata(
+        {
+            "patients": dg.MetadataValue.md(markdown_table(counts.to_dict("records"))),
+            "n_test_patients": int((split["set"] == TEST).sum()),
+            "seed": study.seed,
+        }
+    )
     return split.assign(seed=study.seed, settings_hash=study.step_hash("split"))
 
 
 @dg.asset(group_name=STUDY_GROUP, deps=[TRAINING_MATRIX], kinds=KINDS)
-def feature_importance(context: dg.AssetExecutionContext, feature_store: DuckDBResource, settings: SettingsResource,
-                       patient_split: pd.DataFrame) -> pd.DataFrame:
+def feature_importance(
+    context: dg.AssetExecutionContext,
+    feature_store: DuckDBResource,
+    settings: SettingsResource,
+    patient_split: pd.DataFrame,
+) -> pd.DataFrame:
     """Table 2: redundancy filter (|r| > 0.6) and permutation importance, on training patients only."""
     study = settings.settings()
     matrix = read_training_matrix(feature_store)
     train = matrix[matrix["patient_id"].isin(training_patients(patient_split))].reset_index(drop=True)
     models = fitting_settings(study.models, train, matrix)
     redundancy = drop_correlated(train[feature_columns(train)], models.max_abs_correlation)
-    ranking = permutation_ranking(train[redundancy.kept], labels(train, study.label), train["patient_id"].to_numpy(),
-                                  study.seed, models.importance_repeats, models.tuning_folds, n_jobs=models.workers)
+    ranking = permutation_ranking(
+        train[redundancy.kept],
+        labels(train, study.label),
+        train["patient_id"].to_numpy(),
+        study.seed,
+        models.importance_repeats,
+        models.tuning_folds,
+        n_jobs=models.workers,
+    )
     table = feature_importance_table(redundancy, ranking).assign(settings_hash=study.step_hash("selection"))
-    context.add_output_metadata({"table_2": dg.MetadataValue.md(table2(table)),
-                                 "n_features": len(table), "n_kept": len(redundancy.kept)})
+    context.add_output_metadata(
+        {"table_2": dg.MetadataValue.md(table2(table)), "n_features": len(table), "n_kept": len(redundancy.kept)}
+    )
     return table
 
 
-@dg.multi_asset(group_name=STUDY_GROUP, deps=[TRAINING_MATRIX],
-                outs={"radiomics_metrics": dg.AssetOut(kinds=KINDS, description="Table 3, radiomics arm: one row per model"),
-                      "radiomics_predictions": dg.AssetOut(kinds=KINDS, description="per-lesion probabilities of every model")})
-def radiomics_models(context: dg.AssetExecutionContext, store: StoreResource, feature_store: DuckDBResource,
-                     settings: SettingsResource,
-                     patient_split: pd.DataFrame, feature_importance: pd.DataFrame):
+@dg.multi_asset(
+    group_name=STUDY_GROUP,
+    deps=[TRAINING_MATRIX],
+    outs={
+        "radiomics_metrics": dg.AssetOut(kinds=KINDS, description="Table 3, radiomics arm: one row per model"),
+        "radiomics_predictions": dg.AssetOut(kinds=KINDS, description="per-lesion probabilities of every model"),
+    },
+)
+def radiomics_models(
+    context: dg.AssetExecutionContext,
+    store: StoreResource,
+    feature_store: DuckDBResource,
+    settings: SettingsResource,
+    patient_split: pd.DataFrame,
+    feature_importance: pd.DataFrame,
+):
     """Every classifier x resampler the study names (the paper's 8 x {SMOTE, undersampling}): tuned on
     training patients, scored on the test patients with bootstrap intervals, cross-validated over all patients."""
     study = settings.settings()
     matrix = read_training_matrix(feature_store)
     features = feature_importance.loc[feature_importance["kept"], "feature_name"].tolist()
-    context.log.info(f"fitting {study.models.n_pipelines} pipelines on {len(features)} features, {study.models.workers} worker(s)")
+    context.log.info(
+        f"fitting {study.models.n_pipelines} pipelines on {len(features)} features, {study.models.workers} worker(s)"
+    )
     result = fit_radiomics_arm(matrix, patient_split, features, study.models, study.label, study.seed)
     leakage = split_effect(matrix, features, fitting_settings(study.models, matrix, matrix), study.label, study.seed)
     settings_hash = study.step_hash("radiomics_models")
     folder = store.store().artifact_path("models", "radiomics")
-    paths = {m.model_id: save_model(folder, m.model_id, m.pipeline, {**m.card, "settings_hash": settings_hash})
-             for m in result.models}
-    metrics = result.metrics.assign(model_file=lambda f: f["model_id"].map(lambda i: str(paths[i])),
-                                    settings_hash=settings_hash)
-    yield dg.Output(metrics, "radiomics_metrics",
-                    metadata={"table_3": dg.MetadataValue.md(table3(metrics)), **auc_metadata(metrics), **leakage})
-    yield dg.Output(result.predictions.assign(settings_hash=settings_hash), "radiomics_predictions",
-                    metadata={"n_test_rows": int((result.predictions["evaluation"] == "test").sum())})
+    paths = {
+        m.model_id: save_model(folder, m.model_id, m.pipeline, {**m.card, "settings_hash": settings_hash})
+        for m in result.models
+    }
+    metrics = result.metrics.assign(
+        model_file=lambda f: f["model_id"].map(lambda i: str(paths[i])), settings_hash=settings_hash
+    )
+    yield dg.Output(
+        metrics,
+        "radiomics_metrics",
+        metadata={"table_3": dg.MetadataValue.md(table3(metrics)), **auc_metadata(metrics), **leakage},
+    )
+    yield dg.Output(
+        result.predictions.assign(settings_hash=settings_hash),
+        "radiomics_predictions",
+        metadata={"n_test_rows": int((result.predictions["evaluation"] == "test").sum())},
+    )
 
 
 def _slice_arrays(store: StoreResource, rows: pd.DataFrame, size: int) -> np.ndarray:
@@ -105,18 +147,27 @@ def _slice_arrays(store: StoreResource, rows: pd.DataFrame, size: int) -> np.nda
     groups = list(rows.groupby("slices_file", sort=False))
     if not groups:
         return np.empty((0, size, size), np.uint8)
-    stacked = np.concatenate([resize(load_slices(root / file)[group["array_row"].to_numpy()], size)
-                              for file, group in groups])
+    stacked = np.concatenate(
+        [resize(load_slices(root / file)[group["array_row"].to_numpy()], size) for file, group in groups]
+    )
     return stacked[np.argsort(np.concatenate([group.index.to_numpy() for _, group in groups]))]
 
 
-@dg.multi_asset(group_name=STUDY_GROUP,
-                deps=[TRAINING_MATRIX, dg.AssetKey(["feature_store", "lesion_slices"])],
-                outs={"densenet_metrics": dg.AssetOut(kinds=KINDS, description="Table 3, DenseNet-121 row"),
-                      "densenet_predictions": dg.AssetOut(kinds=KINDS, description="per-lesion mean of slice probabilities")})
-def densenet(context: dg.AssetExecutionContext, store: StoreResource, feature_store: DuckDBResource,
-             settings: SettingsResource,
-             patient_split: pd.DataFrame):
+@dg.multi_asset(
+    group_name=STUDY_GROUP,
+    deps=[TRAINING_MATRIX, dg.AssetKey(["feature_store", "lesion_slices"])],
+    outs={
+        "densenet_metrics": dg.AssetOut(kinds=KINDS, description="Table 3, DenseNet-121 row"),
+        "densenet_predictions": dg.AssetOut(kinds=KINDS, description="per-lesion mean of slice probabilities"),
+    },
+)
+def densenet(
+    context: dg.AssetExecutionContext,
+    store: StoreResource,
+    feature_store: DuckDBResource,
+    settings: SettingsResource,
+    patient_split: pd.DataFrame,
+):
     """DenseNet-121 from scratch on the training patients' slices; the validation patients pick the
     epoch; the test patients' lesions are scored once, at the end."""
     study = settings.settings()
@@ -130,82 +181,170 @@ def densenet(context: dg.AssetExecutionContext, store: StoreResource, feature_st
     images = _slice_arrays(store, rows, config.image_size)
     part = {name: rows.index[rows["set"] == name].to_numpy() for name in (TRAIN, VALIDATION, TEST)}
     y = labels(rows, study.label)
-    context.log.info(f"DenseNet-121 on {len(part[TRAIN])} training, {len(part[VALIDATION])} validation and "
-                     f"{len(part[TEST])} test slices at {config.image_size} px, {config.epochs} epochs, "
-                     f"device {choose_device(config.device)}")
+    context.log.info(
+        f"DenseNet-121 on {len(part[TRAIN])} training, {len(part[VALIDATION])} validation and "
+        f"{len(part[TEST])} test slices at {config.image_size} px, {config.epochs} epochs, "
+        f"device {choose_device(config.device)}"
+    )
     checkpoint = store.store().artifact_path("models", "densenet") / "checkpoint.pt"
 
     def progress(log: EpochLog) -> None:
-        context.log.info(f"epoch {log.epoch}/{config.epochs}: loss {log.loss:.4f}, validation AUC "
-                         f"{log.validation_auc:.3f}, {log.images_per_s:.1f} images/s, {log.seconds:.0f} s")
+        context.log.info(
+            f"epoch {log.epoch}/{config.epochs}: loss {log.loss:.4f}, validation AUC "
+            f"{log.validation_auc:.3f}, {log.images_per_s:.1f} images/s, {log.seconds:.0f} s"
+        )
 
-    result = train(images[part[TRAIN]], y[part[TRAIN]], images[part[VALIDATION]], y[part[VALIDATION]],
-                   rows.loc[part[VALIDATION], "lesion_id"].to_numpy(), config, study.seed, checkpoint, progress)
+    result = train(
+        images[part[TRAIN]],
+        y[part[TRAIN]],
+        images[part[VALIDATION]],
+        y[part[VALIDATION]],
+        rows.loc[part[VALIDATION], "lesion_id"].to_numpy(),
+        config,
+        study.seed,
+        checkpoint,
+        progress,
+    )
     scored = []
     for evaluation, name in (("validation", VALIDATION), ("test", TEST)):
         chosen = rows.loc[part[name]]
-        per_lesion = lesion_probabilities(chosen["lesion_id"].to_numpy(), predict(result.model, images[part[name]],
-                                                                                   result.device))
+        per_lesion = lesion_probabilities(
+            chosen["lesion_id"].to_numpy(), predict(result.model, images[part[name]], result.device)
+        )
         lesions = chosen.drop_duplicates("lesion_id").set_index("lesion_id")[["scan_id", "patient_id", "label"]]
         scored.append(lesions.assign(probability=per_lesion, evaluation=evaluation).reset_index())
-    card = {"arm": "densenet", "features": f"{config.image_size}x{config.image_size} lesion slices",
-            "params": model_params(config), "seed": study.seed, "best_epoch": result.best_epoch,
-            "best_validation_auc": result.best_validation_auc, "history": [asdict(h) for h in result.history],
-            "training_data_sha256": data_hash(rows.loc[part[TRAIN], ["lesion_id", "slice_index"]], y[part[TRAIN]]),
-            "training_slices": int(len(part[TRAIN])), "positive_class": study.label.positive,
-            "settings_hash": study.step_hash("densenet")}
+    card = {
+        "arm": "densenet",
+        "features": f"{config.image_size}x{config.image_size} lesion slices",
+        "params": model_params(config),
+        "seed": study.seed,
+        "best_epoch": result.best_epoch,
+        "best_validation_auc": result.best_validation_auc,
+        "history": [asdict(h) for h in result.history],
+        "training_data_sha256": data_hash(rows.loc[part[TRAIN], ["lesion_id", "slice_index"]], y[part[TRAIN]]),
+        "training_slices": int(len(part[TRAIN])),
+        "positive_class": study.label.positive,
+        "settings_hash": study.step_hash("densenet"),
+    }
     identifier = model_id("densenet121", card)
     path = save_model(checkpoint.parent, identifier, result.model.state_dict(), card, write=torch.save, suffix=".pt")
     predictions = pd.concat(scored, ignore_index=True).assign(
-        model_id=identifier, arm="densenet", model="densenet121", resampler=None,
-        predicted_label=lambda f: predicted_labels(f["probability"], study.label), settings_hash=card["settings_hash"])
+        model_id=identifier,
+        arm="densenet",
+        model="densenet121",
+        resampler=None,
+        predicted_label=lambda f: predicted_labels(f["probability"], study.label),
+        settings_hash=card["settings_hash"],
+    )
     tested = predictions[predictions["evaluation"] == "test"].assign(y_true=lambda f: labels(f, study.label))
-    metrics = pd.DataFrame([{"model_id": identifier, "arm": "densenet", "model": "densenet121", "resampler": None,
-                             **test_metrics(tested, study.models.bootstrap_resamples, study.seed),
-                             "validation_auc": result.best_validation_auc, "best_epoch": result.best_epoch,
-                             "epochs": config.epochs, "image_size": config.image_size,
-                             "params": str(model_params(config)),
-                             "seed": study.seed, "training_data_sha256": card["training_data_sha256"],
-                             "model_file": str(path), "settings_hash": card["settings_hash"]}])
-    yield dg.Output(metrics, "densenet_metrics", metadata={"table_3": dg.MetadataValue.md(table3(metrics)),
-                                                           **auc_metadata(metrics), "best_epoch": result.best_epoch,
-                                                           "device": str(result.device)})
+    metrics = pd.DataFrame(
+        [
+            {
+                "model_id": identifier,
+                "arm": "densenet",
+                "model": "densenet121",
+                "resampler": None,
+                **test_metrics(tested, study.models.bootstrap_resamples, study.seed),
+                "validation_auc": result.best_validation_auc,
+                "best_epoch": result.best_epoch,
+                "epochs": config.epochs,
+                "image_size": config.image_size,
+                "params": str(model_params(config)),
+                "seed": study.seed,
+                "training_data_sha256": card["training_data_sha256"],
+                "model_file": str(path),
+                "settings_hash": card["settings_hash"],
+            }
+        ]
+    )
+    yield dg.Output(
+        metrics,
+        "densenet_metrics",
+        metadata={
+            "table_3": dg.MetadataValue.md(table3(metrics)),
+            **auc_metadata(metrics),
+            "best_epoch": result.best_epoch,
+            "device": str(result.device),
+        },
+    )
     yield dg.Output(predictions, "densenet_predictions", metadata={"n_test_lesions": len(tested)})
 
 
-@dg.multi_asset(group_name=STUDY_GROUP,
-                outs={"combined_metrics": dg.AssetOut(kinds=KINDS, description="Table 3, radiomics + DenseNet row"),
-                      "combined_predictions": dg.AssetOut(kinds=KINDS, description="stacked per-lesion probabilities")})
-def combined_model(context: dg.AssetExecutionContext, store: StoreResource, settings: SettingsResource,
-                   radiomics_metrics: pd.DataFrame, radiomics_predictions: pd.DataFrame,
-                   densenet_predictions: pd.DataFrame):
+@dg.multi_asset(
+    group_name=STUDY_GROUP,
+    outs={
+        "combined_metrics": dg.AssetOut(kinds=KINDS, description="Table 3, radiomics + DenseNet row"),
+        "combined_predictions": dg.AssetOut(kinds=KINDS, description="stacked per-lesion probabilities"),
+    },
+)
+def combined_model(
+    context: dg.AssetExecutionContext,
+    store: StoreResource,
+    settings: SettingsResource,
+    radiomics_metrics: pd.DataFrame,
+    radiomics_predictions: pd.DataFrame,
+    densenet_predictions: pd.DataFrame,
+):
     """The best radiomics model (by tuning CV on training patients) stacked with the DenseNet."""
     study = settings.settings()
     best = best_radiomics_model(radiomics_metrics)
     densenet_id = densenet_predictions["model_id"].iloc[0]
-    stacked = stack(radiomics_predictions[radiomics_predictions["model_id"] == best["model_id"]],
-                    densenet_predictions, study.label, study.seed)
+    stacked = stack(
+        radiomics_predictions[radiomics_predictions["model_id"] == best["model_id"]],
+        densenet_predictions,
+        study.label,
+        study.seed,
+    )
     fit = stacked.fit_rows
-    card = {"arm": "combined", "features": [f"logit P({best['model_id']})", f"logit P({densenet_id})"],
-            "params": stacked.how, "seed": study.seed, "positive_class": study.label.positive,
-            "settings_hash": study.step_hash("combined"),
-            "training_data_sha256": data_hash(fit[["lesion_id", "probability_radiomics", "probability_densenet"]],
-                                              labels(fit, study.label))}
+    card = {
+        "arm": "combined",
+        "features": [f"logit P({best['model_id']})", f"logit P({densenet_id})"],
+        "params": stacked.how,
+        "seed": study.seed,
+        "positive_class": study.label.positive,
+        "settings_hash": study.step_hash("combined"),
+        "training_data_sha256": data_hash(
+            fit[["lesion_id", "probability_radiomics", "probability_densenet"]], labels(fit, study.label)
+        ),
+    }
     identifier = model_id(f"combined_{best['model']}_{best['resampler']}_densenet121", card)
     folder = store.store().artifact_path("models", "combined")
     path = save_model(folder, identifier, stacked.stacker if stacked.stacker is not None else stacked.how, card)
     name = f"{best['model']}+densenet121"
     columns = ["lesion_id", "scan_id", "patient_id", "label", "evaluation", "probability"]
     predictions = stacked.predictions[columns].assign(
-        model_id=identifier, arm="combined", model=name, resampler=best["resampler"],
-        predicted_label=lambda f: predicted_labels(f["probability"], study.label), settings_hash=card["settings_hash"])
+        model_id=identifier,
+        arm="combined",
+        model=name,
+        resampler=best["resampler"],
+        predicted_label=lambda f: predicted_labels(f["probability"], study.label),
+        settings_hash=card["settings_hash"],
+    )
     tested = predictions.assign(y_true=lambda f: labels(f, study.label))
-    metrics = pd.DataFrame([{"model_id": identifier, "arm": "combined", "model": name, "resampler": best["resampler"],
-                             **test_metrics(tested, study.models.bootstrap_resamples, study.seed),
-                             "params": str(stacked.how), "seed": study.seed,
-                             "training_data_sha256": card["training_data_sha256"], "model_file": str(path),
-                             "settings_hash": card["settings_hash"]}])
+    metrics = pd.DataFrame(
+        [
+            {
+                "model_id": identifier,
+                "arm": "combined",
+                "model": name,
+                "resampler": best["resampler"],
+                **test_metrics(tested, study.models.bootstrap_resamples, study.seed),
+                "params": str(stacked.how),
+                "seed": study.seed,
+                "training_data_sha256": card["training_data_sha256"],
+                "model_file": str(path),
+                "settings_hash": card["settings_hash"],
+            }
+        ]
+    )
     context.log.info(f"combined {best['model_id']} with {densenet_id}: {stacked.how['method']}")
-    yield dg.Output(metrics, "combined_metrics", metadata={"table_3": dg.MetadataValue.md(table3(metrics)),
-                                                           **auc_metadata(metrics), "method": stacked.how["method"]})
+    yield dg.Output(
+        metrics,
+        "combined_metrics",
+        metadata={
+            "table_3": dg.MetadataValue.md(table3(metrics)),
+            **auc_metadata(metrics),
+            "method": stacked.how["method"],
+        },
+    )
     yield dg.Output(predictions, "combined_predictions", metadata={"n_test_lesions": len(tested)})

@@ -23,8 +23,7 @@ def build_tiny_model(work: Path, cases: list[tuple[Path, Path]]) -> Path:
     os.environ["nnUNet_preprocessed"] = str(work / "preprocessed")
     os.environ["nnUNet_results"] = str(work / "results")
     import torch
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
-                                                                      preprocess)
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     raw = work / "raw" / DATASET
@@ -32,11 +31,16 @@ def build_tiny_model(work: Path, cases: list[tuple[Path, Path]]) -> Path:
     (raw / "labelsTr").mkdir()
     for i, (image, mask) in enumerate(cases):
         sitk.WriteImage(sitk.ReadImage(str(image)), str(raw / "imagesTr" / f"case_{i:03d}_0000.nii.gz"))
-        labels = sitk.Resample(sitk.ReadImage(str(mask)), sitk.ReadImage(str(image)), sitk.Transform(),
-                               sitk.sitkNearestNeighbor)
+        labels = sitk.Resample(
+            sitk.ReadImage(str(mask)), sitk.ReadImage(str(image)), sitk.Transform(), sitk.sitkNearestNeighbor
+        )
         sitk.WriteImage(labels, str(raw / "labelsTr" / f"case_{i:03d}.nii.gz"))
-    dataset_json = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1, "tumor": 2},
-                    "numTraining": len(cases), "file_ending": ".nii.gz"}
+    dataset_json = {
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, "liver": 1, "tumor": 2},
+        "numTraining": len(cases),
+        "file_ending": ".nii.gz",
+    }
     (raw / "dataset.json").write_text(json.dumps(dataset_json))
 
     extract_fingerprints([DATASET_ID], num_processes=1, show_progress_bar=False, verbose=False)
@@ -47,8 +51,9 @@ def build_tiny_model(work: Path, cases: list[tuple[Path, Path]]) -> Path:
     arch = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
     arch["features_per_stage"] = [4 * 2 ** min(i, 2) for i in range(len(arch["features_per_stage"]))]
     # nnU-Net 2.8's trainer pops this key from the plans it is given (its CLI adds it).
-    trainer = nnUNetTrainer({**plans, "continue_training": False}, "3d_fullres", 0, dataset_json,
-                            device=torch.device("cpu"))
+    trainer = nnUNetTrainer(
+        {**plans, "continue_training": False}, "3d_fullres", 0, dataset_json, device=torch.device("cpu")
+    )
     trainer.initialize()
     with torch.no_grad():
         for layer in trainer.network.decoder.seg_layers:

@@ -52,7 +52,8 @@ def asset_graph_snapshot(defs: dg.Definitions) -> dict:
     # Every check of the graph, whether declared on its asset, standalone, or made by dagster-dbt from a dbt test.
     for check_key in graph.asset_check_keys:
         assets[check_key.asset_key.to_user_string()]["checks"].append(
-            {"name": check_key.name, "blocking": graph.get_check_spec(check_key).blocking})
+            {"name": check_key.name, "blocking": graph.get_check_spec(check_key).blocking}
+        )
     for asset in assets.values():
         asset["checks"].sort(key=lambda check: check["name"])
     repository = defs.get_repository_def()
@@ -80,12 +81,20 @@ def test_asset_graph_matches_snapshot(defs):
         pytest.fail(f"{SNAPSHOT} is missing; create it with: {REGENERATE}", pytrace=False)
     committed = SNAPSHOT.read_text()
     if rendered != committed:
-        diff = "".join(difflib.unified_diff(committed.splitlines(keepends=True), rendered.splitlines(keepends=True),
-                                            fromfile="tests/data/asset_graph.json (committed)",
-                                            tofile="asset graph (current definitions)"))
-        pytest.fail(f"The Dagster asset graph differs from its committed snapshot:\n\n{diff}\n"
-                    f"If the change is intended, regenerate the snapshot and commit it with the change:\n"
-                    f"    {REGENERATE}", pytrace=False)
+        diff = "".join(
+            difflib.unified_diff(
+                committed.splitlines(keepends=True),
+                rendered.splitlines(keepends=True),
+                fromfile="tests/data/asset_graph.json (committed)",
+                tofile="asset graph (current definitions)",
+            )
+        )
+        pytest.fail(
+            f"The Dagster asset graph differs from its committed snapshot:\n\n{diff}\n"
+            f"If the change is intended, regenerate the snapshot and commit it with the change:\n"
+            f"    {REGENERATE}",
+            pytrace=False,
+        )
 
 
 def test_asset_graph_structure(defs):
@@ -94,9 +103,11 @@ def test_asset_graph_structure(defs):
     rank = {group: i for i, group in enumerate(GROUP_ORDER)}
     # Every key is an asset the platform materialises: a dbt source that maps onto no Python asset would
     # appear as an external stub (in group "default"), which the DuckDB build could never read.
-    problems = [f"{key.to_user_string()}: not materialisable here (a dbt source without a Python asset?)"
-                for key in sorted(graph.get_all_asset_keys(), key=lambda key: key.to_user_string())
-                if not graph.get(key).is_materializable]
+    problems = [
+        f"{key.to_user_string()}: not materialisable here (a dbt source without a Python asset?)"
+        for key in sorted(graph.get_all_asset_keys(), key=lambda key: key.to_user_string())
+        if not graph.get(key).is_materializable
+    ]
     for name, asset in sorted(assets.items()):
         group = asset["group"]
         if group not in rank:

@@ -20,8 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 def run_smoke(script: str) -> list[str]:
     """Runs benchmarks/<script> --smoke from the repository root; returns its output lines."""
     env = dict(os.environ, GX_ANALYTICS_ENABLED="false", DAGSTER_DISABLE_TELEMETRY="true")
-    result = subprocess.run([sys.executable, f"benchmarks/{script}", "--smoke"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", "--smoke"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, f"{script} --smoke failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     lines = result.stdout.strip().splitlines()
     assert lines, f"{script} --smoke printed nothing:\n{result.stderr[-3000:]}"
@@ -38,8 +44,9 @@ def result_values(line: str, keys: list[str]) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_radiomics_throughput_smoke():
-    values = result_values(run_smoke("radiomics_throughput.py")[-1],
-                           ["ratio_vs_naive", "max_rel_diff", "scaling_2_workers"])
+    values = result_values(
+        run_smoke("radiomics_throughput.py")[-1], ["ratio_vs_naive", "max_rel_diff", "scaling_2_workers"]
+    )
     assert values["ratio_vs_naive"] > 0 and values["scaling_2_workers"] > 0
     assert values["max_rel_diff"] < 1e-6  # our cropped, pooled extraction gives plain pyradiomics' values
 
@@ -50,8 +57,9 @@ def test_densenet_throughput_smoke():
     assert lines[0].startswith("device: CPU"), lines[0]
     values = result_values(lines[-1], ["ours_vs_bare", "ours_images_per_s", "bare_images_per_s"])
     assert all(v > 0 for v in values.values()), lines[-1]
-    assert values["ours_vs_bare"] == pytest.approx(values["ours_images_per_s"] / values["bare_images_per_s"],
-                                                   rel=0.05, abs=2e-3)
+    assert values["ours_vs_bare"] == pytest.approx(
+        values["ours_images_per_s"] / values["bare_images_per_s"], rel=0.05, abs=2e-3
+    )
 
 
 @pytest.mark.slow

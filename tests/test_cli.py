@@ -12,6 +12,9 @@ import pytest
 
 from tests.helpers import append_row
 
+# Every test here runs the pipeline or a subprocess: `make test`, not `make test-fast`.
+pytestmark = pytest.mark.slow
+
 METORIGIN = str(Path(sys.executable).with_name("metorigin"))
 
 
@@ -21,7 +24,6 @@ def _cli(*args, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([METORIGIN, *map(str, args)], capture_output=True, text=True, timeout=600, env=environment)
 
 
-@pytest.mark.slow
 def test_synth_run_sql_as_a_user_would(tmp_path):
     cohort, store = tmp_path / "cohort", tmp_path / "store"
     synth = _cli("synth", "--out", cohort, "--scale", "0.05", "--matrix", "64", "--seed", "5")
@@ -47,8 +49,17 @@ def test_synth_run_sql_as_a_user_would(tmp_path):
     assert other.returncode == 2 and "--replace-study" in other.stderr and "hash" in other.stderr
 
     line = append_row(cohort / "patients.csv", "P100,colon,70,F,T4,N1,M1")
-    bad = _cli("run", "--cohort", cohort, "--store", store, "--select", "key:patients",  # the row check, not a rerun
-               "--densenet-epochs", "1")
+    bad = _cli(
+        "run",
+        "--cohort",
+        cohort,
+        "--store",
+        store,
+        "--select",
+        "key:patients",  # the row check, not a rerun
+        "--densenet-epochs",
+        "1",
+    )
     assert bad.returncode == 1
     assert f"patients.csv line {line} (P100): unknown primary_site 'colon'" in bad.stdout
     assert "Fix: use one of colorectal, pancreatic" in bad.stdout
@@ -71,7 +82,15 @@ def test_unknown_selection_is_an_error(cohort, tmp_path):
 
 def test_run_with_dagster_home_records_the_run(cohort, tmp_path):
     home = tmp_path / "home"
-    result = _cli("run", "--cohort", cohort, "--store", tmp_path / "store", "--select", "key:patients",
-                  env={"DAGSTER_HOME": str(home)})
+    result = _cli(
+        "run",
+        "--cohort",
+        cohort,
+        "--store",
+        tmp_path / "store",
+        "--select",
+        "key:patients",
+        env={"DAGSTER_HOME": str(home)},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (home / "dagster.yaml").is_file() and (home / "history" / "runs.db").exists()

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from base import errors
 from assets.cohort import load_cohort
 from assets.imaging.geometry import coverage_mismatch
 from assets.imaging.io import normalise_phase, read_image_info
+from base import errors
 from tests.helpers import append_row, replace_in
 
 GOOD_ROW = "{sid},{pid},images/S0002.nii.gz,masks/S0002.nii.gz,1,2,B30s,1.5,portal_venous"
@@ -23,7 +23,9 @@ def test_tiny_cohort_loads_with_inclusion_reasons(cohort):
     assert scans["valid"].all()
     excluded = scans[~scans["included"]]
     assert sorted(excluded["exclusion_reason"].str.split(" ").str[0:2].str.join(" ")) == [
-        "contrast phase", "slice thickness"]
+        "contrast phase",
+        "slice thickness",
+    ]
     assert "arterial" in " ".join(excluded["exclusion_reason"])
     # every patient keeps an included scan
     assert set(scans[scans["included"]]["patient_id"]) == set(loaded.patients["patient_id"])
@@ -56,8 +58,15 @@ def test_reoriented_mask_over_the_same_space_is_accepted(cohort):
 
 def test_mask_resampled_to_another_spacing_is_accepted_but_a_shifted_one_is_not(cohort, tmp_path):
     mask = sitk.ReadImage(str(cohort / "masks" / "S0003.nii.gz"))
-    coarse = sitk.Resample(mask, [s // 2 for s in mask.GetSize()], sitk.Transform(), sitk.sitkNearestNeighbor,
-                           mask.GetOrigin(), [2 * s for s in mask.GetSpacing()], mask.GetDirection())
+    coarse = sitk.Resample(
+        mask,
+        [s // 2 for s in mask.GetSize()],
+        sitk.Transform(),
+        sitk.sitkNearestNeighbor,
+        mask.GetOrigin(),
+        [2 * s for s in mask.GetSpacing()],
+        mask.GetDirection(),
+    )
     coarse.SetOrigin(coarse.TransformContinuousIndexToPhysicalPoint([0.25, 0.25, 0.25]))  # edges line up
     sitk.WriteImage(coarse, str(tmp_path / "coarse.nii.gz"))
     image = read_image_info(cohort / "images" / "S0003.nii.gz")
@@ -99,33 +108,78 @@ def _corrupt_file(cohort):
 
 # (description, how to spoil the cohort -> the row's scan id, expected error type, words in the message)
 ROW_CASES = [
-    ("unknown patient", lambda c: append_row(c / "scans.csv", GOOD_ROW.format(sid="S0100", pid="P999")),
-     errors.UnknownPatientError, "not listed in patients.csv"),
-    ("duplicate scan id", lambda c: append_row(c / "scans.csv", GOOD_ROW.format(sid="S0003", pid="P003")),
-     errors.DuplicateIdError, "appears on lines"),
-    ("missing image", lambda c: append_row(
-        c / "scans.csv", GOOD_ROW.format(sid="S0100", pid="P001").replace("S0002.nii.gz,m", "gone.nii.gz,m")),
-     errors.ImageUnreadableError, "does not exist"),
-    ("corrupt image", lambda c: append_row(c / "scans.csv", _corrupt_file(c)),
-     errors.ImageUnreadableError, "not a readable image"),
-    ("path outside the cohort", lambda c: append_row(
-        c / "scans.csv", GOOD_ROW.format(sid="S0100", pid="P001").replace("images/S0002", "../elsewhere/S0002")),
-     errors.PathOutsideCohortError, "outside the cohort folder"),
-    ("absolute path", lambda c: append_row(
-        c / "scans.csv", GOOD_ROW.format(sid="S0100", pid="P001").replace("images/S0002.nii.gz", "/etc/passwd")),
-     errors.PathOutsideCohortError, "outside the cohort folder"),
-    ("mask of another scan", lambda c: append_row(
-        c / "scans.csv", GOOD_ROW.format(sid="S0100", pid="P001").replace("masks/S0002", "masks/S0004")),
-     errors.MaskGeometryError, "the mask spans"),
-    ("bad label list", lambda c: append_row(
-        c / "scans.csv", GOOD_ROW.format(sid="S0100", pid="P001").replace(",1,2,B30s", ",1,two,B30s")),
-     errors.InvalidValueError, "lesion_labels 'two'"),
-    ("unknown phase", lambda c: append_row(
-        c / "scans.csv", GOOD_ROW.format(sid="S0100", pid="P001").replace("portal_venous", "sunset")),
-     errors.InvalidValueError, "unknown contrast_phase"),
-    ("bad thickness", lambda c: append_row(
-        c / "scans.csv", GOOD_ROW.format(sid="S0100", pid="P001").replace(",1.5,", ",thin,")),
-     errors.InvalidValueError, "slice_thickness_mm 'thin'"),
+    (
+        "unknown patient",
+        lambda c: append_row(c / "scans.csv", GOOD_ROW.format(sid="S0100", pid="P999")),
+        errors.UnknownPatientError,
+        "not listed in patients.csv",
+    ),
+    (
+        "duplicate scan id",
+        lambda c: append_row(c / "scans.csv", GOOD_ROW.format(sid="S0003", pid="P003")),
+        errors.DuplicateIdError,
+        "appears on lines",
+    ),
+    (
+        "missing image",
+        lambda c: append_row(
+            c / "scans.csv", GOOD_ROW.format(sid="S0100", pid="P001").replace("S0002.nii.gz,m", "gone.nii.gz,m")
+        ),
+        errors.ImageUnreadableError,
+        "does not exist",
+    ),
+    (
+        "corrupt image",
+        lambda c: append_row(c / "scans.csv", _corrupt_file(c)),
+        errors.ImageUnreadableError,
+        "not a readable image",
+    ),
+    (
+        "path outside the cohort",
+        lambda c: append_row(
+            c / "scans.csv", GOOD_ROW.format(sid="S0100", pid="P001").replace("images/S0002", "../elsewhere/S0002")
+        ),
+        errors.PathOutsideCohortError,
+        "outside the cohort folder",
+    ),
+    (
+        "absolute path",
+        lambda c: append_row(
+            c / "scans.csv", GOOD_ROW.format(sid="S0100", pid="P001").replace("images/S0002.nii.gz", "/etc/passwd")
+        ),
+        errors.PathOutsideCohortError,
+        "outside the cohort folder",
+    ),
+    (
+        "mask of another scan",
+        lambda c: append_row(
+            c / "scans.csv", GOOD_ROW.format(sid="S0100", pid="P001").replace("masks/S0002", "masks/S0004")
+        ),
+        errors.MaskGeometryError,
+        "the mask spans",
+    ),
+    (
+        "bad label list",
+        lambda c: append_row(
+            c / "scans.csv", GOOD_ROW.format(sid="S0100", pid="P001").replace(",1,2,B30s", ",1,two,B30s")
+        ),
+        errors.InvalidValueError,
+        "lesion_labels 'two'",
+    ),
+    (
+        "unknown phase",
+        lambda c: append_row(
+            c / "scans.csv", GOOD_ROW.format(sid="S0100", pid="P001").replace("portal_venous", "sunset")
+        ),
+        errors.InvalidValueError,
+        "unknown contrast_phase",
+    ),
+    (
+        "bad thickness",
+        lambda c: append_row(c / "scans.csv", GOOD_ROW.format(sid="S0100", pid="P001").replace(",1.5,", ",thin,")),
+        errors.InvalidValueError,
+        "slice_thickness_mm 'thin'",
+    ),
 ]
 
 
@@ -188,8 +242,17 @@ def test_unknown_kernel_excludes_with_an_actionable_reason(cohort):
     assert not scan["included"] and "kernel unknown (set kernel in scans.csv)" in scan["exclusion_reason"]
 
 
-@pytest.mark.parametrize("text, phase", [("Portal venous", "portal_venous"), ("Abdomen PV 1.5 B30s", "portal_venous"),
-                                         ("ART", "arterial"), ("native", "native"), ("Delayed 5min", "delayed"),
-                                         ("", None), ("sunset", None)])
+@pytest.mark.parametrize(
+    "text, phase",
+    [
+        ("Portal venous", "portal_venous"),
+        ("Abdomen PV 1.5 B30s", "portal_venous"),
+        ("ART", "arterial"),
+        ("native", "native"),
+        ("Delayed 5min", "delayed"),
+        ("", None),
+        ("sunset", None),
+    ],
+)
 def test_normalise_phase(text, phase):
     assert normalise_phase(text) == phase

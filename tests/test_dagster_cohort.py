@@ -9,21 +9,27 @@ import duckdb
 import pandas as pd
 import pytest
 
-from orchestration import cohort_assets
-from orchestration.partitions import scan_partitions
-from orchestration.resources import CohortResource, LakeIOManager, SettingsResource, StoreResource
-from orchestration.definitions import build_definitions
-from orchestration.resources import resources_from_env
-from orchestration.sensors import cohort_fingerprint, new_scans_sensor, nightly_catch_up
 from base.store import Store
+from orchestration import cohort_assets
+from orchestration.definitions import build_definitions
+from orchestration.partitions import scan_partitions
+from orchestration.resources import CohortResource, LakeIOManager, SettingsResource, StoreResource, resources_from_env
+from orchestration.sensors import cohort_fingerprint, new_scans_sensor, nightly_catch_up
 from tests.helpers import append_row, replace_in
+
+# Every test here runs the pipeline or a subprocess: `make test`, not `make test-fast`.
+pytestmark = pytest.mark.slow
 
 ASSETS = [cohort_assets.patients, cohort_assets.scans]
 
 
 def _resources(cohort_dir, store_dir) -> dict:
-    return {"cohort": CohortResource(path=str(cohort_dir)), "store": StoreResource(path=str(store_dir)),
-            "settings": SettingsResource(profile="quick"), "io_manager": LakeIOManager(path=str(store_dir))}
+    return {
+        "cohort": CohortResource(path=str(cohort_dir)),
+        "store": StoreResource(path=str(store_dir)),
+        "settings": SettingsResource(profile="quick"),
+        "io_manager": LakeIOManager(path=str(store_dir)),
+    }
 
 
 def _materialize(cohort_dir, store_dir, instance, **kwargs) -> dg.ExecuteInProcessResult:
@@ -101,8 +107,9 @@ def test_sensor_and_schedule_ask_for_exactly_the_missing_work(cohort, tmp_path, 
 def _ask_for_missing_work(cohort, tmp_path, instance, defs, repository):
 
     def tick(cursor=None):
-        return new_scans_sensor(dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
-                                                        resources=defs.resources))
+        return new_scans_sensor(
+            dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
+        )
 
     first = tick()
     assert [r.job_name for r in first.run_requests] == ["ingest_cohort"]  # nothing ingested yet
@@ -123,8 +130,11 @@ def _ask_for_missing_work(cohort, tmp_path, instance, defs, repository):
     third = tick(cursor=fingerprint)
     assert sorted(r.partition_key for r in third.run_requests) == sorted(added.partition_keys)[5:]
     night = datetime.datetime(2026, 11, 28, 2, 0, tzinfo=datetime.timezone.utc)
-    schedule = nightly_catch_up(dg.build_schedule_context(instance=instance, repository_def=repository,
-                                                          resources=defs.resources, scheduled_execution_time=night))
+    schedule = nightly_catch_up(
+        dg.build_schedule_context(
+            instance=instance, repository_def=repository, resources=defs.resources, scheduled_execution_time=night
+        )
+    )
     assert {r.run_key for r in schedule} == {f"nightly-2026-11-28-{k}" for k in sorted(added.partition_keys)[5:]}
     assert sorted(r.partition_key for r in schedule) == sorted(added.partition_keys)[5:]
 

@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from base.store import Store
 from orchestration.definitions import build_definitions
 from orchestration.resources import resources_from_env
 from orchestration.runner import run_selection
-from base.store import Store
-
 from tests.helpers import NOT_STUDY
 
 PER_SCAN = ("segmentations", "lesions", "radiomics_features", "lesion_slices")

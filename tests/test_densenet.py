@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ml import densenet as dn
 from base.study import get_settings
+from ml import densenet as dn
 
 SMALL = replace(get_settings("quick").densenet, image_size=32, epochs=2, batch_size=8, max_train_images_per_epoch=32)
 
@@ -32,11 +32,21 @@ def _train(tmp_path, settings, name="ck.pt", seed=1):
     return dn.train(images, labels, images[:16], labels[:16], lesions, settings, seed, tmp_path / name)
 
 
+@pytest.mark.slow
 def test_training_loop_runs_logs_each_epoch_and_keeps_the_best_validation_epoch(tmp_path):
     logs = []
     images, labels = _data()
-    result = dn.train(images, labels, images[:16], labels[:16], np.repeat(np.arange(8), 2), SMALL, 1,
-                      tmp_path / "ck.pt", progress=logs.append)
+    result = dn.train(
+        images,
+        labels,
+        images[:16],
+        labels[:16],
+        np.repeat(np.arange(8), 2),
+        SMALL,
+        1,
+        tmp_path / "ck.pt",
+        progress=logs.append,
+    )
     assert [log.epoch for log in logs] == [1, 2]
     assert all(np.isfinite(log.loss) and log.images_per_s > 0 for log in logs)
     best = max(logs, key=lambda log: log.validation_auc)
@@ -46,6 +56,7 @@ def test_training_loop_runs_logs_each_epoch_and_keeps_the_best_validation_epoch(
     assert probabilities.shape == (5,) and ((probabilities >= 0) & (probabilities <= 1)).all()
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
     straight = _train(tmp_path, SMALL, "straight.pt")
     first_half = _train(tmp_path, replace(SMALL, epochs=1), "resumed.pt")
@@ -62,8 +73,9 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
 def test_lesion_score_is_the_mean_of_its_slices_and_slices_are_chosen_by_area():
     scores = dn.lesion_probabilities(np.array(["b", "a", "b", "a", "b"]), np.array([0.2, 0.9, 0.5, 0.7, 0.8]))
     assert scores.to_dict() == pytest.approx({"a": 0.8, "b": 0.5})
-    index = pd.DataFrame({"lesion_id": ["a"] * 4 + ["b"], "slice_index": [3, 4, 5, 6, 9],
-                          "lesion_area_px": [10, 40, 40, 5, 7]})
+    index = pd.DataFrame(
+        {"lesion_id": ["a"] * 4 + ["b"], "slice_index": [3, 4, 5, 6, 9], "lesion_area_px": [10, 40, 40, 5, 7]}
+    )
     chosen = dn.pick_slices(index, 2)
     assert chosen[["lesion_id", "slice_index"]].values.tolist() == [["a", 4], ["a", 5], ["b", 9]]
     assert len(dn.pick_slices(index, None)) == 5
@@ -73,8 +85,8 @@ def test_augmentation_is_drawn_per_epoch_and_image_and_keeps_black_borders():
     images, labels = _data(4)
     dataset = dn.SliceDataset(images, labels, dn.augmentation(SMALL), seed=7)
     first = dataset[0][0]
-    assert torch.equal(first, dataset[0][0])              # same key, same draw, whichever worker asks
-    assert not torch.equal(first, dataset[4][0])          # key 4 = the same image in epoch 1: a new draw
+    assert torch.equal(first, dataset[0][0])  # same key, same draw, whichever worker asks
+    assert not torch.equal(first, dataset[4][0])  # key 4 = the same image in epoch 1: a new draw
     assert first.shape == (1, 32, 32) and first.dtype == torch.uint8
     assert not torch.equal(first, dn.SliceDataset(images, labels)[0][0]) and first[0, 0, 0] == 0
     sampler = dn.EpochSampler(10, 4, seed=1)

@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from base.store import Store
 from orchestration.definitions import build_definitions
 from orchestration.resources import resources_from_env
 from orchestration.runner import run_selection
-from base.store import Store
-
 from tests.helpers import NOT_STUDY
 
 pytestmark = pytest.mark.slow
@@ -46,11 +45,17 @@ def _lake_patients(store: Store) -> pd.DataFrame:
     scans = store.read_lake("scans").query("included")
     seg = store.read_lake("segmentations").merge(scans[["scan_id"]], on="scan_id")
     lesions = store.read_lake("lesions").query("included")
-    per_scan = seg.set_index("scan_id")[["patient_id", "liver_volume_ml", "liver_parenchyma_mean_hu"]].join(
-        lesions.groupby("scan_id").agg(lesion_ml=("volume_ml", "sum"), n=("lesion_id", "size"))).fillna(
-        {"lesion_ml": 0, "n": 0})
-    per_patient = per_scan.groupby("patient_id").agg(liver=("liver_volume_ml", "sum"), lesion=("lesion_ml", "sum"),
-                                                     n=("n", "sum"), parenchyma=("liver_parenchyma_mean_hu", "mean"))
+    per_scan = (
+        seg.set_index("scan_id")[["patient_id", "liver_volume_ml", "liver_parenchyma_mean_hu"]]
+        .join(lesions.groupby("scan_id").agg(lesion_ml=("volume_ml", "sum"), n=("lesion_id", "size")))
+        .fillna({"lesion_ml": 0, "n": 0})
+    )
+    per_patient = per_scan.groupby("patient_id").agg(
+        liver=("liver_volume_ml", "sum"),
+        lesion=("lesion_ml", "sum"),
+        n=("n", "sum"),
+        parenchyma=("liver_parenchyma_mean_hu", "mean"),
+    )
     per_patient["burden"] = per_patient["lesion"] / per_patient["liver"]
     return store.read_lake("patients").set_index("patient_id").join(per_patient, how="inner")
 
@@ -106,12 +111,14 @@ def test_lesion_features_and_training_matrix_match_the_long_table(pipeline):
 
 def _analyst_session(store: Store) -> subprocess.Popen:
     """Another process holding the feature store open read-write, as the DuckDB CLI does, until told to stop."""
-    script = ("import duckdb, sys\n"
-              f"con = duckdb.connect({str(store.duckdb_path)!r})\n"
-              "query = 'select count(*) from training_matrix'\n"
-              "print(con.execute(query).fetchone()[0], flush=True)\n"
-              "sys.stdin.readline()\n"
-              "print(con.execute(query).fetchone()[0], flush=True)\n")
+    script = (
+        "import duckdb, sys\n"
+        f"con = duckdb.connect({str(store.duckdb_path)!r})\n"
+        "query = 'select count(*) from training_matrix'\n"
+        "print(con.execute(query).fetchone()[0], flush=True)\n"
+        "sys.stdin.readline()\n"
+        "print(con.execute(query).fetchone()[0], flush=True)\n"
+    )
     session = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert session.stdout.readline().strip().isdigit()  # connected and queried before the run starts
     return session
@@ -126,17 +133,19 @@ def test_corrupt_feature_fails_the_check_and_stops_training_matrix(pipeline):
     original = pd.read_parquet(path)
     corrupt = original.copy()
     victim = corrupt["lesion_id"].iloc[0]
-    corrupt.loc[(corrupt["lesion_id"] == victim) & (corrupt["feature_name"] == "original_shape_MeshVolume"),
-                "feature_value"] = -5.0
+    corrupt.loc[
+        (corrupt["lesion_id"] == victim) & (corrupt["feature_name"] == "original_shape_MeshVolume"), "feature_value"
+    ] = -5.0
     corrupt.to_parquet(path, index=False)
     try:
-        report = run_selection(defs, dg.DagsterInstance.ephemeral(), selection='group:"feature_store"',
-                               progress=lambda _: None)
+        report = run_selection(
+            defs, dg.DagsterInstance.ephemeral(), selection='group:"feature_store"', progress=lambda _: None
+        )
     finally:
         original.to_parquet(path, index=False)
     try:
         assert report.blocked_by == ["feature_store/lesion_features:data_quality"]
-        (check, problems), = report.failed_checks
+        ((check, problems),) = report.failed_checks
         assert "original_shape_MeshVolume" in problems and victim in problems
         assert "feature_store/training_matrix" not in report.materialized
         assert "feature_store/lesion_features" in report.materialized

@@ -24,8 +24,12 @@ def test_every_feature_we_extract_has_a_verdict(table):
     assert verdicts.get("outside tolerance", 0) == 0, table[table["verdict"] == "outside tolerance"]
     assert verdicts["within tolerance"] >= 99
     assert set(table.loc[table["verdict"] == "no IBSI counterpart"].index) == {
-        "original_firstorder_TotalEnergy", "original_glcm_MCC", "original_shape_Maximum2DDiameterColumn",
-        "original_shape_Maximum2DDiameterRow", "original_shape_Maximum2DDiameterSlice"}
+        "original_firstorder_TotalEnergy",
+        "original_glcm_MCC",
+        "original_shape_Maximum2DDiameterColumn",
+        "original_shape_Maximum2DDiameterRow",
+        "original_shape_Maximum2DDiameterSlice",
+    }
 
 
 def test_differences_by_definition_are_what_they_claim(table):
@@ -34,8 +38,9 @@ def test_differences_by_definition_are_what_they_claim(table):
     n_voxels = table.loc["original_shape_VoxelVolume", "metorigin_value"] / 8.0  # 2 mm voxels
     for name in ("MinorAxisLength", "LeastAxisLength"):
         row = table.loc[f"original_shape_{name}"]
-        assert row["metorigin_value"] * math.sqrt(n_voxels / (n_voxels - 1)) == pytest.approx(row["reference"],
-                                                                                             abs=row["tolerance"])
+        assert row["metorigin_value"] * math.sqrt(n_voxels / (n_voxels - 1)) == pytest.approx(
+            row["reference"], abs=row["tolerance"]
+        )
 
 
 def test_committed_report_matches_the_code(table):

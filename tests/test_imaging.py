@@ -9,9 +9,9 @@ import pytest
 import SimpleITK as sitk
 
 from assets import radiomics, segmentation
-from base.errors import ScanProcessingError
 from assets.lesions import label_components, measure_lesions
 from assets.slices import cut_lesion_slices, window
+from base.errors import ScanProcessingError
 from base.study import SliceSettings
 
 DATA = Path(__file__).parent / "data"
@@ -45,8 +45,8 @@ def test_lits_has_13_tumour_pieces_measured_on_the_header_spacing(lits):
 
 def test_lesion_numbering_is_raster_order_and_connectivity_is_a_setting():
     mask = np.zeros((4, 6, 6), dtype=bool)
-    mask[3, 0, 0] = True                   # first voxel latest in z: numbered last
-    mask[0, 4, 4] = mask[1, 5, 5] = True   # touch only at a corner
+    mask[3, 0, 0] = True  # first voxel latest in z: numbered last
+    mask[0, 4, 4] = mask[1, 5, 5] = True  # touch only at a corner
     mask[1, 0, 2] = True
     components, n = label_components(mask, "face")
     assert n == 4
@@ -60,8 +60,8 @@ def test_lesion_numbering_is_raster_order_and_connectivity_is_a_setting():
 def test_one_voxel_and_sub_5mm_lesions_are_kept_but_not_included():
     labels = np.zeros((10, 30, 30), dtype=np.uint8)
     labels[1:9, 2:28, 2:28] = 1
-    labels[5, 10, 10] = 2                  # one voxel of 0.8 x 0.8 x 1.5 mm
-    labels[3:5, 20:23, 20:23] = 2          # 2.4 x 2.4 x 3 mm
+    labels[5, 10, 10] = 2  # one voxel of 0.8 x 0.8 x 1.5 mm
+    labels[3:5, 20:23, 20:23] = 2  # 2.4 x 2.4 x 3 mm
     image = _image(np.full(labels.shape, 80, dtype=np.int16))
     table, _ = measure_lesions(image, _image(labels), "S1", "P1")
     assert len(table) == 2 and not table["included"].any()
@@ -158,7 +158,7 @@ def test_slices_are_masked_windowed_square_and_one_per_lesion_slice():
     hu = np.full((12, 64, 64), 90, dtype=np.int16)
     labels = np.ones_like(hu, dtype=np.uint8)
     zz, yy, xx = np.mgrid[:12, :64, :64]
-    ball = ((zz - 6) * 1.5) ** 2 + ((yy - 30) * 0.8) ** 2 + ((xx - 20) * 0.8) ** 2 < 6.0 ** 2
+    ball = ((zz - 6) * 1.5) ** 2 + ((yy - 30) * 0.8) ** 2 + ((xx - 20) * 0.8) ** 2 < 6.0**2
     labels[ball] = 2
     hu[ball] = 175  # top of the W330/L10 window
     image = _image(hu)

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from base.study import SplitSettings
 from ml.evaluation import bootstrap_intervals, point_estimates, roc_auc
 from ml.registry import data_hash, model_id, save_model
 from ml.selection import drop_correlated, feature_importance_table, permutation_ranking
 from ml.split import TEST, TRAIN, VALIDATION, split_patients
-from base.study import SplitSettings
 
 
 def _patients(n_colorectal: int, n_pancreatic: int) -> pd.DataFrame:
@@ -37,15 +37,24 @@ def test_split_is_fixed_by_the_seed_and_small_classes_keep_half_for_training():
     other = split_patients(_patients(47, 31), SplitSettings(), seed=2)
     assert set(other.loc[other["set"] == TEST, "patient_id"]) != set(a.loc[a["set"] == TEST, "patient_id"])
     small = split_patients(_patients(5, 3), SplitSettings(), seed=1)
-    assert small.groupby("label")["set"].apply(lambda s: (s == TEST).sum()).to_dict() == {"colorectal": 2,
-                                                                                         "pancreatic": 1}
+    assert small.groupby("label")["set"].apply(lambda s: (s == TEST).sum()).to_dict() == {
+        "colorectal": 2,
+        "pancreatic": 1,
+    }
 
 
 def test_redundancy_filter_keeps_the_first_of_each_correlated_group_and_says_why():
     rng = np.random.default_rng(0)
     a, c = rng.normal(size=200), rng.normal(size=200)
-    frame = pd.DataFrame({"a": a, "b": 2 * a + rng.normal(scale=0.1, size=200), "c": c,
-                          "d": np.full(200, 3.0), "e": -c + rng.normal(scale=0.1, size=200)})
+    frame = pd.DataFrame(
+        {
+            "a": a,
+            "b": 2 * a + rng.normal(scale=0.1, size=200),
+            "c": c,
+            "d": np.full(200, 3.0),
+            "e": -c + rng.normal(scale=0.1, size=200),
+        }
+    )
     result = drop_correlated(frame, max_abs_r=0.6)
     assert result.kept == ["a", "c"]
     assert result.constant == ["d"]
@@ -77,14 +86,14 @@ def test_auc_matches_scikit_learn_with_ties():
 
 
 def _predictions(per_patient: list[tuple[int, list[float]]]) -> pd.DataFrame:
-    return pd.DataFrame([{"patient_id": f"P{i}", "y_true": y, "probability": p}
-                         for i, (y, ps) in enumerate(per_patient) for p in ps])
+    return pd.DataFrame(
+        [{"patient_id": f"P{i}", "y_true": y, "probability": p} for i, (y, ps) in enumerate(per_patient) for p in ps]
+    )
 
 
 def test_bootstrap_resamples_patients_and_brackets_the_estimate():
     rng = np.random.default_rng(3)
-    patients = [(y, list(np.clip(rng.normal(0.4 + 0.2 * y, 0.15, size=rng.integers(2, 15)), 0, 1)))
-                for y in [0, 1] * 6]
+    patients = [(y, list(np.clip(rng.normal(0.4 + 0.2 * y, 0.15, size=rng.integers(2, 15)), 0, 1))) for y in [0, 1] * 6]
     predictions = _predictions(patients)
     point = point_estimates(predictions)
     ci = bootstrap_intervals(predictions, resamples=1000, seed=0)
@@ -102,8 +111,9 @@ def test_bootstrap_interval_is_wider_than_a_lesion_bootstrap_when_patients_diffe
     patients = [(y, list(np.full(20, rng.uniform(0.2, 0.8)) + rng.normal(0, 0.01, 20))) for y in [0, 1] * 4]
     predictions = _predictions(patients)
     by_patient = bootstrap_intervals(predictions, 1000, seed=0)
-    as_if_independent = bootstrap_intervals(predictions.assign(patient_id=[f"L{i}" for i in range(len(predictions))]),
-                                            1000, seed=0)
+    as_if_independent = bootstrap_intervals(
+        predictions.assign(patient_id=[f"L{i}" for i in range(len(predictions))]), 1000, seed=0
+    )
     width = lambda ci: ci["auc_ci_high"] - ci["auc_ci_low"]  # noqa: E731
     assert width(by_patient) > 2 * width(as_if_independent)
 

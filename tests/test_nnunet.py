@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from base.errors import ScanProcessingError
 from assets.nnunet import nnunet_segmentation
+from base.errors import ScanProcessingError
+from base.store import Store
 from orchestration.definitions import build_definitions
 from orchestration.resources import resources_from_env
 from orchestration.runner import run_selection
-from base.store import Store
 from tests.nnunet_model import build_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_cohort, tmp_path_factory):
-    cases = [(tiny_cohort / "images" / f"{s}.nii.gz", tiny_cohort / "masks" / f"{s}.nii.gz") for s in ("S0003", "S0004")]
+    cases = [
+        (tiny_cohort / "images" / f"{s}.nii.gz", tiny_cohort / "masks" / f"{s}.nii.gz") for s in ("S0003", "S0004")
+    ]
     # nnU-Net forks worker pools; a fork of this long-lived test process (worker pools and library
     # threads of earlier tests running) once hung at the pool's exit, so it builds in a fresh process.
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
@@ -53,8 +55,12 @@ def test_pipeline_segments_with_nnunet_when_a_model_is_configured(tiny_model, co
     monkeypatch.setenv("METORIGIN_NNUNET_MODEL", str(tiny_model))
     defs = build_definitions(resources_from_env())
     with dg.instance_for_test() as instance:
-        report = run_selection(defs, instance, selection="key:patients or key:scans or key:segmentations or key:lesions",
-                               progress=lambda _: None)
+        report = run_selection(
+            defs,
+            instance,
+            selection="key:patients or key:scans or key:segmentations or key:lesions",
+            progress=lambda _: None,
+        )
     assert report.ok, report.step_failures
     store = Store(tmp_path / "store")
     seg = store.read_lake("segmentations").set_index("scan_id")

@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from base.store import Store
 from orchestration.definitions import build_definitions
 from orchestration.resources import resources_from_env
 from orchestration.runner import run_selection
-from base.store import Store
-
 from tests.helpers import NOT_STUDY
+
+# Every test here runs the pipeline or a subprocess: `make test`, not `make test-fast`.
+pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).parent / "data"
 
@@ -59,7 +61,7 @@ def outcome(tmp_path_factory):
 
 def test_mask_on_an_unrelated_grid_is_rejected_at_ingest_and_never_processed(outcome):
     report, store, _ = outcome
-    (check, problems), = report.failed_checks
+    ((check, problems),) = report.failed_checks
     assert check == "scans:rows_valid" and "scans.csv line 5 (BAD4): the mask spans" in problems
     assert "BAD4" not in store.lake_partitions("segmentations")
 

@@ -19,8 +19,9 @@ SECOND = Path(__file__).resolve().parents[1] / "examples" / "sharp_kernels_color
 def test_the_second_example_study_runs_end_to_end(tmp_path):
     cohort, store_dir = tmp_path / "cohort", tmp_path / "store"
     assert _cli("synth", "--out", cohort, "--scale", "0.05", "--matrix", "64", "--seed", "5").returncode == 0
-    run = _cli("run", "--cohort", cohort, "--store", store_dir, "--study", SECOND, "--densenet-epochs", "1",
-               "--workers", "2")
+    run = _cli(
+        "run", "--cohort", cohort, "--store", store_dir, "--study", SECOND, "--densenet-epochs", "1", "--workers", "2"
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     study = with_run_choices(load_study(SECOND), densenet_epochs=1)
     assert f"study: {study.name} (hash {study.study_hash()}" in run.stdout

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from base.errors import StoreVersionError
-from base.manifest import SCHEMA_VERSION, MANIFEST, migrate, read_manifest, schema_version
+from base.manifest import MANIFEST, SCHEMA_VERSION, migrate, read_manifest, schema_version
 from base.schemas import LAKE_TABLES
 from base.store import Store
 

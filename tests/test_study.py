@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 
 from assets.synth import SynthConfig, generate_cohort
+from base.store import Store
+from base.study import get_settings
 from ml.densenet import pick_slices
 from ml.evaluation import labels
 from ml.radiomics_arm import feature_columns, split_effect
@@ -22,8 +24,6 @@ from ml.selection import drop_correlated
 from orchestration.definitions import build_definitions
 from orchestration.resources import resources_from_env
 from orchestration.runner import run_selection
-from base.study import get_settings
-from base.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -108,6 +108,7 @@ def test_table3_has_16_models_with_intervals_and_models_with_their_cards(study):
     best = metrics.sort_values("auc").iloc[-1]
     mine = predictions[predictions["model_id"] == best["model_id"]]
     from sklearn.metrics import roc_auc_score
+
     assert roc_auc_score(mine["label"] == "pancreatic", mine["probability"]) == pytest.approx(best["auc"])
 
 
@@ -124,8 +125,11 @@ def test_densenet_trains_on_training_patients_only_and_joins_table3_with_the_com
         assert set(split[predictions.loc[predictions["evaluation"] == evaluation, "patient_id"]]) == {expected}
     # The card's training-data hash is the hash of the training patients' slices, and of nothing else.
     card = json.loads(Path(metrics.set_index("arm").loc["densenet", "model_file"]).with_suffix(".json").read_text())
-    index = _sql(store, "select s.*, t.label from lesion_slices s join training_matrix t using (lesion_id) "
-                        "order by s.lesion_id, s.slice_index")
+    index = _sql(
+        store,
+        "select s.*, t.label from lesion_slices s join training_matrix t using (lesion_id) "
+        "order by s.lesion_id, s.slice_index",
+    )
     chosen = pick_slices(index, get_settings("quick").densenet.max_slices_per_lesion)
     train = chosen[chosen["patient_id"].map(split) == "train"].reset_index(drop=True)
     assert card["training_data_sha256"] == data_hash(train[["lesion_id", "slice_index"]], labels(train, QUICK.label))

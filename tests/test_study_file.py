@@ -39,16 +39,19 @@ def test_a_study_file_overrides_its_base_profile_field_by_field(tmp_path):
     assert second.study_hash() != quick.study_hash()
 
 
-@pytest.mark.parametrize("text, key, problem", [
-    ("lesions: {min_diameter: 7}\n", "lesions.min_diameter", "unknown key"),
-    ("split: {test_patients_per_class: four}\n", "split.test_patients_per_class", "valid integer"),
-    ("inclusion: {slice_thickness_mm: -1.5}\n", "inclusion.slice_thickness_mm", "greater than 0"),
-    ("label: {positive: hepatic}\n", "label", "positive class 'hepatic' is not one of the classes"),
-    ("models: {classifiers: [knn, svm]}\n", "models.classifiers.1", "'svm'"),
-    ("base: fast\n", "base", "unknown base profile 'fast'"),
-    ("radiomics: {params_file: missing.yaml}\n", "radiomics.params_file", "'missing.yaml' does not exist"),
-    ("seed: [1\n", "", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, key, problem",
+    [
+        ("lesions: {min_diameter: 7}\n", "lesions.min_diameter", "unknown key"),
+        ("split: {test_patients_per_class: four}\n", "split.test_patients_per_class", "valid integer"),
+        ("inclusion: {slice_thickness_mm: -1.5}\n", "inclusion.slice_thickness_mm", "greater than 0"),
+        ("label: {positive: hepatic}\n", "label", "positive class 'hepatic' is not one of the classes"),
+        ("models: {classifiers: [knn, svm]}\n", "models.classifiers.1", "'svm'"),
+        ("base: fast\n", "base", "unknown base profile 'fast'"),
+        ("radiomics: {params_file: missing.yaml}\n", "radiomics.params_file", "'missing.yaml' does not exist"),
+        ("seed: [1\n", "", "not valid YAML"),
+    ],
+)
 def test_a_bad_study_file_is_refused_with_the_file_the_key_and_the_fix(tmp_path, text, key, problem):
     path = _study(tmp_path, text)
     with pytest.raises(StudyFileError) as caught:
@@ -65,10 +68,18 @@ def test_each_step_hash_covers_exactly_the_settings_the_step_reads(tmp_path):
     assert changed == {"lesions"}
     reseeded = get_settings("quick", seed=1)
     assert {s for s in STEP_SETTINGS if quick.step_hash(s) != reseeded.step_hash(s)} == {
-        "split", "selection", "radiomics_models", "densenet", "combined"}
+        "split",
+        "selection",
+        "radiomics_models",
+        "densenet",
+        "combined",
+    }
     # Machine settings change how fast, never which numbers: no hash moves.
-    faster = dataclasses.replace(quick, models=dataclasses.replace(quick.models, workers=64),
-                                 densenet=dataclasses.replace(quick.densenet, loader_workers=12, device="cuda"))
+    faster = dataclasses.replace(
+        quick,
+        models=dataclasses.replace(quick.models, workers=64),
+        densenet=dataclasses.replace(quick.densenet, loader_workers=12, device="cuda"),
+    )
     assert faster.step_hashes() == quick.step_hashes() and faster.study_hash() == quick.study_hash()
 
 
@@ -81,11 +92,14 @@ def test_the_radiomics_hash_follows_the_parameter_file_content(tmp_path):
     assert load_study(study).step_hash("radiomics") != get_settings("quick").step_hash("radiomics")
 
 
-@pytest.mark.parametrize("text, key, problem", [
-    ("label: {column: histology}\n", "label.column", "patients.csv has no column 'histology'"),
-    ("label: {classes: [colorectal, gastric], positive: gastric}\n", "label.classes", "the class 'gastric'"),
-    ("inclusion: {kernels: [B99f]}\n", "inclusion.kernels", "not one of the 10 readable scans"),
-])
+@pytest.mark.parametrize(
+    "text, key, problem",
+    [
+        ("label: {column: histology}\n", "label.column", "patients.csv has no column 'histology'"),
+        ("label: {classes: [colorectal, gastric], positive: gastric}\n", "label.classes", "the class 'gastric'"),
+        ("inclusion: {kernels: [B99f]}\n", "inclusion.kernels", "not one of the 10 readable scans"),
+    ],
+)
 def test_a_study_that_does_not_fit_the_cohort_is_refused_before_any_work(cohort, tmp_path, text, key, problem):
     path = _study(tmp_path, text)
     problems = study_problems(cohort, load_study(path), str(path))

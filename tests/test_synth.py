@@ -23,22 +23,28 @@ def _measure(cohort_dir) -> pd.DataFrame:
         image = sitk.GetArrayFromImage(read_image(cohort_dir / scan.image))
         mask_image = sitk.ReadImage(str(cohort_dir / scan.mask))
         reference = read_image(cohort_dir / scan.image)
-        mask = sitk.GetArrayFromImage(sitk.Resample(mask_image, reference, sitk.Transform(),
-                                                    sitk.sitkNearestNeighbor))
+        mask = sitk.GetArrayFromImage(sitk.Resample(mask_image, reference, sitk.Transform(), sitk.sitkNearestNeighbor))
         components, n = ndimage.label(mask == 2)
         voxel_mm3 = np.prod(reference.GetSpacing())
         sizes = ndimage.sum_labels(np.ones_like(mask), components, index=np.arange(1, n + 1)) * voxel_mm3
-        rows.append({"site": scan.primary_site, "lesions": n,
-                     "burden": (mask == 2).sum() / (mask >= 1).sum(),
-                     "lesion_hu": image[mask == 2].mean(), "liver_hu": image[mask == 1].mean(),
-                     "median_lesion_ml": np.median(sizes) / 1000 if n else np.nan,
-                     "tiny": int((sizes < 4 / 3 * np.pi * 2.5 ** 3).sum())})
+        rows.append(
+            {
+                "site": scan.primary_site,
+                "lesions": n,
+                "burden": (mask == 2).sum() / (mask >= 1).sum(),
+                "lesion_hu": image[mask == 2].mean(),
+                "liver_hu": image[mask == 1].mean(),
+                "median_lesion_ml": np.median(sizes) / 1000 if n else np.nan,
+                "tiny": int((sizes < 4 / 3 * np.pi * 2.5**3).sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def test_allocation_reproduces_table1_counts():
     assert sorted(allocate(TABLE1["colorectal"]["t_stage"], 47)) == sorted(
-        ["T1"] * 2 + ["T2"] * 4 + ["T3"] * 24 + ["T4"] * 15 + ["Tx"] * 2)
+        ["T1"] * 2 + ["T2"] * 4 + ["T3"] * 24 + ["T4"] * 15 + ["Tx"] * 2
+    )
     assert len(allocate(TABLE1["pancreatic"]["sex"], 3)) == 3
 
 

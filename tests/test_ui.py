@@ -23,9 +23,15 @@ def _env(cohort, store, home) -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_definitions_validate(cohort, tmp_path):
-    result = subprocess.run([str(BIN / "dagster"), "definitions", "validate", "-m", "orchestration.definitions"],
-                            capture_output=True, text=True, timeout=300, env=_env(cohort, tmp_path / "s", tmp_path))
+    result = subprocess.run(
+        [str(BIN / "dagster"), "definitions", "validate", "-m", "orchestration.definitions"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(cohort, tmp_path / "s", tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     assert "All code locations passed validation" in result.stderr + result.stdout
 
@@ -37,8 +43,11 @@ def _free_port() -> int:
 
 
 def _graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)["data"]
 
@@ -48,9 +57,13 @@ def test_metorigin_ui_serves_the_asset_graph(cohort, tmp_path):
     port = _free_port()
     home = tmp_path / "home"
     # `dagster dev` ignores SIGTERM from a parent script: own process group, killed as a group.
-    server = subprocess.Popen([str(BIN / "metorigin"), "ui", "--cohort", str(cohort), "--store", str(tmp_path / "s"),
-                               "--port", str(port)], env=_env(cohort, tmp_path / "s", home),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [str(BIN / "metorigin"), "ui", "--cohort", str(cohort), "--store", str(tmp_path / "s"), "--port", str(port)],
+        env=_env(cohort, tmp_path / "s", home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -68,8 +81,9 @@ def test_metorigin_ui_serves_the_asset_graph(cohort, tmp_path):
                 break
             time.sleep(2)
         assert {("patients",), ("scans",)} <= keys
-        repos = _graphql(port, "{ repositoriesOrError { ... on RepositoryConnection "
-                               "{ nodes { sensors { name } jobs { name } } } } }")["repositoriesOrError"]["nodes"]
+        repos = _graphql(
+            port, "{ repositoriesOrError { ... on RepositoryConnection { nodes { sensors { name } jobs { name } } } } }"
+        )["repositoriesOrError"]["nodes"]
         assert "new_scans_sensor" in {s["name"] for r in repos for s in r["sensors"]}
         assert {"ingest_cohort", "process_scan"} <= {j["name"] for r in repos for j in r["jobs"]}
         assert {("segmentations",), ("lesions",), ("radiomics_features",), ("lesion_slices",)} <= keys

@@ -25,8 +25,12 @@ def physical_bounds(info: ImageInfo) -> tuple[np.ndarray, np.ndarray]:
     """Axis-aligned physical box spanned by the grid's voxel *edges* (not centres), in mm."""
     matrix = _matrix(info)
     origin = np.asarray(info.origin, dtype=float)
-    corners = np.array([[-0.5 if c == 0 else n - 0.5 for c, n in zip(choice, info.size)]
-                        for choice in itertools.product((0, 1), repeat=3)])
+    corners = np.array(
+        [
+            [-0.5 if c == 0 else n - 0.5 for c, n in zip(choice, info.size)]
+            for choice in itertools.product((0, 1), repeat=3)
+        ]
+    )
     points = origin + corners @ matrix.T
     return points.min(axis=0), points.max(axis=0)
 
@@ -50,8 +54,10 @@ def coverage_mismatch(image: ImageInfo, mask: ImageInfo) -> str | None:
     if not bad:
         return None
     fmt = lambda v: "[" + ", ".join(f"{x:.1f}" for x in v) + "]"  # noqa: E731
-    return (f"the mask spans {fmt(msk_lo)} to {fmt(msk_hi)} mm but the image spans {fmt(img_lo)} to "
-            f"{fmt(img_hi)} mm (off by up to {off.max():.1f} mm along {', '.join(bad)})")
+    return (
+        f"the mask spans {fmt(msk_lo)} to {fmt(msk_hi)} mm but the image spans {fmt(img_lo)} to "
+        f"{fmt(img_hi)} mm (off by up to {off.max():.1f} mm along {', '.join(bad)})"
+    )
 
 
 def slice_axis_tilt_deg(info: ImageInfo) -> float:

@@ -17,8 +17,7 @@ from base.study import CONTRAST_PHASES
 
 # Only these DICOM attributes are ever read from headers. Identifying tags (names, birth dates,
 # hospital IDs) are never touched, so they cannot leak into the store.
-DICOM_ATTRIBUTES = ("ConvolutionKernel", "SliceThickness", "SeriesDescription", "ProtocolName",
-                    "ContrastBolusAgent")
+DICOM_ATTRIBUTES = ("ConvolutionKernel", "SliceThickness", "SeriesDescription", "ProtocolName", "ContrastBolusAgent")
 
 
 # Free-text series descriptions seen in practice, mapped to the contract's phase names. Order
@@ -84,12 +83,19 @@ def _info_from_image(image: sitk.Image | sitk.ImageFileReader, header: dict[str,
     size = tuple(int(v) for v in image.GetSize())
     if len(size) != 3:
         raise ValueError(f"the image has {len(size)} dimensions; a CT volume must have 3")
-    pixel_type = (sitk.GetPixelIDValueAsString(image.GetPixelID()) if isinstance(image, sitk.ImageFileReader)
-                  else image.GetPixelIDTypeAsString())
-    return ImageInfo(size=size, spacing=tuple(float(v) for v in image.GetSpacing()),
-                     origin=tuple(float(v) for v in image.GetOrigin()),
-                     direction=tuple(float(v) for v in image.GetDirection()),
-                     pixel_type=pixel_type, header=header)
+    pixel_type = (
+        sitk.GetPixelIDValueAsString(image.GetPixelID())
+        if isinstance(image, sitk.ImageFileReader)
+        else image.GetPixelIDTypeAsString()
+    )
+    return ImageInfo(
+        size=size,
+        spacing=tuple(float(v) for v in image.GetSpacing()),
+        origin=tuple(float(v) for v in image.GetOrigin()),
+        direction=tuple(float(v) for v in image.GetDirection()),
+        pixel_type=pixel_type,
+        header=header,
+    )
 
 
 def read_image_info(path: Path) -> ImageInfo:

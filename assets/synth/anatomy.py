@@ -27,15 +27,21 @@ MIN_INCLUDED_DIAMETER_MM = 5.0
 
 # Per-patient lesion traits: (mean colorectal, mean pancreatic, between-patient sd, within-patient sd).
 TRAITS = {
-    "necrosis": (0.55, 0.30, 0.22, 0.08),     # depth of the hypodense centre, x 30 HU
-    "rim": (0.30, 0.55, 0.22, 0.08),          # peripheral enhancement, x 25 HU
-    "hetero_hu": (10.0, 8.0, 3.0, 1.2),       # amplitude of internal texture
-    "corr_mm": (2.4, 1.8, 0.5, 0.2),          # grain of internal texture
-    "margin_mm": (0.7, 1.1, 0.3, 0.12),       # width of the lesion-liver transition
-    "lobulation": (0.16, 0.10, 0.06, 0.03),   # radial irregularity of the outline
+    "necrosis": (0.55, 0.30, 0.22, 0.08),  # depth of the hypodense centre, x 30 HU
+    "rim": (0.30, 0.55, 0.22, 0.08),  # peripheral enhancement, x 25 HU
+    "hetero_hu": (10.0, 8.0, 3.0, 1.2),  # amplitude of internal texture
+    "corr_mm": (2.4, 1.8, 0.5, 0.2),  # grain of internal texture
+    "margin_mm": (0.7, 1.1, 0.3, 0.12),  # width of the lesion-liver transition
+    "lobulation": (0.16, 0.10, 0.06, 0.03),  # radial irregularity of the outline
 }
-TRAIT_LIMITS = {"necrosis": (0, 1), "rim": (0, 1), "hetero_hu": (2, 25), "corr_mm": (0.8, 5),
-                "margin_mm": (0.25, 2.5), "lobulation": (0, 0.35)}
+TRAIT_LIMITS = {
+    "necrosis": (0, 1),
+    "rim": (0, 1),
+    "hetero_hu": (2, 25),
+    "corr_mm": (0.8, 5),
+    "margin_mm": (0.25, 2.5),
+    "lobulation": (0, 0.35),
+}
 
 
 @dataclass(frozen=True)
@@ -55,8 +61,10 @@ class Grid:
     def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Physical x, y, z of voxel centres along each grid axis."""
         s = -1.0 if self.flipped_xy else 1.0
-        return tuple(o + sign * sp * np.arange(n, dtype=np.float64)
-                     for o, sign, sp, n in zip(self.origin, (s, s, 1.0), self.spacing, self.size))
+        return tuple(
+            o + sign * sp * np.arange(n, dtype=np.float64)
+            for o, sign, sp, n in zip(self.origin, (s, s, 1.0), self.spacing, self.size)
+        )
 
 
 @dataclass(frozen=True)
@@ -76,15 +84,16 @@ class Body:
 class Liver:
     center: tuple[float, float, float]
     semi_axes: tuple[float, float, float]
-    taper: float            # thinner towards the left lobe
+    taper: float  # thinner towards the left lobe
     wobble: tuple[float, ...]  # amplitude and 3 phases of a smooth surface perturbation
 
     def level(self, x, y, z):
         """< 1 inside the liver ellipsoid-like shape (before clipping by the body wall)."""
         u, v, w = ((c - c0) / a for c, c0, a in zip((x, y, z), self.center, self.semi_axes))
         amp, p1, p2, p3 = self.wobble
-        return ((u * u + v * v + w * w) * (1.0 + self.taper * np.clip(u, 0, None))
-                + amp * np.sin(2.1 * u + p1) * np.sin(1.7 * v + p2) * np.sin(1.9 * w + p3))
+        return (u * u + v * v + w * w) * (1.0 + self.taper * np.clip(u, 0, None)) + amp * np.sin(2.1 * u + p1) * np.sin(
+            1.7 * v + p2
+        ) * np.sin(1.9 * w + p3)
 
 
 @dataclass(frozen=True)
@@ -165,8 +174,8 @@ def render(spec: ScanSpec) -> tuple[np.ndarray, np.ndarray]:
     muscle2d = (X / inner_a) ** 2 + (Y / inner_b) ** 2 < 1.0
     interior2d = spec.body.interior(X, Y)
     spine_y = spec.body.half_depth - spec.body.fat_mm - spec.body.muscle_mm - 22.0
-    spine2d = X ** 2 + (Y - spine_y) ** 2 < 16.0 ** 2
-    aorta2d = (X - 18.0) ** 2 + (Y - spine_y + 30.0) ** 2 < 11.0 ** 2
+    spine2d = X**2 + (Y - spine_y) ** 2 < 16.0**2
+    aorta2d = (X - 18.0) ** 2 + (Y - spine_y + 30.0) ** 2 < 11.0**2
     slice2d = np.full((ny, nx), AIR_HU, dtype=np.float32)
     slice2d[body2d] = FAT_HU
     slice2d[muscle2d] = MUSCLE_HU
@@ -199,9 +208,11 @@ def _smooth_field(rng, xs, ys, zs, amplitude: float, max_freq: float) -> np.ndar
     for _ in range(6):
         fx, fy, fz = rng.uniform(0.01, max_freq, 3)
         px, py, pz = rng.uniform(0, 2 * np.pi, 3)
-        field += (np.cos(fz * zs + pz)[:, None, None].astype(np.float32)
-                  * np.cos(fy * ys + py)[None, :, None].astype(np.float32)
-                  * np.cos(fx * xs + px)[None, None, :].astype(np.float32))
+        field += (
+            np.cos(fz * zs + pz)[:, None, None].astype(np.float32)
+            * np.cos(fy * ys + py)[None, :, None].astype(np.float32)
+            * np.cos(fx * xs + px)[None, None, :].astype(np.float32)
+        )
     return field * (amplitude / np.sqrt(6 / 8))
 
 
@@ -228,9 +239,11 @@ def _paint_lesion(image, labels, lesion: Lesion, xs, ys, zs, spacing) -> None:
     sigma = [lesion.corr_mm / s for s in (spacing[2], spacing[1], spacing[0])]
     texture = ndimage.gaussian_filter(texture, sigma=sigma)
     texture /= texture.std() + 1e-9
-    profile = (-30.0 * lesion.necrosis * np.exp(-(rel / 0.55) ** 2)
-               + 25.0 * lesion.rim * np.exp(-((rel - 0.85) / 0.12) ** 2)
-               + lesion.hetero_hu * texture)
+    profile = (
+        -30.0 * lesion.necrosis * np.exp(-((rel / 0.55) ** 2))
+        + 25.0 * lesion.rim * np.exp(-(((rel - 0.85) / 0.12) ** 2))
+        + lesion.hetero_hu * texture
+    )
     alpha = 0.5 * (1.0 - np.tanh(dist / lesion.margin_mm))
     box = (sz, sy, sx)
     blended = alpha * profile + (1 - alpha) * image[box]

@@ -41,8 +41,9 @@ class SynthConfig:
         return {site: max(4, round(spec["n"] * self.scale)) for site, spec in TABLE1.items()}
 
 
-def generate_cohort(out: Path, config: SynthConfig = SynthConfig(),
-                    progress: Callable[[int, int], None] | None = None) -> Path:
+def generate_cohort(
+    out: Path, config: SynthConfig = SynthConfig(), progress: Callable[[int, int], None] | None = None
+) -> Path:
     """Write patients.csv, scans.csv, images, masks and a ground-truth folder into `out`."""
     out = Path(out)
     for sub in ("images", "masks", "truth"):
@@ -100,8 +101,9 @@ def _class_draws(patients: list[dict], rng: np.random.Generator) -> list[tuple[i
     return draws
 
 
-def sample_scan(patient: dict, scan_id: str, rng: np.random.Generator, matrix: int,
-                draw: tuple[int, float]) -> ScanSpec:
+def sample_scan(
+    patient: dict, scan_id: str, rng: np.random.Generator, matrix: int, draw: tuple[int, float]
+) -> ScanSpec:
     """Anatomy, lesions and acquisition of a patient's (included) portal-venous scan.
 
     `draw` is the patient's lesion count and tumour-burden quantile within its class.
@@ -112,9 +114,12 @@ def sample_scan(patient: dict, scan_id: str, rng: np.random.Generator, matrix: i
     body = Body(half_width=half_width, half_depth=half_width * rng.uniform(0.68, 0.78), fat_mm=rng.uniform(10, 28))
     interior_a = body.half_width - body.fat_mm - body.muscle_mm
     semi = (rng.normal(82, 5), rng.normal(72, 5), rng.normal(74, 5))
-    liver = Liver(center=(-(interior_a - 0.8 * semi[0]), rng.normal(-12, 4), rng.uniform(-210, -120)),
-                  semi_axes=semi, taper=rng.uniform(0.2, 0.45),
-                  wobble=(rng.uniform(0.03, 0.08), *rng.uniform(0, 2 * np.pi, 3)))
+    liver = Liver(
+        center=(-(interior_a - 0.8 * semi[0]), rng.normal(-12, 4), rng.uniform(-210, -120)),
+        semi_axes=semi,
+        taper=rng.uniform(0.2, 0.45),
+        wobble=(rng.uniform(0.03, 0.08), *rng.uniform(0, 2 * np.pi, 3)),
+    )
     liver_map = _LiverMap(liver, body)
 
     enhancement = rng.normal(0, 7)  # per-patient contrast uptake, shared by liver and lesions
@@ -130,12 +135,29 @@ def sample_scan(patient: dict, scan_id: str, rng: np.random.Generator, matrix: i
     center_y = liver.center[1] + rng.normal(0, 4)
     z_lo = liver.center[2] - 1.1 * semi[2] - 12
     z_hi = liver.center[2] + 1.1 * semi[2] + 12
-    grid = _axial_grid(matrix, spacing_xy, (center_x - fov / 2, center_y - fov / 2), (z_lo, z_hi), 1.5,
-                       flipped=bool(rng.random() < 0.5))
-    return ScanSpec(scan_id=scan_id, patient_id=patient["patient_id"], seed=int(rng.integers(2**31)), grid=grid,
-                    body=body, liver=liver, lesions=lesions, liver_hu=liver_hu,
-                    aorta_hu=rng.normal(165, 15), noise_hu=rng.uniform(9, 15), kernel="B30s",
-                    slice_thickness_mm=1.5, contrast_phase="portal_venous")
+    grid = _axial_grid(
+        matrix,
+        spacing_xy,
+        (center_x - fov / 2, center_y - fov / 2),
+        (z_lo, z_hi),
+        1.5,
+        flipped=bool(rng.random() < 0.5),
+    )
+    return ScanSpec(
+        scan_id=scan_id,
+        patient_id=patient["patient_id"],
+        seed=int(rng.integers(2**31)),
+        grid=grid,
+        body=body,
+        liver=liver,
+        lesions=lesions,
+        liver_hu=liver_hu,
+        aorta_hu=rng.normal(165, 15),
+        noise_hu=rng.uniform(9, 15),
+        kernel="B30s",
+        slice_thickness_mm=1.5,
+        contrast_phase="portal_venous",
+    )
 
 
 def excluded_variant(spec: ScanSpec, scan_id: str, kind: str) -> ScanSpec:
@@ -161,8 +183,14 @@ def _fov_corner(grid: Grid) -> tuple[float, float]:
     return xs.min() - grid.spacing[0] / 2, ys.min() - grid.spacing[1] / 2
 
 
-def _axial_grid(matrix: int, spacing_xy: float, corner: tuple[float, float], z_range: tuple[float, float],
-                spacing_z: float, flipped: bool) -> Grid:
+def _axial_grid(
+    matrix: int,
+    spacing_xy: float,
+    corner: tuple[float, float],
+    z_range: tuple[float, float],
+    spacing_z: float,
+    flipped: bool,
+) -> Grid:
     fov = matrix * spacing_xy
     nz = int(math.ceil((z_range[1] - z_range[0]) / spacing_z))
     if flipped:  # origin at the far corner, axes running towards -x and -y
@@ -170,8 +198,9 @@ def _axial_grid(matrix: int, spacing_xy: float, corner: tuple[float, float], z_r
     else:
         origin_xy = (corner[0] + spacing_xy / 2, corner[1] + spacing_xy / 2)
     origin = (round(origin_xy[0], 3), round(origin_xy[1], 3), round(z_range[0] + spacing_z / 2, 3))
-    return Grid(size=(matrix, matrix, nz), spacing=(spacing_xy, spacing_xy, spacing_z), origin=origin,
-                flipped_xy=flipped)
+    return Grid(
+        size=(matrix, matrix, nz), spacing=(spacing_xy, spacing_xy, spacing_z), origin=origin, flipped_xy=flipped
+    )
 
 
 class _LiverMap:
@@ -187,7 +216,7 @@ class _LiverMap:
         axes = [np.arange(c - 1.3 * a, c + 1.3 * a, self.step) for c, a in zip(liver.center, liver.semi_axes)]
         x, y, z = np.meshgrid(*axes, indexing="ij")
         inside = (liver.level(x, y, z) < 1.0) & body.interior(x, y)
-        self.volume_ml = float(inside.sum() * self.step ** 3 / 1000.0)
+        self.volume_ml = float(inside.sum() * self.step**3 / 1000.0)
         depth = ndimage.distance_transform_edt(inside) * self.step
         keep = depth > 0
         self.points = np.stack([x[keep], y[keep], z[keep]], axis=1)
@@ -208,8 +237,9 @@ def _lesion_sizes(site: str, liver_ml: float, draw: tuple[int, float], rng: np.r
     return sorted(radii.tolist(), reverse=True)
 
 
-def _place_lesions(site, liver_map: _LiverMap, lesion_hu: float, traits: dict, draw: tuple[int, float],
-                   rng: np.random.Generator) -> tuple[Lesion, ...]:
+def _place_lesions(
+    site, liver_map: _LiverMap, lesion_hu: float, traits: dict, draw: tuple[int, float], rng: np.random.Generator
+) -> tuple[Lesion, ...]:
     """Non-overlapping lesions wholly inside the liver, largest first (they are hardest to fit).
 
     A lesion that finds no room shrinks by 10% and tries again, so the count is kept and the
@@ -219,11 +249,17 @@ def _place_lesions(site, liver_map: _LiverMap, lesion_hu: float, traits: dict, d
     for radius in _lesion_sizes(site, liver_map.volume_ml, draw, rng):
         lesion_traits = {k: anatomy.sample_trait(k, site, rng, v) for k, v in traits.items()}
         axes = np.array([1.0, rng.uniform(0.75, 1.0), rng.uniform(0.7, 1.0)])
-        template = Lesion(center=(0.0, 0.0, 0.0), radius_mm=radius, axes=tuple(axes / np.cbrt(axes.prod())),
-                          rotation=tuple(anatomy.random_rotation(rng).ravel()),
-                          lobe_dirs=tuple(anatomy.random_rotation(rng).ravel()),
-                          lobe_phases=tuple(rng.uniform(0, 2 * np.pi, 3)),
-                          mean_hu=lesion_hu + rng.normal(0, 5), seed=int(rng.integers(2**31)), **lesion_traits)
+        template = Lesion(
+            center=(0.0, 0.0, 0.0),
+            radius_mm=radius,
+            axes=tuple(axes / np.cbrt(axes.prod())),
+            rotation=tuple(anatomy.random_rotation(rng).ravel()),
+            lobe_dirs=tuple(anatomy.random_rotation(rng).ravel()),
+            lobe_phases=tuple(rng.uniform(0, 2 * np.pi, 3)),
+            mean_hu=lesion_hu + rng.normal(0, 5),
+            seed=int(rng.integers(2**31)),
+            **lesion_traits,
+        )
         for _shrink in range(12):
             lesion = _find_room(template, liver_map, placed, rng)
             if lesion is not None:
@@ -264,10 +300,16 @@ def _render_and_write(job: tuple[ScanSpec, Path, str, bool]) -> dict:
     voxel_ml = float(np.prod(spec.grid.spacing)) / 1000.0
     lesion_voxels = int((labels == 2).sum())
     liver_voxels = int((labels >= 1).sum())
-    return {"scan_id": spec.scan_id, "image": image_rel, "mask": mask_rel, "format": fmt,
-            "liver_ml": liver_voxels * voxel_ml, "lesion_ml": lesion_voxels * voxel_ml,
-            "liver_hu": float(voxels[labels == 1].mean()),
-            "lesion_hu": float(voxels[labels == 2].mean()) if lesion_voxels else math.nan}
+    return {
+        "scan_id": spec.scan_id,
+        "image": image_rel,
+        "mask": mask_rel,
+        "format": fmt,
+        "liver_ml": liver_voxels * voxel_ml,
+        "lesion_ml": lesion_voxels * voxel_ml,
+        "liver_hu": float(voxels[labels == 1].mean()),
+        "lesion_hu": float(voxels[labels == 2].mean()) if lesion_voxels else math.nan,
+    }
 
 
 def _to_sitk(array: np.ndarray, grid: Grid) -> sitk.Image:
@@ -279,26 +321,50 @@ def _to_sitk(array: np.ndarray, grid: Grid) -> sitk.Image:
 
 
 def _write_csvs(out: Path, patients: list[dict], specs: list[ScanSpec], rows: list[dict]) -> None:
-    _write_csv(out / "patients.csv", ["patient_id", "primary_site", "age", "sex", "t_stage", "n_stage", "m_stage"],
-               patients)
+    _write_csv(
+        out / "patients.csv", ["patient_id", "primary_site", "age", "sex", "t_stage", "n_stage", "m_stage"], patients
+    )
     by_id = {row["scan_id"]: row for row in rows}
     scans, truth_scans, truth_lesions = [], [], []
     for spec in specs:
         row = by_id[spec.scan_id]
         dicom = row["format"] == "dicom"
-        scans.append({"scan_id": spec.scan_id, "patient_id": spec.patient_id, "image": row["image"],
-                      "mask": row["mask"], "liver_labels": "1", "lesion_labels": "2",
-                      "kernel": "" if dicom else spec.kernel,
-                      "slice_thickness_mm": "" if dicom else f"{spec.slice_thickness_mm:g}",
-                      "contrast_phase": "" if dicom else spec.contrast_phase})
-        truth_scans.append({"scan_id": spec.scan_id, "n_lesions": len(spec.lesions),
-                            "liver_ml": round(row["liver_ml"], 3), "lesion_ml": round(row["lesion_ml"], 3),
-                            "liver_hu": round(row["liver_hu"], 2), "lesion_hu": round(row["lesion_hu"], 2)})
+        scans.append(
+            {
+                "scan_id": spec.scan_id,
+                "patient_id": spec.patient_id,
+                "image": row["image"],
+                "mask": row["mask"],
+                "liver_labels": "1",
+                "lesion_labels": "2",
+                "kernel": "" if dicom else spec.kernel,
+                "slice_thickness_mm": "" if dicom else f"{spec.slice_thickness_mm:g}",
+                "contrast_phase": "" if dicom else spec.contrast_phase,
+            }
+        )
+        truth_scans.append(
+            {
+                "scan_id": spec.scan_id,
+                "n_lesions": len(spec.lesions),
+                "liver_ml": round(row["liver_ml"], 3),
+                "lesion_ml": round(row["lesion_ml"], 3),
+                "liver_hu": round(row["liver_hu"], 2),
+                "lesion_hu": round(row["lesion_hu"], 2),
+            }
+        )
         for n, les in enumerate(spec.lesions):
-            truth_lesions.append({"scan_id": spec.scan_id, "lesion": n, "center_x": round(les.center[0], 2),
-                                  "center_y": round(les.center[1], 2), "center_z": round(les.center[2], 2),
-                                  "radius_mm": round(les.radius_mm, 3), "mean_hu": round(les.mean_hu, 2),
-                                  **{k: round(getattr(les, k), 4) for k in anatomy.TRAITS}})
+            truth_lesions.append(
+                {
+                    "scan_id": spec.scan_id,
+                    "lesion": n,
+                    "center_x": round(les.center[0], 2),
+                    "center_y": round(les.center[1], 2),
+                    "center_z": round(les.center[2], 2),
+                    "radius_mm": round(les.radius_mm, 3),
+                    "mean_hu": round(les.mean_hu, 2),
+                    **{k: round(getattr(les, k), 4) for k in anatomy.TRAITS},
+                }
+            )
     _write_csv(out / "scans.csv", list(scans[0]), scans)
     _write_csv(out / "truth" / "scans.csv", list(truth_scans[0]), truth_scans)
     _write_csv(out / "truth" / "lesions.csv", list(truth_lesions[0]), truth_lesions)
@@ -316,4 +382,5 @@ def _write_readme(out: Path, config: SynthConfig, n_patients: int, n_scans: int)
         f"# Synthetic cohort (generated, not patient data)\n\n"
         f"Made by `metorigin synth` with seed {config.seed}, scale {config.scale}, matrix {config.matrix}: "
         f"{n_patients} patients, {n_scans} scans. Mimics Table 1 of the study; see assets/synth/.\n"
-        f"`truth/` holds what the generator drew (lesion centres, sizes, traits), for tests only.\n")
+        f"`truth/` holds what the generator drew (lesion centres, sizes, traits), for tests only.\n"
+    )

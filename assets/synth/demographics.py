@@ -11,18 +11,28 @@ import numpy as np
 # Table 1: counts per class (colorectal n=47, pancreatic n=31).
 TABLE1 = {
     "colorectal": {
-        "n": 47, "age_median": 65.79, "age_iqr": (56.99, 74.62),
+        "n": 47,
+        "age_median": 65.79,
+        "age_iqr": (56.99, 74.62),
         "sex": {"F": 17, "M": 30},
         "t_stage": {"T1": 2, "T2": 4, "T3": 24, "T4": 15, "Tx": 2},
         "n_stage": {"N0": 8, "N1": 18, "N2": 20, "Nx": 1},
-        "lesions_per_patient": 9.25, "lesion_mean_hu": 45.89, "tumor_burden": 0.098, "liver_mean_hu": 91.13,
+        "lesions_per_patient": 9.25,
+        "lesion_mean_hu": 45.89,
+        "tumor_burden": 0.098,
+        "liver_mean_hu": 91.13,
     },
     "pancreatic": {
-        "n": 31, "age_median": 65.39, "age_iqr": (56.87, 75.08),
+        "n": 31,
+        "age_median": 65.39,
+        "age_iqr": (56.87, 75.08),
         "sex": {"F": 16, "M": 15},
         "t_stage": {"T1": 1, "T2": 3, "T3": 6, "T4": 19, "Tx": 2},
         "n_stage": {"N0": 6, "N1": 11, "N2": 14},
-        "lesions_per_patient": 27.77, "lesion_mean_hu": 44.93, "tumor_burden": 0.067, "liver_mean_hu": 86.35,
+        "lesions_per_patient": 27.77,
+        "lesion_mean_hu": 44.93,
+        "tumor_burden": 0.067,
+        "liver_mean_hu": 86.35,
     },
 }
 
@@ -45,5 +55,14 @@ def sample_patients(site: str, n: int, rng: np.random.Generator) -> list[dict]:
     n_stages = rng.permutation(allocate(spec["n_stage"], n))
     low, high = spec["age_iqr"]
     ages = rng.normal(spec["age_median"], (high - low) / 1.349, size=n).clip(28, 92)
-    return [{"primary_site": site, "age": round(float(a), 1), "sex": str(s), "t_stage": str(t),
-             "n_stage": str(ns), "m_stage": "M1"} for a, s, t, ns in zip(ages, sexes, t_stages, n_stages)]
+    return [
+        {
+            "primary_site": site,
+            "age": round(float(a), 1),
+            "sex": str(s),
+            "t_stage": str(t),
+            "n_stage": str(ns),
+            "m_stage": "M1",
+        }
+        for a, s, t, ns in zip(ages, sexes, t_stages, n_stages)
+    ]

@@ -21,7 +21,7 @@ def write_dicom_series(image: sitk.Image, folder: Path, spec) -> None:
     series_tags = {
         "0008|0060": "CT",
         "0008|0008": "ORIGINAL\\PRIMARY\\AXIAL",
-        "0010|0010": spec.patient_id,   # the cohort pseudonym, never a name
+        "0010|0010": spec.patient_id,  # the cohort pseudonym, never a name
         "0010|0020": spec.patient_id,
         "0020|000d": study_uid,
         "0020|000e": series_uid,
@@ -48,5 +48,6 @@ def write_dicom_series(image: sitk.Image, folder: Path, spec) -> None:
 
 
 def _phase_words(phase: str) -> str:
-    return {"portal_venous": "PV portal venous", "arterial": "arterial", "delayed": "delayed",
-            "native": "native"}.get(phase, phase)
+    return {"portal_venous": "PV portal venous", "arterial": "arterial", "delayed": "delayed", "native": "native"}.get(
+        phase, phase
+    )
