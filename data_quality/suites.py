@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from base.geometry import index_to_physical
+from base.schemas import LESIONS, SCANS, TableSchema
 
 HU_MIN, HU_MAX = -1024.0, 3071.0  # the range a 12-bit CT can store
 ID_COLUMNS = ("lesion_id", "scan_id", "patient_id")
@@ -145,6 +146,12 @@ def centroid_inside(lesions: pd.DataFrame, scan: dict) -> np.ndarray:
     return ((index >= -0.5) & (index <= size - 0.5)).all(axis=1)
 
 
+def _declared_columns(schema: TableSchema, source: pd.DataFrame, frame: pd.DataFrame, e):
+    """The table's columns exactly as base/schemas.py declares them, then the helper columns the suite added."""
+    helpers = [c for c in frame.columns if c not in source.columns]
+    return e.ExpectTableColumnsToMatchOrderedList(column_list=[*schema.names, *helpers])
+
+
 def lesions_suite(lesions: pd.DataFrame, scan: dict, min_diameter_mm: float) -> SuiteResult:
     e = _gx()
     frame = lesions.assign(
@@ -152,6 +159,7 @@ def lesions_suite(lesions: pd.DataFrame, scan: dict, min_diameter_mm: float) -> 
         included_below_minimum=lesions["included"] & (lesions["max_diameter_mm"] < min_diameter_mm),
     )
     expectations = [
+        _declared_columns(LESIONS, lesions, frame, e),
         e.ExpectColumnValuesToBeBetween(column="volume_ml", min_value=0, strict_min=True),
         e.ExpectColumnValuesToBeBetween(column="max_diameter_mm", min_value=0, strict_min=True),
         e.ExpectColumnValuesToBeInSet(column="included_below_minimum", value_set=[False]),
@@ -166,6 +174,7 @@ def scans_suite(scans: pd.DataFrame) -> SuiteResult:
     valid = scans[scans["valid"]]
     frame = scans.assign(excluded_without_reason=~scans["included"] & scans["exclusion_reason"].isna())
     expectations = [
+        _declared_columns(SCANS, scans, frame, e),
         e.ExpectColumnValuesToBeInSet(column="excluded_without_reason", value_set=[False]),
         e.ExpectColumnValuesToBeUnique(column="scan_id"),
     ]

@@ -153,6 +153,7 @@ def _progress(label: str):
 
 
 def cmd_run(args) -> int:
+    args.cohort, args.store = args.cohort.absolute(), args.store.absolute()  # steps may change the working folder
     if not (args.cohort / "scans.csv").is_file():
         print(
             f"error: {args.cohort} is not a cohort folder (no scans.csv); "

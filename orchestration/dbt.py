@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from assets.radiomics import feature_names
 from base.schemas import LAKE_TABLES, dbt_columns
 from base.study import StudySettings
 
@@ -84,11 +85,17 @@ def _environment(**values: str):
                 os.environ[key] = value
 
 
+@contextmanager
+def _restored_cwd(cwd: str):
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+
+
 def dbt_vars(study: StudySettings) -> dict:
     """What the SQL takes from Python: each lake table's declared columns and types, the feature
     columns of the study's radiomics parameter file, and the study's two classes."""
-    from assets.radiomics import feature_names
-
     return {
         "lake_schemas": {name: dbt_columns(schema) for name, schema in LAKE_TABLES.items()},
         "feature_names": sorted(feature_names(Path(study.radiomics.params_file))),
@@ -99,7 +106,8 @@ def dbt_vars(study: StudySettings) -> dict:
 def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource, settings: SettingsResource):
     target = store.store()
     variables = json.dumps(dbt_vars(settings.settings()))
-    with target.build_lock(f"run {context.run_id} (dbt)") as build_path:
+    cwd = os.getcwd()  # dbt's in-process adapter (the column metadata fetch) leaves the process in sql/
+    with target.build_lock(f"run {context.run_id} (dbt)") as build_path, _restored_cwd(cwd):
         with _environment(METORIGIN_STORE=str(target.root), METORIGIN_DUCKDB=str(build_path)):
             yield from (
                 dbt.cli(["build", "--vars", variables], context=context)
