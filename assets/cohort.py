@@ -439,21 +439,23 @@ def study_problems(cohort_dir: Path, study: StudySettings, study_file: str) -> l
     cohort lacks, a class no patient has, inclusion criteria that exclude every readable scan.
 
     Each problem names the study file's key to change (or the cohort to fix)."""
-    problems = []
     try:
-        cohort = load_cohort(cohort_dir, study.inclusion, study.label)
-    except MissingColumnError as exc:
-        if study.label.column not in exc.problem:
-            raise
+        header = [str(c).strip() for c in pd.read_csv(Path(cohort_dir) / PATIENTS_CSV, nrows=0).columns]
+    except (OSError, ValueError, UnicodeDecodeError):
+        header = None  # load_cohort below says what is wrong with the file
+    if header is not None and study.label.column not in header:
         return [
             StudyFileError(
                 study_file,
                 "label.column",
-                f"{PATIENTS_CSV} has no column {study.label.column!r}",
+                f"{PATIENTS_CSV} has no column {study.label.column!r} (found: {', '.join(header)})",
                 f"name the column of {PATIENTS_CSV} that holds the class, or add it there",
             )
         ]
-    present = set(cohort.patients["label"])
+    cohort = load_cohort(cohort_dir, study.inclusion, study.label)
+    # As written in the cohort, before validation drops the rows whose class is not one of the two.
+    present = set(read_patients_csv(cohort_dir, study.label)[study.label.column].str.lower()) - {""}
+    problems = []
     for name in study.label.classes:
         if name not in present:
             problems.append(

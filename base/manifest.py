@@ -19,7 +19,7 @@ import yaml
 
 from .errors import StoreStudyMismatch, StoreVersionError
 from .files import atomic_path
-from .schemas import LAKE_TABLES, conform
+from .schemas import LAKE_TABLES, STUDY_SETTINGS, conform
 from .store import Store
 from .study import STEP_SETTINGS, StudySettings, as_dict
 
@@ -56,6 +56,9 @@ def _migrate_1_to_2(store: Store) -> str:
     for name, schema in LAKE_TABLES.items():
         for partition in store.lake_partitions(name):
             frame = pd.read_parquet(store.lake_file(name, partition)).rename(columns={"primary_site": "label"})
+            # v1's radiomics rows hashed the parameter file alone, no step hash of today's: unknown, then.
+            if "settings_hash" in schema.names:
+                frame["settings_hash"] = None
             for column in schema.names:
                 if column not in frame.columns:
                     frame[column] = None
@@ -80,14 +83,9 @@ def migrate(store: Store) -> list[str]:
     while 0 < version < SCHEMA_VERSION:
         done.append(MIGRATIONS[version](store))
         version += 1
-        _write_manifest(
-            store,
-            {
-                **read_manifest(store),
-                "schema_version": version,
-                "migrations": read_manifest(store).get("migrations", []) + done[-1:],
-            },
-        )
+        manifest = read_manifest(store)
+        migrations = manifest.get("migrations", []) + done[-1:]
+        _write_manifest(store, {**manifest, "schema_version": version, "migrations": migrations})
     return done
 
 
@@ -106,7 +104,7 @@ def settings_table(settings: StudySettings) -> pd.DataFrame:
                     "read_by": steps or None,
                 }
             )
-    return pd.DataFrame(rows).assign(study_hash=settings.study_hash())
+    return conform(pd.DataFrame(rows).assign(study_hash=settings.study_hash()), STUDY_SETTINGS)
 
 
 def bind_study(store: Store, settings: StudySettings, replace: bool = False) -> list[str]:

@@ -166,8 +166,18 @@ LESION_SLICES = _table(
     _SETTINGS_HASH,
 )
 
+STUDY_SETTINGS = _table(
+    "study_settings",
+    "the study this store holds, one row per setting",
+    ("key", V, "dotted key path, as in a study file"),
+    ("value", V, "the value as JSON"),
+    ("section", V),
+    ("read_by", V, "the pipeline steps whose settings hash covers it"),
+    ("study_hash", V),
+)
+
 LAKE_TABLES: dict[str, TableSchema] = {
-    t.name: t for t in (PATIENTS, SCANS, SEGMENTATIONS, LESIONS, RADIOMICS_FEATURES, LESION_SLICES)
+    t.name: t for t in (STUDY_SETTINGS, PATIENTS, SCANS, SEGMENTATIONS, LESIONS, RADIOMICS_FEATURES, LESION_SLICES)
 }
 
 _PANDAS = {"VARCHAR": "object", "DOUBLE": "float64", "INTEGER": "Int64", "BIGINT": "Int64", "BOOLEAN": "bool"}

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 from pydantic.dataclasses import dataclass
 
 from .errors import StudyFileError
+from .files import file_digest
 
 DEFAULT_SEED = 20240613
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -76,12 +77,14 @@ class LabelSettings:
             raise ValueError("the two classes must be two different, non-empty names")
         return value
 
-    @model_validator(mode="after")
-    def _positive_is_a_class(self) -> "LabelSettings":
-        if self.positive.strip().lower() not in self.classes:
-            raise ValueError(f"positive class {self.positive!r} is not one of the classes {list(self.classes)}")
-        object.__setattr__(self, "positive", self.positive.strip().lower())
-        return self
+    @field_validator("positive", mode="after")
+    @classmethod
+    def _positive_is_a_class(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip().lower()
+        classes = info.data.get("classes")  # absent when the classes themselves were refused
+        if classes and value not in classes:
+            raise ValueError(f"positive class {value!r} is not one of the classes {list(classes)}")
+        return value
 
     @property
     def negative(self) -> str:
@@ -215,7 +218,7 @@ class StudySettings:
         return {step: self.step_hash(step) for step in STEP_SETTINGS}
 
 
-# Which settings each pipeline step reads. A change re-runs (and re-hashes) only the steps listing it.
+# Which settings sections each pipeline step reads. A change re-hashes only the steps listing its section.
 STEP_SETTINGS: dict[str, tuple[str, ...]] = {
     "cohort": ("label", "inclusion"),
     "segmentation": ("segmentation",),
@@ -225,7 +228,7 @@ STEP_SETTINGS: dict[str, tuple[str, ...]] = {
     "split": ("seed", "label", "split"),
     "selection": ("seed", "label", "models"),
     "radiomics_models": ("seed", "label", "models"),
-    "densenet": ("seed", "label", "densenet"),
+    "densenet": ("seed", "label", "densenet", "models"),  # models: its bootstrap count
     "combined": ("seed", "label", "models", "densenet"),
 }
 
@@ -243,7 +246,7 @@ def protocol(settings: StudySettings, section: str) -> Any:
         return value
     data = protocol_fields(value)
     if section == "radiomics":
-        data["params_file"] = hashlib.sha256(Path(value.params_file).read_bytes()).hexdigest()
+        data["params_file"] = file_digest(Path(value.params_file), length=64)
     return data
 
 
@@ -300,14 +303,34 @@ def with_run_choices(
     return settings
 
 
-def as_dict(settings: StudySettings) -> dict:
-    """The effective settings as plain data (what a study file with no `base` would say)."""
+def run_problems(settings: StudySettings, source: str) -> list[StudyFileError]:
+    """What the study needs from this run and lacks: a model folder when it segments with nnU-Net."""
+    if settings.segmentation.method == "nnunet" and not settings.segmentation.nnunet_model_dir:
+        return [
+            StudyFileError(
+                source,
+                "segmentation.method",
+                "segmentation by nnU-Net needs a model folder",
+                "pass --nnunet-model DIR (the folder nnU-Net wrote: plans.json, dataset.json, fold_N/)",
+            )
+        ]
+    return []
+
+
+def _plain(settings: StudySettings) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(settings), default=list))
+
+
+def as_dict(settings: StudySettings) -> dict:
+    """The effective settings as a complete study file: `base` (the profile) and every other key."""
+    plain = _plain(settings)
+    return {"base": plain.pop("profile"), **plain}
 
 
 def _merge(base: dict, overrides: dict) -> dict:
     merged = dict(base)
     for key, value in overrides.items():
+        value = {} if value is None and isinstance(base.get(key), dict) else value  # `densenet:` with nothing under it
         merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
     return merged
 
@@ -336,7 +359,7 @@ def load_study(path: str | Path, seed: int | None = None) -> StudySettings:
             "write one `key: value` per line at the top level (see examples/)",
         )
     profile = data.pop("base", "quick")
-    if profile not in PROFILE_OVERRIDES:
+    if not isinstance(profile, str) or profile not in PROFILE_OVERRIDES:
         raise StudyFileError(
             str(path), "base", f"unknown base profile {profile!r}", f"use one of {', '.join(PROFILES)}"
         )
@@ -358,7 +381,7 @@ def load_study(path: str | Path, seed: int | None = None) -> StudySettings:
                 "give the path of a pyradiomics parameter YAML, relative to the study file",
             )
         data["radiomics"]["params_file"] = str(resolved)
-    merged = _merge(as_dict(get_settings(profile)), data)
+    merged = _merge(_plain(get_settings(profile)), data)
     if seed is not None:
         merged["seed"] = seed
     try:
@@ -386,4 +409,6 @@ def _fix(error: dict) -> str:
         return f"use {error['ctx']['expected']}"
     if error["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short"):
         return "give a value within the stated range"
+    if error["type"] == "value_error":
+        return "change the value as the problem says"
     return "give a value of the stated type"

@@ -29,6 +29,9 @@ from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 from xgboost import XGBClassifier
 
+from base.errors import StudyFileError
+from base.study import ModelSettings
+
 
 def _calibrated(svm: SVC) -> CalibratedClassifierCV:
     return CalibratedClassifierCV(svm, method="sigmoid", ensemble=False, cv=5)
@@ -76,6 +79,24 @@ def classifier(name: str, grids: dict[str, dict] | None = None) -> Classifier:
             grid = (grids or {}).get(name)
             return spec if grid is None else replace(spec, grid={k: list(v) for k, v in grid.items()})
     raise KeyError(f"unknown classifier {name!r}; choose one of {', '.join(c.name for c in CLASSIFIERS)}")
+
+
+def grid_problems(models: ModelSettings, source: str) -> list[StudyFileError]:
+    """Grid parameters the study file names that its classifier does not have (caught before any
+    work, not deep inside a grid search)."""
+    problems = []
+    for name, grid in models.grids.items():
+        known = classifier(name).make(0).get_params()
+        for param in sorted(set(grid) - set(known)):
+            problems.append(
+                StudyFileError(
+                    source,
+                    f"models.grids.{name}.{param}",
+                    f"{name} has no hyper-parameter {param!r}",
+                    f"use one of {', '.join(sorted(known)[:20])}",
+                )
+            )
+    return problems
 
 
 def build_pipeline(spec: Classifier, resampler: str, seed: int, params: dict | None = None) -> Pipeline:

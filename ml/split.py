@@ -25,7 +25,7 @@ def split_patients(patients: pd.DataFrame, settings: SplitSettings, seed: int) -
     """
     frame = patients[["patient_id", "label"]].drop_duplicates().sort_values("patient_id").reset_index(drop=True)
     if frame["patient_id"].duplicated().any():
-        raise ValueError("a patient has two labels in the training matrix; fix primary_site in patients.csv")
+        raise ValueError("a patient has two labels in the training matrix; fix the label column in patients.csv")
     rng = np.random.default_rng(seed)
     sets = pd.Series(TRAIN, index=frame.index)
     n_validation = max(int(round(settings.validation_fraction * len(frame))), frame["label"].nunique())

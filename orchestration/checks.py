@@ -9,8 +9,11 @@ are declared here as specs and built here as results; the asset only yields them
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 
+from assets.radiomics import feature_names
 from base.errors import CohortError
 from base.markdown import markdown_table
 from data_quality.suites import SuiteResult, lesion_features_suite
@@ -100,14 +103,12 @@ def suite_check(result: SuiteResult, asset_key=None, check_name: str = DATA_QUAL
     "(Great Expectations).",
 )
 def lesion_features_quality(store: StoreResource, settings: SettingsResource) -> dg.AssetCheckResult:
-    from assets.radiomics import feature_names
-
     with store.store().connect_read_only() as con:
         wide = con.execute("select * from lesion_features").df()
         undefined = con.execute(
             "select lesion_id, feature_name from radiomics_features where undefined_reason is not null"
         ).df()
-    names = list(feature_names(settings.settings().radiomics.params_file))
+    names = list(feature_names(Path(settings.settings().radiomics.params_file)))
     return suite_check(lesion_features_suite(wide, undefined, names))
 
 

@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-PROFILES = ("quick", "paper")
+from base.study import PROFILES
+
 DEMO_COHORT = Path("demo/cohort")
 DEMO_STORE = Path("demo/store")
 
@@ -89,8 +90,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument(
         "--study",
         type=Path,
-        default=None,
-        help="study YAML (see examples/); default: the seed paper's study, as --profile",
+        default=Path(os.environ["METORIGIN_STUDY"]) if os.environ.get("METORIGIN_STUDY") else None,
+        help="study YAML (see examples/); default: $METORIGIN_STUDY, else the seed paper's study as --profile",
     )
     parser.add_argument(
         "--profile",
@@ -111,20 +112,24 @@ def _export_environment(
     workers: int = 0,
     densenet_epochs: int = 0,
 ) -> None:
-    """The Definitions read their resources from the environment, so every process agrees."""
-    os.environ["METORIGIN_COHORT"] = str(cohort.absolute())
-    os.environ["METORIGIN_STORE"] = str(store.absolute())
-    os.environ["METORIGIN_PROFILE"] = profile
-    if study is not None:
-        os.environ["METORIGIN_STUDY"] = str(study.absolute())
-    if seed is not None:
-        os.environ["METORIGIN_SEED"] = str(seed)
-    if nnunet_model is not None:
-        os.environ["METORIGIN_NNUNET_MODEL"] = str(nnunet_model.absolute())
-    if workers:
-        os.environ["METORIGIN_WORKERS"] = str(workers)
-    if densenet_epochs:
-        os.environ["METORIGIN_DENSENET_EPOCHS"] = str(densenet_epochs)
+    """The Definitions read their resources from the environment, so every process agrees. Each
+    variable is set or removed: one left over in the shell must not make the run differ from what
+    was checked and bound here."""
+    values = {
+        "METORIGIN_COHORT": cohort.absolute(),
+        "METORIGIN_STORE": store.absolute(),
+        "METORIGIN_PROFILE": profile,
+        "METORIGIN_STUDY": study and study.absolute(),
+        "METORIGIN_SEED": seed,
+        "METORIGIN_NNUNET_MODEL": nnunet_model and nnunet_model.absolute(),
+        "METORIGIN_WORKERS": workers or None,
+        "METORIGIN_DENSENET_EPOCHS": densenet_epochs or None,
+    }
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = str(value)
 
 
 def cmd_synth(args) -> int:
@@ -198,10 +203,21 @@ def _load_study(study_file: Path | None, profile: str, seed: int | None):
     return load_study(study_file, seed) if study_file else get_settings(profile, seed)
 
 
+def _study_problems(study, study_file: Path | None, cohort: Path | None, for_run: bool = True) -> list:
+    """Everything that makes the study unusable here: what a run of it lacks, unknown grid parameters,
+    and (given a cohort) a study that does not fit it."""
+    from assets.cohort import study_problems
+    from base.study import run_problems
+    from ml.classifiers import grid_problems
+
+    source = str(study_file or f"the built-in {study.profile} study")
+    problems = (run_problems(study, source) if for_run else []) + grid_problems(study.models, source)
+    return problems + (study_problems(cohort, study, source) if cohort and not problems else [])
+
+
 def _checked_study(args):
     """The study, validated on its own and against the cohort, and the store bound to it: every
     refusal happens here, before anything is computed or stored."""
-    from assets.cohort import study_problems
     from base.errors import StudyFileError
     from base.manifest import bind_study
     from base.store import Store
@@ -210,7 +226,7 @@ def _checked_study(args):
     study = with_run_choices(
         _load_study(args.study, args.profile, args.seed), args.nnunet_model, args.workers, args.densenet_epochs
     )
-    problems = study_problems(args.cohort, study, str(args.study or f"the built-in {study.profile} study"))
+    problems = _study_problems(study, args.study, args.cohort)
     if problems:
         raise StudyFileError(
             problems[0].file, problems[0].key, problems[0].problem, problems[0].fix, more=len(problems) - 1
@@ -223,13 +239,12 @@ def _checked_study(args):
 def cmd_study(args) -> int:
     import yaml
 
-    from assets.cohort import study_problems
     from base.errors import MetoriginError
     from base.study import as_dict
 
     try:
         study = _load_study(args.study, args.profile, None)
-        problems = study_problems(args.cohort, study, str(args.study)) if args.cohort else []
+        problems = _study_problems(study, args.study, args.cohort, for_run=False)
     except MetoriginError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

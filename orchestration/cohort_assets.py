@@ -9,7 +9,7 @@ from assets.cohort import read_patients_csv, read_scans_csv, validate_patients, 
 from base.errors import CohortError, MetoriginError
 from base.manifest import bind_study, settings_table
 from base.markdown import markdown_table
-from base.schemas import PATIENTS, SCANS, conform
+from base.schemas import PATIENTS, SCANS, STUDY_SETTINGS, conform
 from data_quality.suites import scans_suite
 
 from .checks import PATIENTS_CHECKS, SCANS_CHECKS, rows_check, suite_check
@@ -28,7 +28,7 @@ def _csv_or_fail(read, *args) -> pd.DataFrame:
         raise dg.Failure(description=exc.message) from exc
 
 
-@dg.asset(group_name=COHORT_GROUP, kinds={"python", "parquet"})
+@dg.asset(group_name=COHORT_GROUP, kinds={"python", "parquet"}, metadata=table_metadata(STUDY_SETTINGS))
 def study_settings(context: dg.AssetExecutionContext, store: StoreResource, settings: SettingsResource):
     """The study this store holds, one row per setting with the steps that read it.
 

@@ -128,3 +128,10 @@ def test_model_ids_follow_the_training_data_and_cards_are_written(tmp_path):
     saved = json.loads((tmp_path / "m1.json").read_text())
     assert path.is_file() and saved["model_id"] == "m1" and saved["features"] == ["a"]
     assert saved["libraries"]["scikit-learn"] != "not installed"
+
+
+def test_the_study_file_names_exactly_the_classifiers_and_resamplers_ml_builds():
+    from base import study
+    from ml.classifiers import CLASSIFIERS, RESAMPLERS
+
+    assert tuple(c.name for c in CLASSIFIERS) == study.CLASSIFIERS and tuple(RESAMPLERS) == study.RESAMPLERS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,8 @@ def test_a_study_file_overrides_its_base_profile_field_by_field(tmp_path):
         ("lesions: {min_diameter: 7}\n", "lesions.min_diameter", "unknown key"),
         ("split: {test_patients_per_class: four}\n", "split.test_patients_per_class", "valid integer"),
         ("inclusion: {slice_thickness_mm: -1.5}\n", "inclusion.slice_thickness_mm", "greater than 0"),
-        ("label: {positive: hepatic}\n", "label", "positive class 'hepatic' is not one of the classes"),
+        ("label: {positive: hepatic}\n", "label.positive", "positive class 'hepatic' is not one of the classes"),
+        ("base: [paper]\n", "base", "unknown base profile"),
         ("models: {classifiers: [knn, svm]}\n", "models.classifiers.1", "'svm'"),
         ("base: fast\n", "base", "unknown base profile 'fast'"),
         ("radiomics: {params_file: missing.yaml}\n", "radiomics.params_file", "'missing.yaml' does not exist"),
@@ -96,7 +98,11 @@ def test_the_radiomics_hash_follows_the_parameter_file_content(tmp_path):
     "text, key, problem",
     [
         ("label: {column: histology}\n", "label.column", "patients.csv has no column 'histology'"),
-        ("label: {classes: [colorectal, gastric], positive: gastric}\n", "label.classes", "the class 'gastric'"),
+        (
+            "label: {classes: [colorectal, gastric], positive: gastric}\n",
+            "label.classes",
+            "the class 'gastric' (found: colorectal, pancreatic)",
+        ),
         ("inclusion: {kernels: [B99f]}\n", "inclusion.kernels", "not one of the 10 readable scans"),
     ],
 )
@@ -133,3 +139,32 @@ def test_the_settings_table_has_one_row_per_setting_with_the_steps_that_read_it(
     assert table.loc["lesions.min_diameter_mm", "read_by"] == "lesions"
     assert table.loc["seed", "read_by"] == "split, selection, radiomics_models, densenet, combined"
     assert table["study_hash"].nunique() == 1
+
+
+def test_the_effective_settings_are_themselves_a_study_file(tmp_path):
+    paper = get_settings("paper", seed=3)
+    again = load_study(_study(tmp_path, yaml.safe_dump(as_dict(paper))))
+    assert again == paper and again.study_hash() == paper.study_hash()
+
+
+def test_what_a_run_lacks_and_unknown_grid_parameters_are_refused_by_key(tmp_path):
+    from base.study import run_problems, with_run_choices
+    from ml.classifiers import grid_problems
+
+    nnunet = load_study(_study(tmp_path, "segmentation: {method: nnunet}\n"))
+    assert [p.key for p in run_problems(nnunet, "s.yaml")] == ["segmentation.method"]
+    assert run_problems(with_run_choices(nnunet, nnunet_model_dir="/models/liver"), "s.yaml") == []
+    typo = load_study(_study(tmp_path, "models: {grids: {knn: {n_neighbours: [3, 5]}}}\n", "typo.yaml"))
+    problems = grid_problems(typo.models, "typo.yaml")
+    assert [p.key for p in problems] == ["models.grids.knn.n_neighbours"] and "n_neighbors" in problems[0].fix
+
+
+def test_the_command_line_sets_or_clears_every_variable_it_hands_to_dagster(tmp_path, monkeypatch):
+    from orchestration.cli import _export_environment
+
+    for name in ("COHORT", "STORE", "PROFILE", "STUDY", "NNUNET_MODEL", "WORKERS"):
+        monkeypatch.delenv(f"METORIGIN_{name}", raising=False)  # restored after the test, whatever it sets
+    monkeypatch.setenv("METORIGIN_SEED", "5")
+    monkeypatch.setenv("METORIGIN_DENSENET_EPOCHS", "9")
+    _export_environment(tmp_path, tmp_path / "store", "quick", None, densenet_epochs=2)
+    assert "METORIGIN_SEED" not in os.environ and os.environ["METORIGIN_DENSENET_EPOCHS"] == "2"

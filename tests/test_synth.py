@@ -29,7 +29,7 @@ def _measure(cohort_dir) -> pd.DataFrame:
         sizes = ndimage.sum_labels(np.ones_like(mask), components, index=np.arange(1, n + 1)) * voxel_mm3
         rows.append(
             {
-                "site": scan.primary_site,
+                "site": scan.label,
                 "lesions": n,
                 "burden": (mask == 2).sum() / (mask >= 1).sum(),
                 "lesion_hu": image[mask == 2].mean(),

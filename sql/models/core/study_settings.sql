@@ -1,3 +1,3 @@
 -- The effective settings of the study this store holds: one row per key path, with the steps
 -- that read it (written when a run binds the store to its study; also in <store>/study.yaml).
-select * from {{ source('lake', 'study_settings') }}
+{{ stage('study_settings') }}
