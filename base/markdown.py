@@ -1,4 +1,4 @@
-"""Presentation helpers for Dagster metadata shown in the UI."""
+"""Markdown tables: how Tables 2 and 3, check results and exclusions read in the UI and the terminal."""
 
 
 def markdown_table(rows: list[dict], empty: str = "none") -> str:

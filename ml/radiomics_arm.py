@@ -1,4 +1,4 @@
-"""The radiomics arm end to end: 8 classifiers x 2 resamplers, tuned, tested, cross-validated.
+"""The radiomics arm end to end: the study's classifiers x resamplers, tuned, tested, cross-validated.
 
 Two estimates per model, side by side: the study's single split (8 test patients, with patient
 bootstrap intervals that show how wide that is) and repeated grouped cross-validation over all

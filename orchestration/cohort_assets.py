@@ -1,4 +1,5 @@
-"""The cohort assets: `patients` and `scans`, thin shells over the cohort contract (assets/cohort.py)."""
+"""The cohort assets: `study_settings` (the study a store holds), then `patients` and `scans`, thin
+shells over the cohort contract (assets/cohort.py)."""
 
 from pathlib import Path
 

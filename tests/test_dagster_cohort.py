@@ -106,10 +106,13 @@ def test_sensor_and_schedule_ask_for_exactly_the_missing_work(cohort, tmp_path, 
 
 def _ask_for_missing_work(cohort, tmp_path, instance, defs, repository):
 
+    # The built contexts enter the instance; closing them (`with`) restores Dagster's context state,
+    # which a context left to the garbage collector would reset at a random later moment.
     def tick(cursor=None):
-        return new_scans_sensor(
-            dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
-        )
+        with dg.build_sensor_context(
+            instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
+        ) as context:
+            return new_scans_sensor(context)
 
     first = tick()
     assert [r.job_name for r in first.run_requests] == ["ingest_cohort"]  # nothing ingested yet
@@ -130,11 +133,10 @@ def _ask_for_missing_work(cohort, tmp_path, instance, defs, repository):
     third = tick(cursor=fingerprint)
     assert sorted(r.partition_key for r in third.run_requests) == sorted(added.partition_keys)[5:]
     night = datetime.datetime(2026, 11, 28, 2, 0, tzinfo=datetime.timezone.utc)
-    schedule = nightly_catch_up(
-        dg.build_schedule_context(
-            instance=instance, repository_def=repository, resources=defs.resources, scheduled_execution_time=night
-        )
-    )
+    with dg.build_schedule_context(
+        instance=instance, repository_def=repository, resources=defs.resources, scheduled_execution_time=night
+    ) as context:
+        schedule = nightly_catch_up(context)
     assert {r.run_key for r in schedule} == {f"nightly-2026-11-28-{k}" for k in sorted(added.partition_keys)[5:]}
     assert sorted(r.partition_key for r in schedule) == sorted(added.partition_keys)[5:]
 
