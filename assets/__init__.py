@@ -1,1 +1,3 @@
-"""The imaging pipeline: cohort ingest, and (later) segmentation, lesions, radiomics and slices."""
+"""Pure imaging: the cohort contract, segmentation, lesions, radiomics, slices, IBSI, the synthetic cohort.
+
+No Dagster here: the assets that run these steps are in orchestration/ (scan_assets.py, cohort_assets.py)."""

@@ -1,1 +1,1 @@
-"""Great Expectations 1.x suites (suites.py) and the Dagster asset checks that run them (checks.py)."""
+"""Great Expectations 1.x suites (suites.py); orchestration/checks.py registers the checks that run them."""
