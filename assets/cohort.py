@@ -7,6 +7,7 @@ run, and the researcher wants the whole list of problems at once. Each problem b
 so that SQL users see every scan the cohort lists and why it was left out.
 """
 
+import io
 import math
 import os
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from base.errors import (
     CohortError,
     CohortFileError,
     DuplicateIdError,
+    ImageGeometryError,
     ImageUnreadableError,
     InvalidValueError,
     MaskGeometryError,
@@ -26,10 +28,11 @@ from base.errors import (
     StudyFileError,
     UnknownPatientError,
 )
+from base.ids import id_problem
 from base.schemas import PATIENTS, SCANS
 from base.study import CONTRAST_PHASES, InclusionCriteria, LabelSettings, StudySettings
 
-from .imaging.geometry import coverage_mismatch, slice_axis_tilt_deg
+from .imaging.geometry import coverage_mismatch, grid_problem, slice_axis_tilt_deg
 from .imaging.io import ImageInfo, normalise_phase, read_image_info
 
 PATIENTS_CSV = "patients.csv"
@@ -37,7 +40,16 @@ SCANS_CSV = "scans.csv"
 
 PATIENT_OPTIONAL = ("age", "sex", "t_stage", "n_stage", "m_stage")
 SCAN_REQUIRED = ("scan_id", "patient_id", "image")
-SCAN_OPTIONAL = ("mask", "liver_labels", "lesion_labels", "kernel", "slice_thickness_mm", "contrast_phase")
+SCAN_OPTIONAL = (
+    "mask",
+    "liver_labels",
+    "lesion_labels",
+    "ignore_labels",
+    "kernel",
+    "slice_thickness_mm",
+    "contrast_phase",
+)
+IGNORE_ALL = "*"  # ignore_labels: every label value the row does not declare (an organ segmentation)
 SEXES = ("F", "M")
 DEFAULT_LIVER_LABELS = "1"
 DEFAULT_LESION_LABELS = "2"
@@ -63,9 +75,10 @@ def read_contract_csv(path: Path, required: tuple[str, ...], optional: tuple[str
         raise CohortFileError(
             name, f"the file is missing from {path.parent}", f"create {name} with the columns {', '.join(required)}"
         )
+    text = _utf8_text(path)
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise CohortFileError(
             name,
             f"the file cannot be parsed as CSV ({str(exc).strip()})",
@@ -74,6 +87,7 @@ def read_contract_csv(path: Path, required: tuple[str, ...], optional: tuple[str
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:
+        _refuse_other_delimiter(name, text, required)
         raise MissingColumnError(
             name,
             f"required column(s) {', '.join(missing)} missing (found: {', '.join(frame.columns) or 'none'})",
@@ -85,7 +99,46 @@ def read_contract_csv(path: Path, required: tuple[str, ...], optional: tuple[str
         if column not in frame.columns:
             frame[column] = None  # absent column (default applies), unlike an empty cell
     frame.insert(0, "line", frame.index + 2)  # line 1 is the header
+    if frame.empty:
+        raise CohortFileError(
+            name,
+            f"no {name.removesuffix('.csv')} to process: the file has a header line and no rows",
+            f"add one row per {name.removesuffix('s.csv')} under the header ({', '.join(required)}, ...)",
+        )
     return frame.reset_index(drop=True)
+
+
+def _utf8_text(path: Path) -> str:
+    """The file as text; a byte that is not UTF-8 is reported with its line, since spreadsheets
+    often save in a local encoding (a name with an accent in Latin-1 is one byte, 0xE9)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise CohortFileError(
+            path.name,
+            f"line {line} is not UTF-8 text (byte 0x{data[exc.start]:02X} at column {column})",
+            "save the file as UTF-8 (Excel: 'CSV UTF-8 (Comma delimited)'; LibreOffice: character set "
+            "'Unicode (UTF-8)')",
+            row=line,
+        ) from None
+
+
+def _refuse_other_delimiter(name: str, text: str, required: tuple[str, ...]) -> None:
+    """A header that holds the required columns once split by ';' or a tab: the file uses another
+    delimiter (a spreadsheet in a locale whose decimal mark is a comma), so the fix is the
+    delimiter, not the columns."""
+    header = text.splitlines()[0] if text else ""
+    for delimiter, spoken in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
+        if all(c in [h.strip() for h in header.split(delimiter)] for c in required):
+            raise CohortFileError(
+                name,
+                f"the columns are separated by {spoken}, not commas",
+                "save it as comma-separated values (Excel: 'CSV UTF-8 (Comma delimited)'), with '.' as decimal mark",
+                row=1,
+            )
 
 
 def _duplicate_errors(frame: pd.DataFrame, file: str, id_column: str) -> tuple[set[str], list[CohortError]]:
@@ -153,6 +206,8 @@ def validate_patients(frame: pd.DataFrame, label: LabelSettings) -> tuple[pd.Dat
 def _patient_problem(rec: dict, label: LabelSettings) -> tuple[str, str] | None:
     if not rec["patient_id"]:
         return "patient_id is empty", "give the patient a pseudonymous id"
+    if problem := id_problem(rec["patient_id"], "patient_id"):
+        return problem
     if rec[label.column].lower() not in label.classes:
         return (
             f"unknown {label.column} {rec[label.column]!r}",
@@ -219,7 +274,7 @@ def _label_list(text: str, default: str, column: str, rec: dict) -> str:
 
 def _read_info(path: Path, rec: dict, column: str) -> ImageInfo:
     try:
-        return read_image_info(path)
+        info = read_image_info(path)
     except ValueError as exc:
         raise ImageUnreadableError(
             SCANS_CSV,
@@ -228,6 +283,16 @@ def _read_info(path: Path, rec: dict, column: str) -> ImageInfo:
             row=rec["line"],
             row_id=rec["scan_id"],
         ) from None
+    problem = grid_problem(info.spacing, info.direction)
+    if problem:
+        raise ImageGeometryError(
+            SCANS_CSV,
+            f"{column} {rec[column]!r}: {problem}",
+            "re-export it with the scanner's geometry (DICOM to NIfTI with dcm2niix keeps it)",
+            row=rec["line"],
+            row_id=rec["scan_id"],
+        )
+    return info
 
 
 def inspect_scan(rec: dict, cohort_dir: Path) -> dict:
@@ -257,6 +322,9 @@ def inspect_scan(rec: dict, cohort_dir: Path) -> dict:
         if rec["lesion_labels"] == ""
         else _label_list(rec["lesion_labels"] or "", DEFAULT_LESION_LABELS, "lesion_labels", rec)
     )
+    ignore = rec["ignore_labels"] or ""
+    if ignore.strip() != IGNORE_ALL:
+        ignore = _label_list(ignore, "", "ignore_labels", rec)
     header = info.header
     thickness, thickness_source = _slice_thickness(rec, header, info)
     kernel, kernel_source = _first_given((rec["kernel"], "scans.csv"), (header.get("ConvolutionKernel"), "dicom"))
@@ -283,6 +351,7 @@ def inspect_scan(rec: dict, cohort_dir: Path) -> dict:
         "contrast_phase_source": phase_source if phase else None,
         "liver_labels": liver,
         "lesion_labels": lesion,
+        "ignore_labels": ignore.strip() or None,
         "image_format": "dicom" if image_path.is_dir() else _format_of(image_path),
         "size_x": info.size[0],
         "size_y": info.size[1],
@@ -391,6 +460,8 @@ def validate_scans(
         try:
             if not rec["scan_id"]:
                 raise InvalidValueError(SCANS_CSV, "scan_id is empty", "give the scan an id", row=rec["line"])
+            if problem := id_problem(rec["scan_id"], "scan_id"):
+                raise InvalidValueError(SCANS_CSV, *problem, row=rec["line"], row_id=rec["scan_id"])
             if rec["scan_id"] in duplicated:
                 raise next(e for e in errors if e.row == rec["line"])
             if rec["patient_id"] not in known:
@@ -439,9 +510,12 @@ def study_problems(cohort_dir: Path, study: StudySettings, study_file: str) -> l
     cohort lacks, a class no patient has, inclusion criteria that exclude every readable scan.
 
     Each problem names the study file's key to change (or the cohort to fix)."""
+    path = Path(cohort_dir) / PATIENTS_CSV
     try:
-        header = [str(c).strip() for c in pd.read_csv(Path(cohort_dir) / PATIENTS_CSV, nrows=0).columns]
-    except (OSError, ValueError, UnicodeDecodeError):
+        text = _utf8_text(path)
+        _refuse_other_delimiter(PATIENTS_CSV, text, patient_required(study.label))
+        header = [str(c).strip() for c in pd.read_csv(io.StringIO(text), nrows=0).columns]
+    except (OSError, ValueError, CohortError):
         header = None  # load_cohort below says what is wrong with the file
     if header is not None and study.label.column not in header:
         return [

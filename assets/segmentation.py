@@ -69,9 +69,11 @@ def to_project_labels(
 ) -> np.ndarray:
     """Map the source's label values to 1 (liver) and 2 (lesion); every other value is background.
 
-    Other values are allowed on purpose: organ segmentations (e.g. TotalSegmentator) label a dozen
-    organs, of which only the liver matters here. A declared liver label that is absent, though,
-    almost always means the labels were declared wrong, so it is an error that lists what is there.
+    A provided mask reaches this point only with labels the cohort declares or ignores (the scan's
+    full-decode check, `assets/imaging/integrity.py`, refuses the others): an organ segmentation
+    (e.g. TotalSegmentator) labels a dozen organs, of which only the liver matters here. A liver
+    label that is absent (an nnU-Net prediction without liver, a mask declared wrong) is an error
+    that lists what is there.
     """
     present = np.unique(values)
     if not np.isin(liver_labels, present).any():

@@ -80,6 +80,12 @@ class ImageUnreadableError(CohortError):
     kind = "image_unreadable"
 
 
+class ImageGeometryError(CohortError):
+    """The header's spacing or direction cannot place voxels in space (zero spacing, sheared axes)."""
+
+    kind = "image_geometry"
+
+
 class MaskGeometryError(CohortError):
     """The mask does not cover the image's physical space, so no resampling can align it."""
 

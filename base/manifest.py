@@ -19,11 +19,11 @@ import yaml
 
 from .errors import StoreStudyMismatch, StoreVersionError
 from .files import atomic_path
-from .schemas import LAKE_TABLES, STUDY_SETTINGS, conform
+from .schemas import LAKE_TABLES, SCAN_INTEGRITY, SCANS, STUDY_SETTINGS, conform
 from .store import Store
 from .study import STEP_SETTINGS, StudySettings, as_dict
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MANIFEST = "store.json"
 
 
@@ -66,7 +66,34 @@ def _migrate_1_to_2(store: Store) -> str:
     return "1 -> 2: patients.primary_site renamed to label; settings_hash added to every lake table"
 
 
-MIGRATIONS = {1: _migrate_1_to_2}
+def _migrate_2_to_3(store: Store) -> str:
+    """Version 3 decodes and checks every scan's files before processing it (`scan_integrity`)
+    and lets scans.csv name mask labels to ignore. `scans` gains `ignore_labels` (empty: none),
+    and each scan processed before the checks existed gets a `scan_integrity` row with the status
+    `unchecked`, so the marts go on counting it until its next run checks its files."""
+    for partition in store.lake_partitions("scans"):
+        frame = pd.read_parquet(store.lake_file("scans", partition))
+        if "ignore_labels" not in frame.columns:
+            frame["ignore_labels"] = None
+        store.write_lake("scans", conform(frame, SCANS), partition)
+    unchecked = [
+        s for s in store.lake_partitions("segmentations") if not store.lake_file(SCAN_INTEGRITY.name, s).exists()
+    ]
+    for scan_id in unchecked:
+        patient = pd.read_parquet(store.lake_file("segmentations", scan_id), columns=["patient_id"])["patient_id"]
+        row = {c: None for c in SCAN_INTEGRITY.names} | {
+            "scan_id": scan_id,
+            "patient_id": patient.iloc[0],
+            "status": "unchecked",
+        }
+        store.write_lake(SCAN_INTEGRITY.name, conform(pd.DataFrame([row]), SCAN_INTEGRITY), scan_id)
+    return (
+        f"2 -> 3: scans.ignore_labels added; {len(unchecked)} scan(s) processed before "
+        "full-decode checks marked unchecked"
+    )
+
+
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def migrate(store: Store) -> list[str]:

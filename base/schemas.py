@@ -69,6 +69,7 @@ SCANS = _table(
     ("mask", V),
     ("liver_labels", V),
     ("lesion_labels", V),
+    ("ignore_labels", V, "mask label values to treat as background ('*': every undeclared one)"),
     ("kernel", V),
     ("kernel_source", V),
     ("slice_thickness_mm", D),
@@ -166,6 +167,27 @@ LESION_SLICES = _table(
     _SETTINGS_HASH,
 )
 
+SCAN_INTEGRITY = _table(
+    "scan_integrity",
+    "the full-decode checks of each scan's image and mask, made before any of its results is written",
+    ("scan_id", V),
+    ("patient_id", V),
+    ("status", V, "passed | failed (the scan is not processed and no mart counts it) | unchecked (processed before)"),
+    ("problems", V, "what is wrong and the fix, one per line"),
+    ("warnings", V, "e.g. a declared lesion label absent from the mask (0 lesions), one per line"),
+    ("image_sha256", V),
+    ("mask_sha256", V),
+    ("declared_labels", V, "liver | lesion | ignored labels the mask was checked against"),
+    ("labels_present", V),
+    ("min_hu", D),
+    ("max_hu", D),
+    ("n_nonfinite", L, "NaN or infinite voxels"),
+    ("liver_median_hu", D),
+    ("checks_version", INT),
+    ("checked_at", V, "when the files were decoded (a later run with the same files reuses the result)"),
+    _SETTINGS_HASH,
+)
+
 STUDY_SETTINGS = _table(
     "study_settings",
     "the study this store holds, one row per setting",
@@ -177,7 +199,17 @@ STUDY_SETTINGS = _table(
 )
 
 LAKE_TABLES: dict[str, TableSchema] = {
-    t.name: t for t in (STUDY_SETTINGS, PATIENTS, SCANS, SEGMENTATIONS, LESIONS, RADIOMICS_FEATURES, LESION_SLICES)
+    t.name: t
+    for t in (
+        STUDY_SETTINGS,
+        PATIENTS,
+        SCANS,
+        SCAN_INTEGRITY,
+        SEGMENTATIONS,
+        LESIONS,
+        RADIOMICS_FEATURES,
+        LESION_SLICES,
+    )
 }
 
 _PANDAS = {"VARCHAR": "object", "DOUBLE": "float64", "INTEGER": "Int64", "BIGINT": "Int64", "BOOLEAN": "bool"}

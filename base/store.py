@@ -20,9 +20,28 @@ import duckdb
 import pandas as pd
 
 from .files import atomic_path
+from .ids import inside
 
 UNPARTITIONED = "all"
 DUCKDB_FILE = "feature_store.duckdb"
+
+# How analysts and the study assets open the published file: read-only, and no access to anything
+# outside it (no other file read or written, no ATTACH of another database, no extension INSTALL or
+# LOAD, no COPY or EXPORT), locked so that no `SET` re-enables it. The published file holds tables
+# only (sql/dbt_project.yml), so nothing it holds needs a file. No temporary directory: DuckDB
+# would otherwise allow writes to `<store>/feature_store.duckdb.tmp/` (e.g. EXPORT DATABASE there);
+# a query larger than memory fails instead of spilling. One user agent for every reader
+# (dagster-duckdb sets its own otherwise): DuckDB shares an open file only between connections of
+# the same configuration.
+READ_ONLY_CONFIG = {
+    "access_mode": "READ_ONLY",
+    "custom_user_agent": "metorigin",
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "temp_directory": "",
+    "lock_configuration": True,
+}
 
 
 class StoreLockTimeout(RuntimeError):
@@ -54,7 +73,8 @@ class Store:
         return self.root / ".build" / DUCKDB_FILE
 
     def lake_file(self, asset: str, partition: str | None = None) -> Path:
-        return self.lake / asset / f"{partition or UNPARTITIONED}.parquet"
+        """`lake/<asset>/<partition>.parquet`; a partition (a scan id) that would leave the lake is refused."""
+        return inside(self.lake, asset, f"{partition or UNPARTITIONED}.parquet")
 
     def write_lake(self, asset: str, frame: pd.DataFrame, partition: str | None = None) -> Path:
         path = self.lake_file(asset, partition)
@@ -63,7 +83,7 @@ class Store:
         return path
 
     def artifact_path(self, kind: str, name: str) -> Path:
-        return self.artifacts / kind / name
+        return inside(self.artifacts, kind, name)
 
     def write_image(self, image, kind: str, name: str) -> Path:
         """Atomic write of a SimpleITK image artefact (e.g. a label map) under artifacts/<kind>/."""
@@ -129,9 +149,10 @@ class Store:
             shutil.copy2(self.build_path, tmp)
 
     def connect_read_only(self) -> duckdb.DuckDBPyConnection:
+        """The published snapshot, read-only and without file access (`READ_ONLY_CONFIG`)."""
         if not self.duckdb_path.exists():
             raise FileNotFoundError(f"no feature store at {self.duckdb_path}; run `metorigin run` first")
-        return duckdb.connect(str(self.duckdb_path), read_only=True)
+        return duckdb.connect(str(self.duckdb_path), read_only=True, config=dict(READ_ONLY_CONFIG))
 
 
 def _acquire(lock, lock_path: Path, timeout_s: float) -> None:

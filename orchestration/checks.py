@@ -36,6 +36,21 @@ SCANS_CHECKS = [
         "(Great Expectations)",
     ),
 ]
+INPUTS_VALID, INPUT_WARNINGS = "inputs_valid", "input_warnings"
+INTEGRITY_CHECKS = [
+    dg.AssetCheckSpec(
+        INPUTS_VALID,
+        asset="scan_integrity",
+        blocking=True,
+        description="the image and mask decode in full: complete data, finite voxels, values a CT in HU can "
+        "hold, the declared mask labels (a failure stops this scan's run; its earlier results stay)",
+    ),
+    dg.AssetCheckSpec(
+        INPUT_WARNINGS,
+        asset="scan_integrity",
+        description="nothing to warn about, e.g. no declared lesion label absent from the mask (0 lesions)",
+    ),
+]
 LESIONS_CHECKS = [
     dg.AssetCheckSpec(
         DATA_QUALITY,
@@ -66,6 +81,31 @@ def rows_check(asset: str, errors: list[CohortError]) -> dg.AssetCheckResult:
             "messages": dg.MetadataValue.text("\n".join(e.message for e in errors)),
         },
     )
+
+
+def integrity_checks(record: dict, where: str) -> list[dg.AssetCheckResult]:
+    """The scan's full-decode check (blocking) and its warnings (not blocking), each line with the
+    scan's row of scans.csv and the fix, as the run summary prints them."""
+    problems = (record["problems"] or "").splitlines()
+    warnings = (record["warnings"] or "").splitlines()
+    return [
+        dg.AssetCheckResult(
+            asset_key="scan_integrity",
+            check_name=INPUTS_VALID,
+            passed=record["status"] == "passed",
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"{len(problems)} problem(s) with the scan's files" if problems else "the files are sound",
+            metadata={"messages": dg.MetadataValue.text("\n".join(f"{where}: {p}" for p in problems))},
+        ),
+        dg.AssetCheckResult(
+            asset_key="scan_integrity",
+            check_name=INPUT_WARNINGS,
+            passed=not warnings,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="; ".join(warnings) or "nothing to warn about",
+            metadata={"messages": dg.MetadataValue.text("\n".join(f"{where}: {w}" for w in warnings))},
+        ),
+    ]
 
 
 def suite_check(result: SuiteResult, asset_key=None, check_name: str = DATA_QUALITY) -> dg.AssetCheckResult:

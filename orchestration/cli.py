@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -52,7 +53,17 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="re-run a store that holds another study under this one (its results are recomputed)",
     )
+    _add_session_arguments(run)
     run.set_defaults(handler=cmd_run)
+
+    forget = sub.add_parser(
+        "forget", help="erase every trace of a patient from a store (consent withdrawn); logged, not undoable"
+    )
+    forget.add_argument("--store", required=True, type=Path)
+    forget.add_argument("--patient", required=True, help="the patient_id, as in patients.csv")
+    forget.add_argument("--why", default="consent withdrawn", help="recorded in the store's erasure log")
+    forget.add_argument("--no-wait", action="store_true", help="fail at once if another session uses the store")
+    forget.set_defaults(handler=cmd_forget)
 
     study = sub.add_parser("study", help="check a study file and show its effective settings and hashes")
     study.add_argument("--study", type=Path, default=None, help="study YAML (default: the built-in study)")
@@ -80,8 +91,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--cohort", type=Path, default=DEMO_COHORT)
     demo.add_argument("--store", type=Path, default=DEMO_STORE)
     demo.add_argument("--profile", choices=PROFILES, default="quick")
+    _add_session_arguments(demo)
     demo.set_defaults(handler=cmd_demo)
     return parser
+
+
+def _add_session_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-wait", action="store_true", help="fail at once when another session is using the store (default: wait)"
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show Dagster's tracebacks here too (they always go to the log file)"
+    )
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -167,34 +188,116 @@ def cmd_run(args) -> int:
         )
         return 2
     from base.errors import MetoriginError
+    from base.lease import store_session
+
+    problem = _selection_problem(args.select)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    from base.manifest import bind_study
+    from base.store import Store
 
     try:
         study = _checked_study(args)
+        with store_session(args.store, "metorigin run", wait=not args.no_wait, on_wait=_tell):
+            for step in bind_study(Store(args.store), study, replace=args.replace_study):
+                print(f"store {args.store} migrated: {step}", flush=True)
+            _export_environment(
+                args.cohort,
+                args.store,
+                args.profile,
+                args.seed,
+                args.study,
+                args.nnunet_model,
+                args.workers,
+                args.densenet_epochs,
+            )
+            print(f"study: {study.name} (hash {study.study_hash()}, seed {study.seed})", flush=True)
+            from orchestration.definitions import defs
+            from orchestration.home import get_instance
+            from orchestration.runner import run_selection
+
+            with _run_log(args.store, args.verbose) as log_path:
+                try:
+                    report = run_selection(defs, get_instance(), args.select)
+                except ValueError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 2
     except MetoriginError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    _export_environment(
-        args.cohort,
-        args.store,
-        args.profile,
-        args.seed,
-        args.study,
-        args.nnunet_model,
-        args.workers,
-        args.densenet_epochs,
-    )
-    print(f"study: {study.name} (hash {study.study_hash()}, seed {study.seed})", flush=True)
-    from orchestration.definitions import defs
-    from orchestration.home import get_instance
-    from orchestration.runner import run_selection
+    print(_summary(report, args.store))
+    print(f"full log, with Dagster's tracebacks: {log_path}")
+    return 0 if report.ok else 1
+
+
+def _tell(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _selection_problem(selection: str | None) -> str | None:
+    """A --select that does not parse, refused before anything runs (a bad argument: exit 2)."""
+    if not selection:
+        return None
+    import dagster as dg
+    from dagster._core.definitions.asset_selection import DagsterInvalidAssetSelectionError
 
     try:
-        report = run_selection(defs, get_instance(), args.select)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(_summary(report, args.store))
-    return 0 if report.ok else 1
+        dg.AssetSelection.from_string(selection)
+    except DagsterInvalidAssetSelectionError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        return (
+            f"--select {selection!r} is not an asset selection ({reason}). Fix: e.g. --select 'key:scans', "
+            "'group:imaging', 'not group:study', '*radiomics_features' (Dagster's selection syntax)"
+        )
+    return None
+
+
+class _ConciseStderr:
+    """Dagster's console log with the tracebacks cut off (they go, with everything else, to the log
+    file): the terminal shows each record's first part, and the run summary says what to fix.
+
+    Dagster writes a record's error after a blank line (`<header>\n\n<error and stack>`); the
+    coloured console handler looks up `sys.stderr` at every write, so swapping it here is enough."""
+
+    def __init__(self, terminal, log):
+        self.terminal, self.log = terminal, log
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        head, blank, _ = text.partition("\n\n")
+        self.terminal.write(head + ("\n" if blank else ""))
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.terminal.flush()
+
+    def isatty(self) -> bool:
+        return self.terminal.isatty()
+
+
+@contextlib.contextmanager
+def _run_log(store: Path, verbose: bool):
+    """The run's log file (`<store>/logs/run-<time>.log`); the terminal gets it without tracebacks
+    unless --verbose."""
+    path = store / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as log:
+        terminal = sys.stderr
+        sys.stderr = _Tee(terminal, log) if verbose else _ConciseStderr(terminal, log)
+        try:
+            yield path
+        finally:
+            sys.stderr = terminal
+
+
+class _Tee(_ConciseStderr):
+    """Everything to the terminal and the log file (--verbose)."""
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        return self.terminal.write(text)
 
 
 def _load_study(study_file: Path | None, profile: str, seed: int | None):
@@ -216,11 +319,9 @@ def _study_problems(study, study_file: Path | None, cohort: Path | None, for_run
 
 
 def _checked_study(args):
-    """The study, validated on its own and against the cohort, and the store bound to it: every
-    refusal happens here, before anything is computed or stored."""
+    """The study, validated on its own and against the cohort: every refusal of the study or the
+    cohort happens here, before anything is computed or stored (even the store folder)."""
     from base.errors import StudyFileError
-    from base.manifest import bind_study
-    from base.store import Store
     from base.study import with_run_choices
 
     study = with_run_choices(
@@ -231,8 +332,6 @@ def _checked_study(args):
         raise StudyFileError(
             problems[0].file, problems[0].key, problems[0].problem, problems[0].fix, more=len(problems) - 1
         )
-    for step in bind_study(Store(args.store), study, replace=args.replace_study):
-        print(f"store {args.store} migrated: {step}", flush=True)
     return study
 
 
@@ -270,6 +369,10 @@ def _summary(report, store_path: Path) -> str:
     for check, problems in report.failed_checks:
         lines.append(f"check failed: {check}")
         lines += [f"  - {p}" for p in problems.splitlines() if p.strip()]
+    for check, messages in report.warnings:
+        lines.append(f"warning: {check}")
+        lines += [f"  - {m}" for m in messages.splitlines() if m.strip()]
+    lines += [f"note: {n}" for n in report.notices]
     store = Store(store_path)
     if store.duckdb_path.exists():
         with store.connect_read_only() as con:
@@ -334,11 +437,38 @@ def cmd_sql(args) -> int:
 
     from base.store import Store
 
+    store = Store(args.store)
     try:
-        with Store(args.store).connect_read_only() as con:
+        with store.connect_read_only() as con:
             frame = con.execute(args.query).df()
-    except (FileNotFoundError, duckdb.Error) as exc:
+    except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except duckdb.Error as exc:
+        # What DuckDB refuses on a connection opened with `READ_ONLY_CONFIG`: files, extensions and
+        # secrets (PermissionException); ATTACH of a database file this process has open already
+        # (ResourceInUseException); SET on the locked configuration; writes to the read-only file.
+        reason = str(exc).strip().splitlines()[0]
+        locked = ("the configuration has been locked", "read-only mode", "belongs to an attached database")
+        refused = isinstance(exc, (duckdb.PermissionException, duckdb.ResourceInUseException))
+        if not (refused or any(marker in reason for marker in locked)):
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"error: refused: `metorigin sql` is read-only and has no file access (DuckDB: {reason}). "
+            "Query the store's tables; to save a result, use --csv and redirect it to a file.",
+            file=sys.stderr,
+        )
+        views = 0
+        if "/lake/" in reason:  # a view over the lake, published by metorigin before it built tables only?
+            with store.connect_read_only() as con:
+                views = con.execute("select count(*) from duckdb_views() where not internal").fetchone()[0]
+        if views:
+            print(
+                f"This store's feature store has {views} views over the lake, from an older metorigin: rebuild "
+                f"it with `metorigin run --cohort COHORT --store {args.store} --select 'group:\"feature_store\"'`.",
+                file=sys.stderr,
+            )
         return 2
     if args.csv:
         frame.to_csv(sys.stdout, index=False)
@@ -358,6 +488,65 @@ def cmd_ui(args) -> int:
     print(f"Dagster UI on http://{args.host}:{args.port} (cohort {args.cohort}, store {args.store})", flush=True)
     os.execv(command[0], command)
     return 0  # not reached
+
+
+def cmd_forget(args) -> int:
+    """Erase a patient (consent withdrawn): lake, artefacts, retired copies, the published tables
+    rebuilt without them, their Dagster runs and partitions; models trained on them marked."""
+    import getpass
+    from datetime import datetime
+
+    from base.errors import MetoriginError
+    from base.lease import store_session
+    from base.lifecycle import forget_patient
+    from base.store import Store
+
+    store = Store(args.store)
+    try:
+        with store_session(store.root, "metorigin forget", wait=not args.no_wait, on_wait=_tell):
+            report = forget_patient(store, args.patient, getpass.getuser(), args.why, datetime.now())
+            print("\n".join(report.lines()), flush=True)
+            _forget_in_instance(report.scans)
+            if store.duckdb_path.exists():
+                print("rebuilding the feature store without the patient ...", flush=True)
+                with _run_log(store.root, verbose=False):
+                    rebuilt = _rebuild_feature_store(store)
+                if not rebuilt.ok:
+                    print(_summary(rebuilt, store.root), file=sys.stderr)
+                    return 1
+    except MetoriginError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"done: every trace of the patient is erased from {store.root}; the erasure is logged in {report.log_path}")
+    return 0
+
+
+def _forget_in_instance(scans: list[str]) -> None:
+    """The patient's per-scan runs and partitions in the Dagster instance (their logs name the scans)."""
+    import dagster as dg
+
+    from orchestration.home import get_instance
+    from orchestration.partitions import scan_partitions
+
+    instance = get_instance()
+    for scan_id in scans:
+        for record in instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": scan_id})):
+            instance.delete_run(record.dagster_run.run_id)
+        if instance.has_dynamic_partition(scan_partitions.name, scan_id):
+            instance.delete_dynamic_partition(scan_partitions.name, scan_id)
+
+
+def _rebuild_feature_store(store):
+    """dbt's tables built again from the erased lake, under the study the store holds."""
+    from orchestration.definitions import build_definitions
+    from orchestration.home import get_instance
+    from orchestration.resources import resources_from_env
+    from orchestration.runner import run_selection
+
+    os.environ["METORIGIN_STORE"] = str(store.root)
+    os.environ["METORIGIN_STUDY"] = str(store.root / "study.yaml")
+    defs = build_definitions(resources_from_env())
+    return run_selection(defs, get_instance(), "group:feature_store", progress=lambda _: None)
 
 
 def cmd_ibsi_report(args) -> int:
@@ -388,6 +577,8 @@ def cmd_demo(args) -> int:
             densenet_epochs=0,
             study=None,
             replace_study=False,
+            no_wait=args.no_wait,
+            verbose=args.verbose,
         )
     )
 

@@ -1,20 +1,23 @@
 """The cohort assets: `study_settings` (the study a store holds), then `patients` and `scans`, thin
 shells over the cohort contract (assets/cohort.py)."""
 
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from assets.cohort import read_patients_csv, read_scans_csv, validate_patients, validate_scans
-from base.errors import CohortError, MetoriginError
+from assets.cohort import PATIENTS_CSV, read_patients_csv, read_scans_csv, validate_patients, validate_scans
+from base.errors import CohortError, InvalidValueError, MetoriginError
+from base.lifecycle import erased_patient_hashes, patient_hash, retire_scans, scans_with_results
 from base.manifest import bind_study, settings_table
 from base.markdown import markdown_table
 from base.schemas import PATIENTS, SCANS, STUDY_SETTINGS, conform
+from base.store import Store
 from data_quality.suites import scans_suite
 
 from .checks import PATIENTS_CHECKS, SCANS_CHECKS, rows_check, suite_check
-from .metadata import table_metadata
+from .metadata import NOTICE, table_metadata
 from .partitions import scan_partitions
 from .resources import CohortResource, SettingsResource, StoreResource
 
@@ -58,11 +61,27 @@ def study_settings(context: dg.AssetExecutionContext, store: StoreResource, sett
     metadata=table_metadata(PATIENTS),
     deps=[study_settings],
 )
-def patients(context: dg.AssetExecutionContext, cohort: CohortResource, settings: SettingsResource):
-    """Patients of the cohort with their class (the study's label column) and Table 1 characteristics."""
+def patients(
+    context: dg.AssetExecutionContext, cohort: CohortResource, store: StoreResource, settings: SettingsResource
+):
+    """Patients of the cohort with their class (the study's label column) and Table 1 characteristics.
+
+    A patient erased from this store (`metorigin forget`: consent withdrawn) is refused, never re-ingested."""
     study = settings.settings()
     frame = _csv_or_fail(read_patients_csv, Path(cohort.path), study.label)
     table, errors = validate_patients(frame, study.label)
+    erased = erased_patient_hashes(store.store())
+    for rec in frame[frame["patient_id"].map(patient_hash).isin(erased)].to_dict("records"):
+        errors.append(
+            InvalidValueError(
+                PATIENTS_CSV,
+                f"patient {rec['patient_id']!r} was erased from this store (consent withdrawn)",
+                "delete the patient's row from patients.csv and their rows from scans.csv",
+                row=rec["line"],
+                row_id=rec["patient_id"],
+            )
+        )
+        table = table[table["patient_id"] != rec["patient_id"]]
     for error in errors:
         context.log.warning(error.message)
     counts = table["label"].value_counts().to_dict()
@@ -75,11 +94,17 @@ def patients(context: dg.AssetExecutionContext, cohort: CohortResource, settings
     group_name=COHORT_GROUP, kinds={"python", "parquet"}, check_specs=SCANS_CHECKS, metadata=table_metadata(SCANS)
 )
 def scans(
-    context: dg.AssetExecutionContext, cohort: CohortResource, settings: SettingsResource, patients: pd.DataFrame
+    context: dg.AssetExecutionContext,
+    cohort: CohortResource,
+    store: StoreResource,
+    settings: SettingsResource,
+    patients: pd.DataFrame,
 ):
     """Every scan the cohort lists: geometry, acquisition, and whether it meets the inclusion criteria.
 
-    Materialising it registers each included scan as a partition of the per-scan assets.
+    Materialising it registers each included scan as a partition of the per-scan assets, and
+    retires the stored results of every scan that left the cohort (row removed, now excluded or
+    invalid): moved to `<store>/retired/<date>/`, never deleted, so the marts stop counting them.
     """
     study = settings.settings()
     cohort_dir = Path(cohort.path)
@@ -95,6 +120,8 @@ def scans(
         context.instance.add_dynamic_partitions(scan_partitions.name, new)
     context.log.info(f"{len(included)} of {len(table)} scans included; {len(new)} new scan partition(s)")
     reasons = table.loc[~table["included"], ["scan_id", "exclusion_reason"]]
+    with store.session(f"run {context.run_id} (scans)"):
+        retired = _retire_departed(context, store.store(), table)
     yield dg.Output(
         table,
         metadata={
@@ -103,7 +130,28 @@ def scans(
             "n_invalid": int((~table["valid"]).sum()),
             "new_partitions": len(new),
             "excluded": dg.MetadataValue.md(markdown_table(reasons.to_dict("records"))),
+            "n_retired": len(retired),
+            **({NOTICE: dg.MetadataValue.text("\n".join(retired))} if retired else {}),
         },
     )
     yield rows_check("scans", errors)
     yield suite_check(scans_suite(table), asset_key="scans")
+
+
+def _retire_departed(context: dg.AssetExecutionContext, store: Store, table: pd.DataFrame) -> list[str]:
+    """Retire the per-scan results of scans no longer included, one line per scan for the summary."""
+    listed = table.set_index("scan_id")
+    reasons = {}
+    for scan_id in sorted(scans_with_results(store) - set(listed.index[listed["included"]])):
+        if scan_id not in listed.index:
+            reasons[scan_id] = "its row was removed from scans.csv"
+        else:
+            reasons[scan_id] = f"now excluded: {listed.loc[scan_id, 'exclusion_reason']}"
+    lines = []
+    for retired in retire_scans(store, reasons, datetime.now()):
+        lines.append(
+            f"scan {retired.scan_id} retired ({retired.reason}): {retired.n_files} file(s) moved to "
+            f"{retired.folder}; the marts no longer count it"
+        )
+        context.log.warning(lines[-1])
+    return lines

@@ -107,7 +107,8 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreR
     target = store.store()
     variables = json.dumps(dbt_vars(settings.settings()))
     cwd = os.getcwd()  # dbt's in-process adapter (the column metadata fetch) leaves the process in sql/
-    with target.build_lock(f"run {context.run_id} (dbt)") as build_path, _restored_cwd(cwd):
+    holder = f"run {context.run_id} (dbt)"
+    with store.session(holder), target.build_lock(holder) as build_path, _restored_cwd(cwd):
         with _environment(METORIGIN_STORE=str(target.root), METORIGIN_DUCKDB=str(build_path)):
             yield from (
                 dbt.cli(["build", "--vars", variables], context=context)

@@ -14,3 +14,8 @@ def table_metadata(schema: TableSchema) -> dict:
             columns=[dg.TableColumn(c.name, c.type.lower(), description=c.description or None) for c in schema.columns]
         )
     }
+
+
+# An asset's materialisation metadata under this key is printed in the CLI's run summary: what a
+# user must know although nothing failed (e.g. scans retired because they left the cohort).
+NOTICE = "notice"

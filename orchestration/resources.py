@@ -8,12 +8,15 @@ all see the same folders and study without repeating them in run config.
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 
 import pandas as pd
 from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, OutputContext
 from dagster_duckdb import DuckDBResource
 
+from base.lease import store_session
 from base.store import Store
 from base.study import StudySettings, get_settings, load_study, with_run_choices
 
@@ -34,6 +37,11 @@ class StoreResource(ConfigurableResource):
 
     def store(self) -> Store:
         return Store(self.path)
+
+    def session(self, holder: str):
+        """The store's writer lease (base/lease.py) for a step that writes the whole store: waits
+        for another session; re-entered at once inside the `metorigin run` that already holds it."""
+        return store_session(Path(self.path), holder, on_wait=logging.getLogger("metorigin").warning)
 
 
 class SettingsResource(ConfigurableResource):
@@ -62,8 +70,11 @@ class LakeIOManager(ConfigurableIOManager):
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame) -> None:
         name = context.asset_key.path[-1]
-        partition = context.partition_key if context.has_partition_key else None
-        path = Store(self.path).write_lake(name, obj, partition)
+        if context.has_partition_key:  # one scan's file: its own run writes it, no other session does
+            path = Store(self.path).write_lake(name, obj, context.partition_key)
+        else:  # a whole-store table (cohort, study results): one writer session at a time
+            with store_session(Path(self.path), f"run {context.run_id} ({name})"):
+                path = Store(self.path).write_lake(name, obj)
         context.add_output_metadata({"rows": len(obj), "lake_file": str(path)})
 
     def load_input(self, context: InputContext) -> pd.DataFrame:
@@ -74,11 +85,14 @@ class LakeIOManager(ConfigurableIOManager):
 
 
 def feature_store_reader(store_path: str) -> DuckDBResource:
-    """The published feature store, read-only, as the study assets read it (its core tables are views over
-    the lake, so file access stays on).
+    """The published feature store as the study assets read it: read-only and without file access, as
+    `metorigin sql` opens it (every relation in it is a table, so nothing needs the lake).
 
-    dagster-duckdb opens connections read-write; DuckDB's `access_mode` setting makes them read-only."""
-    return DuckDBResource(database=str(Store(store_path).duckdb_path), connection_config={"access_mode": "READ_ONLY"})
+    dagster-duckdb opens connections read-write; DuckDB's `access_mode` setting in the shared
+    `READ_ONLY_CONFIG` makes them read-only, and its other settings lock file access off."""
+    from base.store import READ_ONLY_CONFIG
+
+    return DuckDBResource(database=str(Store(store_path).duckdb_path), connection_config=dict(READ_ONLY_CONFIG))
 
 
 def resources_from_env() -> dict:

@@ -7,6 +7,7 @@ from typing import Callable
 
 import dagster as dg
 
+from .metadata import NOTICE
 from .partitions import included_scan_partitions
 
 
@@ -20,6 +21,8 @@ class RunReport:
     step_failures: list[str] = field(default_factory=list)
     failed_checks: list[tuple[str, str]] = field(default_factory=list)  # (check, problems)
     blocked_by: list[str] = field(default_factory=list)  # failed blocking checks that stopped the pipeline
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (check, messages) of failed WARN checks
+    notices: list[str] = field(default_factory=list)  # what assets asked to tell (NOTICE metadata)
     checks_passed: int = 0
 
     @property
@@ -32,17 +35,27 @@ class RunReport:
         for event in result.get_asset_materialization_events():
             key = event.asset_key.to_user_string()
             self.materialized[key] = self.materialized.get(key, 0) + 1
+            notice = event.step_materialization_data.materialization.metadata.get(NOTICE)
+            if notice:
+                self.notices += notice.value.splitlines()
         where = f"[{partition}] " if partition else ""
         for event in result.get_step_failure_events():
-            self.step_failures.append(f"{where}{event.step_key}: {_error_text(event.step_failure_data.error)}")
+            error = event.step_failure_data.error
+            if error.cls_name != "DagsterAssetCheckFailedError":  # reported below, as the check it is
+                self.step_failures.append(f"{where}{event.step_key}: {_error_text(error)}")
         for evaluation in result.get_asset_check_evaluations():
             self.checks_passed += evaluation.passed
-            if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
-                name = f"{where}{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
-                messages = evaluation.metadata.get("messages")
-                self.failed_checks.append((name, messages.value if messages else evaluation.description or ""))
-                if evaluation.blocking:
-                    self.blocked_by.append(name)
+            if evaluation.passed:
+                continue
+            name = f"{where}{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+            messages = evaluation.metadata.get("messages")
+            text = messages.value if messages else evaluation.description or ""
+            if evaluation.severity == dg.AssetCheckSeverity.WARN:
+                self.warnings.append((name, text))
+                continue
+            self.failed_checks.append((name, text))
+            if evaluation.blocking:
+                self.blocked_by.append(name)
 
 
 def run_selection(

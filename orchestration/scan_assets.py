@@ -1,11 +1,16 @@
-"""The per-scan assets (one partition per included scan): segmentation, lesions, radiomics
-features and DenseNet slices, each a thin shell over the pure imaging steps in `assets/`.
+"""The per-scan assets (one partition per included scan): the full-decode check of its files,
+then segmentation, lesions, radiomics features and DenseNet slices, each a thin shell over the
+pure imaging steps in `assets/`.
 
-Every one of them opens its scan the same way (`open_scan`): its row of the `scans` table, its
-image, the study settings, and a failure that fails this scan's partition only, with the message
-that names the scan and the fix. Each stamps its rows with the hash of the settings it read.
+`scan_integrity` runs first: ingest reads headers only (seconds for a cohort), so a truncated or
+damaged file is found here, in the scan's own run, before any of its results is written; its
+blocking check stops the rest of that run, and the scan's earlier results stay as they were.
+Every later asset opens its scan the same way (`open_scan`): its row of the `scans` table, its
+checked image, the study settings, and a failure that fails this scan's partition only, with the
+message that names the scan and the fix. Each stamps its rows with the hash of the settings it read.
 """
 
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +19,8 @@ import dagster as dg
 import pandas as pd
 import SimpleITK as sitk
 
+from assets.cohort import IGNORE_ALL
+from assets.imaging.integrity import CHECKS_VERSION, check_scan, fingerprint
 from assets.imaging.io import read_image
 from assets.lesions import LESION_MAPS, measure_lesions, read_lesion_map
 from assets.nnunet import nnunet_segmentation
@@ -21,12 +28,20 @@ from assets.radiomics import crop_lesion, extract_lesions, feature_names, long_t
 from assets.segmentation import as_image, parse_labels, provided_segmentation, summarise
 from assets.slices import cut_lesion_slices, save_slices
 from base.errors import ScanProcessingError
-from base.schemas import LESION_SLICES, LESIONS, RADIOMICS_FEATURES, SEGMENTATIONS, TableSchema, conform
+from base.schemas import (
+    LESION_SLICES,
+    LESIONS,
+    RADIOMICS_FEATURES,
+    SCAN_INTEGRITY,
+    SEGMENTATIONS,
+    TableSchema,
+    conform,
+)
 from base.store import Store
 from base.study import StudySettings
 from data_quality.suites import lesions_suite
 
-from .checks import LESIONS_CHECKS, suite_check
+from .checks import INTEGRITY_CHECKS, LESIONS_CHECKS, integrity_checks, suite_check
 from .metadata import table_metadata
 from .partitions import scan_partitions
 from .resources import CohortResource, SettingsResource, StoreResource
@@ -85,8 +100,57 @@ def open_scan(
     scan_id = context.partition_key
     with failing_only_this_scan():
         row = scan_row(scans, scan_id)
+        _require_checked_files(store.store(), row)
         image = read_image(Path(cohort.path) / row["image"])
     return OpenScan(scan_id, row, image, store.store(), settings.settings())
+
+
+def _require_checked_files(store: Store, row: dict) -> None:
+    """A scan's steps read only files that passed `scan_integrity` (in the same run, its blocking
+    check already stops them; this covers a step selected on its own, e.g. from the UI)."""
+    scan_id = row["scan_id"]
+    try:
+        check = store.read_lake(SCAN_INTEGRITY.name, [scan_id]).iloc[0]
+    except FileNotFoundError:
+        raise ScanProcessingError(
+            scan_id,
+            "inputs",
+            "its image and mask have not been checked yet",
+            "materialise scan_integrity for this scan first (a process_scan run does it before the other steps)",
+        ) from None
+    if check["status"] == "failed":
+        raise ScanProcessingError(
+            scan_id,
+            "inputs",
+            f"its files failed their checks ({check['problems']})",
+            "fix the files and run the scan again",
+        )
+
+
+def _declared_labels(row: dict) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...] | None]:
+    """The mask labels the row declares: liver, lesion, and ignored (None: every undeclared one)."""
+    ignore = _text(row["ignore_labels"])
+    return (
+        parse_labels(row["liver_labels"]),
+        parse_labels(row["lesion_labels"]),
+        (None if ignore == IGNORE_ALL else parse_labels(ignore)),
+    )
+
+
+def _text(value) -> str:
+    """A text cell of the lake: an empty one reads back as None or NaN."""
+    return value if isinstance(value, str) else ""
+
+
+def _reusable(store: Store, scan_id: str, fingerprints: dict) -> dict | None:
+    """The scan's stored check when its files, declared labels and the checks themselves are
+    unchanged: a file is decoded once, not on every run."""
+    path = store.lake_file(SCAN_INTEGRITY.name, scan_id)
+    if not path.exists():
+        return None
+    stored = pd.read_parquet(path).iloc[0].to_dict()
+    same = all(stored[k] == v for k, v in fingerprints.items())
+    return stored if same and stored["status"] in ("passed", "failed") else None
 
 
 def _per_scan(schema: TableSchema, **kwargs):
@@ -95,7 +159,59 @@ def _per_scan(schema: TableSchema, **kwargs):
     )
 
 
-@_per_scan(SEGMENTATIONS, kinds={"python", "parquet"})
+@_per_scan(SCAN_INTEGRITY, kinds={"python", "parquet"}, check_specs=INTEGRITY_CHECKS)
+def scan_integrity(
+    context: dg.AssetExecutionContext,
+    cohort: CohortResource,
+    store: StoreResource,
+    settings: SettingsResource,
+    scans: pd.DataFrame,
+):
+    """The scan's image and mask decoded in full and checked (complete data, finite voxels, values a
+    CT in HU holds, the declared mask labels) before any of its results is written. A failure stops
+    this scan's run and keeps its earlier results; the marts stop counting the scan, with the reason."""
+    scan_id = context.partition_key
+    study = settings.settings()
+    with failing_only_this_scan():
+        row = scan_row(scans, scan_id)
+    cohort_dir = Path(cohort.path)
+    image = cohort_dir / row["image"]
+    # An nnU-Net run segments the image itself: the cohort's mask, if any, is not read.
+    mask = cohort_dir / row["mask"] if _text(row["mask"]) and study.segmentation.method == "provided" else None
+    liver, lesion, ignore = _declared_labels(row)
+    fingerprints = {
+        "image_sha256": fingerprint(image),
+        "mask_sha256": fingerprint(mask) if mask else None,
+        "declared_labels": " | ".join(_text(row[c]) for c in ("liver_labels", "lesion_labels", "ignore_labels"))
+        if mask
+        else None,
+        "checks_version": CHECKS_VERSION,
+    }
+    record = _reusable(store.store(), scan_id, fingerprints)
+    if record is not None:
+        context.log.info(f"{scan_id}: files unchanged since {record['checked_at']}; their check is reused")
+    else:
+        result = check_scan(image, mask, liver, lesion, ignore)
+        record = {
+            "scan_id": scan_id,
+            "patient_id": row["patient_id"],
+            "status": "passed" if result.passed else "failed",
+            "problems": "\n".join(f"{p.problem}. Fix: {p.fix}" for p in result.problems) or None,
+            "warnings": "\n".join(result.warnings) or None,
+            **{
+                k: result.facts.get(k) for k in ("labels_present", "min_hu", "max_hu", "n_nonfinite", "liver_median_hu")
+            },
+            **fingerprints,
+            "checked_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+    table = conform(pd.DataFrame([record]).assign(settings_hash=study.step_hash("segmentation")), SCAN_INTEGRITY)
+    yield dg.Output(
+        table, metadata={"status": record["status"], "n_problems": len((record["problems"] or "").splitlines())}
+    )
+    yield from integrity_checks(record, f"scan {scan_id} (scans.csv line {row['source_line']})")
+
+
+@_per_scan(SEGMENTATIONS, kinds={"python", "parquet"}, deps=[scan_integrity])
 def segmentations(
     context: dg.AssetExecutionContext,
     cohort: CohortResource,
@@ -111,7 +227,7 @@ def segmentations(
             result = nnunet_segmentation(
                 scan.image, Path(config.nnunet_model_dir), config.nnunet_folds, config.nnunet_checkpoint, scan.scan_id
             )
-        elif not scan.row["mask"]:
+        elif not _text(scan.row["mask"]):
             raise ScanProcessingError(
                 scan.scan_id,
                 "segmentation",

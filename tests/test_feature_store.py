@@ -5,17 +5,22 @@ Every mart is checked against values computed here, independently, from the Parq
 
 from __future__ import annotations
 
+import hashlib
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import dagster as dg
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 
 from base.store import Store
+from orchestration.cli import main
 from orchestration.definitions import build_definitions
-from orchestration.resources import resources_from_env
+from orchestration.resources import feature_store_reader, resources_from_env
 from orchestration.runner import run_selection
 from tests.helpers import NOT_STUDY
 
@@ -153,3 +158,99 @@ def test_corrupt_feature_fails_the_check_and_stops_training_matrix(pipeline):
         out, _ = analyst.communicate("again\n", timeout=60)
     assert analyst.returncode == 0 and out.split() == [str(len(before))]  # its snapshot, untouched
     pd.testing.assert_frame_equal(_sql(store, "select * from training_matrix order by lesion_id"), before)
+
+
+# What `metorigin sql` must refuse (issue 11): each wrote or read a file, or opened a door to do so.
+# `{store}` and `{lake}` stand for the store folder and its lake.
+REFUSED_QUERIES = [
+    "copy (select 1) to 'x.parquet'",
+    "copy (select * from scans) to '{lake}/scans/all.parquet'",
+    "copy scans to 'x.csv'",
+    "select * from read_csv('/etc/passwd')",
+    "select * from read_text('/etc/passwd')",
+    "select * from glob('{lake}/*/*.parquet')",
+    "select * from read_parquet('{lake}/scans/all.parquet')",
+    "attach 'x.duckdb' (READ_WRITE)",
+    "attach '{store}/.build/feature_store.duckdb' as build (READ_WRITE)",
+    "attach '{store}/feature_store.duckdb' as published (READ_WRITE)",
+    "install httpfs",
+    "load httpfs",
+    "set enable_external_access = true",
+    "set lock_configuration = false",
+    "reset temp_directory",
+    "pragma profiling_output = 'x.json'",
+    "export database 'x_dump'",
+    "export database '{store}/feature_store.duckdb.tmp'",
+    "create table x as select 1",
+]
+
+
+def _files(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def _metorigin_sql(capsys, store: Store, query: str, *options: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(["sql", "--store", str(store.root), query, *options])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("query", REFUSED_QUERIES)
+def test_metorigin_sql_refuses_file_access(pipeline, capsys, tmp_path, monkeypatch, query):
+    _, store, _ = pipeline
+    monkeypatch.chdir(tmp_path)
+    store_before, cwd_before = _files(store.root), _files(tmp_path)
+    code, out, err = _metorigin_sql(capsys, store, query.format(store=store.root, lake=store.lake))
+    assert code == 2 and out == ""
+    assert err.startswith("error: refused: `metorigin sql` is read-only and has no file access (DuckDB: "), err
+    assert "use --csv and redirect it to a file" in err and "views over the lake" not in err
+    assert _files(store.root) == store_before  # byte for byte, and nothing created in the store
+    assert _files(tmp_path) == cwd_before and not list(tmp_path.iterdir())
+
+
+def _readme_relations() -> list[tuple[str, str]]:
+    """(relation, kind) for each relation in the README's table of the feature store's relations."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### The feature store (dbt, `sql/`)")[1].split("\n### ")[0]
+    relations = []
+    for row in (line for line in section.splitlines() if line.startswith("| `")):
+        names, kind, what = (cell.strip() for cell in row.strip("|").split("|")[:3])
+        for name in re.findall(r"`([^`]+)`", names):
+            if name.endswith("*"):  # `stg_*`: the names are listed in the description
+                expanded = [n for n in re.findall(r"`([^`]+)`", what) if n.startswith(name[:-1])]
+                assert expanded, row
+                relations += [(n, kind) for n in expanded]
+            else:
+                relations.append((name, kind))
+    return relations
+
+
+def test_published_store_is_tables_only_and_still_answers(pipeline, capsys):
+    _, store, _ = pipeline
+    relations = _readme_relations()
+    assert len(relations) >= 17 and {kind for _, kind in relations} == {"table"}
+    with store.connect_read_only() as con:
+        assert con.execute("select view_name from duckdb_views() where not internal").fetchall() == []
+        tables = {name for (name,) in con.execute("select table_name from duckdb_tables()").fetchall()}
+    assert {name for name, _ in relations} <= tables
+    code, out, err = _metorigin_sql(capsys, store, "select count(*) as n from scans", "--csv")
+    assert (code, err) == (0, "") and out.splitlines() == ["n", str(len(store.read_lake("scans")))]
+    with feature_store_reader(str(store.root)).get_connection() as con:  # the study assets' reader
+        assert len(con.execute("select * from training_matrix").df()) > 0
+        with pytest.raises(duckdb.PermissionException):
+            con.execute(f"select * from read_parquet('{store.lake}/scans/all.parquet')")
+
+
+def test_a_store_with_views_over_the_lake_is_refused_with_a_rebuild_hint(tmp_path, capsys):
+    """A store published before every relation became a table (its views read the lake)."""
+    store = Store(tmp_path / "store")
+    store.write_lake("scans", pd.DataFrame({"scan_id": ["S1"]}))
+    with duckdb.connect(str(store.duckdb_path)) as con:
+        con.execute(f"create view scans as select * from read_parquet('{store.lake}/scans/*.parquet')")
+    code, _, err = _metorigin_sql(capsys, store, "select * from scans")
+    assert code == 2 and err.startswith("error: refused:") and "rebuild it with `metorigin run" in err
+    code, _, err = _metorigin_sql(capsys, store, "select * from no_such_table")
+    assert code == 2 and err.startswith("error: Catalog Error: Table with name no_such_table does not exist")

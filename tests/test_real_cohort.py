@@ -26,12 +26,16 @@ DATA = Path(__file__).parent / "data"
 
 # The TotalSegmentator CT is non-contrast at 3 mm and the LiTS header says 5 mm: the rows declare the
 # study protocol so that the scans are included; the pipeline itself takes every header as given.
-SCANS = """scan_id,patient_id,image,mask,liver_labels,lesion_labels,kernel,slice_thickness_mm,contrast_phase
-TS1,R1,totalsegmentator/example_ct_sm.nii.gz,totalsegmentator/example_seg.nii.gz,5,,B30s,1.5,portal_venous
-LITS1,R2,lits/liver_ct.nii.gz,lits/liver_mask.nii.gz,1,2,B30s,1.5,portal_venous
-LITS2,R3,lits/liver_ct.nii.gz,lits/liver_mask.nii.gz,7,2,B30s,1.5,portal_venous
-BAD4,R4,lits/liver_ct.nii.gz,totalsegmentator/example_seg.nii.gz,5,,B30s,1.5,portal_venous
+# TS1's organ map labels a dozen organs: `*` ignores every label it does not declare.
+SCANS = (
+    "scan_id,patient_id,image,mask,liver_labels,lesion_labels,ignore_labels,"
+    "kernel,slice_thickness_mm,contrast_phase\n"
+    """TS1,R1,totalsegmentator/example_ct_sm.nii.gz,totalsegmentator/example_seg.nii.gz,5,,*,B30s,1.5,portal_venous
+LITS1,R2,lits/liver_ct.nii.gz,lits/liver_mask.nii.gz,1,2,,B30s,1.5,portal_venous
+LITS2,R3,lits/liver_ct.nii.gz,lits/liver_mask.nii.gz,7,2,,B30s,1.5,portal_venous
+BAD4,R4,lits/liver_ct.nii.gz,totalsegmentator/example_seg.nii.gz,5,,*,B30s,1.5,portal_venous
 """
+)
 PATIENTS = """patient_id,primary_site,age,sex
 R1,colorectal,61,M
 R2,pancreatic,70,F
@@ -61,17 +65,20 @@ def outcome(tmp_path_factory):
 
 def test_mask_on_an_unrelated_grid_is_rejected_at_ingest_and_never_processed(outcome):
     report, store, _ = outcome
-    ((check, problems),) = report.failed_checks
-    assert check == "scans:rows_valid" and "scans.csv line 5 (BAD4): the mask spans" in problems
+    problems = dict(report.failed_checks)["scans:rows_valid"]
+    assert "scans.csv line 5 (BAD4): the mask spans" in problems
     assert "BAD4" not in store.lake_partitions("segmentations")
 
 
 def test_undeclared_liver_label_fails_that_scan_only(outcome):
     report, store, _ = outcome
-    (failure,) = report.step_failures
-    assert failure.startswith("[LITS2] segmentations")
+    assert sorted(dict(report.failed_checks)) == ["[LITS2] scan_integrity:inputs_valid", "scans:rows_valid"]
+    failure = dict(report.failed_checks)["[LITS2] scan_integrity:inputs_valid"]
+    assert failure.startswith("scan LITS2 (scans.csv line 4): ")
     assert "no liver label 7 (label values present: 1, 2)" in failure and "Fix: set liver_labels" in failure
+    assert not report.step_failures  # the check stopped the scan's other steps; it is not reported twice
     assert store.lake_partitions("lesion_slices") == ["LITS1", "TS1"]
+    assert store.read_lake("scan_integrity", ["LITS2"]).iloc[0]["status"] == "failed"
 
 
 def test_organ_map_without_lesion_label_gives_zero_lesions(outcome):

@@ -26,7 +26,7 @@ def test_an_unversioned_store_is_migrated_to_the_declared_schemas(old_store):
     before = pd.read_parquet(old_store.lake_file("patients"))
     assert schema_version(old_store) == 1 and "primary_site" in before.columns
     done = migrate(old_store)
-    assert len(done) == 1 and done[0].startswith("1 -> 2")
+    assert [step[:6] for step in done] == ["1 -> 2", "2 -> 3"]
     assert schema_version(old_store) == SCHEMA_VERSION == read_manifest(old_store)["schema_version"]
     for name, schema in LAKE_TABLES.items():
         for partition in old_store.lake_partitions(name):
@@ -34,6 +34,10 @@ def test_an_unversioned_store_is_migrated_to_the_declared_schemas(old_store):
     after = pd.read_parquet(old_store.lake_file("patients"))
     assert after["label"].tolist() == before["primary_site"].tolist()  # the classes survive the rename
     assert migrate(old_store) == []  # a current store is left alone
+    # Scans processed before the full-decode checks are marked unchecked, not passed or failed.
+    unchecked = old_store.read_lake("scan_integrity")
+    assert sorted(unchecked["scan_id"]) == old_store.lake_partitions("segmentations")
+    assert set(unchecked["status"]) == {"unchecked"}
 
 
 def test_a_store_from_newer_code_is_refused(tmp_path):

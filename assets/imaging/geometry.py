@@ -65,3 +65,19 @@ def slice_axis_tilt_deg(info: ImageInfo) -> float:
     direction = np.asarray(info.direction, dtype=float).reshape(3, 3)
     slice_axis = direction[:, 2] / np.linalg.norm(direction[:, 2])
     return float(np.degrees(np.arccos(min(1.0, abs(slice_axis[2])))))
+
+
+def grid_problem(spacing, direction) -> str | None:
+    """Why a header's grid cannot place voxels in space, or None when it can.
+
+    Zero or negative spacing gives zero or negative volumes and diameters; direction cosines that
+    are not orthonormal shear or scale every physical measure. Both come from broken converters,
+    and both would reach every number of the scan, so the scan is refused, not repaired.
+    """
+    spacing = np.asarray(spacing, dtype=float)
+    if not (np.isfinite(spacing).all() and (spacing > 0).all()):
+        return f"the voxel spacing {', '.join(f'{v:g}' for v in spacing)} mm is not positive"
+    cosines = np.asarray(direction, dtype=float).reshape(3, 3)
+    if not np.isfinite(cosines).all() or not np.allclose(cosines @ cosines.T, np.eye(3), atol=1e-3):
+        return "the direction cosines are not orthonormal (the axes are not perpendicular unit vectors)"
+    return None

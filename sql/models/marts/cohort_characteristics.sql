@@ -3,7 +3,7 @@
 -- the study prints it; `value` the number behind it; `row_order` the table's row order.
 with patients as (
     select p.*, b.n_lesions, b.tumor_burden, b.liver_parenchyma_mean_hu
-    from {{ ref('stg_patients') }} as p
+    from {{ ref('patients') }} as p
     inner join {{ ref('tumor_burden') }} as b on b.level = 'patient' and b.patient_id = p.patient_id
 ),
 
@@ -13,8 +13,8 @@ cohort_size as (
 
 lesions as (
     select l.mean_hu, p.label as cohort
-    from {{ ref('stg_lesions') }} as l
-    inner join {{ ref('stg_scans') }} as s on s.scan_id = l.scan_id
+    from {{ ref('lesions') }} as l
+    inner join {{ ref('scans') }} as s on s.scan_id = l.scan_id
     inner join patients as p on p.patient_id = s.patient_id
     where l.included and s.included
 ),

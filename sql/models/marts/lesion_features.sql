@@ -21,7 +21,7 @@ with per_lesion as (
         count(*) as n_features,
         count(*) filter (where feature_name in ({% for name in names %}'{{ name }}'{{ ", " if not loop.last }}{% endfor %}{% if not names %}null{% endif %})) as n_expected,
         list(feature_value order by feature_name) as feature_values
-    from {{ ref('stg_radiomics_features') }}
+    from {{ ref('radiomics_features') }}
     group by lesion_id
 )
 
@@ -32,4 +32,4 @@ select
     case when n_features = {{ names | length }} and n_expected = {{ names | length }} then feature_values[{{ loop.index }}] end as "{{ name }}"
     {%- endfor %}
 from per_lesion as f
-inner join {{ ref('stg_lesions') }} as l on l.lesion_id = f.lesion_id
+inner join {{ ref('lesions') }} as l on l.lesion_id = f.lesion_id

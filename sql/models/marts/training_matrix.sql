@@ -7,7 +7,7 @@ select
     p.label,
     f.* exclude (lesion_id, scan_id, patient_id)
 from {{ ref('lesion_features') }} as f
-inner join {{ ref('stg_lesions') }} as l on l.lesion_id = f.lesion_id
-inner join {{ ref('stg_scans') }} as s on s.scan_id = l.scan_id
-inner join {{ ref('stg_patients') }} as p on p.patient_id = s.patient_id
+inner join {{ ref('lesions') }} as l on l.lesion_id = f.lesion_id
+inner join {{ ref('scans') }} as s on s.scan_id = l.scan_id
+inner join {{ ref('patients') }} as p on p.patient_id = s.patient_id
 where l.included and s.included

@@ -5,7 +5,7 @@ with lesion_totals as (
         scan_id,
         count(*) filter (where included) as n_lesions,
         coalesce(sum(volume_ml) filter (where included), 0) as lesion_volume_ml
-    from {{ ref('stg_lesions') }}
+    from {{ ref('lesions') }}
     group by scan_id
 ),
 
@@ -18,9 +18,9 @@ per_scan as (
         coalesce(t.lesion_volume_ml, 0) as lesion_volume_ml,
         coalesce(t.n_lesions, 0) as n_lesions,
         g.liver_parenchyma_mean_hu
-    from {{ ref('stg_scans') }} as s
-    inner join {{ ref('stg_segmentations') }} as g on g.scan_id = s.scan_id
-    inner join {{ ref('stg_patients') }} as p on p.patient_id = s.patient_id
+    from {{ ref('scans') }} as s
+    inner join {{ ref('segmentations') }} as g on g.scan_id = s.scan_id
+    inner join {{ ref('patients') }} as p on p.patient_id = s.patient_id
     left join lesion_totals as t on t.scan_id = s.scan_id
     where s.included
 )
