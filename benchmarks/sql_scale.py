@@ -1,11 +1,11 @@
 """Feature-store SQL at scale: the wide pivot and the marts over 1,000,000 lesions x 107 features.
 
-A synthetic lake of the shape the imaging assets write (patients, scans, segmentations, lesions,
+A synthetic lake of the shape the imaging assets write (patients, scans, scan_integrity, segmentations, lesions,
 and the long radiomics table of 107,000,000 rows), each table with exactly the columns and types
 declared in base/schemas.py, is generated with DuckDB. Then the real dbt project (sql/) builds the
 marts from it with the variables the pipeline passes (`orchestration.dbt.dbt_vars` of the `quick`
 profile: the lake schemas the staging models cast to, the feature columns of the pivot): the
-staging views, the `lesion_features` pivot, `tumor_burden`, `cohort_characteristics` and
+staging tables, the `lesion_features` pivot, `tumor_burden`, `cohort_characteristics` and
 `training_matrix` (`dbt run --select +path:models/marts`: the models, not dbt's data tests, and not
 the study's results, whose lake tables the study's models write). The time and peak resident memory
 of that dbt process (its own: see `_MEASURE`) are printed beside the targets.
@@ -40,7 +40,7 @@ from orchestration.dbt import dbt_vars  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 TARGET_SECONDS, TARGET_GB = 60.0, 4.0
 LESIONS_PER_SCAN = 20
-MEASURED = "+path:models/marts"  # the marts and everything they read (staging views, lake sources)
+MEASURED = "+path:models/marts"  # the marts and everything they read (staging and core tables, lake sources)
 SETTINGS_HASH = "'bench'"
 
 
@@ -101,6 +101,7 @@ def write_lake(lake: Path, n_lesions: int, features: list[str], classes: list[st
             "mask": "'masks/S' || i || '.nii.gz'",
             "liver_labels": "'1'",
             "lesion_labels": "'2'",
+            "ignore_labels": "null",
             "kernel": "'B30s'",
             "kernel_source": "'scans.csv'",
             "slice_thickness_mm": "1.5",
@@ -125,6 +126,30 @@ def write_lake(lake: Path, n_lesions: int, features: list[str], classes: list[st
             "included": "true",
             "exclusion_reason": "null",
             "source_line": "i + 2",
+            "settings_hash": SETTINGS_HASH,
+        },
+        scans,
+    )
+    copy_table(
+        con,
+        lake,
+        "scan_integrity",
+        {
+            "scan_id": "'S' || i",
+            "patient_id": "'P' || i",
+            "status": "'passed'",
+            "problems": "null",
+            "warnings": "null",
+            "image_sha256": "sha256('S' || i)",
+            "mask_sha256": "sha256('M' || i)",
+            "declared_labels": "'1 | 2 | '",
+            "labels_present": "'1;2'",
+            "min_hu": "-1024.0",
+            "max_hu": "1500.0",
+            "n_nonfinite": "0",
+            "liver_median_hu": "95.0",
+            "checks_version": "1",
+            "checked_at": "'2026-11-27T00:00:00+0000'",
             "settings_hash": SETTINGS_HASH,
         },
         scans,
@@ -200,7 +225,7 @@ def write_lake(lake: Path, n_lesions: int, features: list[str], classes: list[st
         f"range({n_lesions}) t(i) cross join names n",
         ", row_group_size 1000000",
     )
-    return ["patients", "scans", "segmentations", "lesions", "radiomics_features"]
+    return ["patients", "scans", "scan_integrity", "segmentations", "lesions", "radiomics_features"]
 
 
 # dbt runs as the grandchild of this process, under a small Python that times it and reads its peak
@@ -289,7 +314,7 @@ def main() -> None:
     incomplete = con.execute(f'select count(*) from lesion_features where "{features[0]}" is null').fetchone()[0]
     con.close()
     print(
-        f"dbt run (staging views, lesion_features pivot, tumor_burden, cohort_characteristics, training_matrix): "
+        f"dbt run (staging tables, lesion_features pivot, tumor_burden, cohort_characteristics, training_matrix): "
         f"{seconds:.1f} s, peak memory {peak_gb:.2f} GB; lesion_features {rows:,} rows x {cols} columns"
     )
     if (rows, cols, training_rows, incomplete) != (n_lesions, 3 + len(features), n_lesions, 0):

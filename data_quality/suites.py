@@ -172,11 +172,16 @@ def lesions_suite(lesions: pd.DataFrame, scan: dict, min_diameter_mm: float) -> 
 def scans_suite(scans: pd.DataFrame) -> SuiteResult:
     e = _gx()
     valid = scans[scans["valid"]]
-    frame = scans.assign(excluded_without_reason=~scans["included"] & scans["exclusion_reason"].isna())
+    # A duplicated scan_id is a bad row of scans.csv (every copy kept as invalid, reported by the row
+    # check): ids must be unique among the valid rows, or one duplicate would block every scan.
+    frame = scans.assign(
+        excluded_without_reason=~scans["included"] & scans["exclusion_reason"].isna(),
+        valid_scan_id=scans["scan_id"].where(scans["valid"]),
+    )
     expectations = [
         _declared_columns(SCANS, scans, frame, e),
         e.ExpectColumnValuesToBeInSet(column="excluded_without_reason", value_set=[False]),
-        e.ExpectColumnValuesToBeUnique(column="scan_id"),
+        e.ExpectColumnValuesToBeUnique(column="valid_scan_id"),
     ]
     if len(valid):
         for axis in "xyz":

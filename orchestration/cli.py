@@ -506,6 +506,7 @@ def cmd_forget(args) -> int:
         with store_session(store.root, "metorigin forget", wait=not args.no_wait, on_wait=_tell):
             report = forget_patient(store, args.patient, getpass.getuser(), args.why, datetime.now())
             print("\n".join(report.lines()), flush=True)
+            print(f"run logs naming the patient deleted: {_forget_in_logs(store, args.patient, report.scans)}")
             _forget_in_instance(report.scans)
             if store.duckdb_path.exists():
                 print("rebuilding the feature store without the patient ...", flush=True)
@@ -521,14 +522,27 @@ def cmd_forget(args) -> int:
     return 0
 
 
+def _forget_in_logs(store, patient_id: str, scans: list[str]) -> int:
+    """The CLI's run logs (`<store>/logs/`) that name the patient or one of their scans."""
+    names = [n.encode() for n in (patient_id, *scans)]
+    logs = [p for p in sorted((store.root / "logs").glob("*.log")) if any(n in p.read_bytes() for n in names)]
+    for path in logs:
+        path.unlink()
+    return len(logs)
+
+
 def _forget_in_instance(scans: list[str]) -> None:
-    """The patient's per-scan runs and partitions in the Dagster instance (their logs name the scans)."""
+    """The patient's per-scan runs and partitions in the Dagster instance (their logs name the scans).
+    Without DAGSTER_HOME runs use a throwaway instance: nothing of them outlives the process."""
     import dagster as dg
 
     from orchestration.home import get_instance
     from orchestration.partitions import scan_partitions
 
+    if not os.environ.get("DAGSTER_HOME"):
+        return
     instance = get_instance()
+    print(f"deleting the patient's runs and partitions from the Dagster instance in {os.environ['DAGSTER_HOME']}")
     for scan_id in scans:
         for record in instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": scan_id})):
             instance.delete_run(record.dagster_run.run_id)
@@ -543,6 +557,8 @@ def _rebuild_feature_store(store):
     from orchestration.resources import resources_from_env
     from orchestration.runner import run_selection
 
+    for name in ("METORIGIN_SEED", "METORIGIN_PROFILE", "METORIGIN_NNUNET_MODEL", "METORIGIN_DENSENET_EPOCHS"):
+        os.environ.pop(name, None)  # the stored study, not what the shell says, is the store's study
     os.environ["METORIGIN_STORE"] = str(store.root)
     os.environ["METORIGIN_STUDY"] = str(store.root / "study.yaml")
     defs = build_definitions(resources_from_env())

@@ -139,14 +139,14 @@ def scans(
 
 
 def _retire_departed(context: dg.AssetExecutionContext, store: Store, table: pd.DataFrame) -> list[str]:
-    """Retire the per-scan results of scans no longer included, one line per scan for the summary."""
-    listed = table.set_index("scan_id")
-    reasons = {}
-    for scan_id in sorted(scans_with_results(store) - set(listed.index[listed["included"]])):
-        if scan_id not in listed.index:
-            reasons[scan_id] = "its row was removed from scans.csv"
-        else:
-            reasons[scan_id] = f"now excluded: {listed.loc[scan_id, 'exclusion_reason']}"
+    """Retire the per-scan results of scans that left the study (row removed, or valid and now
+    excluded), one line per scan for the summary. A row that is invalid now (an image missing or
+    unreadable at ingest, a duplicated id) keeps its results: the marts do not count it, and they
+    are there again when the row is fixed."""
+    results = scans_with_results(store)
+    excluded = table[table["valid"] & ~table["included"]].set_index("scan_id")["exclusion_reason"]
+    reasons = {sid: "its row was removed from scans.csv" for sid in results - set(table["scan_id"])}
+    reasons |= {sid: f"now excluded: {why}" for sid, why in excluded.items() if sid in results}
     lines = []
     for retired in retire_scans(store, reasons, datetime.now()):
         lines.append(

@@ -20,7 +20,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from assets.cohort import IGNORE_ALL
-from assets.imaging.integrity import CHECKS_VERSION, check_scan, fingerprint
+from assets.imaging.integrity import CHECKS_VERSION, check_scan, fingerprint_or_none
 from assets.imaging.io import read_image
 from assets.lesions import LESION_MAPS, measure_lesions, read_lesion_map
 from assets.nnunet import nnunet_segmentation
@@ -100,30 +100,27 @@ def open_scan(
     scan_id = context.partition_key
     with failing_only_this_scan():
         row = scan_row(scans, scan_id)
-        _require_checked_files(store.store(), row)
+        _require_checked_files(store.store(), row, Path(cohort.path) / row["image"])
         image = read_image(Path(cohort.path) / row["image"])
     return OpenScan(scan_id, row, image, store.store(), settings.settings())
 
 
-def _require_checked_files(store: Store, row: dict) -> None:
-    """A scan's steps read only files that passed `scan_integrity` (in the same run, its blocking
-    check already stops them; this covers a step selected on its own, e.g. from the UI)."""
+def _require_checked_files(store: Store, row: dict, image: Path) -> None:
+    """A scan's steps read only an image that passed `scan_integrity` as it is now (in the same run,
+    the blocking check already stops them; this covers a step selected on its own, e.g. from the
+    UI, after the file changed or before it was checked)."""
     scan_id = row["scan_id"]
-    try:
-        check = store.read_lake(SCAN_INTEGRITY.name, [scan_id]).iloc[0]
-    except FileNotFoundError:
+    path = store.lake_file(SCAN_INTEGRITY.name, scan_id)
+    check = pd.read_parquet(path).iloc[0] if path.exists() else None
+    if check is None or check["status"] != "passed" or check["image_sha256"] != fingerprint_or_none(image):
+        failed = check is not None and check["status"] == "failed"
         raise ScanProcessingError(
             scan_id,
             "inputs",
-            "its image and mask have not been checked yet",
-            "materialise scan_integrity for this scan first (a process_scan run does it before the other steps)",
-        ) from None
-    if check["status"] == "failed":
-        raise ScanProcessingError(
-            scan_id,
-            "inputs",
-            f"its files failed their checks ({check['problems']})",
-            "fix the files and run the scan again",
+            f"its files failed their checks ({check['problems']})"
+            if failed
+            else "its image is not checked as it is now",
+            "run scan_integrity for this scan first (a process_scan run does it before the other steps)",
         )
 
 
@@ -149,7 +146,7 @@ def _reusable(store: Store, scan_id: str, fingerprints: dict) -> dict | None:
     if not path.exists():
         return None
     stored = pd.read_parquet(path).iloc[0].to_dict()
-    same = all(stored[k] == v for k, v in fingerprints.items())
+    same = fingerprints["image_sha256"] is not None and all(stored[k] == v for k, v in fingerprints.items())
     return stored if same and stored["status"] in ("passed", "failed") else None
 
 
@@ -180,8 +177,8 @@ def scan_integrity(
     mask = cohort_dir / row["mask"] if _text(row["mask"]) and study.segmentation.method == "provided" else None
     liver, lesion, ignore = _declared_labels(row)
     fingerprints = {
-        "image_sha256": fingerprint(image),
-        "mask_sha256": fingerprint(mask) if mask else None,
+        "image_sha256": fingerprint_or_none(image),  # None: the file is gone (the check says so)
+        "mask_sha256": fingerprint_or_none(mask),
         "declared_labels": " | ".join(_text(row[c]) for c in ("liver_labels", "lesion_labels", "ignore_labels"))
         if mask
         else None,
@@ -190,6 +187,7 @@ def scan_integrity(
     record = _reusable(store.store(), scan_id, fingerprints)
     if record is not None:
         context.log.info(f"{scan_id}: files unchanged since {record['checked_at']}; their check is reused")
+        record |= {"patient_id": row["patient_id"]}  # the files may be the same, the row's patient not
     else:
         result = check_scan(image, mask, liver, lesion, ignore)
         record = {

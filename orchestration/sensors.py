@@ -16,6 +16,7 @@ import dagster as dg
 
 from assets.cohort import PATIENTS_CSV, SCANS_CSV, load_cohort
 from base.errors import CohortError
+from base.lifecycle import scans_with_results
 
 from .jobs import ingest_cohort_job, process_scan_job
 from .partitions import included_scan_partitions, scan_partitions
@@ -35,9 +36,11 @@ def cohort_fingerprint(cohort_dir: Path) -> str:
 def scans_awaiting_processing(
     instance: dg.DagsterInstance, store: StoreResource, repository: dg.RepositoryDefinition
 ) -> list[str]:
-    """Included, registered scans that lack any per-scan asset."""
+    """Included, registered scans that lack any per-scan asset (in the instance, or in the lake: a
+    scan that left the cohort and came back had its results retired)."""
     per_scan = dg.AssetSelection.groups(PER_SCAN_GROUP).resolve(repository.asset_graph)
     done = set.intersection(*(instance.get_materialized_partitions(key) for key in per_scan))
+    done &= scans_with_results(store.store())
     return [scan_id for scan_id in included_scan_partitions(instance, store.store()) if scan_id not in done]
 
 

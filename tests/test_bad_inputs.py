@@ -255,7 +255,7 @@ def test_unsafe_ids_and_broken_geometry_are_refused_and_nothing_is_written_outsi
     # A negative MHA spacing shows in the header ingest reads; a zero NIfTI pixdim is read as 1 mm there,
     # and only the scan's full check, reading the header as stored, sees it.
     assert f"scans.csv line {lines['negative']} (S0012): image 'images/neg.mha': the voxel spacing -" in summary
-    assert f"scan S0011 (scans.csv line {lines['zero']}): its header gives a voxel spacing of 0," in summary, summary
+    assert f"scan S0011 (scans.csv line {lines['zero']}): its header: the voxel spacing 0," in summary, summary
     assert not any(root.parent.rglob("x.parquet")) and not Path("/tmp/x.parquet").exists()
     assert {"S0011", "S0012"}.isdisjoint(store.lake_partitions("segmentations"))
 
@@ -294,6 +294,9 @@ def test_a_repaired_cohort_comes_back_whole_and_consistent(repaired, lab):
 
 def test_forget_erases_every_trace_of_a_patient(repaired, lab):
     _, store, _ = lab
+    (store.root / "logs").mkdir(exist_ok=True)  # a CLI run's log that names the patient's scan
+    (store.root / "logs" / "run-1.log").write_text("scan S0003 (scans.csv line 3): ok\n")
+    (store.root / "logs" / "run-2.log").write_text("scan S0004 (scans.csv line 4): ok\n")
     environment = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     metorigin = Path(sys.executable).with_name("metorigin")
     forget = subprocess.run(
@@ -304,6 +307,8 @@ def test_forget_erases_every_trace_of_a_patient(repaired, lab):
     )
     assert forget.returncode == 0, forget.stdout + forget.stderr
     assert "every trace of the patient is erased" in forget.stdout
+    assert "run logs naming the patient deleted: 1" in forget.stdout
+    assert not (store.root / "logs" / "run-1.log").exists() and (store.root / "logs" / "run-2.log").exists()
     for path in store.root.rglob("*"):
         if path.is_file() and ".build" not in path.parts:
             assert b"S0003" not in path.read_bytes() and b"P003" not in path.read_bytes(), path

@@ -127,9 +127,11 @@ def _ask_for_missing_work(cohort, tmp_path, instance, defs, repository):
     assert {r.job_name for r in second.run_requests} == {"process_scan"}
 
     done = sorted(added.partition_keys)[:5]
-    for scan_id in done:  # pretend these were processed: record their per-scan materialisations
-        for asset in ("segmentations", "lesions", "radiomics_features", "lesion_slices"):
+    store = Store(tmp_path / "store")
+    for scan_id in done:  # pretend these were processed: their per-scan materialisations and lake files
+        for asset in ("scan_integrity", "segmentations", "lesions", "radiomics_features", "lesion_slices"):
             instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=scan_id))
+            store.write_lake(asset, pd.DataFrame({"scan_id": [scan_id]}), scan_id)
     third = tick(cursor=fingerprint)
     assert sorted(r.partition_key for r in third.run_requests) == sorted(added.partition_keys)[5:]
     night = datetime.datetime(2026, 11, 28, 2, 0, tzinfo=datetime.timezone.utc)

@@ -174,9 +174,9 @@ def _nii_with_pixdim(path: Path, value: float) -> Path:
     "make, shown",
     [
         (lambda p: _mha_with_spacing(p / "ct.mha", "0 0.8 2"), "spacing of [0, 0.8, 2] mm"),
-        (lambda p: _mha_with_spacing(p / "ct.mha", "-0.8 0.8 2"), "spacing of -0.8, 0.8, 2 mm"),
-        (lambda p: _nii_with_pixdim(p / "ct.nii", 0.0), "spacing of 0, 0.8, 2 mm"),
-        (lambda p: _nii_with_pixdim(p / "ct.nii", -0.8), "spacing of -0.8, 0.8, 2 mm"),
+        (lambda p: _mha_with_spacing(p / "ct.mha", "-0.8 0.8 2"), "spacing -0.8, 0.8, 2 mm is not positive"),
+        (lambda p: _nii_with_pixdim(p / "ct.nii", 0.0), "spacing 0, 0.8, 2 mm is not positive"),
+        (lambda p: _nii_with_pixdim(p / "ct.nii", -0.8), "spacing -0.8, 0.8, 2 mm is not positive"),
     ],
     ids=["zero-mha", "negative-mha", "zero-nii", "negative-nii"],
 )
@@ -186,7 +186,6 @@ def test_zero_or_negative_spacing_is_a_problem(tmp_path, make, shown):
     assert not result.passed
     assert len(result.problems) == 1
     assert shown in result.problems[0].problem
-    assert "positive number" in result.problems[0].problem
     assert "true voxel spacing" in result.problems[0].fix
 
 

@@ -58,7 +58,7 @@ def test_pipeline_segments_with_nnunet_when_a_model_is_configured(tiny_model, co
         report = run_selection(
             defs,
             instance,
-            selection="key:patients or key:scans or key:segmentations or key:lesions",
+            selection="key:patients or key:scans or key:scan_integrity or key:segmentations or key:lesions",
             progress=lambda _: None,
         )
     assert report.ok, report.step_failures

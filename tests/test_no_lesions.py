@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 
 def test_a_cohort_without_lesions_gets_an_empty_feature_store_and_a_plain_message(cohort, tmp_path, monkeypatch):
     scans = pd.read_csv(cohort / "scans.csv", dtype=str, keep_default_na=False).head(4)  # 4 scans are enough
-    scans["lesion_labels"] = ""  # the masks' lesion label is not declared: liver only, as an organ model gives
+    scans["lesion_labels"] = ""  # no lesion label declared: liver only, as an organ model gives ...
+    scans["ignore_labels"] = "2"  # ... and the masks' lesion label is ignored, as the cohort must say
     scans.to_csv(cohort / "scans.csv", index=False)
     monkeypatch.setenv("METORIGIN_COHORT", str(cohort))
     monkeypatch.setenv("METORIGIN_STORE", str(tmp_path / "store"))

@@ -34,6 +34,7 @@ from pydicom.errors import InvalidDicomError
 
 from base.files import file_digest
 
+from .geometry import grid_problem
 from .io import read_image
 
 # What a CT can store: DICOM CT pixel data is 16 bits, and after RescaleSlope/RescaleIntercept
@@ -58,7 +59,6 @@ LIVER_MEDIAN_HU_MIN = -200.0
 LIVER_MEDIAN_HU_MAX = 400.0
 
 # Spacing and direction cosines are read as float32 from most headers: allow that much rounding.
-ORTHONORMAL_TOLERANCE = 1e-3
 
 _GRID_TOLERANCE = 1e-4  # relative, mm: grids that differ by less are the same grid
 _CHUNK_VOXELS = 1 << 22  # label counting works on slabs of this many voxels to bound memory
@@ -68,6 +68,7 @@ _REREAD_FIX = (
     "and check that it opens in a viewer; then run the step again"
 )
 _SPACING_FIX = "re-export the image with its true voxel spacing in millimetres (a positive number on every axis)"
+_DIRECTION_FIX = "re-export the image from the scanner's DICOM series with a converter that keeps its orientation"
 _HU_FIX = "export the CT in Hounsfield units (apply RescaleSlope and RescaleIntercept)"
 _TRUNCATED = "the file is truncated or was not copied completely"
 
@@ -372,8 +373,7 @@ def image_findings(decoded: Decoded) -> list[Finding]:
     return [
         finding
         for finding in (
-            _spacing_finding(decoded),
-            _direction_finding(decoded.image),
+            _grid_finding(decoded),
             _nonfinite_finding(decoded.n_nonfinite, "voxels", "image", "a CT in Hounsfield units"),
             _hu_range_finding(*decoded.value_range),
         )
@@ -381,31 +381,17 @@ def image_findings(decoded: Decoded) -> list[Finding]:
     ]
 
 
-def _spacing_finding(decoded: Decoded) -> Finding | None:
-    """Zero, negative or NaN spacing, in ITK's image or in the header before ITK 'repaired' it."""
+def _grid_finding(decoded: Decoded) -> Finding | None:
+    """Spacing and axes that cannot place voxels in space (geometry.grid_problem, as ingest checks
+    them), in ITK's image and in the header as stored: ITK reads a NIfTI pixdim of 0 as 1 mm and
+    a negative one as positive."""
+    direction = decoded.image.GetDirection()
     for spacing, where in ((decoded.image.GetSpacing(), "the image"), (decoded.header_spacing, "its header")):
-        values = np.asarray(spacing if spacing is not None else (), dtype=float)
-        if not (np.isfinite(values).all() and (values > 0).all()):
-            text = ", ".join(f"{v:g}" for v in values)
-            return Finding(
-                f"{where} gives a voxel spacing of {text} mm: a spacing must be a positive number on every axis "
-                "(volumes, diameters and positions would be wrong)",
-                _SPACING_FIX,
-            )
+        problem = grid_problem(spacing, direction) if spacing is not None else None
+        if problem:
+            fix = _SPACING_FIX if "spacing" in problem else _DIRECTION_FIX
+            return Finding(f"{where}: {problem} (volumes, diameters and positions would be wrong)", fix)
     return None
-
-
-def _direction_finding(image: sitk.Image) -> Finding | None:
-    dim = image.GetDimension()
-    cosines = np.asarray(image.GetDirection(), dtype=float).reshape(dim, dim)
-    gram = cosines @ cosines.T
-    if np.isfinite(gram).all() and (np.abs(gram - np.eye(dim)) < ORTHONORMAL_TOLERANCE).all():
-        return None
-    return Finding(
-        "the direction cosines are not orthonormal (the axes are not perpendicular unit vectors), "
-        "so every distance and volume measured on the image would be sheared or scaled",
-        "re-export the image from the scanner's DICOM series with a converter that keeps its orientation",
-    )
 
 
 def _nonfinite_finding(n: int, what: str, kind: str, holder: str) -> Finding | None:
@@ -614,8 +600,8 @@ def check_scan(
         "n_nonfinite": None,
         "labels_present": None,
         "liver_median_hu": math.nan,
-        "image_sha256": _fingerprint_or_none(image_path),
-        "mask_sha256": _fingerprint_or_none(mask_path),
+        "image_sha256": fingerprint_or_none(image_path),
+        "mask_sha256": fingerprint_or_none(mask_path),
     }
     image = _decode_or_problem(Path(image_path), "image", problems)
     if image is not None:
@@ -646,7 +632,7 @@ def _decode_or_problem(path: Path, what: str, problems: list[Finding]) -> Decode
         return None
 
 
-def _fingerprint_or_none(path: Path | None) -> str | None:
+def fingerprint_or_none(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
