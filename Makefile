@@ -4,7 +4,6 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export GX_ANALYTICS_ENABLED := false
 export DAGSTER_DISABLE_TELEMETRY := true
 
@@ -56,4 +55,4 @@ lock:
 	/tmp/metorigin-lock/bin/pip freeze --exclude-editable > constraints.txt
 
 clean:
-	rm -rf $(VENV) demo .dagster_home
+	rm -rf $(VENV) demo .dagster_home  # .dagster_home: the shared instance of older versions

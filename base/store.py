@@ -85,6 +85,11 @@ class Store:
     def artifact_path(self, kind: str, name: str) -> Path:
         return inside(self.artifacts, kind, name)
 
+    def relative(self, path: Path) -> str:
+        """A path inside the store as stored in its tables: relative to the root (POSIX), so a store
+        copied or moved elsewhere still finds its files (`root / value`)."""
+        return Path(path).absolute().relative_to(self.root.absolute()).as_posix()
+
     def write_image(self, image, kind: str, name: str) -> Path:
         """Atomic write of a SimpleITK image artefact (e.g. a label map) under artifacts/<kind>/."""
         import SimpleITK as sitk

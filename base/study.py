@@ -205,6 +205,23 @@ class StudySettings:
     split: SplitSettings = dataclasses.field(default_factory=SplitSettings)
     models: ModelSettings = dataclasses.field(default_factory=ModelSettings)
     densenet: DenseNetSettings = dataclasses.field(default_factory=DenseNetSettings)
+    # When the daemon retrains the study after the feature store changed: `manual` (only when a run
+    # or the UI asks), `on_change` (after each rebuild of the feature store), or a cron schedule
+    # ("0 3 * * 1": Mondays at 03:00, if the feature store changed since the last tick). When, not
+    # what: it is in no hash.
+    retrain: str = machine("manual")
+
+    @field_validator("retrain")
+    @classmethod
+    def _retrain_policy(cls, value: str) -> str:
+        fields = value.split()
+        cron = len(fields) == 5 and all(set(f) <= set("0123456789*/,-") for f in fields)
+        if value not in ("manual", "on_change") and not cron:
+            raise ValueError(
+                f"{value!r} is not a retraining policy: use manual, on_change, or a cron schedule of five fields "
+                "such as '0 3 * * 1'"
+            )
+        return value
 
     def step_hash(self, step: str) -> str:
         """The hash of exactly the settings `step` reads (see STEP_SETTINGS), machine settings left out."""

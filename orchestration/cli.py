@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_run_arguments(run, required=True)
     run.add_argument("--select", default=None, help="Dagster asset selection, e.g. 'key:scans' (default: all)")
     run.add_argument(
+        "--force",
+        action="store_true",
+        help="recompute the selection even where nothing changed (default: only what is stale or missing)",
+    )
+    run.add_argument(
         "--nnunet-model",
         type=Path,
         default=None,
@@ -199,6 +204,9 @@ def cmd_run(args) -> int:
 
     try:
         study = _checked_study(args)
+        from orchestration.home import get_instance
+
+        instance = get_instance(args.store)  # refuses an instance that serves another store
         with store_session(args.store, "metorigin run", wait=not args.no_wait, on_wait=_tell):
             for step in bind_study(Store(args.store), study, replace=args.replace_study):
                 print(f"store {args.store} migrated: {step}", flush=True)
@@ -213,13 +221,14 @@ def cmd_run(args) -> int:
                 args.densenet_epochs,
             )
             print(f"study: {study.name} (hash {study.study_hash()}, seed {study.seed})", flush=True)
-            from orchestration.definitions import defs
-            from orchestration.home import get_instance
+            from orchestration.definitions import build_definitions
+            from orchestration.resources import resources_from_env
             from orchestration.runner import run_selection
 
+            defs = build_definitions(resources_from_env())
             with _run_log(args.store, args.verbose) as log_path:
                 try:
-                    report = run_selection(defs, get_instance(), args.select)
+                    report = run_selection(defs, instance, args.select, force=args.force)
                 except ValueError as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     return 2
@@ -266,7 +275,7 @@ class _ConciseStderr:
     def write(self, text: str) -> int:
         self.log.write(text)
         head, blank, _ = text.partition("\n\n")
-        self.terminal.write(head + ("\n" if blank else ""))
+        self.terminal.write(_clip(head) + ("\n" if blank else ""))
         return len(text)
 
     def flush(self) -> None:
@@ -290,6 +299,16 @@ def _run_log(store: Path, verbose: bool):
             yield path
         finally:
             sys.stderr = terminal
+
+
+TERMINAL_LINE = 300  # characters of a log line shown in the terminal (dbt's command line is ~15,000)
+
+
+def _clip(text: str) -> str:
+    return "\n".join(
+        line if len(line) <= TERMINAL_LINE else f"{line[:TERMINAL_LINE]} ... (cut: the log file has all of it)"
+        for line in text.split("\n")
+    )
 
 
 class _Tee(_ConciseStderr):
@@ -360,6 +379,12 @@ def _summary(report, store_path: Path) -> str:
     from base.store import Store
 
     lines = ["", f"{len(report.run_ids)} run(s): {'succeeded' if report.ok else 'FAILED'}"]
+    skipped = report.skipped.items()
+    if skipped:
+        lines.append(
+            "unchanged, not recomputed (--force to recompute): "
+            + ", ".join(f"{n} {'scans' if group == 'imaging' else group + ' assets'}" for group, n in skipped)
+        )
     if report.materialized:
         lines.append("materialised: " + ", ".join(f"{k} ({n})" if n > 1 else k for k, n in report.materialized.items()))
     for failure in report.step_failures:
@@ -473,21 +498,122 @@ def cmd_sql(args) -> int:
     if args.csv:
         frame.to_csv(sys.stdout, index=False)
     else:
-        print(frame.to_string(index=False, max_colwidth=60) if len(frame.columns) else "(no columns)")
+        print(frame.to_string(index=False) if len(frame.columns) else "(no columns)")  # every cell in full
     return 0
 
 
 def cmd_ui(args) -> int:
-    from orchestration.home import prepare_dagster_home
+    from base.errors import MetoriginError
+    from orchestration.home import use_store_instance
 
+    try:
+        args.study = _ui_study(args)
+        home = use_store_instance(args.store)
+    except MetoriginError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     _export_environment(args.cohort, args.store, args.profile, args.seed, args.study)
-    home = prepare_dagster_home(Path(os.environ.get("DAGSTER_HOME", ".dagster_home")))
-    os.environ["DAGSTER_HOME"] = str(home)
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "dev", "-m", "orchestration.definitions", "-h", args.host, "-p", str(args.port)]
-    print(f"Dagster UI on http://{args.host}:{args.port} (cohort {args.cohort}, store {args.store})", flush=True)
-    os.execv(command[0], command)
-    return 0  # not reached
+    print(
+        f"Dagster UI on http://{args.host}:{args.port} (cohort {args.cohort}, store {args.store}, instance {home})",
+        flush=True,
+    )
+    return _serve(command)
+
+
+def _ui_study(args) -> Path | None:
+    """The study the UI (and so the daemon) runs: the one the store holds (`<store>/study.yaml`, which
+    keeps its nnU-Net folder and DenseNet epochs too) unless another is given, and then only that one:
+    the daemon's runs never rewrite a store under another study."""
+    from base.errors import StudyFileError
+    from base.manifest import read_manifest
+    from base.store import Store
+
+    stored = Path(args.store) / "study.yaml"
+    if args.study is None and args.seed is None and stored.is_file():
+        print(f"study: the store's own, {stored}", flush=True)
+        return stored
+    bound = read_manifest(Store(args.store)).get("study_hash") if stored.is_file() else None
+    asked = _load_study(args.study, args.profile, args.seed).study_hash()
+    if bound and asked != bound:
+        raise StudyFileError(
+            str(args.study or f"the built-in {args.profile} study"),
+            "",
+            f"the store {args.store} holds another study (hash {bound}; this one has {asked})",
+            "open the UI without --study, --profile and --seed (it then runs the store's own study), or re-run the "
+            "store under this study first with `metorigin run ... --replace-study`",
+        )
+    return args.study
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))
+
+
+def _serve(command: list[str], grace_s: float = 10.0) -> int:
+    """Run `dagster dev` until it exits or this process is told to stop.
+
+    `dagster dev` shuts its webserver, daemon and code server down on SIGINT (Ctrl-C) but ignores
+    SIGTERM, which is what service managers, `kill` and `timeout` send: both become a SIGINT to it.
+    What of its process group remains once it exited (its code server can outlive it, and runs the
+    daemon launched) gets SIGTERM, then SIGKILL after `grace_s`; runs it left started are marked
+    failed, so nothing waits on them (the store's sensors wait while a run is in flight)."""
+    import signal
+    import subprocess
+
+    # Its own process group (one kill reaches all it starts), killed by the kernel should this
+    # process die without running the handlers below (SIGKILL, OOM).
+    server = subprocess.Popen(command, start_new_session=True, preexec_fn=_die_with_parent)
+
+    def stop(signum, _frame):
+        server.send_signal(signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _stop_group(server.pid, grace_s)
+        server.wait()
+    _fail_runs_left_started()
+    return 0 if server.returncode in (0, -signal.SIGINT, 130) else server.returncode
+
+
+def _stop_group(group: int, grace_s: float) -> None:
+    import signal
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        deadline = time.monotonic() + grace_s
+        try:
+            os.killpg(group, sig)
+            while time.monotonic() < deadline:
+                os.killpg(group, 0)  # raises once the group is empty
+                time.sleep(0.2)
+        except ProcessLookupError:
+            return
+
+
+def _fail_runs_left_started() -> None:
+    """Runs the stopped server had started (not `metorigin run`'s own, which run in its process)."""
+    import dagster as dg
+
+    from orchestration.runner import LAUNCHED_HERE
+
+    instance = dg.DagsterInstance.get()
+    started = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+    ((tag, value),) = LAUNCHED_HERE.items()
+    for run in instance.get_runs(dg.RunsFilter(statuses=started)):
+        if run.tags.get(tag) != value:
+            instance.report_run_failed(run, message="metorigin ui stopped while the run was in progress")
+            print(f"run {run.run_id} ({run.job_name}) was in progress: marked failed", flush=True)
+    instance.dispose()
 
 
 def cmd_forget(args) -> int:
@@ -496,18 +622,25 @@ def cmd_forget(args) -> int:
     import getpass
     from datetime import datetime
 
+    import dagster as dg
+
     from base.errors import MetoriginError
     from base.lease import store_session
     from base.lifecycle import forget_patient
     from base.store import Store
+    from orchestration.erasure import forget_in_instance, require_instance_free
+    from orchestration.home import use_store_instance
 
     store = Store(args.store)
     try:
         with store_session(store.root, "metorigin forget", wait=not args.no_wait, on_wait=_tell):
+            home = use_store_instance(store.root)
+            require_instance_free(home)
             report = forget_patient(store, args.patient, getpass.getuser(), args.why, datetime.now())
             print("\n".join(report.lines()), flush=True)
             print(f"run logs naming the patient deleted: {_forget_in_logs(store, args.patient, report.scans)}")
-            _forget_in_instance(report.scans)
+            runs = forget_in_instance(dg.DagsterInstance.get(), home, args.patient, report.scans)
+            print(f"Dagster runs naming the patient or their scans deleted from {home}: {runs}")
             if store.duckdb_path.exists():
                 print("rebuilding the feature store without the patient ...", flush=True)
                 with _run_log(store.root, verbose=False):
@@ -531,25 +664,6 @@ def _forget_in_logs(store, patient_id: str, scans: list[str]) -> int:
     return len(logs)
 
 
-def _forget_in_instance(scans: list[str]) -> None:
-    """The patient's per-scan runs and partitions in the Dagster instance (their logs name the scans).
-    Without DAGSTER_HOME runs use a throwaway instance: nothing of them outlives the process."""
-    import dagster as dg
-
-    from orchestration.home import get_instance
-    from orchestration.partitions import scan_partitions
-
-    if not os.environ.get("DAGSTER_HOME"):
-        return
-    instance = get_instance()
-    print(f"deleting the patient's runs and partitions from the Dagster instance in {os.environ['DAGSTER_HOME']}")
-    for scan_id in scans:
-        for record in instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": scan_id})):
-            instance.delete_run(record.dagster_run.run_id)
-        if instance.has_dynamic_partition(scan_partitions.name, scan_id):
-            instance.delete_dynamic_partition(scan_partitions.name, scan_id)
-
-
 def _rebuild_feature_store(store):
     """dbt's tables built again from the erased lake, under the study the store holds."""
     from orchestration.definitions import build_definitions
@@ -562,7 +676,7 @@ def _rebuild_feature_store(store):
     os.environ["METORIGIN_STORE"] = str(store.root)
     os.environ["METORIGIN_STUDY"] = str(store.root / "study.yaml")
     defs = build_definitions(resources_from_env())
-    return run_selection(defs, get_instance(), "group:feature_store", progress=lambda _: None)
+    return run_selection(defs, get_instance(store.root), "group:feature_store", progress=lambda _: None, force=True)
 
 
 def cmd_ibsi_report(args) -> int:

@@ -1,13 +1,25 @@
 """The cohort assets: `study_settings` (the study a store holds), then `patients` and `scans`, thin
-shells over the cohort contract (assets/cohort.py)."""
+shells over the cohort contract (assets/cohort.py), and `scan_inputs`, each scan's own inputs.
 
+Each returns a data version computed from its content, so an ingest that finds the cohort as it
+was leaves everything downstream fresh. `scans` is one table for the whole cohort, so the per-scan
+assets do not depend on it directly (any edited row would make every scan stale): they depend on
+their own partition of `scan_inputs`, whose version is observed at ingest from the scan's row and
+the size and modification time of its files. `scan_integrity` then hashes the files' content in
+the scan's run and versions its output by that, so a copied cohort (new times, same bytes)
+re-checks each scan but recomputes nothing after it.
+"""
+
+import csv
+import hashlib
+import json
 from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from assets.cohort import PATIENTS_CSV, read_patients_csv, read_scans_csv, validate_patients, validate_scans
+from assets.cohort import PATIENTS_CSV, SCANS_CSV, read_patients_csv, read_scans_csv, validate_patients, validate_scans
 from base.errors import CohortError, InvalidValueError, MetoriginError
 from base.lifecycle import erased_patient_hashes, patient_hash, retire_scans, scans_with_results
 from base.manifest import bind_study, settings_table
@@ -17,11 +29,89 @@ from base.store import Store
 from data_quality.suites import scans_suite
 
 from .checks import PATIENTS_CHECKS, SCANS_CHECKS, rows_check, suite_check
-from .metadata import NOTICE, table_metadata
+from .metadata import N_RETIRED, NOTICE, table_metadata
 from .partitions import scan_partitions
 from .resources import CohortResource, SettingsResource, StoreResource
 
 COHORT_GROUP = "cohort"
+# The columns of a scan's row that are not its inputs: where the row sits, and ingest's verdicts
+# (the per-scan steps refuse an excluded scan themselves).
+NOT_INPUTS = ("source_line", "settings_hash")
+# The tag Dagster reads an observation's data version from (dagster/_core/definitions/data_version.py;
+# `AssetObservation` takes no data version argument).
+DATA_VERSION_TAG = "dagster/data_version"
+COHORT_FINGERPRINT = "cohort_fingerprint"  # metadata of `scans`: the cohort as that ingest read it
+
+scan_inputs = dg.AssetSpec(
+    "scan_inputs",
+    partitions_def=scan_partitions,
+    group_name="imaging",  # per scan, like the assets that read it (scan_assets.PER_SCAN_GROUP)
+    deps=["scans"],
+    kinds={"csv"},
+    description="A scan's own inputs (its row of scans.csv, its image and mask files), observed at every "
+    "ingest: a new data version for the scan whose row or files changed, and for no other scan.",
+)
+
+
+def content_version(frame: pd.DataFrame) -> dg.DataVersion:
+    """A table's data version: the hash of its content, so an unchanged table keeps its version."""
+    return dg.DataVersion(hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).values).hexdigest()[:24])
+
+
+def file_stamp(path: Path) -> str:
+    """A file's (or a DICOM folder's) size and modification time: cheap enough for every ingest."""
+    try:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    except OSError:
+        return "<missing>"
+
+
+def cohort_fingerprint(cohort_dir: Path) -> str:
+    """The two CSVs' bytes and the size and time of every file scans.csv names: what the cohort sensor
+    compares between ticks, and what `scans` records of the cohort it read."""
+    digest = hashlib.sha256()
+    for name in (PATIENTS_CSV, SCANS_CSV):
+        path = cohort_dir / name
+        digest.update(name.encode())
+        digest.update(path.read_bytes() if path.is_file() else b"<missing>")
+    try:
+        with open(cohort_dir / SCANS_CSV, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                for column in ("image", "mask"):
+                    if row.get(column):
+                        digest.update(file_stamp(cohort_dir / row[column]).encode())
+    except (OSError, UnicodeDecodeError, csv.Error):
+        pass  # ingest reports what is wrong with the CSV
+    return digest.hexdigest()[:16]
+
+
+def row_inputs(row: dict) -> dict:
+    """A scan's row as its inputs: less where it sits, empty cells as None (NaN never equals itself)."""
+    return {k: (None if pd.isna(v) else v) for k, v in row.items() if k not in NOT_INPUTS}
+
+
+def scan_inputs_version(row: dict, cohort_dir: Path) -> str:
+    """The version of one scan's inputs: its row (less where it sits) and its files' size and time."""
+    files = [file_stamp(cohort_dir / row[c]) for c in ("image", "mask") if isinstance(row.get(c), str) and row[c]]
+    text = json.dumps([row_inputs(row), files], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _observe_scan_inputs(context: dg.AssetExecutionContext, table: pd.DataFrame, cohort_dir: Path) -> int:
+    """Log a `scan_inputs` observation for each included scan whose inputs changed since the last one."""
+    key = dg.AssetKey("scan_inputs")
+    changed = 0
+    for row in table[table["included"]].to_dict("records"):
+        version = scan_inputs_version(row, cohort_dir)
+        last = context.instance.get_latest_data_version_record(key, is_source=True, partition_key=row["scan_id"])
+        if last is not None and (last.event_log_entry.tags or {}).get(DATA_VERSION_TAG) == version:
+            continue
+        context.log_event(
+            dg.AssetObservation(asset_key=key, partition=row["scan_id"], tags={DATA_VERSION_TAG: version})
+        )
+        changed += 1
+    return changed
 
 
 def _csv_or_fail(read, *args) -> pd.DataFrame:
@@ -44,8 +134,10 @@ def study_settings(context: dg.AssetExecutionContext, store: StoreResource, sett
             context.log.info(f"store migrated: {step}")
     except MetoriginError as exc:
         raise dg.Failure(description=str(exc)) from exc
+    table = settings_table(study)
     return dg.Output(
-        settings_table(study),
+        table,
+        data_version=content_version(table),
         metadata={
             "study": study.name,
             "study_hash": study.study_hash(),
@@ -86,7 +178,11 @@ def patients(
         context.log.warning(error.message)
     counts = table["label"].value_counts().to_dict()
     table = conform(table.assign(settings_hash=study.step_hash("cohort")), PATIENTS)
-    yield dg.Output(table, metadata={"n_patients": len(table), **{f"n_{k}": int(v) for k, v in counts.items()}})
+    yield dg.Output(
+        table,
+        data_version=content_version(table.drop(columns=["source_line"])),
+        metadata={"n_patients": len(table), **{f"n_{k}": int(v) for k, v in counts.items()}},
+    )
     yield rows_check("patients", errors)
 
 
@@ -108,6 +204,7 @@ def scans(
     """
     study = settings.settings()
     cohort_dir = Path(cohort.path)
+    fingerprint = cohort_fingerprint(cohort_dir)  # before reading: a change while reading is seen next tick
     frame = _csv_or_fail(read_scans_csv, cohort_dir)
     patient_frame = _csv_or_fail(read_patients_csv, cohort_dir, study.label)
     table, errors = validate_scans(frame, patients, patient_frame, cohort_dir, study.inclusion)
@@ -122,15 +219,19 @@ def scans(
     reasons = table.loc[~table["included"], ["scan_id", "exclusion_reason"]]
     with store.session(f"run {context.run_id} (scans)"):
         retired = _retire_departed(context, store.store(), table)
+    changed = _observe_scan_inputs(context, table, cohort_dir)
     yield dg.Output(
         table,
+        data_version=content_version(table.drop(columns=["source_line"])),
         metadata={
+            "scans_with_new_inputs": changed,
+            COHORT_FINGERPRINT: fingerprint,
             "n_scans": len(table),
             "n_included": len(included),
             "n_invalid": int((~table["valid"]).sum()),
             "new_partitions": len(new),
             "excluded": dg.MetadataValue.md(markdown_table(reasons.to_dict("records"))),
-            "n_retired": len(retired),
+            N_RETIRED: len(retired),
             **({NOTICE: dg.MetadataValue.text("\n".join(retired))} if retired else {}),
         },
     )

@@ -9,6 +9,7 @@ the study's results (`models/results/`) are a third step, built after the models
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -109,12 +110,18 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreR
     cwd = os.getcwd()  # dbt's in-process adapter (the column metadata fetch) leaves the process in sql/
     holder = f"run {context.run_id} (dbt)"
     with store.session(holder), target.build_lock(holder) as build_path, _restored_cwd(cwd):
-        with _environment(METORIGIN_STORE=str(target.root), METORIGIN_DUCKDB=str(build_path)):
-            yield from (
-                dbt.cli(["build", "--vars", variables], context=context)
-                .stream()
-                .fetch_column_metadata(with_column_lineage=False)
-            )
+        # dbt's target and logs (~3 MB a step) in the store's private build folder, gone after the
+        # step: the project folder stays clean, and every event is in the Dagster run's log.
+        work = build_path.parent / f"dbt-{context.run_id}-{context.op_def.name}"
+        try:
+            with _environment(METORIGIN_STORE=str(target.root), METORIGIN_DUCKDB=str(build_path)):
+                yield from (
+                    dbt.cli(["build", "--vars", variables], context=context, target_path=work)
+                    .stream()
+                    .fetch_column_metadata(with_column_lineage=False)
+                )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 @dbt_assets(

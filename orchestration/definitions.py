@@ -3,25 +3,30 @@
 import dagster as dg
 
 from . import cohort_assets, scan_assets, study_assets
+from .automation import feature_store_after_a_batch, retrain_schedule
 from .checks import ASSET_CHECKS
 from .dbt import dbt_resource, feature_store_models, gated_models, result_models
-from .jobs import ingest_cohort_job, process_scan_job
+from .jobs import JOBS
 from .resources import resources_from_env
 from .sensors import new_scans_sensor, nightly_catch_up
+from .versions import with_code_versions
 
 
 def build_definitions(resources: dict) -> dg.Definitions:
+    """The definitions of one store and study: the study fixes the code versions (versions.py)."""
+    study = resources["settings"].settings()
+    python_assets = dg.load_assets_from_modules([cohort_assets, scan_assets, study_assets])
+    dbt_assets = [feature_store_models, gated_models, result_models]
     return dg.Definitions(
         assets=[
-            *dg.load_assets_from_modules([cohort_assets, scan_assets, study_assets]),
-            feature_store_models,
-            gated_models,
-            result_models,
+            *with_code_versions(python_assets, study),
+            cohort_assets.scan_inputs,
+            *dbt_assets,
         ],
         asset_checks=ASSET_CHECKS,
-        jobs=[ingest_cohort_job, process_scan_job],
-        sensors=[new_scans_sensor],
-        schedules=[nightly_catch_up],
+        jobs=list(JOBS),
+        sensors=[new_scans_sensor, feature_store_after_a_batch],
+        schedules=[nightly_catch_up, *retrain_schedule(study)],
         resources={"dbt": dbt_resource(), **resources},
     )
 

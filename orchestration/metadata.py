@@ -19,3 +19,5 @@ def table_metadata(schema: TableSchema) -> dict:
 # An asset's materialisation metadata under this key is printed in the CLI's run summary: what a
 # user must know although nothing failed (e.g. scans retired because they left the cohort).
 NOTICE = "notice"
+# How many scans' results ingest retired: the feature store is rebuilt without them.
+N_RETIRED = "n_retired"

@@ -7,8 +7,16 @@ from typing import Callable
 
 import dagster as dg
 
-from .metadata import NOTICE
+from base.lifecycle import scans_with_results
+
+from .cohort_assets import COHORT_GROUP
+from .dbt import FEATURE_STORE_GROUP
+from .jobs import build_feature_store_job, ingest_cohort_job, process_scan_job, run_study_job
+from .metadata import N_RETIRED, NOTICE
 from .partitions import included_scan_partitions
+from .scan_assets import PER_SCAN_GROUP
+from .staleness import StaleStatus, feature_store_is_stale, stale_closure, status_resolver
+from .study_assets import STUDY_GROUP
 
 
 @dataclass
@@ -24,6 +32,9 @@ class RunReport:
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (check, messages) of failed WARN checks
     notices: list[str] = field(default_factory=list)  # what assets asked to tell (NOTICE metadata)
     checks_passed: int = 0
+    scans_processed: int = 0  # per-scan runs that succeeded
+    retired: int = 0  # scans whose results ingest retired (they left the cohort)
+    skipped: dict[str, int] = field(default_factory=dict)  # group -> assets (or scans) found fresh
 
     @property
     def ok(self) -> bool:
@@ -35,9 +46,11 @@ class RunReport:
         for event in result.get_asset_materialization_events():
             key = event.asset_key.to_user_string()
             self.materialized[key] = self.materialized.get(key, 0) + 1
-            notice = event.step_materialization_data.materialization.metadata.get(NOTICE)
-            if notice:
-                self.notices += notice.value.splitlines()
+            metadata = event.step_materialization_data.materialization.metadata
+            if metadata.get(NOTICE):
+                self.notices += metadata[NOTICE].value.splitlines()
+            if metadata.get(N_RETIRED):
+                self.retired += metadata[N_RETIRED].value
         where = f"[{partition}] " if partition else ""
         for event in result.get_step_failure_events():
             error = event.step_failure_data.error
@@ -58,64 +71,122 @@ class RunReport:
                 self.blocked_by.append(name)
 
 
+# Runs this process executes itself (the CLI, tests): a server that stops never leaves them behind.
+LAUNCHED_HERE = {"metorigin/launched_by": "metorigin run"}
+
+# The groups in the order they run, each with the named job that materialises it (jobs.py).
+PHASES = (
+    (COHORT_GROUP, ingest_cohort_job.name),
+    (PER_SCAN_GROUP, process_scan_job.name),
+    (FEATURE_STORE_GROUP, build_feature_store_job.name),
+    (STUDY_GROUP, run_study_job.name),
+)
+
+
 def run_selection(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
     selection: str | None = None,
     log_level: str = "INFO",
     progress: Callable[[str], None] = print,
+    force: bool = False,
 ) -> RunReport:
-    """Cohort-level assets in one run, then one run per scan partition, each scan on its own.
+    """The selection through the named jobs the UI shows: the cohort, then one run per scan, then
+    the feature store, then the study. Only what is stale or missing runs (`force`: everything).
 
-    One run per scan is what a backfill in the UI does too: a scan that fails marks only its own
-    partition, and the store keeps that scan's earlier results.
+    Ingest always runs: it is how a change in the cohort is found (a header read, seconds), and its
+    assets keep their data version when nothing changed, so nothing after them goes stale. One run
+    per scan is what a backfill in the UI does too: a scan that fails marks only its own partition,
+    and the store keeps that scan's earlier results.
     """
     graph = defs.resolve_asset_graph()
     chosen = dg.AssetSelection.from_string(selection) if selection else dg.AssetSelection.all()
-    keys = chosen.resolve(graph)
+    keys = {k for k in chosen.resolve(graph) if graph.get(k).is_materializable}
     if not keys:
         raise ValueError(f"the selection {selection!r} matches no asset")
-    partitioned = {k for k in keys if graph.get(k).is_partitioned}
-    unpartitioned = keys - partitioned
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     report = RunReport()
 
-    def materialize(selected, partition=None):
-        result = dg.materialize(
-            [*defs.assets, *defs.asset_checks],
-            resources=defs.resources,
-            instance=instance,
-            raise_on_error=False,
-            selection=dg.AssetSelection.assets(*selected),
-            partition_key=partition,
+    def execute(job_name: str, selected: set, partition: str | None = None):
+        job = defs.resolve_job_def(job_name)
+        result = job.execute_in_process(
             run_config=run_config,
+            instance=instance,
+            partition_key=partition,
+            asset_selection=sorted(selected, key=str),
+            raise_on_error=False,
+            tags=LAUNCHED_HERE,
         )
         report.add(result, partition)
         return result
 
-    per_scan_outputs = (
-        dg.AssetSelection.assets(*(k for k in graph.get_all_asset_keys() if graph.get(k).is_partitioned))
-        .downstream()
-        .resolve(graph)
-    )
-    # A multi-asset (the dbt project) runs as one step: if any of its assets needs the per-scan
-    # results, all of it waits for them.
-    for definition in defs.assets:
-        if set(definition.keys) & per_scan_outputs:
-            per_scan_outputs |= set(definition.keys)
-    before, after = unpartitioned - per_scan_outputs, unpartitioned & per_scan_outputs
-    if before:
-        materialize(before)
-    if report.blocked_by or not report.success:
-        return report  # the cohort itself is in doubt: processing scans from it would spread the problem
-    if partitioned:
-        scans = included_scan_partitions(instance, defs.resources["store"].store())
-        for done, scan_id in enumerate(scans, start=1):
-            result = materialize(partitioned, scan_id)
-            progress(f"[{done}/{len(scans)}] {scan_id}: {'ok' if result.success else 'FAILED'}")
-    if after:
-        materialize(after)
+    for group, job_name in PHASES:
+        phase = {k for k in keys if graph.get(k).group_name == group}
+        if not phase:
+            continue
+        if group == PER_SCAN_GROUP:
+            _process_scans(defs, instance, phase, force, report, execute, progress)
+            continue
+        # The cohort always; the feature store all of it once scans were processed or retired, or its
+        # inputs changed before (`feature_store_is_stale`: past 100 scans Dagster's staleness stops
+        # following each partition); otherwise what is stale.
+        changed = force or group == COHORT_GROUP
+        if group == FEATURE_STORE_GROUP:
+            changed |= report.scans_processed > 0 or report.retired > 0
+            changed |= feature_store_is_stale(instance, graph, phase, _per_scan_keys(graph))
+        selected = phase if changed else stale_closure(instance, graph, phase)
+        if not selected:
+            report.skipped[group] = len(phase)
+            continue
+        blocked = len(report.blocked_by)
+        result = execute(job_name, selected)
+        if not result.success or len(report.blocked_by) > blocked:
+            return report  # what came after would build on a problem (a doubtful cohort, a failed build)
     return report
+
+
+def _per_scan_keys(graph) -> set:
+    return {k for k in dg.AssetSelection.groups(PER_SCAN_GROUP).resolve(graph) if graph.get(k).is_materializable}
+
+
+def _process_scans(defs, instance, phase: set, force: bool, report: RunReport, execute, progress) -> None:
+    """One `process_scan` run per included scan that has stale or missing assets.
+
+    A scan whose files changed by time only (a copied cohort) first re-runs `scan_integrity`
+    alone: it hashes the content, and when the bytes are the same its data version is too, so
+    nothing after it is recomputed."""
+    graph = defs.resolve_asset_graph()
+    integrity = dg.AssetKey("scan_integrity")
+    scans = included_scan_partitions(instance, defs.resources["store"].store())
+    present = scans_with_results(defs.resources["store"].store())
+    for done, scan_id in enumerate(scans, start=1):
+        checked = False
+        if force or scan_id not in present:
+            selected = phase
+        else:
+            selected = stale_closure(instance, graph, phase, scan_id)
+            if integrity in selected and len(selected) > 1 and not _missing(instance, graph, phase, scan_id):
+                result = execute(process_scan_job.name, {integrity}, scan_id)
+                if not result.success:
+                    progress(f"[{done}/{len(scans)}] {scan_id}: FAILED")
+                    continue
+                checked = True
+                selected = stale_closure(instance, graph, phase - {integrity}, scan_id)
+        if not selected:
+            report.skipped[PER_SCAN_GROUP] = report.skipped.get(PER_SCAN_GROUP, 0) + 1
+            continue
+        if integrity in phase and not checked:
+            selected = selected | {integrity}  # its blocking check gates the rest (the check is cached)
+        result = execute(process_scan_job.name, selected, scan_id)
+        report.scans_processed += result.success  # a failed scan keeps its earlier results: nothing new
+        progress(f"[{done}/{len(scans)}] {scan_id}: {'ok' if result.success else 'FAILED'}")
+    if report.skipped.get(PER_SCAN_GROUP):
+        progress(f"{report.skipped[PER_SCAN_GROUP]} of {len(scans)} scans unchanged: skipped")
+
+
+def _missing(instance, graph, keys: set, partition: str) -> bool:
+    resolver = status_resolver(instance, graph)
+    return any(resolver.get_status(k, partition) == StaleStatus.MISSING for k in keys)
 
 
 def _error_text(error) -> str:

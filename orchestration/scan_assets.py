@@ -10,6 +10,8 @@ checked image, the study settings, and a failure that fails this scan's partitio
 message that names the scan and the fix. Each stamps its rows with the hash of the settings it read.
 """
 
+import hashlib
+import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ from base.study import StudySettings
 from data_quality.suites import lesions_suite
 
 from .checks import INTEGRITY_CHECKS, LESIONS_CHECKS, integrity_checks, suite_check
+from .cohort_assets import row_inputs, scan_inputs
 from .metadata import table_metadata
 from .partitions import scan_partitions
 from .resources import CohortResource, SettingsResource, StoreResource
@@ -58,7 +61,10 @@ def failing_only_this_scan():
         raise dg.Failure(description=str(exc), metadata={"scan_id": exc.scan_id, "step": exc.step}) from exc
 
 
-def scan_row(scans: pd.DataFrame, scan_id: str) -> dict:
+def scan_row(store: Store, scan_id: str) -> dict:
+    """The scan's row of the stored `scans` table. Read from the lake rather than as an input: the
+    per-scan assets depend on their own `scan_inputs` partition, not on the whole table."""
+    scans = store.read_lake("scans")
     match = scans[scans["scan_id"] == scan_id]
     if match.empty:
         raise ScanProcessingError(
@@ -91,15 +97,11 @@ class OpenScan:
 
 
 def open_scan(
-    context: dg.AssetExecutionContext,
-    cohort: CohortResource,
-    store: StoreResource,
-    settings: SettingsResource,
-    scans: pd.DataFrame,
+    context: dg.AssetExecutionContext, cohort: CohortResource, store: StoreResource, settings: SettingsResource
 ) -> OpenScan:
     scan_id = context.partition_key
     with failing_only_this_scan():
-        row = scan_row(scans, scan_id)
+        row = scan_row(store.store(), scan_id)
         _require_checked_files(store.store(), row, Path(cohort.path) / row["image"])
         image = read_image(Path(cohort.path) / row["image"])
     return OpenScan(scan_id, row, image, store.store(), settings.settings())
@@ -150,19 +152,25 @@ def _reusable(store: Store, scan_id: str, fingerprints: dict) -> dict | None:
     return stored if same and stored["status"] in ("passed", "failed") else None
 
 
+def _content_version(row: dict, fingerprints: dict) -> dg.DataVersion:
+    """What the scan's later steps read, by content: its row (less where it sits) and its files'
+    sha256. A re-copied file with the same bytes keeps the version, so nothing after this re-runs."""
+    text = json.dumps([row_inputs(row), fingerprints], sort_keys=True, default=str)
+    return dg.DataVersion(hashlib.sha256(text.encode()).hexdigest()[:24])
+
+
 def _per_scan(schema: TableSchema, **kwargs):
     return dg.asset(
         partitions_def=scan_partitions, group_name=PER_SCAN_GROUP, metadata=table_metadata(schema), **kwargs
     )
 
 
-@_per_scan(SCAN_INTEGRITY, kinds={"python", "parquet"}, check_specs=INTEGRITY_CHECKS)
+@_per_scan(SCAN_INTEGRITY, kinds={"python", "parquet"}, check_specs=INTEGRITY_CHECKS, deps=[scan_inputs])
 def scan_integrity(
     context: dg.AssetExecutionContext,
     cohort: CohortResource,
     store: StoreResource,
     settings: SettingsResource,
-    scans: pd.DataFrame,
 ):
     """The scan's image and mask decoded in full and checked (complete data, finite voxels, values a
     CT in HU holds, the declared mask labels) before any of its results is written. A failure stops
@@ -170,7 +178,7 @@ def scan_integrity(
     scan_id = context.partition_key
     study = settings.settings()
     with failing_only_this_scan():
-        row = scan_row(scans, scan_id)
+        row = scan_row(store.store(), scan_id)
     cohort_dir = Path(cohort.path)
     image = cohort_dir / row["image"]
     # An nnU-Net run segments the image itself: the cohort's mask, if any, is not read.
@@ -204,7 +212,9 @@ def scan_integrity(
         }
     table = conform(pd.DataFrame([record]).assign(settings_hash=study.step_hash("segmentation")), SCAN_INTEGRITY)
     yield dg.Output(
-        table, metadata={"status": record["status"], "n_problems": len((record["problems"] or "").splitlines())}
+        table,
+        data_version=_content_version(row, fingerprints),
+        metadata={"status": record["status"], "n_problems": len((record["problems"] or "").splitlines())},
     )
     yield from integrity_checks(record, f"scan {scan_id} (scans.csv line {row['source_line']})")
 
@@ -215,10 +225,9 @@ def segmentations(
     cohort: CohortResource,
     store: StoreResource,
     settings: SettingsResource,
-    scans: pd.DataFrame,
 ) -> pd.DataFrame:
     """Liver and lesion label map of the scan (artifacts/segmentations/), with volumes and liver HU."""
-    scan = open_scan(context, cohort, store, settings, scans)
+    scan = open_scan(context, cohort, store, settings)
     config = scan.study.segmentation
     with failing_only_this_scan():
         if config.method == "nnunet":
@@ -247,7 +256,7 @@ def segmentations(
         "method": result.method,
         "model_id": result.model_id,
         "resampled": result.resampled,
-        "label_map": str(path.relative_to(scan.store.root)),
+        "label_map": scan.store.relative(path),
         **summarise(scan.image, result.labels),
     }
     context.add_output_metadata({k: v for k, v in record.items() if isinstance(v, (int, float, str, bool))})
@@ -260,11 +269,10 @@ def lesions(
     cohort: CohortResource,
     store: StoreResource,
     settings: SettingsResource,
-    scans: pd.DataFrame,
     segmentations: pd.DataFrame,
 ):
     """One row per lesion (connected component); lesions under the minimum diameter kept, not included."""
-    scan = open_scan(context, cohort, store, settings, scans)
+    scan = open_scan(context, cohort, store, settings)
     config = scan.study.lesions
     labels = sitk.ReadImage(str(scan.store.root / segmentations.iloc[0]["label_map"]))
     table, lesion_map = measure_lesions(
@@ -284,11 +292,10 @@ def radiomics_features(
     cohort: CohortResource,
     store: StoreResource,
     settings: SettingsResource,
-    scans: pd.DataFrame,
     lesions: pd.DataFrame,
 ) -> pd.DataFrame:
     """pyradiomics features of every included lesion, long format, with version and settings hash."""
-    scan = open_scan(context, cohort, store, settings, scans)
+    scan = open_scan(context, cohort, store, settings)
     config = scan.study.radiomics
     lesion_map = read_lesion_map(scan.store, scan.scan_id)
     chosen = lesions[lesions["included"]]
@@ -319,15 +326,14 @@ def lesion_slices(
     cohort: CohortResource,
     store: StoreResource,
     settings: SettingsResource,
-    scans: pd.DataFrame,
     lesions: pd.DataFrame,
 ) -> pd.DataFrame:
     """Index of the scan's DenseNet slices; the uint8 stack is artifacts/lesion_slices/<scan>.npz."""
-    scan = open_scan(context, cohort, store, settings, scans)
+    scan = open_scan(context, cohort, store, settings)
     lesion_map = read_lesion_map(scan.store, scan.scan_id)
     stack, index = cut_lesion_slices(scan.image, lesion_map, lesions, scan.study.slices)
     path = scan.store.artifact_path("lesion_slices", f"{scan.scan_id}.npz")
     save_slices(path, stack)
-    index["slices_file"] = str(path.relative_to(scan.store.root))
+    index["slices_file"] = scan.store.relative(path)
     context.add_output_metadata({"n_slices": len(index), "n_lesions": index["lesion_id"].nunique()})
     return scan.rows(index, LESION_SLICES, "slices")

@@ -5,6 +5,7 @@ and write their results to the lake; dbt then exposes them in DuckDB (`sql/model
 like every other table.
 """
 
+import json
 from dataclasses import asdict
 
 import dagster as dg
@@ -15,7 +16,10 @@ from dagster_duckdb import DuckDBResource
 
 from assets.slices import load_slices
 from base.devices import choose_device
+from base.files import atomic_path
+from base.lifecycle import patient_hash
 from base.markdown import markdown_table
+from base.store import Store
 from ml.combined import best_radiomics_model, stack
 from ml.densenet import EpochLog, lesion_probabilities, model_params, pick_slices, predict, resize, train
 from ml.evaluation import labels, predicted_labels, test_metrics
@@ -23,7 +27,7 @@ from ml.radiomics_arm import feature_columns, fit_radiomics_arm, fitting_setting
 from ml.registry import data_hash, model_id, save_model
 from ml.report import auc_metadata, table2, table3
 from ml.selection import drop_correlated, feature_importance_table, permutation_ranking
-from ml.split import TEST, TRAIN, VALIDATION, split_patients, training_patients
+from ml.split import TEST, TRAIN, VALIDATION, extend_split, holds_out_every_class, split_patients, training_patients
 
 from .resources import SettingsResource, StoreResource
 
@@ -45,15 +49,51 @@ def read_training_matrix(feature_store: DuckDBResource) -> pd.DataFrame:
     return matrix
 
 
+SPLIT_LEDGER = ("split", "assignments.json")  # artifacts/split/: every patient's set, ever
+
+
+def _ledger(store: Store, settings_hash: str) -> dict[str, str]:
+    """patient sha256 -> set, for every patient this store's study ever assigned (those who left too),
+    under the same split settings and seed; keyed by hash, so it names no one (`metorigin forget`)."""
+    path = store.artifact_path(*SPLIT_LEDGER)
+    if not path.exists():
+        return {}
+    ledger = json.loads(path.read_text())
+    return ledger["sets"] if ledger.get("settings_hash") == settings_hash else {}
+
+
+def _write_ledger(store: Store, settings_hash: str, ledger: dict[str, str]) -> None:
+    with atomic_path(store.artifact_path(*SPLIT_LEDGER)) as tmp:
+        tmp.write_text(json.dumps({"settings_hash": settings_hash, "sets": dict(sorted(ledger.items()))}, indent=1))
+
+
 @dg.asset(group_name=STUDY_GROUP, deps=[TRAINING_MATRIX], kinds=KINDS)
 def patient_split(
-    context: dg.AssetExecutionContext, feature_store: DuckDBResource, settings: SettingsResource
+    context: dg.AssetExecutionContext, feature_store: DuckDBResource, store: StoreResource, settings: SettingsResource
 ) -> pd.DataFrame:
-    """Train / validation / test patients, drawn with the seed; the same test patients for both arms."""
+    """Train / validation / test patients, drawn with the seed; the same test patients for both arms.
+
+    Drawn once: when the cohort changes, the stored split is carried over (`extend_split`), so a
+    retrained study never moves a patient between sets; only new patients are assigned."""
     study = settings.settings()
     matrix = read_training_matrix(feature_store)
     lesions = matrix.groupby("patient_id").size().rename("n_lesions").reset_index()
-    split = split_patients(matrix[["patient_id", "label"]], study.split, study.seed).merge(lesions, on="patient_id")
+    settings_hash, patients = study.step_hash("split"), matrix[["patient_id", "label"]]
+    ledger = _ledger(store.store(), settings_hash)
+    assigned = {
+        pid: ledger[patient_hash(pid)] for pid in patients["patient_id"].unique() if patient_hash(pid) in ledger
+    }
+    if assigned and holds_out_every_class(assigned, patients):
+        split = extend_split(assigned, patients, study.split, study.seed)
+        context.log.info(f"split carried over: {split['patient_id'].nunique() - len(assigned)} new patient(s) assigned")
+    else:
+        if assigned:
+            context.log.warning("the stored test set has no patient of some class left: a new split is drawn")
+        split = split_patients(patients, study.split, study.seed)
+    _write_ledger(
+        store.store(), settings_hash, ledger | {patient_hash(p): s for p, s in zip(split["patient_id"], split["set"])}
+    )
+    split = split.merge(lesions, on="patient_id")
     counts = split.groupby(["set", "label"]).size().rename("patients").reset_index()
     context.add_output_metadata(
         {
@@ -127,7 +167,7 @@ def radiomics_models(
         for m in result.models
     }
     metrics = result.metrics.assign(
-        model_file=lambda f: f["model_id"].map(lambda i: str(paths[i])), settings_hash=settings_hash
+        model_file=lambda f: f["model_id"].map(lambda i: store.store().relative(paths[i])), settings_hash=settings_hash
     )
     yield dg.Output(
         metrics,
@@ -252,7 +292,7 @@ def densenet(
                 "params": str(model_params(config)),
                 "seed": study.seed,
                 "training_data_sha256": card["training_data_sha256"],
-                "model_file": str(path),
+                "model_file": store.store().relative(path),
                 "settings_hash": card["settings_hash"],
             }
         ]
@@ -332,7 +372,7 @@ def combined_model(
                 "params": str(stacked.how),
                 "seed": study.seed,
                 "training_data_sha256": card["training_data_sha256"],
-                "model_file": str(path),
+                "model_file": store.store().relative(path),
                 "settings_hash": card["settings_hash"],
             }
         ]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 
 from base.store import Store
 from orchestration.definitions import build_definitions
@@ -46,8 +48,11 @@ def test_every_included_scan_gets_all_four_assets_and_a_bad_scan_fails_alone(def
         with np.load(store.root / slices.iloc[0]["slices_file"]) as data:
             assert data["slices"].shape == (int((slices["scan_id"] == slices.iloc[0]["scan_id"]).sum()), 224, 224)
 
+        incremental_runs(defs, instance, cohort, included)
+
         # One scan's image turns corrupt after ingest: the re-run reports that scan in the row check,
-        # processes the others, and leaves the bad scan's earlier results in the store untouched.
+        # leaves the others as they were (unchanged: skipped), and leaves the bad scan's earlier
+        # results in the store untouched.
         victim = included[2]
         before = store.read_lake("lesions", [victim])
         mtimes = {a: os.path.getmtime(store.lake_file(a, victim)) for a in PER_SCAN}
@@ -60,6 +65,48 @@ def test_every_included_scan_gets_all_four_assets_and_a_bad_scan_fails_alone(def
         assert [c for c, _ in report.failed_checks] == ["scans:rows_valid"] and victim in report.failed_checks[0][1]
         assert "not a readable image" in report.failed_checks[0][1]
         assert report.step_failures == []  # no longer included: not processed again, not failed again
-        assert report.materialized["segmentations"] == len(included) - 1
+        assert "segmentations" not in report.materialized and report.skipped["imaging"] == len(included) - 1
         pd.testing.assert_frame_equal(store.read_lake("lesions", [victim]), before)
         assert {a: os.path.getmtime(store.lake_file(a, victim)) for a in PER_SCAN} == mtimes
+
+
+def _materialized_partitions(instance: dg.DagsterInstance, asset: str) -> list[str]:
+    """Every materialisation of a per-scan asset in the event log, as its partition (one per run)."""
+    records = instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records
+    return sorted(r.partition_key for r in records)
+
+
+def incremental_runs(defs, instance, cohort, included: list[str]) -> None:
+    """Runs recompute only what changed, as the event log records it: nothing on a second run; one
+    scan (and the feature store) when one image's content changed; only the re-check of a file
+    whose time changed but not its bytes."""
+    history = {a: _materialized_partitions(instance, a) for a in PER_SCAN}
+    assert history["lesions"] == included
+
+    again = run_selection(defs, instance, selection=NOT_STUDY, progress=lambda _: None)
+    assert again.ok and again.skipped["imaging"] == len(included)
+    assert set(again.materialized) == {"study_settings", "patients", "scans"}  # ingest only: it finds changes
+    assert {a: _materialized_partitions(instance, a) for a in PER_SCAN} == history
+
+    images = cohort / "images"  # the fixture links the shared images: edit a private copy (times kept)
+    shared = images.resolve()
+    images.unlink()
+    shutil.copytree(shared, images)
+    edited, touched = [scan for scan in included if (images / f"{scan}.nii.gz").is_file()][:2]
+    path = images / f"{edited}.nii.gz"
+    image = sitk.ReadImage(str(path))
+    voxels = sitk.GetArrayFromImage(image)
+    voxels[0, 0, 0] += 1  # one voxel in a corner: another image by content
+    changed = sitk.GetImageFromArray(voxels)
+    changed.CopyInformation(image)
+    sitk.WriteImage(changed, str(path), useCompression=True)
+    third = run_selection(defs, instance, selection=NOT_STUDY, progress=lambda _: None)
+    assert third.ok, third.step_failures
+    for asset in PER_SCAN:
+        assert _materialized_partitions(instance, asset) == sorted([*history[asset], edited]), asset
+    assert "feature_store/lesion_features" in third.materialized  # rebuilt once, for the edited scan
+
+    os.utime(images / f"{touched}.nii.gz")  # a new time, the same bytes
+    fourth = run_selection(defs, instance, selection=NOT_STUDY, progress=lambda _: None)
+    assert set(fourth.materialized) == {"study_settings", "patients", "scans", "scan_integrity"}
+    assert fourth.materialized["scan_integrity"] == 1 and fourth.skipped["feature_store"] > 0

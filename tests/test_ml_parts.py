@@ -13,7 +13,7 @@ from base.study import SplitSettings
 from ml.evaluation import bootstrap_intervals, point_estimates, roc_auc
 from ml.registry import data_hash, model_id, save_model
 from ml.selection import drop_correlated, feature_importance_table, permutation_ranking
-from ml.split import TEST, TRAIN, VALIDATION, split_patients
+from ml.split import TEST, TRAIN, VALIDATION, extend_split, holds_out_every_class, split_patients
 
 
 def _patients(n_colorectal: int, n_pancreatic: int) -> pd.DataFrame:
@@ -135,3 +135,27 @@ def test_the_study_file_names_exactly_the_classifiers_and_resamplers_ml_builds()
     from ml.classifiers import CLASSIFIERS, RESAMPLERS
 
     assert tuple(c.name for c in CLASSIFIERS) == study.CLASSIFIERS and tuple(RESAMPLERS) == study.RESAMPLERS
+
+
+def test_a_grown_cohort_keeps_every_patient_in_its_set_and_only_new_ones_are_drawn():
+    settings = SplitSettings(test_patients_per_class=3, validation_fraction=0.2)
+    first = pd.DataFrame({"patient_id": [f"P{i:03d}" for i in range(20)], "label": ["a", "b"] * 10})
+    before = split_patients(first, settings, seed=4)
+    assigned = dict(zip(before["patient_id"], before["set"]))  # everyone ever assigned, P000-P001 too
+    arrivals = pd.DataFrame({"patient_id": [f"N{i:02d}" for i in range(40)], "label": "a"})
+    grown = pd.concat([first.iloc[2:], arrivals])
+    assert holds_out_every_class(assigned, grown)
+    after = extend_split(assigned, grown, settings, seed=4).set_index("patient_id")["set"]
+    kept = before.set_index("patient_id")["set"].iloc[2:]
+    assert after[kept.index].equals(kept)  # nobody moves
+    assert "P000" not in after.index and "P001" not in after.index  # who left, left
+    new = after[after.index.str.startswith("N")]
+    assert set(new) == {"train", "validation"} and 0 < (new == "validation").sum() < 20  # the test set never grows
+    shuffled = extend_split(assigned, grown.sample(frac=1, random_state=1), settings, seed=4).set_index("patient_id")
+    assert shuffled["set"].sort_index().equals(after.sort_index())  # the same arrivals, the same sets
+    back = extend_split(assigned, first, settings, seed=4).set_index("patient_id")["set"]
+    assert back.equals(before.set_index("patient_id")["set"])  # who comes back keeps the set they had
+    no_test_b = {
+        p: s for p, s in assigned.items() if not (s == "test" and p in set(first.loc[first.label == "b", "patient_id"]))
+    }
+    assert not holds_out_every_class(no_test_b, first)  # then a new split must be drawn

@@ -7,11 +7,14 @@ they check from the store rather than trusting the pipeline's own numbers.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import dagster as dg
+import joblib
 import pandas as pd
 import pytest
+import torch
 
 from assets.synth import SynthConfig, generate_cohort
 from base.store import Store
@@ -98,8 +101,9 @@ def test_table3_has_16_models_with_intervals_and_models_with_their_cards(study):
     matrix = _sql(store, "select * from training_matrix order by lesion_id")
     train = matrix[matrix["patient_id"].isin(split.loc[split["set"] != "test", "patient_id"])].reset_index(drop=True)
     for _, row in metrics.iterrows():
-        card = json.loads(Path(row["model_file"]).with_suffix(".json").read_text())
-        assert Path(row["model_file"]).is_file() and card["model_id"] == row["model_id"]
+        assert not Path(row["model_file"]).is_absolute()  # relative to the store: a moved store finds it
+        card = json.loads((store.root / row["model_file"]).with_suffix(".json").read_text())
+        assert (store.root / row["model_file"]).is_file() and card["model_id"] == row["model_id"]
         assert card["seed"] == row["seed"] and card["libraries"]["xgboost"] != "not installed"
         assert card["training_data_sha256"] == data_hash(train[card["features"]], labels(train, QUICK.label))
 
@@ -124,7 +128,9 @@ def test_densenet_trains_on_training_patients_only_and_joins_table3_with_the_com
     for evaluation, expected in (("validation", "validation"), ("test", "test")):
         assert set(split[predictions.loc[predictions["evaluation"] == evaluation, "patient_id"]]) == {expected}
     # The card's training-data hash is the hash of the training patients' slices, and of nothing else.
-    card = json.loads(Path(metrics.set_index("arm").loc["densenet", "model_file"]).with_suffix(".json").read_text())
+    card = json.loads(
+        (store.root / metrics.set_index("arm").loc["densenet", "model_file"]).with_suffix(".json").read_text()
+    )
     index = _sql(
         store,
         "select s.*, t.label from lesion_slices s join training_matrix t using (lesion_id) "
@@ -150,14 +156,30 @@ def test_tables_2_and_3_and_aucs_are_in_the_ui(study):
     assert table2.metadata["table_2"].value.startswith("| rank | feature |")
 
 
+# What the study's Python steps write to the lake. Table 3 (model_metrics) is the union of the three
+# *_metrics tables (sql/models/results/model_metrics.sql), lesion_predictions that of the predictions.
+# The radiomics arm's Python steps (the DenseNet's determinism, a resumed training equal to a straight
+# one, is tested in test_densenet.py, on a smaller network and far faster than retraining it here).
+RADIOMICS_OUTPUTS = ("patient_split", "feature_importance", "radiomics_metrics", "radiomics_predictions")
+
+
 def test_same_seed_same_metrics(study):
+    """The split, Table 2 and the radiomics rows of Table 3 again, on the same training matrix and
+    forced (nothing changed, so an ordinary run would skip them): the same tables, row for row."""
     defs, instance, store = study
-    before = _sql(store, "select * from model_metrics order by model_id")
-    # Without its checkpoint the DenseNet trains again from scratch rather than resuming.
-    store.artifact_path("models", "densenet").joinpath("checkpoint.pt").unlink()
-    report = run_selection(defs, instance, selection="group:study", progress=lambda _: None)
+    before = {name: store.read_lake(name) for name in RADIOMICS_OUTPUTS}
+    selection = " or ".join(f"key:{name}" for name in RADIOMICS_OUTPUTS)
+    report = run_selection(defs, instance, selection=selection, progress=lambda _: None, force=True)
     assert report.ok, report.step_failures
-    pd.testing.assert_frame_equal(before, _sql(store, "select * from model_metrics order by model_id"))
+    assert set(report.materialized) == set(RADIOMICS_OUTPUTS)
+    for name in RADIOMICS_OUTPUTS:
+        pd.testing.assert_frame_equal(before[name], store.read_lake(name), obj=name)
+    # ... and those rows are the published Table 3's radiomics rows.
+    published = _sql(store, "select * from model_metrics where arm = 'radiomics'").set_index("model_id").sort_index()
+    rerun = store.read_lake("radiomics_metrics").set_index("model_id").sort_index()
+    columns = ["auc", "auc_ci_low", "auc_ci_high", "accuracy", "patient_auc", "training_data_sha256"]
+    assert len(published) == 16
+    pd.testing.assert_frame_equal(published[columns], rerun[columns], check_dtype=False)
 
 
 def test_leakage_guard_lesion_split_scores_higher_than_patient_split(study):
@@ -175,3 +197,29 @@ def test_leakage_guard_lesion_split_scores_higher_than_patient_split(study):
     predictions = _sql(store, "select patient_id, arm, evaluation from lesion_predictions")
     sides = predictions.groupby(["arm", "patient_id"])["evaluation"].nunique()
     assert sides.eq(1).all(), sides[sides > 1]
+
+
+def test_a_copied_store_answers_and_loads_its_models_with_the_original_gone(study, tmp_path):
+    _, _, store = study
+    copy = tmp_path / "moved"
+    shutil.copytree(store.root, copy)
+    away = store.root.with_name(store.root.name + "-away")
+    store.root.rename(away)  # the original is gone while the copy is used
+    try:
+        with Store(copy).connect_read_only() as con:
+            metrics = con.execute("select arm, model_file from model_metrics").df().set_index("arm")
+            assert con.execute("select count(*) from lesion_features").fetchone()[0] > 0
+            # Nothing in the published file names the old place: tables only, relative paths.
+            assert con.execute("select count(*) from duckdb_views() where not internal").fetchone()[0] == 0
+            text_columns = con.execute(
+                "select table_name, column_name from information_schema.columns where data_type = 'VARCHAR'"
+            ).fetchall()
+            for table, column in text_columns:
+                query = f'select count(*) from "{table}" where "{column}" like ?'
+                assert con.execute(query, [f"%{store.root}%"]).fetchone()[0] == 0, (table, column)
+        pipeline = joblib.load(copy / metrics.loc["radiomics", "model_file"].iloc[0])
+        assert hasattr(pipeline, "predict_proba")
+        weights = torch.load(copy / metrics.loc["densenet", "model_file"], weights_only=True)
+        assert any(name.endswith("weight") for name in weights)
+    finally:
+        away.rename(store.root)

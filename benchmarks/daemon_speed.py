@@ -1,0 +1,251 @@
+"""The platform under its daemon against the CLI: per-scan run time, the ingest run, and the time
+from dropping scans into the cohort folder to their rows in `lesion_features`.
+
+A cohort is processed by `metorigin run` (the feature store, not the study) with `--drop` patients
+held back, then run again (the second, incremental run). `metorigin ui` (webserver and daemon) is
+started on the store, the held-back patients and scans are dropped into the cohort folder, and the
+GraphQL API is polled until their per-scan assets and then the feature store are materialised.
+Run times come from the store's Dagster instance: per-scan runs the CLI made (in its process) and
+per-scan runs the daemon launched (each in a new process: import, load the definitions, run).
+
+    .venv/bin/python benchmarks/daemon_speed.py --cohort demo/cohort [--drop 3] [--workdir DIR]
+    .venv/bin/python benchmarks/daemon_speed.py --smoke   # a synthetic 8-patient cohort, 1 dropped
+
+Last line: `first_run_s=... second_run_s=... drop_to_lesion_features_s=... cli_scan_s=...
+daemon_scan_s=... daemon_to_cli_ratio=... (target <= 1.5) daemon_ingest_s=...`.
+tests/test_daemon.py drives the same functions on the tiny test cohort, so this code cannot rot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a plain checkout too
+
+from base.store import Store  # noqa: E402
+
+BIN = Path(sys.executable).parent
+SENSOR_INTERVAL_S = 2
+TARGET_RATIO = 1.5
+NOT_STUDY = "not group:study"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def graphql(port: int, query: str) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)["data"]
+
+
+def latest(port: int, path: list[str], partition: str | None = None) -> dict | None:
+    """The asset's (partition's) latest materialisation as the UI shows it: run id and time (ms)."""
+    partitions = f'partitions: ["{partition}"], ' if partition else ""
+    data = graphql(
+        port,
+        f"{{ assetOrError(assetKey: {{path: {json.dumps(path)}}}) {{ ... on Asset {{ "
+        f"assetMaterializations({partitions}limit: 1) {{ runId timestamp }} }} }} }}",
+    )
+    found = data["assetOrError"].get("assetMaterializations") or []
+    return found[0] if found else None
+
+
+def hold_back(cohort: Path, patients: list[str]) -> tuple[list[str], list[str]]:
+    """Take patients and their scans out of the cohort's CSVs; return their rows (patients, scans)."""
+    held = {}
+    for name, column in (("patients.csv", 0), ("scans.csv", 1)):
+        lines = (cohort / name).read_text().splitlines()
+        held[name] = [line for line in lines[1:] if line.split(",")[column] in patients]
+        kept = [line for line in lines if line not in held[name]]
+        (cohort / name).write_text("\n".join(kept) + "\n")
+    return held["patients.csv"], held["scans.csv"]
+
+
+def drop(cohort: Path, patient_rows: list[str], scan_rows: list[str]) -> list[str]:
+    """Drop scans into the cohort as a user does: files copied into `incoming/`, rows appended.
+    Returns the dropped scans that the study includes (NIfTI image and mask rows)."""
+    incoming = cohort / "incoming"
+    incoming.mkdir(exist_ok=True)
+    rows = []
+    for row in scan_rows:
+        fields = row.split(",")
+        for column in (2, 3):  # image, mask
+            source = cohort / fields[column]
+            target = incoming / f"{fields[0]}-{source.parent.name}{''.join(source.suffixes)}"
+            (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
+            fields[column] = target.relative_to(cohort).as_posix()
+        rows.append(",".join(fields))
+    for name, new in (("patients.csv", patient_rows), ("scans.csv", rows)):
+        text = (cohort / name).read_text()
+        (cohort / name).write_text(text + ("" if text.endswith("\n") else "\n") + "\n".join(new) + "\n")
+    return [row.split(",")[0] for row in rows]
+
+
+@contextlib.contextmanager
+def serving(cohort: Path, store: Path, log_path: Path, env: dict | None = None):
+    """`metorigin ui` on the store, yielding its port once the code location is loaded; stopped with
+    SIGTERM (as a service manager stops it) when the block ends. The exit code is in `.returncode`."""
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("METORIGIN_", "DAGSTER_HOME"))}
+    environment |= {"METORIGIN_SENSOR_INTERVAL_S": str(SENSOR_INTERVAL_S), **(env or {})}
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [str(BIN / "metorigin"), "ui", "--cohort", str(cohort), "--store", str(store), "--port", str(port)],
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait_for_the_ui(server, port, log_path)
+            yield server, port
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=60)
+            finally:
+                if server.poll() is None:
+                    os.killpg(server.pid, signal.SIGKILL)
+                    server.wait()
+
+
+def _wait_for_the_ui(server: subprocess.Popen, port: int, log: Path) -> None:
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5):
+                break
+        except OSError:
+            if server.poll() is not None:
+                raise RuntimeError(f"metorigin ui exited: {log.read_text()[-3000:]}") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError("the UI did not come up in 180 s") from None
+            time.sleep(1)
+    for _ in range(90):  # the code location loads after the server answers
+        if graphql(port, "{ assetNodes { assetKey { path } } }")["assetNodes"]:
+            return
+        time.sleep(1)
+    raise TimeoutError("the code location did not load in 90 s")
+
+
+def included_once_ingested(
+    server: subprocess.Popen, port: int, store: Path, scans: list[str], since: float, log: Path
+) -> list[str]:
+    """The dropped scans the study includes, once the daemon's ingest has read them."""
+    deadline = time.time() + 300
+    while not ((ingested := latest(port, ["scans"])) and float(ingested["timestamp"]) / 1000 > since):
+        if server.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"no ingest of the dropped scans: {log.read_text()[-3000:]}")
+        time.sleep(1)
+    table = Store(store).read_lake("scans")
+    return sorted(set(scans) & set(table.loc[table["included"], "scan_id"]))
+
+
+def wait_until_built(server: subprocess.Popen, port: int, scans: list[str], timeout_s: float, log: Path) -> float:
+    """Poll until every scan's `lesions` partition and, after them, the feature store are
+    materialised; returns when the feature store was (epoch seconds)."""
+    deadline = time.time() + timeout_s
+    while True:
+        processed = [latest(port, ["lesions"], scan) for scan in scans]
+        built = latest(port, ["feature_store", "lesion_features"])
+        if all(processed) and built and float(built["timestamp"]) >= max(float(p["timestamp"]) for p in processed):
+            return float(built["timestamp"]) / 1000
+        if server.poll() is not None:
+            raise RuntimeError(f"metorigin ui exited: {log.read_text()[-3000:]}")
+        if time.time() > deadline:
+            raise TimeoutError(f"not processed and built in {timeout_s:.0f} s: {processed}, {built}")
+        time.sleep(1)
+
+
+def run_seconds(instance: dg.DagsterInstance, job: str, by_daemon: bool) -> list[float]:
+    """Wall time of each finished successful run of `job`: the CLI's, or those a sensor launched."""
+    seconds = []
+    for record in instance.get_run_records(dg.RunsFilter(job_name=job, statuses=[dg.DagsterRunStatus.SUCCESS])):
+        launched = "dagster/sensor_name" in record.dagster_run.tags
+        if launched == by_daemon and record.start_time and record.end_time:
+            seconds.append(record.end_time - record.start_time)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cohort", type=Path, help="a cohort folder (copied); default: synthesise one")
+    parser.add_argument("--drop", type=int, default=3, help="patients held back and dropped in under the daemon")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--smoke", action="store_true", help="a synthetic 8-patient cohort, one dropped")
+    args = parser.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="metorigin-daemon-"))
+    cohort, store = work / "cohort", work / "store"
+    if args.smoke or not args.cohort:
+        subprocess.run(
+            [str(BIN / "metorigin"), "synth", "--out", str(cohort), "--scale", "0.05", "--matrix", "64"], check=True
+        )
+        args.drop = 1 if args.smoke else args.drop
+    else:
+        shutil.copytree(args.cohort, cohort, symlinks=True)
+    patients = [line.split(",")[0] for line in (cohort / "patients.csv").read_text().splitlines()[1:]]
+    patient_rows, scan_rows = hold_back(cohort, patients[-args.drop :])
+    timings = {}
+    for name in ("first_run_s", "second_run_s"):
+        start = time.monotonic()
+        subprocess.run(
+            [
+                str(BIN / "metorigin"),
+                "run",
+                "--cohort",
+                str(cohort),
+                "--store",
+                str(store),
+                "--select",
+                "not group:study",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        timings[name] = time.monotonic() - start
+    with serving(cohort, store, work / "ui.log") as (server, port):
+        dropped_at = time.time()
+        scans = drop(cohort, patient_rows, scan_rows)
+        included = included_once_ingested(server, port, store, scans, dropped_at, work / "ui.log")
+        built_at = wait_until_built(server, port, included, 900, work / "ui.log")
+    timings["drop_to_lesion_features_s"] = built_at - dropped_at
+    instance = dg.DagsterInstance.from_config(str(store / ".dagster"))
+    cli = statistics.median(run_seconds(instance, "process_scan", by_daemon=False))
+    daemon = statistics.median(run_seconds(instance, "process_scan", by_daemon=True))
+    ingest = statistics.median(run_seconds(instance, "ingest_cohort", by_daemon=True))
+    instance.dispose()
+    timings |= {"cli_scan_s": cli, "daemon_scan_s": daemon, "daemon_to_cli_ratio": daemon / cli}
+    timings["daemon_ingest_s"] = ingest
+    print(f"work folder: {work}")
+    print(
+        " ".join(
+            f"{k}={v:.2f}" + (f" (target <= {TARGET_RATIO})" if k.endswith("ratio") else "") for k, v in timings.items()
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The platform under its daemon, as a group runs it: `metorigin ui` (webserver and daemon) on a
+store the CLI already filled, a new patient's scan dropped into the cohort folder, and the GraphQL
+API polled until the scan is processed and the feature store rebuilt, the other scans untouched.
+
+It drives the functions of benchmarks/daemon_speed.py (which measures the same on a bigger cohort):
+this test is that benchmark's smoke run."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from base.store import Store
+from benchmarks.daemon_speed import drop, graphql, hold_back, latest, run_seconds, serving, wait_until_built
+from tests.helpers import NOT_STUDY
+from tests.test_cli import _cli
+
+NEW_PATIENT, NEW_SCAN = "P008", "S0008"  # and its excluded second scan, S0010
+PER_SCAN = ("scan_integrity", "segmentations", "lesions", "radiomics_features", "lesion_slices")
+
+
+def _materialisations(instance: dg.DagsterInstance) -> dict[str, dict[str, int]]:
+    """Per-scan asset -> {scan: storage id of its latest materialisation} (a new one, a new id)."""
+    return {
+        asset: {
+            r.partition_key: r.storage_id
+            for r in reversed(instance.fetch_materializations(dg.AssetKey(asset), 100).records)
+        }
+        for asset in PER_SCAN
+    }
+
+
+def _processes_of(store: Path) -> list[int]:
+    """Processes started for this store (webserver, daemon, code servers, run workers)."""
+    marker = f"METORIGIN_STORE={store}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_scan_dropped_into_the_cohort_reaches_the_feature_store_under_the_daemon(cohort, tmp_path):
+    store, log = tmp_path / "store", tmp_path / "ui.log"
+    patient_rows, scan_rows = hold_back(cohort, [NEW_PATIENT])
+    first = _cli("run", "--cohort", cohort, "--store", store, "--select", NOT_STUDY, "--workers", "2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    instance = dg.DagsterInstance.from_config(str(store / ".dagster"))
+    before = _materialisations(instance)
+    instance.dispose()
+    assert sorted(before["lesions"]) == [f"S000{i}" for i in range(1, 8)]
+
+    with serving(cohort, store, log, env={"METORIGIN_WORKERS": "2"}) as (server, port):
+        repos = graphql(
+            port,
+            "{ repositoriesOrError { ... on RepositoryConnection { nodes { sensors { name } jobs { name } } } } }",
+        )["repositoriesOrError"]["nodes"]
+        assert {"new_scans_sensor", "feature_store_after_a_batch"} <= {s["name"] for r in repos for s in r["sensors"]}
+        jobs = {j["name"] for r in repos for j in r["jobs"]}
+        assert {"ingest_cohort", "process_scan", "build_feature_store", "run_study"} <= jobs
+        assert latest(port, ["lesions"], "S0002") is not None  # the UI shows what the CLI did: one instance
+
+        dropped = time.time()
+        assert drop(cohort, patient_rows, scan_rows) == [NEW_SCAN, "S0010"]
+        wait_until_built(server, port, [NEW_SCAN], 150, log)
+        with Store(store).connect_read_only() as con:
+            rows = con.execute("select count(*) from lesion_features where scan_id = ?", [NEW_SCAN]).fetchone()[0]
+        assert rows > 0
+        print(f"\ndropped scan -> its rows in lesion_features under the daemon: {time.time() - dropped:.0f} s")
+    assert server.returncode == 0, log.read_text()[-3000:]  # SIGTERM stops it cleanly ...
+    deadline = time.time() + 20
+    while _processes_of(store) and time.time() < deadline:
+        time.sleep(1)
+    assert not _processes_of(store), "processes left running after SIGTERM"  # ... and all it started
+
+    instance = dg.DagsterInstance.from_config(str(store / ".dagster"))
+    try:
+        after = _materialisations(instance)
+        for asset in PER_SCAN:  # the other scans untouched: the same materialisations, nothing new
+            assert {k: v for k, v in after[asset].items() if k != NEW_SCAN} == before[asset], asset
+            assert NEW_SCAN in after[asset], asset
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": NEW_SCAN}))
+        assert [run.job_name for run in runs] == ["process_scan"]  # one run for the scan, the named job
+        batch = dg.RunsFilter(
+            job_name="build_feature_store", tags={"dagster/sensor_name": "feature_store_after_a_batch"}
+        )
+        assert len(instance.get_runs(batch)) == 1  # the feature store rebuilt once, after the scan
+        assert len(run_seconds(instance, "process_scan", by_daemon=True)) == 1
+        assert len(run_seconds(instance, "ingest_cohort", by_daemon=True)) == 1  # the drop, not the start
+    finally:
+        instance.dispose()
+    assert os.path.exists(store / ".dagster" / "metorigin_store.txt")
