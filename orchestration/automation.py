@@ -23,7 +23,9 @@ import time
 import dagster as dg
 from dagster._core.storage.dagster_run import FINISHED_STATUSES as FINISHED
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES as NOT_FINISHED
+from dagster._utils.schedules import is_valid_cron_string
 
+from base.errors import StudyFileError
 from base.study import StudySettings
 
 from .jobs import build_feature_store_job, ingest_cohort_job, process_scan_job, run_study_job
@@ -88,6 +90,20 @@ def feature_store_after_a_batch(context: dg.SensorEvaluationContext, settings: S
     return dg.SkipReason(
         "the feature store is current" + ("" if study.retrain != "on_change" else ", and so is the study")
     )
+
+
+def retrain_problems(study: StudySettings, source: str) -> list[StudyFileError]:
+    """A `retrain` cron schedule Dagster cannot run (e.g. `99 99 * * *`), caught before any work."""
+    if study.retrain in ("manual", "on_change") or is_valid_cron_string(study.retrain):
+        return []
+    return [
+        StudyFileError(
+            source,
+            "retrain",
+            f"{study.retrain!r} is not a cron schedule Dagster can run",
+            "use manual, on_change, or five cron fields such as '0 3 * * 1' (minute hour day month weekday)",
+        )
+    ]
 
 
 def retrain_schedule(study: StudySettings) -> list[dg.ScheduleDefinition]:

@@ -331,9 +331,11 @@ def _study_problems(study, study_file: Path | None, cohort: Path | None, for_run
     from assets.cohort import study_problems
     from base.study import run_problems
     from ml.classifiers import grid_problems
+    from orchestration.automation import retrain_problems
 
     source = str(study_file or f"the built-in {study.profile} study")
     problems = (run_problems(study, source) if for_run else []) + grid_problems(study.models, source)
+    problems += retrain_problems(study, source)
     return problems + (study_problems(cohort, study, source) if cohort and not problems else [])
 
 

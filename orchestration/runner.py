@@ -101,9 +101,14 @@ def run_selection(
     """
     graph = defs.resolve_asset_graph()
     chosen = dg.AssetSelection.from_string(selection) if selection else dg.AssetSelection.all()
-    keys = {k for k in chosen.resolve(graph) if graph.get(k).is_materializable}
+    matched = chosen.resolve(graph)
+    keys = {k for k in matched if graph.get(k).is_materializable}
     if not keys:
-        raise ValueError(f"the selection {selection!r} matches no asset")
+        observed = ", ".join(sorted(k.to_user_string() for k in matched))
+        raise ValueError(
+            f"the selection {selection!r} matches no asset"
+            + (f" that runs (only {observed}, which ingest observes)" if observed else "")
+        )
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     report = RunReport()
 

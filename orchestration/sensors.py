@@ -30,7 +30,7 @@ from .jobs import ingest_cohort_job, process_scan_job
 from .partitions import included_scan_partitions, scan_partitions
 from .resources import CohortResource, SettingsResource, StoreResource
 from .scan_assets import PER_SCAN_GROUP
-from .staleness import stale_closure
+from .staleness import StaleStatus, stale_closure, status_resolver
 
 SCAN_INTEGRITY = dg.AssetKey("scan_integrity")
 
@@ -70,11 +70,11 @@ def scans_awaiting_processing(
             dg.RunsFilter(job_name=process_scan_job.name, statuses=NOT_FINISHED_STATUSES)
         )
     }
-    waiting = []
+    waiting, resolver = [], status_resolver(instance, graph)
     for scan_id in included_scan_partitions(instance, store.store()):
         if scan_id in in_flight:
             continue  # its run is queued or running
-        stale = per_scan if scan_id not in present else stale_closure(instance, graph, per_scan, scan_id)
+        stale = per_scan if scan_id not in present else stale_closure(instance, graph, per_scan, scan_id, resolver)
         if not stale:
             continue
         inputs = instance.get_latest_data_version_record(scan_inputs.key, is_source=True, partition_key=scan_id)
@@ -86,7 +86,12 @@ def scans_awaiting_processing(
                 str(retirements[scan_id]),  # back in the cohort after its results were retired: a new request
             ]
         )
-        waiting.append(AwaitingScan(scan_id, sorted(stale | {SCAN_INTEGRITY}, key=str), key))
+        # Integrity first when only its inputs moved on a processed scan (as `metorigin run` does):
+        # a file with new times and the same bytes keeps its data version, and nothing after it runs.
+        missing = any(resolver.get_status(k, scan_id) == StaleStatus.MISSING for k in per_scan)
+        first = SCAN_INTEGRITY in stale and scan_id in present and not missing
+        assets = [SCAN_INTEGRITY] if first else sorted(stale | {SCAN_INTEGRITY}, key=str)
+        waiting.append(AwaitingScan(scan_id, assets, key + ("-check" if first else "")))
     return waiting
 
 

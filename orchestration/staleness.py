@@ -27,9 +27,10 @@ def status_resolver(instance: dg.DagsterInstance, graph) -> CachingStaleStatusRe
     return CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
 
 
-def stale_closure(instance: dg.DagsterInstance, graph, keys: set, partition: str | None = None) -> set:
-    """The keys that are not fresh, and every key among `keys` downstream of one of them."""
-    resolver = status_resolver(instance, graph)
+def stale_closure(instance: dg.DagsterInstance, graph, keys: set, partition: str | None = None, resolver=None) -> set:
+    """The keys that are not fresh, and every key among `keys` downstream of one of them. Pass one
+    `resolver` to ask about many partitions at the same moment (it caches what it reads)."""
+    resolver = resolver or status_resolver(instance, graph)
     stale = {k for k in keys if resolver.get_status(k, partition) != StaleStatus.FRESH}
     return dg.AssetSelection.assets(*stale).downstream().resolve(graph) & keys if stale else set()
 

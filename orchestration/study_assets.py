@@ -11,7 +11,6 @@ from dataclasses import asdict
 import dagster as dg
 import numpy as np
 import pandas as pd
-import torch
 from dagster_duckdb import DuckDBResource
 
 from assets.slices import load_slices
@@ -21,7 +20,6 @@ from base.lifecycle import patient_hash
 from base.markdown import markdown_table
 from base.store import Store
 from ml.combined import best_radiomics_model, stack
-from ml.densenet import EpochLog, lesion_probabilities, model_params, pick_slices, predict, resize, train
 from ml.evaluation import labels, predicted_labels, test_metrics
 from ml.radiomics_arm import feature_columns, fit_radiomics_arm, fitting_settings, split_effect
 from ml.registry import data_hash, model_id, save_model
@@ -183,6 +181,8 @@ def radiomics_models(
 
 def _slice_arrays(store: StoreResource, rows: pd.DataFrame, size: int) -> np.ndarray:
     """The chosen slices from the per-scan .npz files, resized once; one file in memory at a time."""
+    from ml.densenet import resize
+
     root = store.store().root
     groups = list(rows.groupby("slices_file", sort=False))
     if not groups:
@@ -210,6 +210,12 @@ def densenet(
 ):
     """DenseNet-121 from scratch on the training patients' slices; the validation patients pick the
     epoch; the test patients' lesions are scored once, at the end."""
+    # torch and MONAI load here, not with the module: every run process loads these definitions, and
+    # per-scan runs (most of them) never need a network.
+    import torch
+
+    from ml.densenet import EpochLog, lesion_probabilities, model_params, pick_slices, predict, train
+
     study = settings.settings()
     config = study.densenet
     with feature_store.get_connection() as con:

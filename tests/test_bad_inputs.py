@@ -137,11 +137,14 @@ def test_a_refused_cohort_says_why_and_leaves_the_store_alone(lab, tmp_path, cap
     assert _digests(store.lake) == before
 
 
-def test_a_bad_select_is_a_bad_argument(lab, capsys):
+def test_a_bad_select_is_a_bad_argument(lab, capsys, tmp_path, monkeypatch):
     cohort, store, _ = lab
     assert cli.main(["run", "--cohort", str(cohort), "--store", str(store.root), "--select", "key:(scans"]) == 2
     err = capsys.readouterr().err
     assert "--select 'key:(scans' is not an asset selection" in err and "Fix: e.g. --select 'key:scans'" in err
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "instance"))  # what `run` sets is undone after the test
+    assert cli.main(["run", "--cohort", str(cohort), "--store", str(store.root), "--select", "key:nonexistent"]) == 2
+    assert "the selection 'key:nonexistent' matches no asset" in capsys.readouterr().err
 
 
 def test_a_store_in_use_makes_another_session_wait_or_fail_fast(lab, capsys):

@@ -52,6 +52,7 @@ def test_a_study_file_overrides_its_base_profile_field_by_field(tmp_path):
         ("base: fast\n", "base", "unknown base profile 'fast'"),
         ("radiomics: {params_file: missing.yaml}\n", "radiomics.params_file", "'missing.yaml' does not exist"),
         ("seed: [1\n", "", "not valid YAML"),
+        ("retrain: weekly\n", "retrain", "'weekly' is not a retraining policy"),
     ],
 )
 def test_a_bad_study_file_is_refused_with_the_file_the_key_and_the_fix(tmp_path, text, key, problem):
@@ -168,3 +169,13 @@ def test_the_command_line_sets_or_clears_every_variable_it_hands_to_dagster(tmp_
     monkeypatch.setenv("METORIGIN_DENSENET_EPOCHS", "9")
     _export_environment(tmp_path, tmp_path / "store", "quick", None, densenet_epochs=2)
     assert "METORIGIN_SEED" not in os.environ and os.environ["METORIGIN_DENSENET_EPOCHS"] == "2"
+
+
+def test_a_retrain_schedule_dagster_cannot_run_is_refused_and_retrain_is_in_no_hash(tmp_path):
+    from orchestration.automation import retrain_problems
+
+    weekly = load_study(_study(tmp_path, "retrain: '0 3 * * 1'\n"))
+    assert weekly.study_hash() == get_settings("quick").study_hash()  # when, not what: the same study
+    assert retrain_problems(weekly, "study.yaml") == []
+    (problem,) = retrain_problems(load_study(_study(tmp_path, "retrain: '99 99 * * *'\n")), "study.yaml")
+    assert problem.key == "retrain" and "not a cron schedule Dagster can run" in str(problem)
