@@ -697,22 +697,16 @@ def cmd_ibsi_report(args) -> int:
 def cmd_demo(args) -> int:
     if not (args.cohort / "scans.csv").is_file():
         cmd_synth(argparse.Namespace(out=args.cohort, seed=7, scale=1.0, matrix=256, workers=os.cpu_count() or 1))
-    return cmd_run(
-        argparse.Namespace(
-            cohort=args.cohort,
-            store=args.store,
-            profile=args.profile,
-            seed=None,
-            select=None,
-            nnunet_model=None,
-            workers=0,
-            densenet_epochs=0,
-            study=None,
-            replace_study=False,
-            no_wait=args.no_wait,
-            verbose=args.verbose,
-        )
-    )
+    run_args = _parser().parse_args(demo_run_arguments(args))
+    run_args.study = None  # the built-in study of --profile, whatever METORIGIN_STUDY says
+    return cmd_run(run_args)
+
+
+def demo_run_arguments(args) -> list[str]:
+    """`metorigin demo` is `metorigin run` with these arguments: parsed by the run parser, so every run
+    option has its default here too."""
+    flags = [flag for flag, on in (("--no-wait", args.no_wait), ("--verbose", args.verbose)) if on]
+    return ["run", "--cohort", str(args.cohort), "--store", str(args.store), "--profile", args.profile, *flags]
 
 
 if __name__ == "__main__":

@@ -179,3 +179,13 @@ def test_a_retrain_schedule_dagster_cannot_run_is_refused_and_retrain_is_in_no_h
     assert retrain_problems(weekly, "study.yaml") == []
     (problem,) = retrain_problems(load_study(_study(tmp_path, "retrain: '99 99 * * *'\n")), "study.yaml")
     assert problem.key == "retrain" and "not a cron schedule Dagster can run" in str(problem)
+
+
+def test_metorigin_demo_is_metorigin_run_with_every_run_default(tmp_path):
+    """`demo` once built its own argument set for `run` and missed a run option added later (--force)."""
+    from orchestration.cli import _parser, demo_run_arguments
+
+    demo = _parser().parse_args(["demo", "--cohort", str(tmp_path / "c"), "--store", str(tmp_path / "s"), "--no-wait"])
+    as_demo = vars(_parser().parse_args(demo_run_arguments(demo)))
+    as_run = vars(_parser().parse_args(["run", "--cohort", str(tmp_path / "c"), "--store", str(tmp_path / "s")]))
+    assert as_demo.keys() == as_run.keys() and as_demo["no_wait"] and not as_demo["force"]
