@@ -44,6 +44,7 @@ CLASSIFIERS = (
     "decision_tree",
 )
 RESAMPLERS = ("smote", "undersampling")
+RETRAIN_POLICIES = ("manual", "on_change")  # the `retrain` values that are not a cron schedule
 
 _STRICT = ConfigDict(extra="forbid")
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -216,7 +217,7 @@ class StudySettings:
     def _retrain_policy(cls, value: str) -> str:
         fields = value.split()
         cron = len(fields) == 5 and all(set(f) <= set("0123456789*/,-") for f in fields)
-        if value not in ("manual", "on_change") and not cron:
+        if value not in RETRAIN_POLICIES and not cron:
             raise ValueError(
                 f"{value!r} is not a retraining policy: use manual, on_change, or a cron schedule of five fields "
                 "such as '0 3 * * 1'"

@@ -26,7 +26,7 @@ from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES as NOT_FINIS
 from dagster._utils.schedules import is_valid_cron_string
 
 from base.errors import StudyFileError
-from base.study import StudySettings
+from base.study import RETRAIN_POLICIES, StudySettings
 
 from .jobs import build_feature_store_job, ingest_cohort_job, process_scan_job, run_study_job
 from .resources import SettingsResource
@@ -83,7 +83,7 @@ def feature_store_after_a_batch(context: dg.SensorEvaluationContext, settings: S
     if study.retrain == "on_change":
         stale = stale_closure(instance, repository.asset_graph, _job_keys(repository, run_study_job.name))
         if stale:
-            newest = latest_storage_id(instance, _job_keys(repository, build_feature_store_job.name))
+            newest = latest_storage_id(instance, models)
             return dg.RunRequest(
                 run_key=f"study-{newest}", job_name=run_study_job.name, asset_selection=sorted(stale, key=str)
             )
@@ -94,7 +94,7 @@ def feature_store_after_a_batch(context: dg.SensorEvaluationContext, settings: S
 
 def retrain_problems(study: StudySettings, source: str) -> list[StudyFileError]:
     """A `retrain` cron schedule Dagster cannot run (e.g. `99 99 * * *`), caught before any work."""
-    if study.retrain in ("manual", "on_change") or is_valid_cron_string(study.retrain):
+    if study.retrain in RETRAIN_POLICIES or is_valid_cron_string(study.retrain):
         return []
     return [
         StudyFileError(
@@ -108,7 +108,7 @@ def retrain_problems(study: StudySettings, source: str) -> list[StudyFileError]:
 
 def retrain_schedule(study: StudySettings) -> list[dg.ScheduleDefinition]:
     """`retrain_study` on the study's cron schedule, when `retrain` is one."""
-    if study.retrain in ("manual", "on_change"):
+    if study.retrain in RETRAIN_POLICIES:
         return []
 
     @dg.schedule(

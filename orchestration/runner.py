@@ -14,7 +14,7 @@ from .dbt import FEATURE_STORE_GROUP
 from .jobs import build_feature_store_job, ingest_cohort_job, process_scan_job, run_study_job
 from .metadata import N_RETIRED, NOTICE
 from .partitions import included_scan_partitions
-from .scan_assets import PER_SCAN_GROUP
+from .scan_assets import PER_SCAN_GROUP, per_scan_keys
 from .staleness import StaleStatus, feature_store_is_stale, stale_closure, status_resolver
 from .study_assets import STUDY_GROUP
 
@@ -138,7 +138,7 @@ def run_selection(
         changed = force or group == COHORT_GROUP
         if group == FEATURE_STORE_GROUP:
             changed |= report.scans_processed > 0 or report.retired > 0
-            changed |= feature_store_is_stale(instance, graph, phase, _per_scan_keys(graph))
+            changed |= feature_store_is_stale(instance, graph, phase, per_scan_keys(graph))
         selected = phase if changed else stale_closure(instance, graph, phase)
         if not selected:
             report.skipped[group] = len(phase)
@@ -148,10 +148,6 @@ def run_selection(
         if not result.success or len(report.blocked_by) > blocked:
             return report  # what came after would build on a problem (a doubtful cohort, a failed build)
     return report
-
-
-def _per_scan_keys(graph) -> set:
-    return {k for k in dg.AssetSelection.groups(PER_SCAN_GROUP).resolve(graph) if graph.get(k).is_materializable}
 
 
 def _process_scans(defs, instance, phase: set, force: bool, report: RunReport, execute, progress) -> None:

@@ -52,6 +52,11 @@ from .resources import CohortResource, SettingsResource, StoreResource
 PER_SCAN_GROUP = "imaging"
 
 
+def per_scan_keys(graph) -> set[dg.AssetKey]:
+    """The per-scan assets a run materialises (not `scan_inputs`, which ingest observes)."""
+    return {k for k in dg.AssetSelection.groups(PER_SCAN_GROUP).resolve(graph) if graph.get(k).is_materializable}
+
+
 @contextmanager
 def failing_only_this_scan():
     """Turn a scan's processing error into a Dagster failure of this partition's step, message intact."""

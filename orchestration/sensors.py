@@ -29,7 +29,7 @@ from .cohort_assets import COHORT_FINGERPRINT, DATA_VERSION_TAG, cohort_fingerpr
 from .jobs import ingest_cohort_job, process_scan_job
 from .partitions import included_scan_partitions, scan_partitions
 from .resources import CohortResource, SettingsResource, StoreResource
-from .scan_assets import PER_SCAN_GROUP
+from .scan_assets import per_scan_keys
 from .staleness import StaleStatus, stale_closure, status_resolver
 
 SCAN_INTEGRITY = dg.AssetKey("scan_integrity")
@@ -60,7 +60,7 @@ def scans_awaiting_processing(
     """Included, registered scans with a stale or missing per-scan asset, or without results in the
     lake, each with its stale assets (and `scan_integrity`, whose blocking check gates them)."""
     graph = repository.asset_graph
-    per_scan = {k for k in dg.AssetSelection.groups(PER_SCAN_GROUP).resolve(graph) if graph.get(k).is_materializable}
+    per_scan = per_scan_keys(graph)
     code = hashlib.sha256(str(sorted((k.to_user_string(), graph.get(k).code_version) for k in per_scan)).encode())
     present = scans_with_results(store.store())
     retirements = Counter(line.get("scan_id") for line in read_retired_log(store.store()))
