@@ -5,8 +5,10 @@ A cohort is processed by `metorigin run` (the feature store, not the study) with
 held back, then run again (the second, incremental run). `metorigin ui` (webserver and daemon) is
 started on the store, the held-back patients and scans are dropped into the cohort folder, and the
 GraphQL API is polled until their per-scan assets and then the feature store are materialised.
-Run times come from the store's Dagster instance: per-scan runs the CLI made (in its process) and
-per-scan runs the daemon launched (each in a new process: import, load the definitions, run).
+Per-scan costs come from the store's Dagster instance: the CLI's from its first per-scan run's
+start to its last one's end, and the daemon's `process_scans` runs from launch to end (a new
+process: import, load the definitions, then one per-scan run per scan of the batch), each divided
+by its scans. A run's start is paid once per batch: the ratio falls as batches grow (`--drop`).
 
     .venv/bin/python benchmarks/daemon_speed.py --cohort demo/cohort [--drop 3] [--workdir DIR]
     .venv/bin/python benchmarks/daemon_speed.py --smoke   # a synthetic 8-patient cohort, 1 dropped
@@ -38,6 +40,8 @@ import dagster as dg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a plain checkout too
 
 from base.store import Store  # noqa: E402
+from orchestration.runner import LAUNCHED_HERE  # noqa: E402
+from orchestration.scan_batches import BATCH_TAG  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SENSOR_INTERVAL_S = 2
@@ -164,29 +168,76 @@ def included_once_ingested(
     return sorted(set(scans) & set(table.loc[table["included"], "scan_id"]))
 
 
+def newest_per_partition(port: int, path: list[str], partitions: list[str]) -> dict[str, float]:
+    """partition -> time (ms) of its newest materialisation, for those that have one: one query."""
+    data = graphql(
+        port,
+        f"{{ assetOrError(assetKey: {{path: {json.dumps(path)}}}) {{ ... on Asset {{ "
+        f"assetMaterializations(partitions: {json.dumps(partitions)}) {{ partition timestamp }} }} }} }}",
+    )
+    newest = {}
+    for entry in data["assetOrError"].get("assetMaterializations") or []:
+        newest[entry["partition"]] = max(newest.get(entry["partition"], 0.0), float(entry["timestamp"]))
+    return newest
+
+
 def wait_until_built(server: subprocess.Popen, port: int, scans: list[str], timeout_s: float, log: Path) -> float:
-    """Poll until every scan's `lesions` partition and, after them, the feature store are
-    materialised; returns when the feature store was (epoch seconds)."""
+    """Poll (two queries every 2 s: the UI shares the machine with the runs it watches) until every
+    scan's `lesions` partition and, after them, the feature store are materialised; returns when the
+    feature store was (epoch seconds)."""
     deadline = time.time() + timeout_s
     while True:
-        processed = [latest(port, ["lesions"], scan) for scan in scans]
+        processed = newest_per_partition(port, ["lesions"], scans)
         built = latest(port, ["feature_store", "lesion_features"])
-        if all(processed) and built and float(built["timestamp"]) >= max(float(p["timestamp"]) for p in processed):
+        if len(processed) == len(scans) and built and float(built["timestamp"]) >= max(processed.values()):
             return float(built["timestamp"]) / 1000
         if server.poll() is not None:
             raise RuntimeError(f"metorigin ui exited: {log.read_text()[-3000:]}")
         if time.time() > deadline:
             raise TimeoutError(f"not processed and built in {timeout_s:.0f} s: {processed}, {built}")
-        time.sleep(1)
+        time.sleep(2)
 
 
-def run_seconds(instance: dg.DagsterInstance, job: str, by_daemon: bool) -> list[float]:
-    """Wall time of each finished successful run of `job`: the CLI's, or those a sensor launched."""
+def run_seconds(instance: dg.DagsterInstance, job: str) -> list[float]:
+    """Wall time of each successful run of `job` a sensor launched, from its launch (so with the new
+    process's start and imports) to its end."""
+    return [
+        record.end_time - _launched_at(instance, record.dagster_run.run_id)
+        for record in instance.get_run_records(dg.RunsFilter(job_name=job, statuses=[dg.DagsterRunStatus.SUCCESS]))
+        if "dagster/sensor_name" in record.dagster_run.tags and record.end_time
+    ]
+
+
+def _launched_at(instance: dg.DagsterInstance, run_id: str) -> float:
+    (starting,) = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_STARTING).records
+    return starting.event_log_entry.timestamp
+
+
+def cli_scan_seconds(instance: dg.DagsterInstance) -> float:
+    """The CLI's cost per scan: from its first per-scan run's start to its last one's end (with what
+    it does between them) over the scans; its process start and ingest are paid once for all."""
+    records = [
+        record
+        for record in instance.get_run_records(dg.RunsFilter(job_name="process_scan", tags=LAUNCHED_HERE))
+        if record.start_time and record.end_time
+    ]
+    scans = {record.dagster_run.tags["dagster/partition"] for record in records}
+    return (max(r.end_time for r in records) - min(r.start_time for r in records)) / len(scans)
+
+
+def daemon_scan_seconds(instance: dg.DagsterInstance) -> list[float]:
+    """Per scan, each sensor-launched `process_scans` run's time from launch to end over its scans."""
     seconds = []
-    for record in instance.get_run_records(dg.RunsFilter(job_name=job, statuses=[dg.DagsterRunStatus.SUCCESS])):
-        launched = "dagster/sensor_name" in record.dagster_run.tags
-        if launched == by_daemon and record.start_time and record.end_time:
-            seconds.append(record.end_time - record.start_time)
+    for record in instance.get_run_records(
+        dg.RunsFilter(job_name="process_scans", statuses=[dg.DagsterRunStatus.SUCCESS])
+    ):
+        if "dagster/sensor_name" not in record.dagster_run.tags:
+            continue
+        scans = instance.get_run_ids(
+            dg.RunsFilter(job_name="process_scan", tags={BATCH_TAG: record.dagster_run.run_id})
+        )
+        elapsed = record.end_time - _launched_at(instance, record.dagster_run.run_id)
+        seconds += [elapsed / len(scans)] * len(scans)
     return seconds
 
 
@@ -233,9 +284,9 @@ def main() -> None:
         built_at = wait_until_built(server, port, included, 900, work / "ui.log")
     timings["drop_to_lesion_features_s"] = built_at - dropped_at
     instance = dg.DagsterInstance.from_config(str(store / ".dagster"))
-    cli = statistics.median(run_seconds(instance, "process_scan", by_daemon=False))
-    daemon = statistics.median(run_seconds(instance, "process_scan", by_daemon=True))
-    ingest = statistics.median(run_seconds(instance, "ingest_cohort", by_daemon=True))
+    cli = cli_scan_seconds(instance)
+    daemon = statistics.median(daemon_scan_seconds(instance))
+    ingest = statistics.median(run_seconds(instance, "ingest_cohort"))
     instance.dispose()
     timings |= {"cli_scan_s": cli, "daemon_scan_s": daemon, "daemon_to_cli_ratio": daemon / cli}
     timings["daemon_ingest_s"] = ingest

@@ -30,11 +30,12 @@ from base.study import RETRAIN_POLICIES, StudySettings
 
 from .jobs import build_feature_store_job, ingest_cohort_job, process_scan_job, run_study_job
 from .resources import SettingsResource
+from .scan_batches import process_scans_job
 from .staleness import feature_store_is_stale, latest_storage_id, stale_closure
 
 SENSOR_INTERVAL_S = int(os.environ.get("METORIGIN_SENSOR_INTERVAL_S", "60"))  # tests use a few seconds
 QUIET_S = 2 * SENSOR_INTERVAL_S
-FEEDING_JOBS = (ingest_cohort_job.name, process_scan_job.name)
+FEEDING_JOBS = (ingest_cohort_job.name, process_scans_job.name, process_scan_job.name)
 WRITING_JOBS = (*FEEDING_JOBS, build_feature_store_job.name, run_study_job.name)
 
 

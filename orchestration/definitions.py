@@ -8,6 +8,7 @@ from .checks import ASSET_CHECKS
 from .dbt import dbt_resource, feature_store_models, gated_models, result_models
 from .jobs import JOBS
 from .resources import resources_from_env
+from .scan_batches import process_scans_job
 from .sensors import new_scans_sensor, nightly_catch_up
 from .versions import with_code_versions
 
@@ -24,11 +25,15 @@ def build_definitions(resources: dict) -> dg.Definitions:
             *dbt_assets,
         ],
         asset_checks=ASSET_CHECKS,
-        jobs=list(JOBS),
+        jobs=[*JOBS, process_scans_job],
         sensors=[new_scans_sensor, feature_store_after_a_batch],
         schedules=[nightly_catch_up, *retrain_schedule(study)],
         resources={"dbt": dbt_resource(), **resources},
     )
 
 
-defs = build_definitions(resources_from_env())
+@dg.definitions
+def defs() -> dg.Definitions:
+    """What a code location loads, built when it loads (not at import): the environment it loads in
+    names the cohort, the store and the study (`metorigin ui` and the run processes set it)."""
+    return build_definitions(resources_from_env())

@@ -1,5 +1,6 @@
 """The four named jobs: what the CLI, the sensor, the schedule, automation and the UI launch, so the
 runs list reads as a history (ingest, scans, feature store, study) rather than ad-hoc selections.
+(`process_scans`, which runs `process_scan` for a batch of scans in one process, is in scan_batches.py.)
 
 Every job runs its steps in the run's own process (`in_process_executor`): a per-scan run is a
 few seconds of work, and the default multiprocess executor would start a Python process per step

@@ -32,7 +32,7 @@ PARTITIONED_GROUP = "imaging"
 def defs() -> dg.Definitions:
     from orchestration.definitions import defs
 
-    return defs
+    return defs()
 
 
 def asset_graph_snapshot(defs: dg.Definitions) -> dict:

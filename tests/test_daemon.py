@@ -15,7 +15,17 @@ import dagster as dg
 import pytest
 
 from base.store import Store
-from benchmarks.daemon_speed import drop, graphql, hold_back, latest, run_seconds, serving, wait_until_built
+from benchmarks.daemon_speed import (
+    daemon_scan_seconds,
+    drop,
+    graphql,
+    hold_back,
+    latest,
+    run_seconds,
+    serving,
+    wait_until_built,
+)
+from orchestration.scan_batches import BATCH_TAG
 from tests.helpers import NOT_STUDY
 from tests.test_cli import _cli
 
@@ -68,7 +78,7 @@ def test_a_scan_dropped_into_the_cohort_reaches_the_feature_store_under_the_daem
         )["repositoriesOrError"]["nodes"]
         assert {"new_scans_sensor", "feature_store_after_a_batch"} <= {s["name"] for r in repos for s in r["sensors"]}
         jobs = {j["name"] for r in repos for j in r["jobs"]}
-        assert {"ingest_cohort", "process_scan", "build_feature_store", "run_study"} <= jobs
+        assert {"ingest_cohort", "process_scans", "process_scan", "build_feature_store", "run_study"} <= jobs
         assert latest(port, ["lesions"], "S0002") is not None  # the UI shows what the CLI did: one instance
 
         dropped = time.time()
@@ -91,13 +101,16 @@ def test_a_scan_dropped_into_the_cohort_reaches_the_feature_store_under_the_daem
             assert {k: v for k, v in after[asset].items() if k != NEW_SCAN} == before[asset], asset
             assert NEW_SCAN in after[asset], asset
         runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": NEW_SCAN}))
-        assert [run.job_name for run in runs] == ["process_scan"]  # one run for the scan, the named job
+        assert [run.job_name for run in runs] == ["process_scan"]  # one run for the scan, the named job ...
+        (batch,) = instance.get_runs(dg.RunsFilter(job_name="process_scans"))
+        assert batch.tags["dagster/sensor_name"] == "new_scans_sensor"
+        assert runs[0].tags[BATCH_TAG] == batch.run_id  # ... inside the sensor's process_scans run
         batch = dg.RunsFilter(
             job_name="build_feature_store", tags={"dagster/sensor_name": "feature_store_after_a_batch"}
         )
         assert len(instance.get_runs(batch)) == 1  # the feature store rebuilt once, after the scan
-        assert len(run_seconds(instance, "process_scan", by_daemon=True)) == 1
-        assert len(run_seconds(instance, "ingest_cohort", by_daemon=True)) == 1  # the drop, not the start
+        assert len(daemon_scan_seconds(instance)) == 1
+        assert len(run_seconds(instance, "ingest_cohort")) == 1  # the drop, not the start
     finally:
         instance.dispose()
     assert os.path.exists(store / ".dagster" / "metorigin_store.txt")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from base.store import Store
-from orchestration import cohort_assets
+from orchestration import cohort_assets, scan_batches
 from orchestration.definitions import build_definitions
 from orchestration.partitions import scan_partitions
 from orchestration.resources import CohortResource, LakeIOManager, SettingsResource, StoreResource, resources_from_env
@@ -101,18 +101,31 @@ def test_sensor_and_schedule_ask_for_exactly_the_missing_work(cohort, tmp_path, 
     defs = build_definitions(resources_from_env())
     repository = defs.get_repository_def()
     with dg.instance_for_test() as instance:  # sensors need a persistent instance
-        _ask_for_missing_work(cohort, tmp_path, instance, defs, repository)
+        _ask_for_missing_work(cohort, tmp_path, instance, defs, repository, monkeypatch)
 
 
-def _ask_for_missing_work(cohort, tmp_path, instance, defs, repository):
+def _batched(requests) -> list[list[str]]:
+    """The scans of each `process_scans` run requested."""
+    return [r.run_config["ops"]["process_scan_batch"]["config"]["scans"] for r in requests]
+
+
+def _batch_config(scans: list[str]) -> dict:
+    return {"ops": {"process_scan_batch": {"config": {"scans": scans}}}}
+
+
+def _ask_for_missing_work(cohort, tmp_path, instance, defs, repository, monkeypatch):
 
     # The built contexts enter the instance; closing them (`with`) restores Dagster's context state,
     # which a context left to the garbage collector would reset at a random later moment.
+    looks = []  # the cursor each tick left
+
     def tick(cursor=None):
         with dg.build_sensor_context(
             instance=instance, cursor=cursor, definitions=defs, resources=defs.resources
         ) as context:
-            return new_scans_sensor(context)
+            result = new_scans_sensor(context)
+            looks.append(context.cursor)
+            return result
 
     first = tick()
     assert [r.job_name for r in first.run_requests] == ["ingest_cohort"]  # nothing ingested yet
@@ -123,8 +136,9 @@ def _ask_for_missing_work(cohort, tmp_path, instance, defs, repository):
 
     fingerprint = cohort_fingerprint(cohort)
     second = tick(cursor=fingerprint)
-    assert sorted(r.partition_key for r in second.run_requests) == sorted(added.partition_keys)
-    assert {r.job_name for r in second.run_requests} == {"process_scan"}
+    assert _batched(second.run_requests) == [sorted(added.partition_keys)]  # one process_scans run for all
+    assert {r.job_name for r in second.run_requests} == {"process_scans"}
+    assert tick(cursor=fingerprint).run_requests[0].run_key == second.run_requests[0].run_key  # launched once
 
     done = sorted(added.partition_keys)[:5]
     store = Store(tmp_path / "store")
@@ -133,14 +147,27 @@ def _ask_for_missing_work(cohort, tmp_path, instance, defs, repository):
             instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=scan_id))
             store.write_lake(asset, pd.DataFrame({"scan_id": [scan_id]}), scan_id)
     third = tick(cursor=fingerprint)
-    assert sorted(r.partition_key for r in third.run_requests) == sorted(added.partition_keys)[5:]
+    assert _batched(third.run_requests) == [sorted(added.partition_keys)[5:]]
+    # A scan whose run failed is not asked for again (until it changes); one a running batch holds waits.
+    failed, queued, left = scan_batches.scans_awaiting_processing(instance, defs.resources["store"], repository)
+    batch = repository.get_job("process_scans")
+    instance.create_run_for_job(batch, tags={scan_batches.REQUEST_TAG: failed.key}, status=dg.DagsterRunStatus.FAILURE)
+    instance.create_run_for_job(batch, run_config=_batch_config([queued.scan_id]), status=dg.DagsterRunStatus.STARTED)
+    assert _batched(tick(cursor=fingerprint).run_requests) == [[left.scan_id]]
+    # From its own cursor, the sensor asks again only about scans with new events since its last look.
+    assert isinstance(tick(cursor=looks[-1]), dg.SkipReason)
+    instance.report_runless_asset_event(
+        dg.AssetObservation("scan_inputs", partition=left.scan_id, tags={"dagster/data_version": "edited"})
+    )
+    assert _batched(tick(cursor=looks[-1]).run_requests) == [[left.scan_id]]
+    monkeypatch.setattr(scan_batches, "SCANS_PER_RUN", 2)  # a bigger batch is split, two scans to a run
     night = datetime.datetime(2026, 11, 28, 2, 0, tzinfo=datetime.timezone.utc)
     with dg.build_schedule_context(
         instance=instance, repository_def=repository, resources=defs.resources, scheduled_execution_time=night
     ) as context:
         schedule = nightly_catch_up(context)
-    assert {r.run_key for r in schedule} == {f"nightly-2026-11-28-{k}" for k in sorted(added.partition_keys)[5:]}
-    assert sorted(r.partition_key for r in schedule) == sorted(added.partition_keys)[5:]
+    assert [r.run_key for r in schedule] == ["nightly-2026-11-28-1", "nightly-2026-11-28-2"]
+    assert _batched(schedule) == [sorted(added.partition_keys)[5:7], sorted(added.partition_keys)[7:]]
 
     append_row(cohort / "scans.csv", "S0100,P001,images/S0002.nii.gz,masks/S0002.nii.gz,1,2,B30s,1.5,portal_venous")
     fourth = tick(cursor=fingerprint)

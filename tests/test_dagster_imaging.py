@@ -10,11 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 
 from base.store import Store
 from orchestration.definitions import build_definitions
 from orchestration.resources import resources_from_env
 from orchestration.runner import run_selection
+from orchestration.scan_batches import BATCH_TAG
 from tests.helpers import NOT_STUDY
 
 PER_SCAN = ("segmentations", "lesions", "radiomics_features", "lesion_slices")
@@ -76,10 +78,16 @@ def _materialized_partitions(instance: dg.DagsterInstance, asset: str) -> list[s
     return sorted(r.partition_key for r in records)
 
 
+def _reconstructable(job: str) -> ReconstructableJob:
+    """The job as a run process loads it, from the code location (so its ops see the repository)."""
+    return ReconstructableRepository.for_module("orchestration.definitions", "defs").get_reconstructable_job(job)
+
+
 def incremental_runs(defs, instance, cohort, included: list[str]) -> None:
     """Runs recompute only what changed, as the event log records it: nothing on a second run; one
-    scan (and the feature store) when one image's content changed; only the re-check of a file
-    whose time changed but not its bytes."""
+    scan (and the feature store) when one image's content changed, in a `process_scans` run that a
+    damaged scan fails only after the others; only the re-check of a file whose time changed but
+    not its bytes."""
     history = {a: _materialized_partitions(instance, a) for a in PER_SCAN}
     assert history["lesions"] == included
 
@@ -92,7 +100,7 @@ def incremental_runs(defs, instance, cohort, included: list[str]) -> None:
     shared = images.resolve()
     images.unlink()
     shutil.copytree(shared, images)
-    edited, touched = [scan for scan in included if (images / f"{scan}.nii.gz").is_file()][:2]
+    edited, touched, broken = [scan for scan in included if (images / f"{scan}.nii.gz").is_file()][:3]
     path = images / f"{edited}.nii.gz"
     image = sitk.ReadImage(str(path))
     voxels = sitk.GetArrayFromImage(image)
@@ -100,10 +108,24 @@ def incremental_runs(defs, instance, cohort, included: list[str]) -> None:
     changed = sitk.GetImageFromArray(voxels)
     changed.CopyInformation(image)
     sitk.WriteImage(changed, str(path), useCompression=True)
-    third = run_selection(defs, instance, selection=NOT_STUDY, progress=lambda _: None)
-    assert third.ok, third.step_failures
+    damaged = images / f"{broken}.nii.gz"  # cut short: its header reads, its voxels do not
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    # As the daemon does it: ingest, then a `process_scans` run (here without a list, as launched from
+    # the UI: every stale scan), one `process_scan` run inside it for each changed scan.
+    assert run_selection(defs, instance, selection="group:cohort", progress=lambda _: None).ok
+    batch = dg.execute_job(_reconstructable("process_scans"), instance, raise_on_error=False)
+    (failure,) = batch.get_step_failure_events()  # the damaged scan fails the batch, after the others
+    assert "1 of 2 scans failed (their own process_scan runs say why)" in failure.step_failure_data.error.message
+    scan_runs = instance.get_runs(dg.RunsFilter(job_name="process_scan", tags={BATCH_TAG: batch.run_id}))
+    # A file's new time asks for its integrity check alone, and new content for the rest.
+    assert sorted((r.tags["dagster/partition"], r.status.value) for r in scan_runs) == sorted(
+        [(broken, "FAILURE"), (edited, "SUCCESS"), (edited, "SUCCESS")]
+    )
+    shutil.copy(shared / damaged.name, damaged)  # repaired: the same bytes as before, a new time
     for asset in PER_SCAN:
         assert _materialized_partitions(instance, asset) == sorted([*history[asset], edited]), asset
+    third = run_selection(defs, instance, selection=NOT_STUDY, progress=lambda _: None)
+    assert third.ok and third.skipped["imaging"] == len(included), third.step_failures
     assert "feature_store/lesion_features" in third.materialized  # rebuilt once, for the edited scan
 
     os.utime(images / f"{touched}.nii.gz")  # a new time, the same bytes

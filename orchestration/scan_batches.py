@@ -1,0 +1,243 @@
+"""Which scans await processing, and processing them several to a run.
+
+A run the daemon launches is a new process: it imports the stack and loads the definitions (~4 s)
+before its first step, and its first scan pays for the imaging libraries' first use (~2 s). For a
+scan that is ~2 s of work, one run per scan cost the daemon three to four times what
+`metorigin run` spends per scan. So the sensor and the nightly schedule launch `process_scans` runs:
+each runs the `process_scan` job in its own process for every scan of its batch, exactly as
+`metorigin run` does. Every scan still gets its own `process_scan` run (its partition, its logs,
+a failure that is its own), tagged with the batch run that made it.
+"""
+
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Callable
+
+import dagster as dg
+from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
+from pydantic import Field
+
+from base.lifecycle import read_retired_log, scans_with_results
+from base.store import Store
+
+from .cohort_assets import DATA_VERSION_TAG, scan_inputs
+from .execution import Execute, RunReport, executor
+from .jobs import process_scan_job
+from .partitions import included_scan_partitions
+from .resources import StoreResource
+from .scan_assets import PER_SCAN_GROUP, per_scan_keys
+from .staleness import StaleStatus, stale_closure, status_resolver
+
+# Scans per `process_scans` run: long enough to spread a run's start over many scans, short enough
+# that two runs (dagster.yaml admits two at a time) share a big batch and a failure shows early.
+SCANS_PER_RUN = int(os.environ.get("METORIGIN_SCANS_PER_RUN", "25"))
+BATCH_TAG = "metorigin/batch"  # on each scan's run: the `process_scans` run that made it
+REQUEST_TAG = "metorigin/request"  # on each scan's run: the version of what it was asked to process
+SCAN_INTEGRITY = dg.AssetKey("scan_integrity")
+
+
+@dataclass(frozen=True)
+class AwaitingScan:
+    """A scan to process, and a key that changes with its inputs, the code, and each return to the
+    cohort (a scan whose results were retired and which came back is a new request)."""
+
+    scan_id: str
+    key: str
+
+
+def per_scan_code_version(graph) -> str:
+    """One hash of the per-scan assets' code versions: when it changes, every scan may be stale."""
+    versions = sorted((k.to_user_string(), graph.get(k).code_version) for k in per_scan_keys(graph))
+    return hashlib.sha256(str(versions).encode()).hexdigest()[:12]
+
+
+def scans_with_events_after(instance: dg.DagsterInstance, graph, after: int) -> tuple[set[str], int]:
+    """Scans with a per-scan materialisation or a `scan_inputs` observation logged after the event-log
+    id `after`, and the newest id among them (`after` if none): what can have changed which scans are
+    stale, so the sensor asks Dagster's resolver (~2 queries per asset and scan) about those alone."""
+    changed, newest = set(), after
+    sources = [(key, instance.fetch_materializations) for key in sorted(per_scan_keys(graph))]
+    for key, fetch in [*sources, (scan_inputs.key, instance.fetch_observations)]:
+        cursor = None
+        while True:
+            page = fetch(dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), 1000, cursor, ascending=True)
+            changed |= {record.partition_key for record in page.records}
+            newest = max([newest, *(record.storage_id for record in page.records)])
+            if not page.has_more:
+                break
+            cursor = page.cursor
+    return changed, newest
+
+
+def scans_awaiting_processing(
+    instance: dg.DagsterInstance,
+    store: StoreResource,
+    repository: dg.RepositoryDefinition,
+    only: set[str] | list[str] | None = None,
+    skip: set[str] = frozenset(),
+    stale_only: bool = True,
+) -> list[AwaitingScan]:
+    """Included, registered scans (of `only`, when given; not in `skip`) with a stale or missing
+    per-scan asset, or without results in the lake (`stale_only=False`: all of them, each with its
+    key, for a batch run that checks each scan as it reaches it)."""
+    graph = repository.asset_graph
+    per_scan = per_scan_keys(graph)
+    code = per_scan_code_version(graph)
+    present = scans_with_results(store.store())
+    retirements = Counter(line.get("scan_id") for line in read_retired_log(store.store()))
+    waiting, resolver = [], status_resolver(instance, graph)
+    for scan_id in included_scan_partitions(instance, store.store()):
+        if (only is not None and scan_id not in only) or scan_id in skip:
+            continue
+        if stale_only and scan_id in present and not stale_closure(instance, graph, per_scan, scan_id, resolver):
+            continue
+        inputs = instance.get_latest_data_version_record(scan_inputs.key, is_source=True, partition_key=scan_id)
+        key = "-".join(
+            [
+                f"scan-{scan_id}",
+                (inputs.event_log_entry.tags or {}).get(DATA_VERSION_TAG, "none") if inputs else "none",
+                code,
+                str(retirements[scan_id]),  # back in the cohort after its results were retired: a new request
+            ]
+        )
+        waiting.append(AwaitingScan(scan_id, key))
+    return waiting
+
+
+def scans_in_flight(instance: dg.DagsterInstance) -> set[str] | None:
+    """Scans a queued or running run will process; None when one will process every stale scan (a
+    `process_scans` run launched without a list, e.g. from the UI)."""
+    in_flight = set()
+    for run in instance.get_runs(dg.RunsFilter(job_name=process_scans_job.name, statuses=NOT_FINISHED_STATUSES)):
+        scans = run.run_config.get("ops", {}).get(OP_NAME, {}).get("config", {}).get("scans")
+        if not scans:
+            return None
+        in_flight |= set(scans)
+    for record in instance.get_run_records(
+        dg.RunsFilter(job_name=process_scan_job.name, statuses=NOT_FINISHED_STATUSES)
+    ):
+        in_flight.add(record.dagster_run.tags.get("dagster/partition"))
+    return in_flight
+
+
+def batch_requests(scans: list[AwaitingScan], run_key: str | None = None) -> list[dg.RunRequest]:
+    """`process_scans` runs for the scans, `SCANS_PER_RUN` to a run, each keyed by what it holds
+    (or by `run_key` and its number)."""
+    requests = []
+    for start in range(0, len(scans), SCANS_PER_RUN):
+        batch = scans[start : start + SCANS_PER_RUN]
+        key = hashlib.sha256(" ".join(s.key for s in batch).encode()).hexdigest()[:16]
+        requests.append(
+            dg.RunRequest(
+                run_key=f"{run_key}-{start // SCANS_PER_RUN + 1}" if run_key else f"scans-{key}",
+                job_name=process_scans_job.name,
+                run_config={"ops": {OP_NAME: {"config": {"scans": [s.scan_id for s in batch]}}}},
+            )
+        )
+    return requests
+
+
+def process_scans(
+    graph,
+    instance: dg.DagsterInstance,
+    store: Store,
+    execute: Execute,
+    phase: set,
+    report: RunReport,
+    progress: Callable[[str], None],
+    force: bool = False,
+    scans: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
+    """One `process_scan` run per scan (`scans`, each with the tags of its runs; by default every
+    included scan) that has stale or missing assets among `phase` (all of them: `force`).
+
+    A scan whose files changed by time only (a copied cohort) first re-runs `scan_integrity`
+    alone: it hashes the content, and when the bytes are the same its data version is too, so
+    nothing after it is recomputed."""
+    ids = list(scans) if scans is not None else included_scan_partitions(instance, store)
+    present = scans_with_results(store)
+    for done, scan_id in enumerate(ids, start=1):
+        tags = (scans or {}).get(scan_id, {})
+        checked = False
+        if force or scan_id not in present:
+            selected = phase
+        else:
+            selected = stale_closure(instance, graph, phase, scan_id)
+            if SCAN_INTEGRITY in selected and len(selected) > 1 and not _missing(instance, graph, phase, scan_id):
+                result = execute(process_scan_job.name, {SCAN_INTEGRITY}, scan_id, tags)
+                if not result.success:
+                    progress(f"[{done}/{len(ids)}] {scan_id}: FAILED")
+                    continue
+                checked = True
+                selected = stale_closure(instance, graph, phase - {SCAN_INTEGRITY}, scan_id)
+        if not selected:
+            report.skipped[PER_SCAN_GROUP] = report.skipped.get(PER_SCAN_GROUP, 0) + 1
+            continue
+        if SCAN_INTEGRITY in phase and not checked:
+            selected = selected | {SCAN_INTEGRITY}  # its blocking check gates the rest (the check is cached)
+        result = execute(process_scan_job.name, selected, scan_id, tags)
+        report.scans_processed += result.success  # a failed scan keeps its earlier results: nothing new
+        progress(f"[{done}/{len(ids)}] {scan_id}: {'ok' if result.success else 'FAILED'}")
+    if report.skipped.get(PER_SCAN_GROUP):
+        progress(f"{report.skipped[PER_SCAN_GROUP]} of {len(ids)} scans unchanged: skipped")
+
+
+def _missing(instance, graph, keys: set, partition: str) -> bool:
+    resolver = status_resolver(instance, graph)
+    return any(resolver.get_status(k, partition) == StaleStatus.MISSING for k in keys)
+
+
+class ScanBatch(dg.Config):
+    scans: list[str] = Field(
+        default_factory=list,
+        description="Scan ids to process; empty: every included scan with a stale or missing per-scan asset.",
+    )
+
+
+OP_NAME = "process_scan_batch"
+
+
+@dg.op(name=OP_NAME, description="Runs the process_scan job in this process for each scan of the batch.")
+def process_scans_op(context: dg.OpExecutionContext, config: ScanBatch, store: StoreResource) -> None:
+    repository = context.repository_def
+    # A list (the sensor's, the schedule's) was stale when asked for: `process_scans` checks each
+    # scan again as it reaches it, so it is not asked twice here.
+    waiting = scans_awaiting_processing(
+        context.instance, store, repository, only=config.scans or None, stale_only=not config.scans
+    )
+    if not waiting:
+        context.log.info("every scan of the batch is processed and current")
+        return
+    report = RunReport()
+    execute = executor(repository.get_job, context.instance, report, tags={BATCH_TAG: context.run_id})
+    process_scans(
+        repository.asset_graph,
+        context.instance,
+        store.store(),
+        execute,
+        per_scan_keys(repository.asset_graph),
+        report,
+        context.log.info,
+        scans={scan.scan_id: {REQUEST_TAG: scan.key} for scan in waiting},
+    )
+    failed = len(waiting) - report.scans_processed - report.skipped.get(PER_SCAN_GROUP, 0)
+    if failed:
+        problems = report.step_failures + [f"{name}: {text}" for name, text in report.failed_checks]
+        raise dg.Failure(
+            description=f"{failed} of {len(waiting)} scans failed (their own process_scan runs say why); "
+            "the others are processed",
+            metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "-")},
+        )
+
+
+@dg.job(
+    name="process_scans",
+    description="Processes a batch of scans, one process_scan run each, in one process: what the sensor and "
+    "the nightly schedule launch. Launched without scans, it processes every stale one.",
+    executor_def=dg.in_process_executor,
+)
+def process_scans_job():
+    process_scans_op()
