@@ -181,20 +181,38 @@ def newest_per_partition(port: int, path: list[str], partitions: list[str]) -> d
     return newest
 
 
-def wait_until_built(server: subprocess.Popen, port: int, scans: list[str], timeout_s: float, log: Path) -> float:
-    """Poll (two queries every 2 s: the UI shares the machine with the runs it watches) until every
-    scan's `lesions` partition and, after them, the feature store are materialised; returns when the
-    feature store was (epoch seconds)."""
+def wait_until_built(
+    server: subprocess.Popen, port: int, store: Path, scans: list[str], timeout_s: float, log: Path
+) -> float:
+    """Poll (every 2 s: the UI shares the machine with the runs it watches) until every scan's
+    `lesions` partition is materialised and its rows are in the published `lesion_features` (the
+    feature store is published when its whole build step succeeds, after its materialisations);
+    returns when they were seen (epoch seconds)."""
     deadline = time.time() + timeout_s
     while True:
         processed = newest_per_partition(port, ["lesions"], scans)
-        built = latest(port, ["feature_store", "lesion_features"])
-        if len(processed) == len(scans) and built and float(built["timestamp"]) >= max(processed.values()):
-            return float(built["timestamp"]) / 1000
+        if len(processed) == len(scans) and Store(store).duckdb_path.exists():
+            with Store(store).connect_read_only() as con:
+                found = con.execute(
+                    "select count(distinct scan_id) from lesion_features where scan_id in (select unnest(?))", [scans]
+                ).fetchone()[0]
+            if found == len(scans):
+                return time.time()
         if server.poll() is not None:
             raise RuntimeError(f"metorigin ui exited: {log.read_text()[-3000:]}")
         if time.time() > deadline:
-            raise TimeoutError(f"not processed and built in {timeout_s:.0f} s: {processed}, {built}")
+            raise TimeoutError(f"not processed and published in {timeout_s:.0f} s: {processed}")
+        time.sleep(2)
+
+
+def wait_until_idle(port: int, timeout_s: float) -> None:
+    """Until no run is queued or in progress (the feature store's last dbt step, after publication)."""
+    deadline = time.time() + timeout_s
+    statuses = "[QUEUED, NOT_STARTED, STARTING, STARTED]"
+    query = f"{{ runsOrError(filter: {{statuses: {statuses}}}) {{ ... on Runs {{ results {{ runId }} }} }} }}"
+    while graphql(port, query)["runsOrError"]["results"]:
+        if time.time() > deadline:
+            raise TimeoutError(f"runs still in progress after {timeout_s:.0f} s")
         time.sleep(2)
 
 
@@ -281,7 +299,8 @@ def main() -> None:
         dropped_at = time.time()
         scans = drop(cohort, patient_rows, scan_rows)
         included = included_once_ingested(server, port, store, scans, dropped_at, work / "ui.log")
-        built_at = wait_until_built(server, port, included, 900, work / "ui.log")
+        built_at = wait_until_built(server, port, store, included, 900, work / "ui.log")
+        wait_until_idle(port, 300)
     timings["drop_to_lesion_features_s"] = built_at - dropped_at
     instance = dg.DagsterInstance.from_config(str(store / ".dagster"))
     cli = cli_scan_seconds(instance)
