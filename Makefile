@@ -25,11 +25,14 @@ demo: install
 	$(BIN)/metorigin demo --cohort demo/cohort --store demo/store
 
 # Lint first (seconds): a broken import contract or a ruff finding fails the suite before the long tests.
+# Two test processes (pytest-xdist), each taking whole files (`loadfile`: a module's fixtures are
+# built once): much of the suite waits on subprocesses (dbt, the UI, run workers), not on a core.
+TEST_PROCESSES ?= 2
 test: install lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile
 
 test-fast: install lint
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile -m "not slow"
 
 # ruff (lint and format) and the import-linter contracts in pyproject.toml (the layers).
 lint: install

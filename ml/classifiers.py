@@ -16,8 +16,8 @@ import pandas as pd
 from imblearn.over_sampling import SMOTE
 from imblearn.pipeline import Pipeline
 from imblearn.under_sampling import RandomUnderSampler
+from scipy.special import expit
 from sklearn.base import BaseEstimator
-from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
@@ -33,8 +33,51 @@ from base.errors import StudyFileError
 from base.study import ModelSettings
 
 
-def _calibrated(svm: SVC) -> CalibratedClassifierCV:
-    return CalibratedClassifierCV(svm, method="sigmoid", ensemble=False, cv=5)
+class MarginSVM(SVC):
+    """An SVM whose `predict_proba` is the logistic of its margin: a score to rank by (what tuning
+    and AUC need), made a probability afterwards by `platt_scale` on out-of-fold training lesions.
+    (scikit-learn's own Platt scaling cross-validates inside the pipeline, after the resampler: on
+    folds of lesions, not patients, with synthetic samples made from the other folds.)"""
+
+    def predict_proba(self, x) -> np.ndarray:
+        margin = expit(self.decision_function(x))
+        return np.column_stack([1 - margin, margin])
+
+
+@dataclass
+class PlattScaled:
+    """A fitted pipeline and the logistic line from its probabilities' logit to calibrated ones,
+    fitted on patient-grouped out-of-fold probabilities of the training lesions as they are."""
+
+    pipeline: Pipeline
+    intercept: float
+    slope: float
+
+    def calibrate(self, probability) -> np.ndarray:
+        return expit(self.intercept + self.slope * _logit(probability))
+
+    def predict_proba(self, x) -> np.ndarray:
+        calibrated = self.calibrate(self.pipeline.predict_proba(x)[:, 1])
+        return np.column_stack([1 - calibrated, calibrated])
+
+    def describe(self) -> dict:
+        return {
+            "method": "platt on nested out-of-fold probabilities of the training patients",
+            "intercept": self.intercept,
+            "slope": self.slope,
+        }
+
+
+def _logit(probability) -> np.ndarray:
+    p = np.clip(np.asarray(probability, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p)).reshape(-1)
+
+
+def platt_scale(pipeline: Pipeline, out_of_fold, y) -> PlattScaled:
+    """Platt scaling (a logistic regression on the logit of the probability, unpenalised) of a
+    fitted pipeline, learnt from its out-of-fold probabilities for the training lesions."""
+    line = LogisticRegression(C=np.inf).fit(_logit(out_of_fold).reshape(-1, 1), np.asarray(y))
+    return PlattScaled(pipeline, float(line.intercept_[0]), float(line.coef_[0, 0]))
 
 
 @dataclass(frozen=True)
@@ -57,9 +100,9 @@ CLASSIFIERS: tuple[Classifier, ...] = (
         lambda seed: RandomForestClassifier(n_estimators=200, n_jobs=1, random_state=seed),
         {"min_samples_leaf": [1, 5]},
     ),
-    # SVMs give margins, not probabilities: Platt scaling fitted by internal cross-validation.
-    Classifier("linear_svm", lambda seed: _calibrated(SVC(kernel="linear")), {"estimator__C": [0.1, 1.0]}),
-    Classifier("kernel_svm", lambda seed: _calibrated(SVC(kernel="rbf")), {"estimator__C": [1.0, 10.0]}),
+    # SVMs give margins, not probabilities (every model is Platt-scaled after the nested CV).
+    Classifier("linear_svm", lambda seed: MarginSVM(kernel="linear"), {"C": [0.1, 1.0]}),
+    Classifier("kernel_svm", lambda seed: MarginSVM(kernel="rbf"), {"C": [1.0, 10.0]}),
     Classifier("knn", lambda seed: KNeighborsClassifier(), {"n_neighbors": [5, 15, 31]}),
     Classifier("logistic_regression", lambda seed: LogisticRegression(max_iter=2000), {"C": [0.1, 1.0, 10.0]}),
     Classifier("naive_bayes", lambda seed: GaussianNB(), {}),

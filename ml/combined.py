@@ -1,4 +1,5 @@
-"""Radiomics and DenseNet together: a stacked model over their lesion probabilities.
+"""Radiomics and DenseNet together: the mean of their lesion probabilities, or a stacked model
+over them when the validation patients are enough to fit one.
 
 The stacker may only learn from probabilities that neither model produced for lesions it had
 trained on. The DenseNet never trains on the validation patients, and the radiomics model's
@@ -21,12 +22,14 @@ from base.study import LabelSettings
 
 from .evaluation import labels
 
-MIN_LESIONS_TO_FIT = 10
+# A stacker learns two weights from the validation patients; with fewer than this many patients of a
+# class, it would learn them from a handful of people (their lesions are not independent draws).
+MIN_PATIENTS_PER_CLASS = 3
 
 
 def best_radiomics_model(metrics: pd.DataFrame) -> pd.Series:
-    """Chosen by the tuning cross-validation on training patients, never by a test score."""
-    return metrics.sort_values(["tuning_cv_auc", "model_id"], ascending=[False, True]).iloc[0]
+    """Chosen by nested cross-validation on the training patients, never by a test score."""
+    return metrics.sort_values(["cv_auc", "model_id"], ascending=[False, True]).iloc[0]
 
 
 def _logit(p: pd.Series) -> np.ndarray:
@@ -36,7 +39,7 @@ def _logit(p: pd.Series) -> np.ndarray:
 
 @dataclass
 class Stacked:
-    predictions: pd.DataFrame  # the test lesions with the combined probability
+    predictions: pd.DataFrame  # the validation (fit) and test lesions with the combined probability
     how: dict  # method, and the weights when fitted
     stacker: LogisticRegression | None  # None when the two probabilities are averaged
     fit_rows: pd.DataFrame  # what the stacker learned from (validation lesions)
@@ -49,8 +52,9 @@ def _features(pairs: pd.DataFrame) -> np.ndarray:
 def stack(radiomics: pd.DataFrame, densenet: pd.DataFrame, label: LabelSettings, seed: int) -> Stacked:
     """`radiomics`: one model's rows (evaluation out_of_fold / test); `densenet`: validation / test.
 
-    With too few validation lesions, or only one class among them, nothing can be fitted honestly
-    and the two probabilities are averaged instead (and the method says so).
+    The two probabilities are averaged, unless the validation set holds at least
+    `MIN_PATIENTS_PER_CLASS` patients of each class (patients, not lesions): then a logistic stacker
+    with balanced class weights is fitted on their lesions. The method says which, and why.
     """
     keys = ["lesion_id", "scan_id", "patient_id", "label"]
     pairs = {}
@@ -58,23 +62,30 @@ def stack(radiomics: pd.DataFrame, densenet: pd.DataFrame, label: LabelSettings,
         rad = radiomics.loc[radiomics["evaluation"] == rad_eval, [*keys, "probability"]]
         cnn = densenet.loc[densenet["evaluation"] == cnn_eval, ["lesion_id", "probability"]]
         pairs[name] = rad.merge(cnn, on="lesion_id", suffixes=("_radiomics", "_densenet"))
-    fit = pairs["fit"]
+    fit = pairs["fit"].copy()
     y = labels(fit, label)
     test = pairs["test"].copy()
     stacker = None
-    if len(fit) >= MIN_LESIONS_TO_FIT and len(np.unique(y)) == 2:
-        stacker = LogisticRegression(C=1.0, random_state=seed).fit(_features(fit), y)
-        test["probability"] = stacker.predict_proba(_features(test))[:, 1]
+    per_class = fit.groupby("label")["patient_id"].nunique().reindex([label.negative, label.positive], fill_value=0)
+    if per_class.min() >= MIN_PATIENTS_PER_CLASS:
+        stacker = LogisticRegression(C=1.0, class_weight="balanced", random_state=seed).fit(_features(fit), y)
+        for rows in (fit, test):
+            rows["probability"] = stacker.predict_proba(_features(rows))[:, 1]
         how = {
-            "method": "logistic stacking on the validation patients' lesions",
+            "method": "logistic stacking (balanced class weights) on the validation patients' lesions",
             "fit_lesions": len(fit),
+            "fit_patients": per_class.to_dict(),
             "weights": [float(w) for w in stacker.coef_[0]],
             "intercept": float(stacker.intercept_[0]),
         }
     else:
-        test["probability"] = (test["probability_radiomics"] + test["probability_densenet"]) / 2
+        for rows in (fit, test):
+            rows["probability"] = (rows["probability_radiomics"] + rows["probability_densenet"]) / 2
         how = {
-            "method": "mean of the two probabilities (too few validation lesions, or one class, to fit)",
+            "method": f"mean of the two probabilities (fewer than {MIN_PATIENTS_PER_CLASS} validation patients "
+            "of a class to fit a stacker on)",
             "fit_lesions": len(fit),
+            "fit_patients": per_class.to_dict(),
         }
-    return Stacked(test.assign(evaluation="test"), how, stacker, fit)
+    scored = pd.concat([fit.assign(evaluation="validation"), test.assign(evaluation="test")], ignore_index=True)
+    return Stacked(scored, how, stacker, fit)

@@ -8,9 +8,12 @@ all lesions of each drawn patient.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
+from scipy.stats import t as student_t
 
 from base.study import LabelSettings
 
@@ -61,6 +64,23 @@ def point_estimates(predictions: pd.DataFrame) -> dict[str, float]:
     }
 
 
+def patient_draws(frame: pd.DataFrame, resamples: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Patient bootstrap draws of one model's lesions (`frame`: patient_id, y_true; index 0..n-1):
+    each resample draws patients with replacement within their class (so both classes are always
+    present) and takes all lesions of each drawn patient. Yields the rows of `frame` and the drawn
+    patients as positions in the patient order of `patient_scores` (sorted ids)."""
+    rows_of = frame.groupby("patient_id", sort=True).indices
+    patient_ids = np.array(sorted(rows_of))
+    patient_y = frame.groupby("patient_id", sort=True)["y_true"].first().to_numpy()
+    by_class = [np.flatnonzero(patient_y == c) for c in (0, 1)]
+    rng = np.random.default_rng(seed)
+    for _ in range(resamples):
+        chosen = np.concatenate(
+            [rng.choice(members, size=len(members), replace=True) for members in by_class if len(members)]
+        )
+        yield np.concatenate([rows_of[pid] for pid in patient_ids[chosen]]), chosen
+
+
 def bootstrap_intervals(predictions: pd.DataFrame, resamples: int, seed: int, level: float = 0.95) -> dict[str, float]:
     """Percentile intervals of lesion AUC, lesion accuracy and patient AUC over patient resamples.
 
@@ -68,18 +88,10 @@ def bootstrap_intervals(predictions: pd.DataFrame, resamples: int, seed: int, le
     """
     frame = predictions.reset_index(drop=True)
     y, p = frame["y_true"].to_numpy(dtype=bool), frame["probability"].to_numpy(dtype=float)
-    rows_of = frame.groupby("patient_id").indices
     patients = patient_scores(frame)
-    by_class = [patients.index[patients["y_true"] == c].to_numpy() for c in (0, 1)]
-    patient_ids = patients["patient_id"].to_numpy()
     patient_y, patient_p = patients["y_true"].to_numpy(dtype=bool), patients["probability"].to_numpy()
-    rng = np.random.default_rng(seed)
     draws = {"auc": [], "accuracy": [], "patient_auc": []}
-    for _ in range(resamples):
-        chosen = np.concatenate(
-            [rng.choice(members, size=len(members), replace=True) for members in by_class if len(members)]
-        )
-        rows = np.concatenate([rows_of[pid] for pid in patient_ids[chosen]])
+    for rows, chosen in patient_draws(frame, resamples, seed):
         draws["auc"].append(roc_auc(y[rows], p[rows]))
         draws["accuracy"].append(accuracy(y[rows], p[rows]))
         draws["patient_auc"].append(roc_auc(patient_y[chosen], patient_p[chosen]))
@@ -103,11 +115,31 @@ def test_metrics(tested: pd.DataFrame, resamples: int, seed: int) -> dict[str, f
     }
 
 
+def corrected_interval(scores, n_train: float, n_test: float, level: float = 0.95) -> tuple[float, float]:
+    """Nadeau and Bengio's corrected resampled t interval for the mean of repeated-CV scores: folds
+    share training patients, so their spread understates the uncertainty of the mean; the variance
+    is taken as (1/k + n_test/n_train) times the folds' variance, on k - 1 degrees of freedom."""
+    scores = np.asarray(scores, dtype=float)
+    scores = scores[np.isfinite(scores)]
+    if len(scores) < 2:
+        return float("nan"), float("nan")
+    half = student_t.ppf((1 + level) / 2, len(scores) - 1) * np.sqrt(
+        (1 / len(scores) + n_test / n_train) * scores.var(ddof=1)
+    )
+    return float(scores.mean() - half), float(scores.mean() + half)
+
+
 def summarise_folds(fold_scores: pd.DataFrame) -> dict[str, float]:
-    """Repeated grouped cross-validation: mean and spread of the per-fold lesion AUC and accuracy."""
+    """Nested repeated cross-validation: mean, spread and corrected interval of the per-fold lesion
+    AUC, and the mean and spread of the per-fold accuracy."""
+    low, high = corrected_interval(
+        fold_scores["auc"], fold_scores["n_train_lesions"].mean(), fold_scores["n_test_lesions"].mean()
+    )
     return {
         "cv_auc": float(fold_scores["auc"].mean()),
         "cv_auc_sd": float(fold_scores["auc"].std(ddof=1)),
+        "cv_auc_ci_low": low,
+        "cv_auc_ci_high": high,
         "cv_accuracy": float(fold_scores["accuracy"].mean()),
         "cv_accuracy_sd": float(fold_scores["accuracy"].std(ddof=1)),
         "cv_folds": int(len(fold_scores)),

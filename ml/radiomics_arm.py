@@ -1,13 +1,20 @@
-"""The radiomics arm end to end: the study's classifiers x resamplers, tuned, tested, cross-validated.
+"""The radiomics arm end to end: the study's classifiers x resamplers, estimated by nested
+cross-validation on the training patients, calibrated, tuned and tested.
 
-Two estimates per model, side by side: the study's single split (8 test patients, with patient
-bootstrap intervals that show how wide that is) and repeated grouped cross-validation over all
-patients, where the redundancy filter is refitted on each training fold and each model keeps the
-hyper-parameters tuned on the study's training patients.
+Nested, repeated, patient-grouped cross-validation on the training patients only: in each outer
+fold the redundancy filter is refitted and the hyper-parameters are tuned (inner grouped CV) on the
+fold's training part alone, and the fold's held-out patients are scored once. So no held-out
+patient helped choose anything about the model that scores it, and the test patients take no part
+at all: the mean held-out AUC (with a Nadeau-Bengio interval, because the folds share training
+patients) is what chooses the best model. The held-out probabilities, averaged over repeats, are
+each model's out-of-fold predictions: its Platt scaling is fitted on them (real, un-resampled
+training lesions; never a synthetic one), and the combined model and the out-of-fold thresholds
+learn from them. The final model is tuned on all training patients and scores the test patients once.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from itertools import product
 
@@ -18,7 +25,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross
 
 from base.study import LabelSettings, ModelSettings
 
-from .classifiers import build_pipeline, classifier, tune
+from .classifiers import build_pipeline, classifier, platt_scale, tune
 from .evaluation import accuracy, labels, predicted_labels, roc_auc, summarise_folds, test_metrics
 from .registry import data_hash, model_id
 from .selection import drop_correlated
@@ -36,7 +43,7 @@ class FittedModel:
     model_id: str
     classifier: str
     resampler: str
-    pipeline: object
+    pipeline: object  # the tuned pipeline with its Platt scaling (classifiers.PlattScaled)
     card: dict
 
 
@@ -45,6 +52,105 @@ class ArmResult:
     models: list[FittedModel]
     predictions: pd.DataFrame  # one row per lesion and model: test lesions, and out-of-fold training lesions
     metrics: pd.DataFrame  # one row per model
+    cv_folds: pd.DataFrame  # one row per model, repeat and outer fold of the nested CV
+    cv_predictions: pd.DataFrame  # one row per model, repeat and training lesion: its held-out probability
+
+
+def repeated_cv_folds(
+    rows: pd.DataFrame, settings: ModelSettings, label: LabelSettings, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Patient-grouped, class-stratified folds, reshuffled per repeat with seed + repeat."""
+    y, groups = labels(rows, label), rows["patient_id"].to_numpy()
+    return [
+        split
+        for repeat in range(settings.cv_repeats)
+        for split in StratifiedGroupKFold(n_splits=settings.cv_folds, shuffle=True, random_state=seed + repeat).split(
+            rows, y, groups
+        )
+    ]
+
+
+def _outer_fold(
+    name: str,
+    resampler: str,
+    fold_train: pd.DataFrame,
+    held_out: pd.DataFrame,
+    features: list[str],
+    settings: ModelSettings,
+    label: LabelSettings,
+    seed: int,
+) -> tuple[dict, np.ndarray]:
+    """One outer fold: tuned on its training part alone, its held-out patients scored once. A part
+    too small for two inner folds of each class keeps the first candidate of each parameter."""
+    spec = classifier(name, settings.grids)
+    x, y = fold_train[features], labels(fold_train, label)
+    inner = min(settings.tuning_folds, int(fold_train.groupby("label")["patient_id"].nunique().min()))
+    if inner >= 2:
+        tuned = tune(spec, resampler, x, y, fold_train["patient_id"].to_numpy(), seed, inner)
+        pipeline, params = tuned.pipeline, tuned.params
+    else:
+        params = {k: v[0] for k, v in spec.grid.items()}
+        pipeline = build_pipeline(spec, resampler, seed, params).fit(x, y)
+    probability = pipeline.predict_proba(held_out[features])[:, 1]
+    y = labels(held_out, label)
+    scores = {
+        "auc": roc_auc(y, probability),
+        "accuracy": accuracy(y, probability),
+        "params": json.dumps(params, default=str),
+        "tuned": inner >= 2,
+        "n_features": len(features),
+    }
+    return scores, probability
+
+
+@dataclass
+class NestedCV:
+    folds: pd.DataFrame  # classifier, resampler, repeat, fold, auc, accuracy, params, sizes
+    held_out: pd.DataFrame  # classifier, resampler, repeat, fold, the lesion's ids, probability
+
+
+def nested_cv(
+    train: pd.DataFrame,
+    combos: list[tuple[str, str]],
+    settings: ModelSettings,
+    label: LabelSettings,
+    seed: int,
+    parallel: Parallel,
+) -> NestedCV:
+    """Every pipeline through the same outer folds of the training patients, each fold with its
+    own redundancy filter (fitted on the fold's training part) and its own tuning."""
+    folds = repeated_cv_folds(train, settings, label, seed)
+    candidates = feature_columns(train)
+    kept = [drop_correlated(train.iloc[fit][candidates], settings.max_abs_correlation).kept for fit, _ in folds]
+    tasks = [(name, resampler, k) for name, resampler in combos for k in range(len(folds))]
+    results = parallel(
+        delayed(_outer_fold)(
+            name, resampler, train.iloc[folds[k][0]], train.iloc[folds[k][1]], kept[k], settings, label, seed
+        )
+        for name, resampler, k in tasks
+    )
+    rows, held = [], []
+    for (name, resampler, k), (scores, probability) in zip(tasks, results):
+        fit, out = folds[k]
+        where = {
+            "classifier": name,
+            "resampler": resampler,
+            "repeat": k // settings.cv_folds,
+            "fold": k % settings.cv_folds,
+        }
+        held_out = train.iloc[out]
+        rows.append(
+            {
+                **where,
+                **scores,
+                "n_train_lesions": len(fit),
+                "n_test_lesions": len(out),
+                "n_train_patients": train.iloc[fit]["patient_id"].nunique(),
+                "n_test_patients": held_out["patient_id"].nunique(),
+            }
+        )
+        held.append(held_out[ID_COLUMNS].assign(**where, probability=probability))
+    return NestedCV(pd.DataFrame(rows), pd.concat(held, ignore_index=True))
 
 
 def _fit_one(
@@ -53,18 +159,18 @@ def _fit_one(
     train: pd.DataFrame,
     test: pd.DataFrame,
     features: list[str],
+    held_out: pd.DataFrame,
     settings: ModelSettings,
     label: LabelSettings,
     seed: int,
 ) -> tuple[FittedModel, pd.DataFrame, float]:
+    """Tune on all training patients, Platt-scale on the nested out-of-fold probabilities (the mean
+    over repeats of each training lesion's), score the test patients."""
     spec = classifier(name, settings.grids)
     x, y, groups = train[features], labels(train, label), train["patient_id"].to_numpy()
     tuned = tune(spec, resampler, x, y, groups, seed, settings.tuning_folds)
-    # Out-of-fold probabilities for the training patients: what a stacked model may learn from.
-    splitter = StratifiedGroupKFold(n_splits=settings.tuning_folds, shuffle=True, random_state=seed)
-    oof = cross_val_predict(
-        build_pipeline(spec, resampler, seed, tuned.params), x, y, groups=groups, cv=splitter, method="predict_proba"
-    )[:, 1]
+    out_of_fold = held_out.groupby("lesion_id")["probability"].mean().reindex(train["lesion_id"]).to_numpy()
+    model = platt_scale(tuned.pipeline, out_of_fold, y)
     card = {
         "arm": "radiomics",
         "classifier": name,
@@ -73,6 +179,7 @@ def _fit_one(
         "params": tuned.params,
         "seed": seed,
         "tuning_cv_auc": tuned.cv_auc,
+        "calibration": model.describe(),
         "training_data_sha256": data_hash(x, y),
         "training_patients": int(len(set(groups))),
         "training_lesions": int(len(x)),
@@ -81,44 +188,13 @@ def _fit_one(
     identifier = model_id(f"{name}_{resampler}", card)
     rows = pd.concat(
         [
-            test[ID_COLUMNS].assign(evaluation="test", probability=tuned.pipeline.predict_proba(test[features])[:, 1]),
-            train[ID_COLUMNS].assign(evaluation="out_of_fold", probability=oof),
+            test[ID_COLUMNS].assign(evaluation="test", probability=model.predict_proba(test[features])[:, 1]),
+            train[ID_COLUMNS].assign(evaluation="out_of_fold", probability=model.calibrate(out_of_fold)),
         ],
         ignore_index=True,
     )
     rows = rows.assign(model_id=identifier, arm="radiomics", model=name, resampler=resampler)
-    return FittedModel(identifier, name, resampler, tuned.pipeline, card), rows, tuned.cv_auc
-
-
-def _fold_score(
-    name: str,
-    resampler: str,
-    params: dict,
-    fold_train: pd.DataFrame,
-    fold_test: pd.DataFrame,
-    features: list[str],
-    label: LabelSettings,
-    seed: int,
-) -> dict:
-    pipeline = build_pipeline(classifier(name), resampler, seed, params)
-    pipeline.fit(fold_train[features], labels(fold_train, label))
-    probability = pipeline.predict_proba(fold_test[features])[:, 1]
-    y = labels(fold_test, label)
-    return {"auc": roc_auc(y, probability), "accuracy": accuracy(y, probability)}
-
-
-def repeated_cv_folds(
-    matrix: pd.DataFrame, settings: ModelSettings, label: LabelSettings, seed: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Patient-grouped, class-stratified folds, reshuffled per repeat with seed + repeat."""
-    y, groups = labels(matrix, label), matrix["patient_id"].to_numpy()
-    return [
-        split
-        for repeat in range(settings.cv_repeats)
-        for split in StratifiedGroupKFold(n_splits=settings.cv_folds, shuffle=True, random_state=seed + repeat).split(
-            matrix, y, groups
-        )
-    ]
+    return FittedModel(identifier, name, resampler, model, card), rows, tuned.cv_auc
 
 
 def split_effect(
@@ -155,11 +231,12 @@ def usable_folds(rows: pd.DataFrame, wanted: int) -> int:
     return folds
 
 
-def fitting_settings(settings: ModelSettings, train: pd.DataFrame, everyone: pd.DataFrame) -> ModelSettings:
+def fitting_settings(settings: ModelSettings, train: pd.DataFrame) -> ModelSettings:
+    """The study's folds, fewer where the training patients of a class are fewer."""
     return replace(
         settings,
         tuning_folds=usable_folds(train, settings.tuning_folds),
-        cv_folds=usable_folds(everyone, settings.cv_folds),
+        cv_folds=usable_folds(train, settings.cv_folds),
     )
 
 
@@ -171,37 +248,37 @@ def fit_radiomics_arm(
     label: LabelSettings,
     seed: int,
 ) -> ArmResult:
-    """Tune and fit every classifier x resampler pipeline the study names on the training patients,
-    score the test patients, and cross-validate every pipeline over all patients."""
+    """Every classifier x resampler the study names: nested CV on the training patients, then tuned
+    on all of them, Platt-scaled on the nested out-of-fold probabilities, and scored on the test
+    patients with patient-bootstrap intervals."""
     train = matrix[matrix["patient_id"].isin(training_patients(split))].reset_index(drop=True)
     test = matrix[matrix["patient_id"].isin(test_patients(split))].reset_index(drop=True)
-    settings = fitting_settings(settings, train, matrix)
+    settings = fitting_settings(settings, train)
     combos = list(product(settings.classifiers, settings.resamplers))
     parallel = Parallel(n_jobs=settings.workers)
+    nested = nested_cv(train, combos, settings, label, seed, parallel)
     fitted = parallel(
-        delayed(_fit_one)(name, res, train, test, features, settings, label, seed) for name, res in combos
-    )
-
-    folds = repeated_cv_folds(matrix, settings, label, seed)
-    all_features = feature_columns(matrix)
-    fold_features = [
-        drop_correlated(matrix.iloc[fit_rows][all_features], settings.max_abs_correlation).kept for fit_rows, _ in folds
-    ]
-    tasks = [
-        (model.classifier, model.resampler, model.card["params"], k)
-        for model, _, _ in fitted
-        for k in range(len(folds))
-    ]
-    scores = parallel(
-        delayed(_fold_score)(
-            name, res, params, matrix.iloc[folds[k][0]], matrix.iloc[folds[k][1]], fold_features[k], label, seed
+        delayed(_fit_one)(
+            name,
+            resampler,
+            train,
+            test,
+            features,
+            nested.held_out[(nested.held_out["classifier"] == name) & (nested.held_out["resampler"] == resampler)],
+            settings,
+            label,
+            seed,
         )
-        for name, res, params, k in tasks
+        for name, resampler in combos
     )
-    fold_table = pd.DataFrame([{"model_id": fitted[i // len(folds)][0].model_id, **s} for i, s in enumerate(scores)])
+    ids = {(m.classifier, m.resampler): m.model_id for m, _, _ in fitted}
 
+    def with_ids(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(model_id=[ids[pair] for pair in zip(frame["classifier"], frame["resampler"])])
+
+    folds, held_out = with_ids(nested.folds), with_ids(nested.held_out)
     metric_rows = []
-    for model, rows, cv_auc in fitted:
+    for model, rows, tuning_cv_auc in fitted:
         tested = rows[rows["evaluation"] == "test"].assign(y_true=lambda f: labels(f, label))
         metric_rows.append(
             {
@@ -210,14 +287,21 @@ def fit_radiomics_arm(
                 "model": model.classifier,
                 "resampler": model.resampler,
                 **test_metrics(tested, settings.bootstrap_resamples, seed),
-                **summarise_folds(fold_table[fold_table["model_id"] == model.model_id]),
-                "tuning_cv_auc": cv_auc,
+                **summarise_folds(folds[folds["model_id"] == model.model_id]),
+                "tuning_cv_auc": tuning_cv_auc,
                 "n_features": len(features),
                 "params": str(model.card["params"]),
+                "calibration": model.card["calibration"]["method"],
                 "seed": seed,
                 "training_data_sha256": model.card["training_data_sha256"],
             }
         )
     predictions = pd.concat([rows for _, rows, _ in fitted], ignore_index=True)
     predictions["predicted_label"] = predicted_labels(predictions["probability"], label)
-    return ArmResult(models=[m for m, _, _ in fitted], predictions=predictions, metrics=pd.DataFrame(metric_rows))
+    return ArmResult(
+        models=[m for m, _, _ in fitted],
+        predictions=predictions,
+        metrics=pd.DataFrame(metric_rows),
+        cv_folds=folds,
+        cv_predictions=held_out,
+    )

@@ -30,26 +30,67 @@ def table2(importance: pd.DataFrame, top: int = 10) -> str:
     )
 
 
-def table3(metrics: pd.DataFrame) -> str:
-    """One row per model: single-split AUC and accuracy with 95% patient-bootstrap intervals,
-    patient-level AUC, and the repeated cross-validation estimate beside them."""
-    rows = []
+DEGENERATE = "†"  # marks an interval of zero width (every bootstrap resample gave the same value)
+
+
+def _cell(row: pd.Series | None) -> str:
+    if row is None or pd.isna(row["estimate"]):
+        return "n/a"
+    mark = DEGENERATE if isinstance(row.get("flag"), str) and row["flag"] else ""
+    return f"{row['estimate']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]{mark}"
+
+
+def table3(metrics: pd.DataFrame, intervals: pd.DataFrame | None = None, classes: tuple[str, ...] = ()) -> str:
+    """One row per model: test AUC with its 95% patient-bootstrap interval (lesion and patient
+    level), and where `intervals` (the `metric_intervals` table) is given, the lesion-level balanced
+    accuracy and each class's sensitivity at the threshold chosen without the test patients, and the
+    Brier score; then the nested CV estimate with its corrected interval. A dagger marks a
+    degenerate interval; the footnote says how many test patients made it so."""
+    rows, flags = [], set()
     for _, m in metrics.iterrows():
-        rows.append(
-            {
-                "arm": m["arm"],
-                "model": m["model"],
-                "resampler": _text(m["resampler"]),
-                "AUC [95% CI]": _interval(m["auc"], m["auc_ci_low"], m["auc_ci_high"]),
-                "accuracy [95% CI]": _interval(m["accuracy"], m["accuracy_ci_low"], m["accuracy_ci_high"]),
-                "patient AUC [95% CI]": _interval(m["patient_auc"], m["patient_auc_ci_low"], m["patient_auc_ci_high"]),
-                "repeated CV AUC (sd)": "n/a"
-                if pd.isna(m.get("cv_auc"))
-                else f"{m['cv_auc']:.2f} ({m['cv_auc_sd']:.2f})",
-                "test lesions / patients": f"{m['n_test_lesions']} / {m['n_test_patients']}",
-            }
+        row = {
+            "arm": m["arm"],
+            "model": m["model"],
+            "resampler": _text(m["resampler"]),
+            "AUC [95% CI]": _interval(m["auc"], m["auc_ci_low"], m["auc_ci_high"]),
+            "patient AUC [95% CI]": _interval(m["patient_auc"], m["patient_auc_ci_low"], m["patient_auc_ci_high"]),
+        }
+        if intervals is not None:
+            mine = intervals[(intervals["model_id"] == m["model_id"]) & (intervals["level"] == "lesion")]
+            chosen = mine.loc[mine["threshold"].fillna("").str.startswith("youden"), "threshold"]
+            at = chosen.iloc[0] if len(chosen) else "0.5"
+            pick = {(r["threshold"] or "", r["metric"]): r for _, r in mine.iterrows()}
+            row["threshold"] = at
+            row["balanced accuracy"] = _cell(pick.get((at, "balanced_accuracy")))
+            for name in classes:
+                row[f"sensitivity {name}"] = _cell(pick.get((at, f"sensitivity[{name}]")))
+            row["Brier"] = _cell(pick.get(("", "brier")))
+            flags |= set(mine["flag"].dropna())
+        row["nested CV AUC [95% CI]"] = (
+            "n/a" if pd.isna(m.get("cv_auc")) else _interval(m["cv_auc"], m["cv_auc_ci_low"], m["cv_auc_ci_high"])
         )
-    return markdown_table(rows)
+        row["test lesions / patients"] = f"{m['n_test_lesions']} / {m['n_test_patients']}"
+        rows.append(row)
+    notes = "".join(f"\n{DEGENERATE} {flag}" for flag in sorted(flags))
+    return markdown_table(rows) + notes
+
+
+def comparisons_table(comparisons: pd.DataFrame) -> str:
+    """Each model's test AUC minus the best model's, with its paired-bootstrap interval and p-values."""
+    if comparisons.empty:
+        return "no other model to compare"
+    return markdown_table(
+        [
+            {
+                "model": r["model_id"],
+                "level": r["level"],
+                "AUC - best AUC [95% CI]": _interval(r["difference"], r["ci_low"], r["ci_high"]),
+                "p": f"{r['p_value']:.3f}",
+                "p (Holm)": f"{r['p_holm']:.3f}",
+            }
+            for _, r in comparisons.sort_values(["level", "difference"], ascending=[True, False]).iterrows()
+        ]
+    )
 
 
 def auc_metadata(metrics: pd.DataFrame) -> dict[str, float]:

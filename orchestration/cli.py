@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import time
@@ -424,10 +425,14 @@ def _summary(report, store_path: Path) -> str:
                 lines += ["Table 2 (feature_importance, top 10):", _table2(con), ""]
             if "model_metrics" in tables:
                 lines += [
-                    "Table 3 (model_metrics; test patients, 95% patient-bootstrap CI; repeated CV beside):",
-                    _table3(con),
+                    "Table 3 (model_metrics, metric_intervals; test patients, 95% patient-bootstrap CI; "
+                    "nested CV on the training patients beside):",
+                    _table3(con, "metric_intervals" in tables),
                     "",
                 ]
+            if "model_comparisons" in tables:
+                title = "Model comparisons (model_comparisons; test AUC against the best model by nested CV):"
+                lines += [title, _comparisons(con), ""]
         lines.append(f'feature store: {store.duckdb_path}  (query: metorigin sql --store {store_path} "...")')
     lines.append(f"lake: {store.lake}")
     return "\n".join(lines)
@@ -453,10 +458,21 @@ def _table2(con) -> str:
     return table2(con.execute("select * from feature_importance").df())
 
 
-def _table3(con) -> str:
+def _table3(con, with_intervals: bool) -> str:
     from ml.report import table3
 
-    return table3(con.execute("select * from model_metrics order by arm desc, model, resampler").df())
+    metrics = con.execute("select * from model_metrics order by arm desc, model, resampler").df()
+    if not with_intervals:
+        return table3(metrics)
+    intervals = con.execute("select * from metric_intervals").df()
+    classes = con.execute("select value from study_settings where key = 'label.classes'").fetchone()
+    return table3(metrics, intervals, tuple(json.loads(classes[0])) if classes else ())
+
+
+def _comparisons(con) -> str:
+    from ml.report import comparisons_table
+
+    return comparisons_table(con.execute("select * from model_comparisons").df())
 
 
 def cmd_sql(args) -> int:

@@ -20,10 +20,12 @@ from base.lifecycle import patient_hash
 from base.markdown import markdown_table
 from base.store import Store
 from ml.combined import best_radiomics_model, stack
+from ml.comparison import compare_with_best
 from ml.evaluation import labels, predicted_labels, test_metrics
+from ml.metrics import FIXED, metric_intervals, youden_threshold
 from ml.radiomics_arm import feature_columns, fit_radiomics_arm, fitting_settings, split_effect
 from ml.registry import data_hash, model_id, save_model
-from ml.report import auc_metadata, table2, table3
+from ml.report import auc_metadata, comparisons_table, table2, table3
 from ml.selection import drop_correlated, feature_importance_table, permutation_ranking
 from ml.split import TEST, TRAIN, VALIDATION, extend_split, holds_out_every_class, split_patients, training_patients
 
@@ -114,7 +116,7 @@ def feature_importance(
     study = settings.settings()
     matrix = read_training_matrix(feature_store)
     train = matrix[matrix["patient_id"].isin(training_patients(patient_split))].reset_index(drop=True)
-    models = fitting_settings(study.models, train, matrix)
+    models = fitting_settings(study.models, train)
     redundancy = drop_correlated(train[feature_columns(train)], models.max_abs_correlation)
     ranking = permutation_ranking(
         train[redundancy.kept],
@@ -138,6 +140,12 @@ def feature_importance(
     outs={
         "radiomics_metrics": dg.AssetOut(kinds=KINDS, description="Table 3, radiomics arm: one row per model"),
         "radiomics_predictions": dg.AssetOut(kinds=KINDS, description="per-lesion probabilities of every model"),
+        "radiomics_cv_folds": dg.AssetOut(
+            kinds=KINDS, description="nested CV on the training patients: one row per model, repeat and outer fold"
+        ),
+        "radiomics_cv_predictions": dg.AssetOut(
+            kinds=KINDS, description="nested CV: every training lesion's held-out probability, per model and repeat"
+        ),
     },
 )
 def radiomics_models(
@@ -148,8 +156,9 @@ def radiomics_models(
     patient_split: pd.DataFrame,
     feature_importance: pd.DataFrame,
 ):
-    """Every classifier x resampler the study names (the paper's 8 x {SMOTE, undersampling}): tuned on
-    training patients, scored on the test patients with bootstrap intervals, cross-validated over all patients."""
+    """Every classifier x resampler the study names (the paper's 8 x {SMOTE, undersampling}): nested
+    CV on the training patients, then tuned on all of them, Platt-scaled on the nested out-of-fold
+    probabilities, and scored on the test patients with bootstrap intervals."""
     study = settings.settings()
     matrix = read_training_matrix(feature_store)
     features = feature_importance.loc[feature_importance["kept"], "feature_name"].tolist()
@@ -157,7 +166,7 @@ def radiomics_models(
         f"fitting {study.models.n_pipelines} pipelines on {len(features)} features, {study.models.workers} worker(s)"
     )
     result = fit_radiomics_arm(matrix, patient_split, features, study.models, study.label, study.seed)
-    leakage = split_effect(matrix, features, fitting_settings(study.models, matrix, matrix), study.label, study.seed)
+    leakage = split_effect(matrix, features, fitting_settings(study.models, matrix), study.label, study.seed)
     settings_hash = study.step_hash("radiomics_models")
     folder = store.store().artifact_path("models", "radiomics")
     paths = {
@@ -177,6 +186,12 @@ def radiomics_models(
         "radiomics_predictions",
         metadata={"n_test_rows": int((result.predictions["evaluation"] == "test").sum())},
     )
+    yield dg.Output(
+        result.cv_folds.assign(settings_hash=settings_hash),
+        "radiomics_cv_folds",
+        metadata={"outer_folds": int(result.cv_folds.groupby("model_id").size().max())},
+    )
+    yield dg.Output(result.cv_predictions.assign(settings_hash=settings_hash), "radiomics_cv_predictions")
 
 
 def _slice_arrays(store: StoreResource, rows: pd.DataFrame, size: int) -> np.ndarray:
@@ -331,7 +346,7 @@ def combined_model(
     radiomics_predictions: pd.DataFrame,
     densenet_predictions: pd.DataFrame,
 ):
-    """The best radiomics model (by tuning CV on training patients) stacked with the DenseNet."""
+    """The best radiomics model (by nested CV on the training patients) stacked with the DenseNet."""
     study = settings.settings()
     best = best_radiomics_model(radiomics_metrics)
     densenet_id = densenet_predictions["model_id"].iloc[0]
@@ -366,7 +381,7 @@ def combined_model(
         predicted_label=lambda f: predicted_labels(f["probability"], study.label),
         settings_hash=card["settings_hash"],
     )
-    tested = predictions.assign(y_true=lambda f: labels(f, study.label))
+    tested = predictions[predictions["evaluation"] == "test"].assign(y_true=lambda f: labels(f, study.label))
     metrics = pd.DataFrame(
         [
             {
@@ -394,3 +409,67 @@ def combined_model(
         },
     )
     yield dg.Output(predictions, "combined_predictions", metadata={"n_test_lesions": len(tested)})
+
+
+# Where each arm's second threshold is chosen: never on the test patients.
+THRESHOLD_SOURCE = {
+    "radiomics": ("out_of_fold", "out-of-fold, training patients"),
+    "densenet": ("validation", "validation patients"),
+    "combined": ("validation", "validation patients, which fitted the stacker"),
+}
+
+
+@dg.multi_asset(
+    group_name=STUDY_GROUP,
+    outs={
+        "metric_intervals": dg.AssetOut(
+            kinds=KINDS,
+            description="Every model's per-class metrics on the test patients, lesion and patient level, at 0.5 "
+            "and at a threshold chosen without them, each with its 95% interval and a flag where it is degenerate",
+        ),
+        "model_comparisons": dg.AssetOut(
+            kinds=KINDS,
+            description="Every model's test AUC against the best model's (chosen by nested CV on the training "
+            "patients): paired patient-bootstrap difference with its 95% interval, p-value and Holm-corrected p",
+        ),
+    },
+)
+def model_evaluation(
+    context: dg.AssetExecutionContext,
+    settings: SettingsResource,
+    radiomics_metrics: pd.DataFrame,
+    radiomics_predictions: pd.DataFrame,
+    densenet_predictions: pd.DataFrame,
+    combined_predictions: pd.DataFrame,
+):
+    """What a reviewer asks of Table 3: per-class metrics, calibration and degenerate intervals for
+    every row, and whether any model is distinguishable from the one the training patients chose."""
+    study = settings.settings()
+    predictions = pd.concat([radiomics_predictions, densenet_predictions, combined_predictions], ignore_index=True)
+    predictions = predictions.assign(y_true=labels(predictions, study.label))
+    resamples, seed = study.models.bootstrap_resamples, study.seed
+    tables = []
+    for _, rows in predictions.groupby("model_id", sort=True):
+        first = rows.iloc[0]
+        evaluation, chosen_on = THRESHOLD_SOURCE[first["arm"]]
+        fit = rows[rows["evaluation"] == evaluation]
+        thresholds = [FIXED]
+        if fit["y_true"].nunique() == 2:
+            thresholds.append(youden_threshold(fit["y_true"], fit["probability"], chosen_on))
+        table = metric_intervals(rows[rows["evaluation"] == "test"], thresholds, study.label, resamples, seed)
+        tables.append(table.assign(**first[["model_id", "arm", "model", "resampler"]].to_dict()))
+    intervals = pd.concat(tables, ignore_index=True).assign(settings_hash=study.step_hash("radiomics_models"))
+    best = best_radiomics_model(radiomics_metrics)["model_id"]
+    comparisons = compare_with_best(predictions[predictions["evaluation"] == "test"], best, resamples, seed)
+    degenerate = intervals.dropna(subset=["flag"])
+    context.log.info(
+        f"{len(intervals)} metrics of {intervals['model_id'].nunique()} models, {len(degenerate)} with a degenerate "
+        f"interval; {int((comparisons['p_holm'] < 0.05).sum())} comparison(s) with the best model ({best}) at "
+        "Holm-corrected p < 0.05"
+    )
+    yield dg.Output(intervals, "metric_intervals", metadata={"n_degenerate": len(degenerate)})
+    yield dg.Output(
+        comparisons.assign(settings_hash=study.step_hash("radiomics_models")),
+        "model_comparisons",
+        metadata={"best_model": best, "comparisons": dg.MetadataValue.md(comparisons_table(comparisons))},
+    )

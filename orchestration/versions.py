@@ -30,12 +30,19 @@ REVISIONS: dict[str, tuple[int, str]] = {
     "lesion_slices": (1, "slices"),
     "patient_split": (1, "split"),
     "feature_importance": (1, "selection"),
-    "radiomics_metrics": (1, "radiomics_models"),
-    "radiomics_predictions": (1, "radiomics_models"),
+    # 2: nested CV on the training patients, Platt scaling on its out-of-fold probabilities.
+    "radiomics_metrics": (2, "radiomics_models"),
+    "radiomics_predictions": (2, "radiomics_models"),
+    "radiomics_cv_folds": (1, "radiomics_models"),
+    "radiomics_cv_predictions": (1, "radiomics_models"),
     "densenet_metrics": (1, "densenet"),
     "densenet_predictions": (1, "densenet"),
-    "combined_metrics": (1, "combined"),
-    "combined_predictions": (1, "combined"),
+    # 2: the best radiomics model by nested CV; validation rows scored too (their threshold).
+    "combined_metrics": (2, "combined"),
+    "combined_predictions": (2, "combined"),
+    # The evaluation reads the same settings as the radiomics models (seed, label, models).
+    "metric_intervals": (1, "radiomics_models"),
+    "model_comparisons": (1, "radiomics_models"),
 }
 
 

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import dagster as dg
 import joblib
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.stats import t as student_t
 
 from assets.synth import SynthConfig, generate_cohort
 from base.store import Store
@@ -146,8 +148,47 @@ def test_densenet_trains_on_training_patients_only_and_joins_table3_with_the_com
     assert card["training_slices"] == len(train) and len(card["history"]) == 1
 
     combined = _sql(store, "select * from lesion_predictions where arm = 'combined'")
-    assert set(combined["evaluation"]) == {"test"}
-    assert set(split[combined["patient_id"]]) == {"test"}
+    for evaluation in ("validation", "test"):  # validation: what its second threshold is chosen on
+        assert set(split[combined.loc[combined["evaluation"] == evaluation, "patient_id"]]) == {evaluation}
+
+
+def test_nested_cv_on_training_patients_chooses_the_best_and_every_row_has_per_class_metrics(study):
+    _, _, store = study
+    split = _sql(store, "select * from patient_split").set_index("patient_id")["set"]
+    metrics = _sql(store, "select * from model_metrics where arm = 'radiomics'").set_index("model_id").sort_index()
+    folds, held = _sql(store, "select * from cv_folds"), _sql(store, "select * from cv_predictions")
+    # Nested CV on the training patients only: each training lesion held out once per repeat.
+    assert set(split[held["patient_id"]]) <= {"train", "validation"}
+    assert held.groupby(["model_id", "repeat"])["lesion_id"].agg(lambda ids: ids.is_unique).all()
+    assert folds.groupby("model_id").size().eq(10).all()  # 2 repeats x 5 outer folds
+    assert np.allclose(metrics["cv_auc"], folds.groupby("model_id")["auc"].mean().sort_index())
+    # The Nadeau-Bengio interval is wider than the naive one (folds share training patients).
+    naive = metrics["cv_auc_sd"] / np.sqrt(10) * student_t.ppf(0.975, 9)
+    assert (metrics["cv_auc_ci_high"] - metrics["cv_auc"] > naive).all()
+    assert (metrics["cv_auc_ci_low"] < metrics["cv_auc"]).all()
+    # Platt scaling on the out-of-fold probabilities: on those, the mean probability is the share of
+    # positive training lesions (what an unpenalised logistic fit with an intercept guarantees).
+    oof = _sql(store, "select * from lesion_predictions where arm = 'radiomics' and evaluation = 'out_of_fold'")
+    share = oof.groupby("model_id").apply(lambda f: (f["label"] == QUICK.label.positive).mean(), include_groups=False)
+    assert np.allclose(oof.groupby("model_id")["probability"].mean(), share, atol=1e-3)
+
+    table3 = _sql(store, "select model_id from model_metrics")["model_id"]
+    intervals = _sql(store, "select * from metric_intervals")
+    assert set(intervals["model_id"]) == set(table3) and set(intervals["level"]) == {"lesion", "patient"}
+    chosen = intervals.dropna(subset=["threshold"]).groupby("arm")["threshold"].agg(set)
+    assert chosen["radiomics"] == {"0.5", "youden (out-of-fold, training patients)"}
+    assert chosen["densenet"] == {"0.5", "youden (validation patients)"}
+    flagged = intervals.dropna(subset=["flag"])
+    assert (flagged["ci_low"] == flagged["ci_high"]).all()
+    assert set(flagged["flag"]) <= {"degenerate (n test patients = 8)"}
+    unflagged = intervals[intervals["flag"].isna() & intervals["ci_low"].notna()]
+    assert (unflagged["ci_low"] < unflagged["ci_high"]).all()
+
+    comparisons = _sql(store, "select * from model_comparisons")
+    best = metrics.reset_index().sort_values(["cv_auc", "model_id"], ascending=[False, True]).iloc[0]["model_id"]
+    assert set(comparisons["best_model_id"]) == {best}  # chosen by nested CV, never by a test score
+    assert set(comparisons["model_id"]) == set(table3) - {best}
+    assert (comparisons["p_holm"] >= comparisons["p_value"]).all() and comparisons["p_holm"].le(1).all()
 
 
 def test_tables_2_and_3_and_aucs_are_in_the_ui(study):
@@ -164,7 +205,14 @@ def test_tables_2_and_3_and_aucs_are_in_the_ui(study):
 # *_metrics tables (sql/models/results/model_metrics.sql), lesion_predictions that of the predictions.
 # The radiomics arm's Python steps (the DenseNet's determinism, a resumed training equal to a straight
 # one, is tested in test_densenet.py, on a smaller network and far faster than retraining it here).
-RADIOMICS_OUTPUTS = ("patient_split", "feature_importance", "radiomics_metrics", "radiomics_predictions")
+RADIOMICS_OUTPUTS = (
+    "patient_split",
+    "feature_importance",
+    "radiomics_metrics",
+    "radiomics_predictions",
+    "radiomics_cv_folds",
+    "radiomics_cv_predictions",
+)
 
 
 def test_same_seed_same_metrics(study):
