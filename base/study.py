@@ -276,6 +276,8 @@ PROFILE_OVERRIDES: dict[str, dict] = {
     "paper": {"profile": "paper"},
     "quick": {
         "profile": "quick",
+        # Nested CV tunes every pipeline in every outer fold: 2 x 5 outer folds, not 5 x 5.
+        "models": {"cv_repeats": 2},
         "densenet": {
             "image_size": 96,
             "epochs": 4,

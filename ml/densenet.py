@@ -30,7 +30,7 @@ from base.devices import choose_device
 from base.files import atomic_path
 from base.study import DenseNetSettings, protocol_fields
 
-from .evaluation import roc_auc
+from .evaluation import patient_draws, roc_auc
 
 set_track_meta(False)  # plain tensors through the transforms: MONAI's metadata doubles their cost
 
@@ -194,6 +194,22 @@ class EpochLog:
     validation_auc: float
     images_per_s: float
     seconds: float
+    # The validation AUC's 95% patient-bootstrap interval: a handful of validation patients choose
+    # the epoch, and this says how much the choice could owe to which patients they are.
+    validation_auc_ci_low: float = math.nan
+    validation_auc_ci_high: float = math.nan
+
+
+VALIDATION_RESAMPLES = 200
+
+
+def validation_interval(lesions: pd.DataFrame, seed: int) -> tuple[float, float]:
+    """95% patient-bootstrap interval of the validation lesions' AUC (patient_id, y_true, probability)."""
+    frame = lesions.reset_index(drop=True)
+    y, p = frame["y_true"].to_numpy(), frame["probability"].to_numpy()
+    draws = np.array([roc_auc(y[rows], p[rows]) for rows, _ in patient_draws(frame, VALIDATION_RESAMPLES, seed)])
+    draws = draws[np.isfinite(draws)]
+    return tuple(float(v) for v in np.percentile(draws, [2.5, 97.5])) if len(draws) else (math.nan, math.nan)
 
 
 @dataclass
@@ -258,8 +274,10 @@ def train(
     seed: int,
     checkpoint_path: Path,
     progress: Callable[[EpochLog], None] = lambda log: None,
+    val_patients: np.ndarray | None = None,
 ) -> TrainingResult:
-    """Train from scratch (or resume), choosing the epoch with the best validation-lesion AUC."""
+    """Train from scratch (or resume), choosing the epoch with the best validation-lesion AUC (with
+    its patient-bootstrap interval when `val_patients`, each validation slice's patient, is given)."""
     device = choose_device(settings.device)
     model = build_model(device, seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
@@ -268,6 +286,9 @@ def train(
         SliceDataset(train_images, train_labels, augmentation(settings), seed), settings, seed, device
     )
     lesion_labels = pd.Series(val_labels, index=val_lesions).groupby(level=0).first()
+    lesion_patients = (
+        None if val_patients is None else pd.Series(val_patients, index=val_lesions).groupby(level=0).first()
+    )
 
     key = fingerprint(train_images, train_labels, val_images, settings, seed)
     state = Checkpoint.load(checkpoint_path, key)
@@ -285,7 +306,17 @@ def train(
         train_seconds = time.perf_counter() - start
         per_lesion = lesion_probabilities(val_lesions, predict(model, val_images, device))
         auc = roc_auc(lesion_labels.loc[per_lesion.index].to_numpy(), per_lesion.to_numpy())
-        log = EpochLog(epoch, loss, auc, seen / train_seconds, time.perf_counter() - start)
+        interval = (math.nan, math.nan)
+        if lesion_patients is not None:
+            scored = pd.DataFrame(
+                {
+                    "patient_id": lesion_patients.loc[per_lesion.index].to_numpy(),
+                    "y_true": lesion_labels.loc[per_lesion.index].to_numpy(),
+                    "probability": per_lesion.to_numpy(),
+                }
+            )
+            interval = validation_interval(scored, seed + epoch)
+        log = EpochLog(epoch, loss, auc, seen / train_seconds, time.perf_counter() - start, *interval)
         if np.isfinite(auc) and auc > state.best_auc or state.best_state is None:
             state.best_auc, state.best_epoch = (auc if np.isfinite(auc) else -math.inf), epoch
             state.best_state = copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})

@@ -38,6 +38,19 @@ def feature_columns(matrix: pd.DataFrame) -> list[str]:
     return [c for c in matrix.columns if c not in ID_COLUMNS]
 
 
+@dataclass(frozen=True)
+class ArmSpec:
+    """Which rows of Table 3 a fit makes: the radiomics arm (the filter refitted in every outer fold on
+    the candidate features), or a baseline (its own few features, used as given; `model` names it)."""
+
+    arm: str = "radiomics"
+    model: str | None = None  # the `model` column; the classifier's name when None
+    fixed_features: bool = False
+
+
+RADIOMICS = ArmSpec()
+
+
 @dataclass
 class FittedModel:
     model_id: str
@@ -82,15 +95,15 @@ def _outer_fold(
 ) -> tuple[dict, np.ndarray]:
     """One outer fold: tuned on its training part alone, its held-out patients scored once. A part
     too small for two inner folds of each class keeps the first candidate of each parameter."""
-    spec = classifier(name, settings.grids)
+    model = classifier(name, settings.grids)
     x, y = fold_train[features], labels(fold_train, label)
     inner = min(settings.tuning_folds, int(fold_train.groupby("label")["patient_id"].nunique().min()))
     if inner >= 2:
-        tuned = tune(spec, resampler, x, y, fold_train["patient_id"].to_numpy(), seed, inner)
+        tuned = tune(model, resampler, x, y, fold_train["patient_id"].to_numpy(), seed, inner)
         pipeline, params = tuned.pipeline, tuned.params
     else:
-        params = {k: v[0] for k, v in spec.grid.items()}
-        pipeline = build_pipeline(spec, resampler, seed, params).fit(x, y)
+        params = {k: v[0] for k, v in model.grid.items()}
+        pipeline = build_pipeline(model, resampler, seed, params).fit(x, y)
     probability = pipeline.predict_proba(held_out[features])[:, 1]
     y = labels(held_out, label)
     scores = {
@@ -116,12 +129,17 @@ def nested_cv(
     label: LabelSettings,
     seed: int,
     parallel: Parallel,
+    fixed_features: list[str] | None = None,
 ) -> NestedCV:
     """Every pipeline through the same outer folds of the training patients, each fold with its
-    own redundancy filter (fitted on the fold's training part) and its own tuning."""
+    own redundancy filter (fitted on the fold's training part; a baseline's `fixed_features` are
+    used as they are) and its own tuning."""
     folds = repeated_cv_folds(train, settings, label, seed)
     candidates = feature_columns(train)
-    kept = [drop_correlated(train.iloc[fit][candidates], settings.max_abs_correlation).kept for fit, _ in folds]
+    kept = [
+        fixed_features or drop_correlated(train.iloc[fit][candidates], settings.max_abs_correlation).kept
+        for fit, _ in folds
+    ]
     tasks = [(name, resampler, k) for name, resampler in combos for k in range(len(folds))]
     results = parallel(
         delayed(_outer_fold)(
@@ -163,16 +181,17 @@ def _fit_one(
     settings: ModelSettings,
     label: LabelSettings,
     seed: int,
+    spec: ArmSpec,
 ) -> tuple[FittedModel, pd.DataFrame, float]:
     """Tune on all training patients, Platt-scale on the nested out-of-fold probabilities (the mean
     over repeats of each training lesion's), score the test patients."""
-    spec = classifier(name, settings.grids)
     x, y, groups = train[features], labels(train, label), train["patient_id"].to_numpy()
-    tuned = tune(spec, resampler, x, y, groups, seed, settings.tuning_folds)
+    tuned = tune(classifier(name, settings.grids), resampler, x, y, groups, seed, settings.tuning_folds)
     out_of_fold = held_out.groupby("lesion_id")["probability"].mean().reindex(train["lesion_id"]).to_numpy()
     model = platt_scale(tuned.pipeline, out_of_fold, y)
     card = {
-        "arm": "radiomics",
+        "arm": spec.arm,
+        "model": spec.model or name,
         "classifier": name,
         "resampler": resampler,
         "features": features,
@@ -185,7 +204,7 @@ def _fit_one(
         "training_lesions": int(len(x)),
         "positive_class": label.positive,
     }
-    identifier = model_id(f"{name}_{resampler}", card)
+    identifier = model_id(f"{spec.model or name}_{resampler}", card)
     rows = pd.concat(
         [
             test[ID_COLUMNS].assign(evaluation="test", probability=model.predict_proba(test[features])[:, 1]),
@@ -193,7 +212,7 @@ def _fit_one(
         ],
         ignore_index=True,
     )
-    rows = rows.assign(model_id=identifier, arm="radiomics", model=name, resampler=resampler)
+    rows = rows.assign(model_id=identifier, arm=spec.arm, model=spec.model or name, resampler=resampler)
     return FittedModel(identifier, name, resampler, model, card), rows, tuned.cv_auc
 
 
@@ -247,6 +266,7 @@ def fit_radiomics_arm(
     settings: ModelSettings,
     label: LabelSettings,
     seed: int,
+    spec: ArmSpec = RADIOMICS,
 ) -> ArmResult:
     """Every classifier x resampler the study names: nested CV on the training patients, then tuned
     on all of them, Platt-scaled on the nested out-of-fold probabilities, and scored on the test
@@ -256,7 +276,7 @@ def fit_radiomics_arm(
     settings = fitting_settings(settings, train)
     combos = list(product(settings.classifiers, settings.resamplers))
     parallel = Parallel(n_jobs=settings.workers)
-    nested = nested_cv(train, combos, settings, label, seed, parallel)
+    nested = nested_cv(train, combos, settings, label, seed, parallel, features if spec.fixed_features else None)
     fitted = parallel(
         delayed(_fit_one)(
             name,
@@ -268,6 +288,7 @@ def fit_radiomics_arm(
             settings,
             label,
             seed,
+            spec,
         )
         for name, resampler in combos
     )
@@ -283,8 +304,8 @@ def fit_radiomics_arm(
         metric_rows.append(
             {
                 "model_id": model.model_id,
-                "arm": "radiomics",
-                "model": model.classifier,
+                "arm": spec.arm,
+                "model": model.card["model"],
                 "resampler": model.resampler,
                 **test_metrics(tested, settings.bootstrap_resamples, seed),
                 **summarise_folds(folds[folds["model_id"] == model.model_id]),

@@ -19,11 +19,12 @@ from base.files import atomic_path
 from base.lifecycle import patient_hash
 from base.markdown import markdown_table
 from base.store import Store
+from ml.baselines import baseline_matrix, fit_baselines
 from ml.combined import best_radiomics_model, stack
 from ml.comparison import compare_with_best
 from ml.evaluation import labels, predicted_labels, test_metrics
 from ml.metrics import FIXED, metric_intervals, youden_threshold
-from ml.radiomics_arm import feature_columns, fit_radiomics_arm, fitting_settings, split_effect
+from ml.radiomics_arm import ArmResult, feature_columns, fit_radiomics_arm, fitting_settings, split_effect
 from ml.registry import data_hash, model_id, save_model
 from ml.report import auc_metadata, comparisons_table, table2, table3
 from ml.selection import drop_correlated, feature_importance_table, permutation_ranking
@@ -168,14 +169,7 @@ def radiomics_models(
     result = fit_radiomics_arm(matrix, patient_split, features, study.models, study.label, study.seed)
     leakage = split_effect(matrix, features, fitting_settings(study.models, matrix), study.label, study.seed)
     settings_hash = study.step_hash("radiomics_models")
-    folder = store.store().artifact_path("models", "radiomics")
-    paths = {
-        m.model_id: save_model(folder, m.model_id, m.pipeline, {**m.card, "settings_hash": settings_hash})
-        for m in result.models
-    }
-    metrics = result.metrics.assign(
-        model_file=lambda f: f["model_id"].map(lambda i: store.store().relative(paths[i])), settings_hash=settings_hash
-    )
+    metrics = _saved(store.store(), result, settings_hash)
     yield dg.Output(
         metrics,
         "radiomics_metrics",
@@ -192,6 +186,49 @@ def radiomics_models(
         metadata={"outer_folds": int(result.cv_folds.groupby("model_id").size().max())},
     )
     yield dg.Output(result.cv_predictions.assign(settings_hash=settings_hash), "radiomics_cv_predictions")
+
+
+def _saved(store: Store, result: ArmResult, settings_hash: str) -> pd.DataFrame:
+    """Each fitted model and its card under artifacts/models/<arm>/; the metrics with their files."""
+    folder = store.artifact_path("models", result.metrics["arm"].iloc[0])
+    paths = {
+        m.model_id: save_model(folder, m.model_id, m.pipeline, {**m.card, "settings_hash": settings_hash})
+        for m in result.models
+    }
+    return result.metrics.assign(
+        model_file=lambda f: f["model_id"].map(lambda i: store.relative(paths[i])), settings_hash=settings_hash
+    )
+
+
+@dg.multi_asset(
+    group_name=STUDY_GROUP,
+    deps=[TRAINING_MATRIX],
+    outs={
+        "baseline_metrics": dg.AssetOut(kinds=KINDS, description="Table 3, baseline rows: lesion size, lesion count"),
+        "baseline_predictions": dg.AssetOut(kinds=KINDS, description="per-lesion probabilities of the baselines"),
+    },
+)
+def baseline_models(
+    context: dg.AssetExecutionContext,
+    store: StoreResource,
+    feature_store: DuckDBResource,
+    settings: SettingsResource,
+    patient_split: pd.DataFrame,
+):
+    """What the radiomics models must beat: lesion size and the patient's lesion count, each a
+    logistic regression fitted, calibrated and scored exactly like them (ml/baselines.py)."""
+    study = settings.settings()
+    matrix = read_training_matrix(feature_store)
+    with feature_store.get_connection() as con:
+        lesions = con.execute("select lesion_id, volume_ml, max_diameter_mm from lesions").df()
+    frame = baseline_matrix(matrix, lesions)
+    results = fit_baselines(frame, patient_split, study.models, study.label, study.seed)
+    settings_hash = study.step_hash("radiomics_models")
+    metrics = pd.concat([_saved(store.store(), result, settings_hash) for result in results], ignore_index=True)
+    predictions = pd.concat([result.predictions for result in results], ignore_index=True)
+    context.log.info(", ".join(f"{m['model']}: test AUC {m['auc']:.2f}" for _, m in metrics.iterrows()))
+    yield dg.Output(metrics, "baseline_metrics", metadata={"table_3": dg.MetadataValue.md(table3(metrics))})
+    yield dg.Output(predictions.assign(settings_hash=settings_hash), "baseline_predictions")
 
 
 def _slice_arrays(store: StoreResource, rows: pd.DataFrame, size: int) -> np.ndarray:
@@ -252,7 +289,8 @@ def densenet(
     def progress(log: EpochLog) -> None:
         context.log.info(
             f"epoch {log.epoch}/{config.epochs}: loss {log.loss:.4f}, validation AUC "
-            f"{log.validation_auc:.3f}, {log.images_per_s:.1f} images/s, {log.seconds:.0f} s"
+            f"{log.validation_auc:.3f} [{log.validation_auc_ci_low:.2f}, {log.validation_auc_ci_high:.2f}], "
+            f"{log.images_per_s:.1f} images/s, {log.seconds:.0f} s"
         )
 
     result = train(
@@ -265,7 +303,12 @@ def densenet(
         study.seed,
         checkpoint,
         progress,
+        val_patients=rows.loc[part[VALIDATION], "patient_id"].to_numpy(),
     )
+    best = result.history[result.best_epoch - 1]
+    # How much the chosen epoch owes to which validation patients: the epochs whose validation AUC
+    # lies within the best epoch's patient-bootstrap interval could as well have been chosen.
+    rivals = sum(h.validation_auc >= best.validation_auc_ci_low for h in result.history)
     scored = []
     for evaluation, name in (("validation", VALIDATION), ("test", TEST)):
         chosen = rows.loc[part[name]]
@@ -307,7 +350,10 @@ def densenet(
                 "resampler": None,
                 **test_metrics(tested, study.models.bootstrap_resamples, study.seed),
                 "validation_auc": result.best_validation_auc,
+                "validation_auc_ci_low": best.validation_auc_ci_low,
+                "validation_auc_ci_high": best.validation_auc_ci_high,
                 "best_epoch": result.best_epoch,
+                "epochs_within_interval": rivals,
                 "epochs": config.epochs,
                 "image_size": config.image_size,
                 "params": str(model_params(config)),
@@ -325,6 +371,20 @@ def densenet(
             "table_3": dg.MetadataValue.md(table3(metrics)),
             **auc_metadata(metrics),
             "best_epoch": result.best_epoch,
+            "epochs_within_interval": rivals,
+            "epochs": dg.MetadataValue.md(
+                markdown_table(
+                    [
+                        {
+                            "epoch": h.epoch,
+                            "loss": f"{h.loss:.4f}",
+                            "validation AUC [95% CI]": f"{h.validation_auc:.3f} "
+                            f"[{h.validation_auc_ci_low:.2f}, {h.validation_auc_ci_high:.2f}]",
+                        }
+                        for h in result.history
+                    ]
+                )
+            ),
             "device": str(result.device),
         },
     )
@@ -414,6 +474,7 @@ def combined_model(
 # Where each arm's second threshold is chosen: never on the test patients.
 THRESHOLD_SOURCE = {
     "radiomics": ("out_of_fold", "out-of-fold, training patients"),
+    "baseline": ("out_of_fold", "out-of-fold, training patients"),
     "densenet": ("validation", "validation patients"),
     "combined": ("validation", "validation patients, which fitted the stacker"),
 }
@@ -439,13 +500,15 @@ def model_evaluation(
     settings: SettingsResource,
     radiomics_metrics: pd.DataFrame,
     radiomics_predictions: pd.DataFrame,
+    baseline_predictions: pd.DataFrame,
     densenet_predictions: pd.DataFrame,
     combined_predictions: pd.DataFrame,
 ):
     """What a reviewer asks of Table 3: per-class metrics, calibration and degenerate intervals for
     every row, and whether any model is distinguishable from the one the training patients chose."""
     study = settings.settings()
-    predictions = pd.concat([radiomics_predictions, densenet_predictions, combined_predictions], ignore_index=True)
+    arms = [radiomics_predictions, baseline_predictions, densenet_predictions, combined_predictions]
+    predictions = pd.concat(arms, ignore_index=True)
     predictions = predictions.assign(y_true=labels(predictions, study.label))
     resamples, seed = study.models.bootstrap_resamples, study.seed
     tables = []

@@ -35,6 +35,8 @@ REVISIONS: dict[str, tuple[int, str]] = {
     "radiomics_predictions": (2, "radiomics_models"),
     "radiomics_cv_folds": (1, "radiomics_models"),
     "radiomics_cv_predictions": (1, "radiomics_models"),
+    "baseline_metrics": (1, "radiomics_models"),
+    "baseline_predictions": (1, "radiomics_models"),
     "densenet_metrics": (1, "densenet"),
     "densenet_predictions": (1, "densenet"),
     # 2: the best radiomics model by nested CV; validation rows scored too (their threshold).

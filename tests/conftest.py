@@ -15,6 +15,21 @@ from assets.synth import SynthConfig, generate_cohort  # noqa: E402
 
 TINY = SynthConfig(seed=3, scale=0.05, matrix=80, workers=2)
 
+# The longest modules first: `make test` runs two processes that each take whole modules in
+# collection order, so a long module started last would leave one process waiting on the other.
+LONGEST_FIRST = (
+    "test_study.py",
+    "test_second_study.py",
+    "test_daemon.py",
+    "test_dagster_imaging.py",
+    "test_bad_inputs.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
 
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory) -> Path:

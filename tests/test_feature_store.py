@@ -213,7 +213,7 @@ def test_metorigin_sql_refuses_file_access(pipeline, capsys, tmp_path, monkeypat
 
 def _readme_relations() -> list[tuple[str, str]]:
     """(relation, kind) for each relation in the README's table of the feature store's relations."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     section = readme.split("### The feature store (dbt, `sql/`)")[1].split("\n### ")[0]
     relations = []
     for row in (line for line in section.splitlines() if line.startswith("| `")):

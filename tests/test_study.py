@@ -45,9 +45,9 @@ def study(tmp_path_factory):
         mp.setenv("METORIGIN_STORE", str(root / "store"))
         mp.setenv("METORIGIN_WORKERS", "2")
         mp.setenv("METORIGIN_DENSENET_EPOCHS", "1")  # the loop itself is tested in test_densenet.py
-        # The quick study with 2 x 5 repeated-CV folds (not 5 x 5) and 300 bootstrap resamples: the
+        # The quick study with 1 x 5 nested-CV folds (not 2 x 5) and 300 bootstrap resamples: the
         # same steps, less repetition.
-        (root / "study.yaml").write_text("base: quick\nmodels: {cv_repeats: 2, bootstrap_resamples: 300}\n")
+        (root / "study.yaml").write_text("base: quick\nmodels: {cv_repeats: 1, bootstrap_resamples: 300}\n")
         mp.setenv("METORIGIN_STUDY", str(root / "study.yaml"))
         defs = build_definitions(resources_from_env())
         instance = dg.DagsterInstance.ephemeral()
@@ -100,7 +100,7 @@ def test_table3_has_16_models_with_intervals_and_models_with_their_cards(study):
     for low, point, high in (("auc_ci_low", "auc", "auc_ci_high"), ("accuracy_ci_low", "accuracy", "accuracy_ci_high")):
         assert (metrics[low] <= metrics[point]).all() and (metrics[point] <= metrics[high]).all()
     assert (metrics["auc_ci_high"] - metrics["auc_ci_low"] > 0).all()
-    assert metrics["cv_folds"].eq(10).all() and metrics["cv_auc"].between(0, 1).all()  # 2 repeats x 5 folds
+    assert metrics["cv_folds"].eq(5).all() and metrics["cv_auc"].between(0, 1).all()  # 1 repeat x 5 folds
     assert metrics["n_test_patients"].eq(8).all()
 
     split = _sql(store, "select * from patient_split")
@@ -125,7 +125,7 @@ def test_table3_has_16_models_with_intervals_and_models_with_their_cards(study):
 def test_densenet_trains_on_training_patients_only_and_joins_table3_with_the_combined_model(study):
     _, _, store = study
     split = _sql(store, "select * from patient_split").set_index("patient_id")["set"]
-    metrics = _sql(store, "select * from model_metrics where arm <> 'radiomics' order by arm")
+    metrics = _sql(store, "select * from model_metrics where arm in ('densenet', 'combined') order by arm")
     assert metrics["model"].tolist()[1] == "densenet121" and metrics["arm"].tolist() == ["combined", "densenet"]
     assert (metrics["auc_ci_low"] <= metrics["auc"]).all() and (metrics["auc"] <= metrics["auc_ci_high"]).all()
     assert metrics["n_test_patients"].eq(8).all()
@@ -146,6 +146,10 @@ def test_densenet_trains_on_training_patients_only_and_joins_table3_with_the_com
     train = chosen[chosen["patient_id"].map(split) == "train"].reset_index(drop=True)
     assert card["training_data_sha256"] == data_hash(train[["lesion_id", "slice_index"]], labels(train, QUICK.label))
     assert card["training_slices"] == len(train) and len(card["history"]) == 1
+    # The chosen epoch's validation AUC with its patient-bootstrap interval (how much it owes to them).
+    row = metrics.set_index("arm").loc["densenet"]
+    assert row["validation_auc_ci_low"] <= row["validation_auc"] <= row["validation_auc_ci_high"]
+    assert row["epochs_within_interval"] == 1  # one epoch: the chosen one, within its own interval
 
     combined = _sql(store, "select * from lesion_predictions where arm = 'combined'")
     for evaluation in ("validation", "test"):  # validation: what its second threshold is chosen on
@@ -160,10 +164,10 @@ def test_nested_cv_on_training_patients_chooses_the_best_and_every_row_has_per_c
     # Nested CV on the training patients only: each training lesion held out once per repeat.
     assert set(split[held["patient_id"]]) <= {"train", "validation"}
     assert held.groupby(["model_id", "repeat"])["lesion_id"].agg(lambda ids: ids.is_unique).all()
-    assert folds.groupby("model_id").size().eq(10).all()  # 2 repeats x 5 outer folds
+    assert folds.groupby("model_id").size().eq(5).all()  # 1 repeat x 5 outer folds
     assert np.allclose(metrics["cv_auc"], folds.groupby("model_id")["auc"].mean().sort_index())
     # The Nadeau-Bengio interval is wider than the naive one (folds share training patients).
-    naive = metrics["cv_auc_sd"] / np.sqrt(10) * student_t.ppf(0.975, 9)
+    naive = metrics["cv_auc_sd"] / np.sqrt(5) * student_t.ppf(0.975, 4)
     assert (metrics["cv_auc_ci_high"] - metrics["cv_auc"] > naive).all()
     assert (metrics["cv_auc_ci_low"] < metrics["cv_auc"]).all()
     # Platt scaling on the out-of-fold probabilities: on those, the mean probability is the share of
@@ -183,6 +187,10 @@ def test_nested_cv_on_training_patients_chooses_the_best_and_every_row_has_per_c
     assert set(flagged["flag"]) <= {"degenerate (n test patients = 8)"}
     unflagged = intervals[intervals["flag"].isna() & intervals["ci_low"].notna()]
     assert (unflagged["ci_low"] < unflagged["ci_high"]).all()
+
+    baselines = _sql(store, "select * from model_metrics where arm = 'baseline' order by model")
+    assert baselines["model"].tolist() == ["lesion_count", "lesion_size"] and baselines["cv_auc"].between(0, 1).all()
+    assert chosen["baseline"] == chosen["radiomics"]  # fitted, calibrated and thresholded like them
 
     comparisons = _sql(store, "select * from model_comparisons")
     best = metrics.reset_index().sort_values(["cv_auc", "model_id"], ascending=[False, True]).iloc[0]["model_id"]

@@ -1,0 +1,68 @@
+"""Nested cross-validation on pure noise: what it guards against, shown against the leaky way."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel
+from sklearn.model_selection import StratifiedGroupKFold
+
+from base.study import LabelSettings, ModelSettings
+from ml.classifiers import build_pipeline, classifier, tune
+from ml.evaluation import corrected_interval, labels, roc_auc
+from ml.radiomics_arm import nested_cv
+
+LABEL = LabelSettings()
+SETTINGS = ModelSettings(
+    classifiers=("logistic_regression",), resamplers=("smote",), cv_repeats=2, cv_folds=5, tuning_folds=3, workers=1
+)
+
+
+def _noise(patients: int = 40, lesions: int = 3, features: int = 300, seed: int = 0) -> pd.DataFrame:
+    """Labels by patient, features that know nothing about them."""
+    rng = np.random.default_rng(seed)
+    rows = [
+        (f"P{p:02d}-{k}", f"S{p:02d}", f"P{p:02d}", LABEL.classes[p % 2])
+        for p in range(patients)
+        for k in range(lesions)
+    ]
+    ids = pd.DataFrame(rows, columns=["lesion_id", "scan_id", "patient_id", "label"])
+    values = pd.DataFrame(rng.normal(size=(len(ids), features)), columns=[f"f{i:03d}" for i in range(features)])
+    return pd.concat([ids, values], axis=1)
+
+
+def _leaky_cv_auc(matrix: pd.DataFrame, keep: int = 5) -> float:
+    """The way not to: the features most associated with the label and the hyper-parameters chosen on
+    every patient, then cross-validated: the held-out patients helped choose both."""
+    y, groups = labels(matrix, LABEL), matrix["patient_id"].to_numpy()
+    features = [c for c in matrix.columns if c.startswith("f")]
+    association = {f: abs(roc_auc(y, matrix[f].to_numpy()) - 0.5) for f in features}
+    chosen = sorted(features, key=association.get, reverse=True)[:keep]
+    model = classifier("logistic_regression")
+    params = tune(model, "smote", matrix[chosen], y, groups, 0, 3).params
+    aucs = []
+    for fit, held in StratifiedGroupKFold(n_splits=5, shuffle=True, random_state=0).split(matrix, y, groups):
+        pipeline = build_pipeline(model, "smote", 0, params).fit(matrix.iloc[fit][chosen], y[fit])
+        aucs.append(roc_auc(y[held], pipeline.predict_proba(matrix.iloc[held][chosen])[:, 1]))
+    return float(np.mean(aucs))
+
+
+def test_on_noise_nested_cv_stays_near_chance_where_choosing_outside_the_folds_does_not():
+    matrix = _noise()
+    nested = nested_cv(matrix, [("logistic_regression", "smote")], SETTINGS, LABEL, seed=0, parallel=Parallel(n_jobs=1))
+    folds = nested.folds
+    assert len(folds) == 10 and set(folds["repeat"]) == {0, 1}
+    nested_auc = folds["auc"].mean()
+    low, high = corrected_interval(folds["auc"], folds["n_train_lesions"].mean(), folds["n_test_lesions"].mean())
+    assert abs(nested_auc - 0.5) < 0.1 and low < 0.5 < high
+    assert _leaky_cv_auc(matrix) > nested_auc + 0.1
+    # Each training lesion is held out once per repeat, and only by a fold that did not train on it.
+    assert nested.held_out.groupby("repeat")["lesion_id"].agg(lambda ids: ids.is_unique and len(ids) == 120).all()
+
+
+def test_the_corrected_interval_is_wider_than_the_naive_one():
+    scores = np.array([0.6, 0.7, 0.65, 0.55, 0.72, 0.68, 0.61, 0.59, 0.66, 0.7])
+    low, high = corrected_interval(scores, n_train=80, n_test=20)
+    naive = scores.std(ddof=1) / np.sqrt(len(scores)) * 2.262  # t(0.975, 9)
+    assert high - scores.mean() > naive and low < scores.mean() < high
+    assert np.isnan(corrected_interval([0.7], 80, 20)[0])
