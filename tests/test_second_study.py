@@ -56,10 +56,12 @@ def test_synth_run_sql_and_run_again_as_a_user_would(tmp_path):
     assert set(matrix["lesion_id"]) <= set(lesions.loc[lesions["included"], "lesion_id"])
     assert (lesions.loc[lesions["included"], "max_diameter_mm"] >= 10).all()
     assert set(lesions["settings_hash"]) == {study.step_hash("lesions")} != {get_settings("quick").step_hash("lesions")}
-    # Models: three classifiers with SMOTE only, the DenseNet and the combined row; colorectal is positive.
+    # Models: three classifiers with SMOTE only, the two baselines (with SMOTE too), the DenseNet and the
+    # combined row; colorectal is positive.
     radiomics = metrics[metrics["arm"] == "radiomics"]
     assert sorted(radiomics["model"]) == ["knn", "logistic_regression", "random_forest"]
-    assert set(radiomics["resampler"]) == {"smote"} and len(metrics) == 5
+    assert set(radiomics["resampler"]) == {"smote"} and len(metrics) == 7
+    assert sorted(metrics.loc[metrics["arm"] == "baseline", "model"]) == ["lesion_count", "lesion_size"]
     assert ((predictions["probability"] >= 0.5) == (predictions["predicted_label"] == "colorectal")).all()
     card = json.loads((store_dir / radiomics["model_file"].iloc[0]).with_suffix(".json").read_text())
     assert card["positive_class"] == "colorectal" and card["settings_hash"] == study.step_hash("radiomics_models")
