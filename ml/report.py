@@ -56,16 +56,21 @@ def table3(metrics: pd.DataFrame, intervals: pd.DataFrame | None = None, classes
             "patient AUC [95% CI]": _interval(m["patient_auc"], m["patient_auc_ci_low"], m["patient_auc_ci_high"]),
         }
         if intervals is not None:
-            mine = intervals[(intervals["model_id"] == m["model_id"]) & (intervals["level"] == "lesion")]
-            chosen = mine.loc[mine["threshold"].fillna("").str.startswith("youden"), "threshold"]
-            at = chosen.iloc[0] if len(chosen) else "0.5"
-            pick = {(r["threshold"] or "", r["metric"]): r for _, r in mine.iterrows()}
+            ours = intervals[intervals["model_id"] == m["model_id"]]
+            pick = {
+                (r["level"], r["threshold"] if isinstance(r["threshold"], str) else "", r["metric"]): r
+                for _, r in ours.iterrows()
+            }
+            chosen = [t for level, t, _ in pick if level == "lesion" and t.startswith("youden")]
+            at = chosen[0] if chosen else "0.5"
+            row["AUC [95% CI]"] = _cell(pick.get(("lesion", "", "auc")))
+            row["patient AUC [95% CI]"] = _cell(pick.get(("patient", "", "auc")))
             row["threshold"] = at
-            row["balanced accuracy"] = _cell(pick.get((at, "balanced_accuracy")))
+            row["balanced accuracy"] = _cell(pick.get(("lesion", at, "balanced_accuracy")))
             for name in classes:
-                row[f"sensitivity {name}"] = _cell(pick.get((at, f"sensitivity[{name}]")))
-            row["Brier"] = _cell(pick.get(("", "brier")))
-            flags |= set(mine["flag"].dropna())
+                row[f"sensitivity {name}"] = _cell(pick.get(("lesion", at, f"sensitivity[{name}]")))
+            row["Brier"] = _cell(pick.get(("lesion", "", "brier")))
+            flags |= set(ours["flag"].dropna())
         row["nested CV AUC [95% CI]"] = (
             "n/a" if pd.isna(m.get("cv_auc")) else _interval(m["cv_auc"], m["cv_auc_ci_low"], m["cv_auc_ci_high"])
         )

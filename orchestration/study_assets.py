@@ -476,7 +476,7 @@ THRESHOLD_SOURCE = {
     "radiomics": ("out_of_fold", "out-of-fold, training patients"),
     "baseline": ("out_of_fold", "out-of-fold, training patients"),
     "densenet": ("validation", "validation patients"),
-    "combined": ("validation", "validation patients, which fitted the stacker"),
+    "combined": ("validation", "validation patients"),  # in-sample when they fitted a stacker
 }
 
 
