@@ -13,6 +13,7 @@ width and is flagged as degenerate instead of being printed as certainty.
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy.special import logit
 from sklearn.metrics import roc_curve
-from statsmodels.tools.sm_exceptions import PerfectSeparationError
+from statsmodels.tools.sm_exceptions import PerfectSeparationError, PerfectSeparationWarning
 
 from base.study import LabelSettings
 
@@ -69,10 +70,12 @@ def calibration_line(y_true, probability, groups=None) -> dict[str, tuple[float,
         ("calibration_slope", sm.add_constant(z, has_constant="add"), None, 1),
     ):
         try:
-            fit = sm.GLM(y, design, family=family, offset=offset).fit(**robust)
+            with warnings.catch_warnings():  # statsmodels warns on separation; its estimates run off
+                warnings.simplefilter("error", PerfectSeparationWarning)
+                fit = sm.GLM(y, design, family=family, offset=offset).fit(**robust)
             low, high = fit.conf_int()[index]
             out[name] = (float(fit.params[index]), float(low), float(high))
-        except (np.linalg.LinAlgError, ValueError, PerfectSeparationError):
+        except (np.linalg.LinAlgError, ValueError, PerfectSeparationError, PerfectSeparationWarning):
             out[name] = nan
     return out
 

@@ -146,7 +146,10 @@ def new_scans_sensor(
 )
 def nightly_catch_up(context: dg.ScheduleEvaluationContext, store: StoreResource):
     night = time.strftime("%Y-%m-%d", time.gmtime(context.scheduled_execution_time.timestamp()))
-    waiting = scans_awaiting_processing(context.instance, store, context.repository_def)
+    in_flight = scans_in_flight(context.instance)
+    if in_flight is None:
+        return dg.SkipReason("a process_scans run of every stale scan is queued or running")
+    waiting = scans_awaiting_processing(context.instance, store, context.repository_def, skip=in_flight)
     if not waiting:
-        return dg.SkipReason("every ingested scan is processed and current")
+        return dg.SkipReason("every ingested scan is processed and current, or held by a queued or running run")
     return batch_requests(waiting, run_key=f"nightly-{night}")

@@ -160,14 +160,15 @@ def _ask_for_missing_work(cohort, tmp_path, instance, defs, repository, monkeypa
         dg.AssetObservation("scan_inputs", partition=left.scan_id, tags={"dagster/data_version": "edited"})
     )
     assert _batched(tick(cursor=looks[-1]).run_requests) == [[left.scan_id]]
-    monkeypatch.setattr(scan_batches, "SCANS_PER_RUN", 2)  # a bigger batch is split, two scans to a run
+    monkeypatch.setattr(scan_batches, "SCANS_PER_RUN", 1)  # a bigger batch is split, here one scan to a run
     night = datetime.datetime(2026, 11, 28, 2, 0, tzinfo=datetime.timezone.utc)
     with dg.build_schedule_context(
         instance=instance, repository_def=repository, resources=defs.resources, scheduled_execution_time=night
     ) as context:
         schedule = nightly_catch_up(context)
     assert [r.run_key for r in schedule] == ["nightly-2026-11-28-1", "nightly-2026-11-28-2"]
-    assert _batched(schedule) == [sorted(added.partition_keys)[5:7], sorted(added.partition_keys)[7:]]
+    # The night retries the failed scan, and leaves the one a running batch holds to that batch.
+    assert _batched(schedule) == [[failed.scan_id], [left.scan_id]]
 
     append_row(cohort / "scans.csv", "S0100,P001,images/S0002.nii.gz,masks/S0002.nii.gz,1,2,B30s,1.5,portal_venous")
     fourth = tick(cursor=fingerprint)
