@@ -216,14 +216,19 @@ def wait_until_idle(port: int, timeout_s: float) -> None:
         time.sleep(2)
 
 
-def run_seconds(instance: dg.DagsterInstance, job: str) -> list[float]:
-    """Wall time of each successful run of `job` a sensor launched, from its launch (so with the new
-    process's start and imports) to its end."""
+def _by_sensor(instance: dg.DagsterInstance, job: str) -> list[tuple[str, float]]:
+    """(run id, seconds from launch to end) of each successful run of `job` a sensor launched: from
+    the launch, so with the new process's start and imports."""
     return [
-        record.end_time - _launched_at(instance, record.dagster_run.run_id)
+        (record.dagster_run.run_id, record.end_time - _launched_at(instance, record.dagster_run.run_id))
         for record in instance.get_run_records(dg.RunsFilter(job_name=job, statuses=[dg.DagsterRunStatus.SUCCESS]))
         if "dagster/sensor_name" in record.dagster_run.tags and record.end_time
     ]
+
+
+def run_seconds(instance: dg.DagsterInstance, job: str) -> list[float]:
+    """Wall time of each successful run of `job` a sensor launched, from its launch to its end."""
+    return [seconds for _, seconds in _by_sensor(instance, job)]
 
 
 def _launched_at(instance: dg.DagsterInstance, run_id: str) -> float:
@@ -246,15 +251,8 @@ def cli_scan_seconds(instance: dg.DagsterInstance) -> float:
 def daemon_scan_seconds(instance: dg.DagsterInstance) -> list[float]:
     """Per scan, each sensor-launched `process_scans` run's time from launch to end over its scans."""
     seconds = []
-    for record in instance.get_run_records(
-        dg.RunsFilter(job_name="process_scans", statuses=[dg.DagsterRunStatus.SUCCESS])
-    ):
-        if "dagster/sensor_name" not in record.dagster_run.tags:
-            continue
-        scans = instance.get_run_ids(
-            dg.RunsFilter(job_name="process_scan", tags={BATCH_TAG: record.dagster_run.run_id})
-        )
-        elapsed = record.end_time - _launched_at(instance, record.dagster_run.run_id)
+    for run_id, elapsed in _by_sensor(instance, "process_scans"):
+        scans = instance.get_run_ids(dg.RunsFilter(job_name="process_scan", tags={BATCH_TAG: run_id}))
         seconds += [elapsed / len(scans)] * len(scans)
     return seconds
 

@@ -510,7 +510,7 @@ def model_evaluation(
     arms = [radiomics_predictions, baseline_predictions, densenet_predictions, combined_predictions]
     predictions = pd.concat(arms, ignore_index=True)
     predictions = predictions.assign(y_true=labels(predictions, study.label))
-    resamples, seed = study.models.bootstrap_resamples, study.seed
+    resamples, seed, settings_hash = study.models.bootstrap_resamples, study.seed, study.step_hash("radiomics_models")
     tables = []
     for _, rows in predictions.groupby("model_id", sort=True):
         first = rows.iloc[0]
@@ -521,7 +521,7 @@ def model_evaluation(
             thresholds.append(youden_threshold(fit["y_true"], fit["probability"], chosen_on))
         table = metric_intervals(rows[rows["evaluation"] == "test"], thresholds, study.label, resamples, seed)
         tables.append(table.assign(**first[["model_id", "arm", "model", "resampler"]].to_dict()))
-    intervals = pd.concat(tables, ignore_index=True).assign(settings_hash=study.step_hash("radiomics_models"))
+    intervals = pd.concat(tables, ignore_index=True).assign(settings_hash=settings_hash)
     best = best_radiomics_model(radiomics_metrics)["model_id"]
     comparisons = compare_with_best(predictions[predictions["evaluation"] == "test"], best, resamples, seed)
     degenerate = intervals.dropna(subset=["flag"])
@@ -532,7 +532,7 @@ def model_evaluation(
     )
     yield dg.Output(intervals, "metric_intervals", metadata={"n_degenerate": len(degenerate)})
     yield dg.Output(
-        comparisons.assign(settings_hash=study.step_hash("radiomics_models")),
+        comparisons.assign(settings_hash=settings_hash),
         "model_comparisons",
         metadata={"best_model": best, "comparisons": dg.MetadataValue.md(comparisons_table(comparisons))},
     )
