@@ -17,6 +17,7 @@ DEMO_STORE = Path("demo/store")
 
 
 def main(argv: list[str] | None = None) -> int:
+    _write_utf8()
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -24,6 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _write_utf8() -> None:
+    """Print UTF-8 whatever the locale says: under a C/ASCII locale (CI containers, cron) the printed
+    Table 3's degenerate-interval mark would otherwise end the run with a UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if (getattr(stream, "encoding", None) or "").lower().replace("-", "") != "utf8":
+            with contextlib.suppress(AttributeError, ValueError):  # a stream that cannot be reconfigured keeps its own
+                stream.reconfigure(encoding="utf-8", errors="replace")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -156,7 +156,7 @@ def test_a_store_in_use_makes_another_session_wait_or_fail_fast(lab, capsys):
             print("held", flush=True)
             time.sleep(60)
     """)
-    process = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, encoding="utf-8")
     try:
         assert process.stdout.readline().strip() == "held"
         code = cli.main(["run", "--cohort", str(cohort), "--store", str(store.root), "--seed", "5", "--no-wait"])
@@ -305,7 +305,7 @@ def test_forget_erases_every_trace_of_a_patient(repaired, lab):
     forget = subprocess.run(
         [metorigin, "forget", "--store", store.root, "--patient", "P003"],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         env=environment,
     )
     assert forget.returncode == 0, forget.stdout + forget.stderr

@@ -19,7 +19,9 @@ METORIGIN = str(Path(sys.executable).with_name("metorigin"))
 def _cli(*args, env=None) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("METORIGIN_", "DAGSTER_HOME"))}
     environment.update(env or {})
-    return subprocess.run([METORIGIN, *map(str, args)], capture_output=True, text=True, timeout=600, env=environment)
+    return subprocess.run(
+        [METORIGIN, *map(str, args)], capture_output=True, encoding="utf-8", timeout=600, env=environment
+    )
 
 
 def test_sql_errors_are_clear(tmp_path):

@@ -124,7 +124,9 @@ def _analyst_session(store: Store) -> subprocess.Popen:
         "sys.stdin.readline()\n"
         "print(con.execute(query).fetchone()[0], flush=True)\n"
     )
-    session = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    session = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, encoding="utf-8"
+    )
     assert session.stdout.readline().strip().isdigit()  # connected and queried before the run starts
     return session
 

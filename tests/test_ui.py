@@ -24,7 +24,7 @@ def test_definitions_validate(cohort, tmp_path):
     result = subprocess.run(
         [str(BIN / "dagster"), "definitions", "validate", "-m", "orchestration.definitions"],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         timeout=300,
         env=_env(cohort, tmp_path / "s", tmp_path),
     )
