@@ -3,8 +3,10 @@
 As in the study, the surroundings are blacked out with the lesion mask, intensities windowed to
 W330/L10, and each slice cropped to one square per lesion (the same square for all its slices, so
 the lesion keeps its scale from slice to slice) that holds the whole lesion and a border, then
-resized to 224x224. Slices are stored as uint8 (1.3 HU per grey level) in one compressed array
-file per scan, with an index table that says which row is which lesion and slice.
+resized to 224x224. The study's square scales every lesion to fill the image; `field_mm` crops a
+fixed physical field instead, so lesion size stays visible to the network. Slices are stored as
+uint8 (1.3 HU per grey level) in one compressed array file per scan, with an index table that
+says which row is which lesion and slice.
 """
 
 from pathlib import Path
@@ -24,12 +26,22 @@ def window(hu: np.ndarray, width: float, level: float) -> np.ndarray:
     return np.clip((hu - (level - width / 2)) / width, 0.0, 1.0)
 
 
-def lesion_square(lesion: dict, shape_yx: tuple[int, int], settings: SliceSettings) -> tuple[int, int, int]:
+def crop_description(settings: SliceSettings, image_size: int) -> str:
+    """What the DenseNet's input shows (at its `image_size`), for its model card."""
+    field = "each lesion scaled to fill the image" if settings.field_mm is None else None
+    field = field or f"a fixed {settings.field_mm:g} mm field around each lesion"
+    return f"{image_size}x{image_size} lesion slices, {field}"
+
+
+def lesion_square(lesion: dict, settings: SliceSettings, pixel_mm: float) -> tuple[int, int, int]:
     """Top row, left column and side (pixels) of the lesion's square crop; may extend past the image."""
     height = lesion["bbox_y1"] - lesion["bbox_y0"] + 1
     width = lesion["bbox_x1"] - lesion["bbox_x0"] + 1
-    side = max(height, width)
-    side += 2 * max(settings.min_border_px, int(round(settings.border_fraction * side)))
+    if settings.field_mm is not None:
+        side = max(1, int(round(settings.field_mm / pixel_mm)))
+    else:
+        side = max(height, width)
+        side += 2 * max(settings.min_border_px, int(round(settings.border_fraction * side)))
     center_y = (lesion["bbox_y0"] + lesion["bbox_y1"]) / 2
     center_x = (lesion["bbox_x0"] + lesion["bbox_x1"]) / 2
     return int(np.floor(center_y - (side - 1) / 2)), int(np.floor(center_x - (side - 1) / 2)), side
@@ -52,7 +64,7 @@ def cut_lesion_slices(
     pixel_mm2 = image.GetSpacing()[0] * image.GetSpacing()[1]
     arrays, rows = [], []
     for lesion in lesions[lesions["included"]].to_dict("records"):
-        top, left, side = lesion_square(lesion, hu.shape[1:], settings)
+        top, left, side = lesion_square(lesion, settings, image.GetSpacing()[0])
         for z in range(lesion["bbox_z0"], lesion["bbox_z1"] + 1):
             inside = lesion_map[z] == lesion["lesion_number"]
             area = int(inside.sum())

@@ -135,6 +135,11 @@ class SliceSettings:
     window_level: float = 10.0
     border_fraction: NonNegativeFloat = 0.15  # border around the lesion, as a fraction of its larger in-plane extent
     min_border_px: Annotated[int, Field(ge=0)] = 3
+    # None (the study's): each lesion's square is scaled to fill the image, so every lesion looks the
+    # same size to the DenseNet. A length in mm: a square of that field around every lesion instead,
+    # so the network sees size (a lesion wider than the field is cut at its edge; the border settings
+    # are then unused).
+    field_mm: PositiveFloat | None = None
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -193,6 +198,20 @@ class DenseNetSettings:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class RobustnessSettings:
+    """How much of the radiomics arm chance could explain (ml/robustness.py): a label-permutation
+    null (its p-value's floor is 1 / (permutations + 1)) and the arm refitted on other seeded test
+    splits. Each permutation or split costs one tuned fit of every pipeline, about 1/11 of the
+    quick profile's nested CV. `paper`: 100 permutations (p down to 0.01) and 20 splits, whose
+    2.5-97.5 percentiles show whether the study's one split of 8 test patients is typical, for about
+    as much CPU as the paper profile's 25-fold nested CV; `quick`: 20 permutations (p down to 0.05),
+    the study's split alone. Extra analyses of the same protocol: in no hash but their own."""
+
+    permutations: Annotated[int, Field(ge=0)] = 100  # 0: no permutation test
+    split_repeats: PositiveInt = 20  # 1: the study's split only
+
+
+@dataclass(frozen=True, config=_STRICT)
 class StudySettings:
     profile: str = "quick"  # the built-in profile the study starts from
     name: str = "seed paper: colorectal vs pancreatic liver metastases"
@@ -206,6 +225,7 @@ class StudySettings:
     split: SplitSettings = dataclasses.field(default_factory=SplitSettings)
     models: ModelSettings = dataclasses.field(default_factory=ModelSettings)
     densenet: DenseNetSettings = dataclasses.field(default_factory=DenseNetSettings)
+    robustness: RobustnessSettings = dataclasses.field(default_factory=RobustnessSettings)
     # When the daemon retrains the study after the feature store changed: `manual` (only when a run
     # or the UI asks), `on_change` (after each rebuild of the feature store), or a cron schedule
     # ("0 3 * * 1": Mondays at 03:00, if the feature store changed since the last tick). When, not
@@ -229,8 +249,9 @@ class StudySettings:
         return _digest({section: protocol(self, section) for section in STEP_SETTINGS[step]})
 
     def study_hash(self) -> str:
-        """The hash of the whole protocol: a store is bound to one."""
-        return _digest({step: self.step_hash(step) for step in STEP_SETTINGS})
+        """The hash of the whole protocol: a store is bound to one. The extra analyses of its
+        results (more permutations, more splits) are not another study: they are left out."""
+        return _digest({step: self.step_hash(step) for step in STEP_SETTINGS if step not in EXTRA_ANALYSES})
 
     def step_hashes(self) -> dict[str, str]:
         return {step: self.step_hash(step) for step in STEP_SETTINGS}
@@ -248,7 +269,9 @@ STEP_SETTINGS: dict[str, tuple[str, ...]] = {
     "radiomics_models": ("seed", "label", "models"),
     "densenet": ("seed", "label", "densenet", "models"),  # models: its bootstrap count
     "combined": ("seed", "label", "models", "densenet"),
+    "robustness": ("seed", "label", "split", "models", "robustness"),
 }
+EXTRA_ANALYSES = ("robustness",)
 
 
 def protocol_fields(section: Any) -> dict:
@@ -278,6 +301,7 @@ PROFILE_OVERRIDES: dict[str, dict] = {
         "profile": "quick",
         # Nested CV tunes every pipeline in every outer fold: 2 x 5 outer folds, not 5 x 5.
         "models": {"cv_repeats": 2},
+        "robustness": {"permutations": 20, "split_repeats": 1},
         "densenet": {
             "image_size": 96,
             "epochs": 4,
@@ -301,11 +325,16 @@ def get_settings(profile: str, seed: int | None = None) -> StudySettings:
 
 
 def with_run_choices(
-    settings: StudySettings, nnunet_model_dir: str | None = None, workers: int = 0, densenet_epochs: int = 0
+    settings: StudySettings,
+    nnunet_model_dir: str | None = None,
+    workers: int = 0,
+    densenet_epochs: int = 0,
+    split_repeats: int = 0,
 ) -> StudySettings:
     """The study with the choices a user makes per run on the command line: an nnU-Net model folder
     (segmentation by nnU-Net), worker processes (machine only), DenseNet epochs (a protocol change:
-    it changes the study's hash)."""
+    it changes the study's hash), test splits to refit the radiomics arm on (an extra analysis:
+    only its own step's hash changes)."""
     replace = dataclasses.replace
     if nnunet_model_dir:
         settings = replace(
@@ -320,6 +349,8 @@ def with_run_choices(
         )
     if densenet_epochs > 0:
         settings = replace(settings, densenet=replace(settings.densenet, epochs=densenet_epochs))
+    if split_repeats > 0:
+        settings = replace(settings, robustness=replace(settings.robustness, split_repeats=split_repeats))
     return settings
 
 

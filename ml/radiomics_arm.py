@@ -6,10 +6,11 @@ fold the redundancy filter is refitted and the hyper-parameters are tuned (inner
 fold's training part alone, and the fold's held-out patients are scored once. So no held-out
 patient helped choose anything about the model that scores it, and the test patients take no part
 at all: the mean held-out AUC (with a Nadeau-Bengio interval, because the folds share training
-patients) is what chooses the best model. The held-out probabilities, averaged over repeats, are
-each model's out-of-fold predictions: its Platt scaling is fitted on them (real, un-resampled
-training lesions; never a synthetic one), and the combined model and the out-of-fold thresholds
-learn from them. The final model is tuned on all training patients and scores the test patients once.
+patients) is what chooses the best model. Each model's Platt scaling is fitted on its held-out
+probabilities of every repeat (real, un-resampled training lesions; never a synthetic one); the
+calibrated ones, averaged over repeats, are its out-of-fold predictions, from which the combined
+model and the out-of-fold thresholds learn. The final model is tuned on all training patients and
+scores the test patients once.
 """
 
 from __future__ import annotations
@@ -183,12 +184,19 @@ def _fit_one(
     seed: int,
     spec: ArmSpec,
 ) -> tuple[FittedModel, pd.DataFrame, float]:
-    """Tune on all training patients, Platt-scale on the nested out-of-fold probabilities (the mean
-    over repeats of each training lesion's), score the test patients."""
+    """Tune on all training patients, Platt-scale on the nested out-of-fold probabilities, score the
+    test patients.
+
+    Platt learns from every repeat's held-out probability as it is (one row per lesion and repeat):
+    a test probability comes from one model, not from an average over repeats, which would be
+    smoother and teach a steeper, overconfident slope. The stored out-of-fold probability of a
+    lesion is the mean of its calibrated repeats."""
     x, y, groups = train[features], labels(train, label), train["patient_id"].to_numpy()
     tuned = tune(classifier(name, settings.grids), resampler, x, y, groups, seed, settings.tuning_folds)
-    out_of_fold = held_out.groupby("lesion_id")["probability"].mean().reindex(train["lesion_id"]).to_numpy()
-    model = platt_scale(tuned.pipeline, out_of_fold, y)
+    held_y = pd.Series(y, index=train["lesion_id"]).loc[held_out["lesion_id"]].to_numpy()
+    model = platt_scale(tuned.pipeline, held_out["probability"].to_numpy(), held_y)
+    calibrated = held_out.assign(probability=model.calibrate(held_out["probability"].to_numpy()))
+    out_of_fold = calibrated.groupby("lesion_id")["probability"].mean().reindex(train["lesion_id"]).to_numpy()
     card = {
         "arm": spec.arm,
         "model": spec.model or name,
@@ -208,7 +216,7 @@ def _fit_one(
     rows = pd.concat(
         [
             test[ID_COLUMNS].assign(evaluation="test", probability=model.predict_proba(test[features])[:, 1]),
-            train[ID_COLUMNS].assign(evaluation="out_of_fold", probability=model.calibrate(out_of_fold)),
+            train[ID_COLUMNS].assign(evaluation="out_of_fold", probability=out_of_fold),
         ],
         ignore_index=True,
     )

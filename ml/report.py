@@ -107,3 +107,33 @@ def auc_metadata(metrics: pd.DataFrame) -> dict[str, float]:
         if pd.notna(m.get("cv_auc")):
             out[f"cv_auc_{name}"] = float(m["cv_auc"])
     return out
+
+
+def permutation_summary(null: pd.DataFrame) -> str:
+    """The permutation test in one sentence: observed best AUC, its null, and the p-value."""
+    observed = null[null["labels"] == "observed"].iloc[0]
+    permuted = null.loc[null["labels"] == "permuted", "max_auc"]
+    if permuted.empty:
+        return f"best test AUC {observed['max_auc']:.2f}; no permutation run (robustness.permutations: 0)"
+    return (
+        f"best test AUC over the radiomics pipelines {observed['max_auc']:.2f} ({observed['classifier']} "
+        f"{observed['resampler']}); with the training patients' labels permuted {len(permuted)} times: median "
+        f"{permuted.median():.2f}, 95th percentile {permuted.quantile(0.95):.2f}; p = {observed['p_value']:.3f} "
+        f"(the smallest {len(permuted)} permutations allow: {1 / (len(permuted) + 1):.3f})"
+    )
+
+
+def split_table(spread: pd.DataFrame) -> str:
+    """Each pipeline's test AUC on the study's split beside its spread over the other splits."""
+    return markdown_table(
+        [
+            {
+                "model": r["classifier"],
+                "resampler": r["resampler"],
+                "study split AUC": f"{r['study_split_auc']:.2f}",
+                "median over splits [2.5-97.5%]": _interval(r["median_auc"], r["auc_p2_5"], r["auc_p97_5"]),
+                "splits": int(r["n_splits"]),
+            }
+            for _, r in spread.sort_values("median_auc", ascending=False).iterrows()
+        ]
+    )

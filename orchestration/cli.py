@@ -65,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=0, help="processes for per-lesion work (default: one per core)")
     run.add_argument("--densenet-epochs", type=int, default=0, help="DenseNet epochs (default: the study's)")
     run.add_argument(
+        "--split-repeats",
+        type=int,
+        default=0,
+        metavar="N",
+        help="refit the radiomics arm on N seeded test splits (the study's first) to show the spread of its test "
+        "AUCs (default: the study's robustness.split_repeats: quick 1, paper 20)",
+    )
+    run.add_argument(
         "--replace-study",
         action="store_true",
         help="re-run a store that holds another study under this one (its results are recomputed)",
@@ -148,6 +156,7 @@ def _export_environment(
     nnunet_model: Path | None = None,
     workers: int = 0,
     densenet_epochs: int = 0,
+    split_repeats: int = 0,
 ) -> None:
     """The Definitions read their resources from the environment, so every process agrees. Each
     variable is set or removed: one left over in the shell must not make the run differ from what
@@ -161,6 +170,7 @@ def _export_environment(
         "METORIGIN_NNUNET_MODEL": nnunet_model and nnunet_model.absolute(),
         "METORIGIN_WORKERS": workers or None,
         "METORIGIN_DENSENET_EPOCHS": densenet_epochs or None,
+        "METORIGIN_SPLIT_REPEATS": split_repeats or None,
     }
     for name, value in values.items():
         if value is None:
@@ -230,6 +240,7 @@ def cmd_run(args) -> int:
                 args.nnunet_model,
                 args.workers,
                 args.densenet_epochs,
+                args.split_repeats,
             )
             print(f"study: {study.name} (hash {study.study_hash()}, seed {study.seed})", flush=True)
             from orchestration.definitions import build_definitions
@@ -357,7 +368,11 @@ def _checked_study(args):
     from base.study import with_run_choices
 
     study = with_run_choices(
-        _load_study(args.study, args.profile, args.seed), args.nnunet_model, args.workers, args.densenet_epochs
+        _load_study(args.study, args.profile, args.seed),
+        args.nnunet_model,
+        args.workers,
+        args.densenet_epochs,
+        args.split_repeats,
     )
     problems = _study_problems(study, args.study, args.cohort)
     if problems:
@@ -443,6 +458,10 @@ def _summary(report, store_path: Path) -> str:
             if "model_comparisons" in tables:
                 title = "Model comparisons (model_comparisons; test AUC against the best model by nested CV):"
                 lines += [title, _comparisons(con), ""]
+            if "permutation_null" in tables:
+                lines += ["Permutation test (permutation_null):", _permutation(con), ""]
+            if "split_repeats" in tables:
+                lines += _split_spread(con)
         lines.append(f'feature store: {store.duckdb_path}  (query: metorigin sql --store {store_path} "...")')
     lines.append(f"lake: {store.lake}")
     return "\n".join(lines)
@@ -483,6 +502,24 @@ def _comparisons(con) -> str:
     from ml.report import comparisons_table
 
     return comparisons_table(con.execute("select * from model_comparisons").df())
+
+
+def _permutation(con) -> str:
+    from ml.report import permutation_summary
+
+    return permutation_summary(con.execute("select * from permutation_null").df())
+
+
+def _split_spread(con) -> list[str]:
+    """The radiomics arm's test AUCs over the other splits, when the study asked for any."""
+    from ml.report import split_table
+    from ml.robustness import split_spread
+
+    repeats = con.execute("select * from split_repeats").df()
+    if repeats["repeat"].nunique() < 2:
+        return []
+    title = f"Test AUC over {repeats['repeat'].nunique()} seeded test splits (split_repeats; the study's first):"
+    return [title, split_table(split_spread(repeats)), ""]
 
 
 def cmd_sql(args) -> int:

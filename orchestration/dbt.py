@@ -4,7 +4,8 @@ dbt writes the store's private working copy under the store's build lock and the
 pool; the copy is published only when the whole build (models and dbt tests) succeeds, so
 analysts never see half a build. `training_matrix` is a separate step so that the Great
 Expectations checks on `lesion_features` can stop it (and everything downstream) when they fail;
-the study's results (`models/results/`) are a third step, built after the models that fill them.
+the study's results (`models/results/`) are a third step, built after the models that fill them, and
+the permutation test and split repeats (`models/robustness/`) a fourth, so they never hold up Table 3.
 """
 
 import json
@@ -56,6 +57,7 @@ if _manifest_is_stale():
 FEATURE_STORE_GROUP = "feature_store"
 GATED_MODELS = "training_matrix"
 RESULT_MODELS = "path:models/results"
+ROBUSTNESS_MODELS = "path:models/robustness"  # its own step: the slow permutation test never holds up Table 3
 
 
 class FeatureStoreTranslator(DagsterDbtTranslator):
@@ -67,7 +69,7 @@ class FeatureStoreTranslator(DagsterDbtTranslator):
         return dg.AssetKey([FEATURE_STORE_GROUP, dbt_resource_props["name"]])
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        if dbt_resource_props.get("original_file_path", "").startswith("models/results/"):
+        if dbt_resource_props.get("original_file_path", "").startswith(("models/results/", "models/robustness/")):
             return STUDY_GROUP  # the study's results sit with the models that produce them
         return FEATURE_STORE_GROUP
 
@@ -124,46 +126,27 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreR
             shutil.rmtree(work, ignore_errors=True)
 
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    exclude=f"{GATED_MODELS} {RESULT_MODELS}",
-    dagster_dbt_translator=FeatureStoreTranslator(),
-    pool="duckdb_write",
-    name="feature_store",
-)
-def feature_store_models(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource, settings: SettingsResource
-):
-    yield from _build(context, dbt, store, settings)
+def _dbt_step(name: str, **selection: str) -> dg.AssetsDefinition:
+    """One `dbt build` step over the models `selection` picks (select= or exclude=)."""
+
+    @dbt_assets(
+        manifest=dbt_project.manifest_path,
+        project=dbt_project,
+        dagster_dbt_translator=FeatureStoreTranslator(),
+        pool="duckdb_write",
+        name=name,
+        **selection,
+    )
+    def step(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource, settings: SettingsResource):
+        yield from _build(context, dbt, store, settings)
+
+    return step
 
 
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    select=GATED_MODELS,
-    dagster_dbt_translator=FeatureStoreTranslator(),
-    pool="duckdb_write",
-    name="gated_feature_store",
-)
-def gated_models(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource, settings: SettingsResource
-):
-    yield from _build(context, dbt, store, settings)
-
-
-@dbt_assets(
-    manifest=dbt_project.manifest_path,
-    project=dbt_project,
-    select=RESULT_MODELS,
-    dagster_dbt_translator=FeatureStoreTranslator(),
-    pool="duckdb_write",
-    name="study_results",
-)
-def result_models(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreResource, settings: SettingsResource
-):
-    yield from _build(context, dbt, store, settings)
+feature_store_models = _dbt_step("feature_store", exclude=f"{GATED_MODELS} {RESULT_MODELS} {ROBUSTNESS_MODELS}")
+gated_models = _dbt_step("gated_feature_store", select=GATED_MODELS)
+result_models = _dbt_step("study_results", select=RESULT_MODELS)
+robustness_models = _dbt_step("robustness_results", select=ROBUSTNESS_MODELS)
 
 
 def dbt_resource() -> DbtCliResource:

@@ -5,7 +5,7 @@ import dagster as dg
 from . import cohort_assets, scan_assets, study_assets
 from .automation import feature_store_after_a_batch, retrain_schedule
 from .checks import ASSET_CHECKS
-from .dbt import dbt_resource, feature_store_models, gated_models, result_models
+from .dbt import dbt_resource, feature_store_models, gated_models, result_models, robustness_models
 from .jobs import JOBS
 from .resources import resources_from_env
 from .scan_batches import process_scans_job
@@ -17,7 +17,7 @@ def build_definitions(resources: dict) -> dg.Definitions:
     """The definitions of one store and study: the study fixes the code versions (versions.py)."""
     study = resources["settings"].settings()
     python_assets = dg.load_assets_from_modules([cohort_assets, scan_assets, study_assets])
-    dbt_assets = [feature_store_models, gated_models, result_models]
+    dbt_assets = [feature_store_models, gated_models, result_models, robustness_models]
     return dg.Definitions(
         assets=[
             *with_code_versions(python_assets, study),

@@ -2,8 +2,8 @@
 
 Defaults come from the environment (METORIGIN_COHORT, METORIGIN_STORE, METORIGIN_STUDY,
 METORIGIN_PROFILE, METORIGIN_SEED, METORIGIN_NNUNET_MODEL, METORIGIN_WORKERS,
-METORIGIN_DENSENET_EPOCHS), which the CLI sets, so `dagster dev`, `metorigin run` and the sensor
-all see the same folders and study without repeating them in run config.
+METORIGIN_DENSENET_EPOCHS, METORIGIN_SPLIT_REPEATS), which the CLI sets, so `dagster dev`,
+`metorigin run` and the sensor all see the same folders and study without repeating them in run config.
 """
 
 from __future__ import annotations
@@ -53,10 +53,11 @@ class SettingsResource(ConfigurableResource):
     nnunet_model_dir: str = ""  # set to segment with nnU-Net instead of the cohort's masks
     workers: int = 0  # processes for per-lesion work and model fitting; 0 = one per core
     densenet_epochs: int = 0  # 0 = the study's; fewer for a smoke run, more to continue a training
+    split_repeats: int = 0  # 0 = the study's; test splits the radiomics arm is refitted on
 
     def settings(self) -> StudySettings:
         settings = load_study(self.study_file, self.seed) if self.study_file else get_settings(self.profile, self.seed)
-        return with_run_choices(settings, self.nnunet_model_dir, self.workers, self.densenet_epochs)
+        return with_run_choices(settings, self.nnunet_model_dir, self.workers, self.densenet_epochs, self.split_repeats)
 
 
 class LakeIOManager(ConfigurableIOManager):
@@ -108,6 +109,7 @@ def resources_from_env() -> dict:
             nnunet_model_dir=os.environ.get("METORIGIN_NNUNET_MODEL", ""),
             workers=int(os.environ.get("METORIGIN_WORKERS", 0)),
             densenet_epochs=int(os.environ.get("METORIGIN_DENSENET_EPOCHS", 0)),
+            split_repeats=int(os.environ.get("METORIGIN_SPLIT_REPEATS", 0)),
         ),
         "io_manager": LakeIOManager(path=store_path),
     }

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
-from assets.slices import load_slices
+from assets.slices import crop_description, load_slices
 from base.devices import choose_device
 from base.files import atomic_path
 from base.lifecycle import patient_hash
@@ -26,7 +26,8 @@ from ml.evaluation import labels, predicted_labels, test_metrics
 from ml.metrics import FIXED, metric_intervals, youden_threshold
 from ml.radiomics_arm import ArmResult, feature_columns, fit_radiomics_arm, fitting_settings, split_effect
 from ml.registry import data_hash, model_id, save_model
-from ml.report import auc_metadata, comparisons_table, table2, table3
+from ml.report import auc_metadata, comparisons_table, permutation_summary, split_table, table2, table3
+from ml.robustness import permutation_null, robustness_rounds, round_aucs, split_repeat_aucs, split_spread
 from ml.selection import drop_correlated, feature_importance_table, permutation_ranking
 from ml.split import TEST, TRAIN, VALIDATION, extend_split, holds_out_every_class, split_patients, training_patients
 
@@ -319,7 +320,7 @@ def densenet(
         scored.append(lesions.assign(probability=per_lesion, evaluation=evaluation).reset_index())
     card = {
         "arm": "densenet",
-        "features": f"{config.image_size}x{config.image_size} lesion slices",
+        "features": crop_description(study.slices, config.image_size),
         "params": model_params(config),
         "seed": study.seed,
         "best_epoch": result.best_epoch,
@@ -535,4 +536,54 @@ def model_evaluation(
         comparisons.assign(settings_hash=settings_hash),
         "model_comparisons",
         metadata={"best_model": best, "comparisons": dg.MetadataValue.md(comparisons_table(comparisons))},
+    )
+
+
+@dg.multi_asset(
+    group_name=STUDY_GROUP,
+    deps=[TRAINING_MATRIX],
+    outs={
+        "permutation_null": dg.AssetOut(
+            kinds=KINDS,
+            description="Label-permutation test of the radiomics arm: the best test AUC over the pipelines with "
+            "the training patients' labels permuted, one row per permutation (and the observed labels), p-value",
+        ),
+        "split_repeats": dg.AssetOut(
+            kinds=KINDS,
+            description="The radiomics arm refitted on other seeded test splits: every pipeline's test AUC per split",
+        ),
+    },
+    # Last among the steps ready to run: Table 3 and its dbt step go first, this (minutes) after.
+    op_tags={"dagster/priority": "-1"},
+)
+def robustness(
+    context: dg.AssetExecutionContext,
+    feature_store: DuckDBResource,
+    settings: SettingsResource,
+    patient_split: pd.DataFrame,
+):
+    """How much of the radiomics arm chance could explain (ml/robustness.py). Downstream of nothing
+    but the split: it never holds up Table 3, and its own dbt step publishes it."""
+    study = settings.settings()
+    matrix = read_training_matrix(feature_store)
+    plan = study.robustness
+    rounds = robustness_rounds(matrix, patient_split, study.split, plan.permutations, plan.split_repeats, study.seed)
+    context.log.info(
+        f"refitting {study.models.n_pipelines} pipelines {len(rounds)} times: the study's split, "
+        f"{plan.permutations} label permutation(s), {plan.split_repeats - 1} other split(s)"
+    )
+    aucs = round_aucs(rounds, study.models, study.label, study.seed)
+    settings_hash = study.step_hash("robustness")
+    null, repeats = permutation_null(aucs), split_repeat_aucs(aucs)
+    summary = permutation_summary(null)
+    context.log.info(summary)
+    yield dg.Output(
+        null.assign(settings_hash=settings_hash),
+        "permutation_null",
+        metadata={"p_value": float(null["p_value"].iloc[0]), "summary": summary, "permutations": plan.permutations},
+    )
+    yield dg.Output(
+        repeats.assign(settings_hash=settings_hash),
+        "split_repeats",
+        metadata={"splits": plan.split_repeats, "spread": dg.MetadataValue.md(split_table(split_spread(repeats)))},
     )

@@ -31,12 +31,13 @@ REVISIONS: dict[str, tuple[int, str]] = {
     "patient_split": (1, "split"),
     "feature_importance": (1, "selection"),
     # 2: nested CV on the training patients, Platt scaling on its out-of-fold probabilities.
-    "radiomics_metrics": (2, "radiomics_models"),
-    "radiomics_predictions": (2, "radiomics_models"),
+    # 3: Platt on every repeat's held-out probability, not on their mean over repeats.
+    "radiomics_metrics": (3, "radiomics_models"),
+    "radiomics_predictions": (3, "radiomics_models"),
     "radiomics_cv_folds": (1, "radiomics_models"),
     "radiomics_cv_predictions": (1, "radiomics_models"),
-    "baseline_metrics": (1, "radiomics_models"),
-    "baseline_predictions": (1, "radiomics_models"),
+    "baseline_metrics": (2, "radiomics_models"),  # 2: as radiomics 3
+    "baseline_predictions": (2, "radiomics_models"),
     "densenet_metrics": (1, "densenet"),
     "densenet_predictions": (1, "densenet"),
     # 2: the best radiomics model by nested CV; validation rows scored too (their threshold).
@@ -45,6 +46,8 @@ REVISIONS: dict[str, tuple[int, str]] = {
     # The evaluation reads the same settings as the radiomics models (seed, label, models).
     "metric_intervals": (1, "radiomics_models"),
     "model_comparisons": (1, "radiomics_models"),
+    "permutation_null": (1, "robustness"),
+    "split_repeats": (1, "robustness"),
 }
 
 

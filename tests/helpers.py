@@ -1,8 +1,13 @@
-"""Helpers for tests that spoil a cohort on purpose."""
+"""Helpers for tests: cohorts spoilt on purpose, and synthetic training matrices."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from base.study import LabelSettings
 
 # The imaging and feature-store tests stop before the models: the tiny cohorts they use are too
 # small to train on, and the models have their own tests (test_study.py).
@@ -22,3 +27,19 @@ def replace_in(csv_path: Path, old: str, new: str) -> None:
     text = csv_path.read_text()
     assert old in text, f"{old!r} not in {csv_path}"
     csv_path.write_text(text.replace(old, new, 1))
+
+
+def noise_matrix(
+    patients: int = 40, lesions: int = 3, features: int = 300, seed: int = 0, signal: float = 0.0
+) -> pd.DataFrame:
+    """A training matrix with labels by patient (alternating classes) and features that know nothing
+    about them, except `f000`, shifted by `signal` standard deviations in the positive class."""
+    classes = LabelSettings().classes
+    rng = np.random.default_rng(seed)
+    rows = [
+        (f"P{p:02d}-{k}", f"S{p:02d}", f"P{p:02d}", classes[p % 2]) for p in range(patients) for k in range(lesions)
+    ]
+    ids = pd.DataFrame(rows, columns=["lesion_id", "scan_id", "patient_id", "label"])
+    values = pd.DataFrame(rng.normal(size=(len(ids), features)), columns=[f"f{i:03d}" for i in range(features)])
+    values["f000"] += signal * (ids["label"] == LabelSettings().positive).to_numpy()
+    return pd.concat([ids, values], axis=1)

@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from assets import radiomics, segmentation
 from assets.lesions import label_components, measure_lesions
-from assets.slices import cut_lesion_slices, window
+from assets.slices import crop_description, cut_lesion_slices, window
 from base.errors import ScanProcessingError
 from base.study import SliceSettings
 
@@ -172,3 +172,28 @@ def test_slices_are_masked_windowed_square_and_one_per_lesion_slice():
     assert index["lesion_area_px"].max() == ball[6].sum()
     assert index["crop_side_mm"].nunique() == 1
     assert window(np.array([-155.0, 10.0, 175.0]), 330, 10) == pytest.approx([0.0, 0.5, 1.0])
+
+
+def test_a_fixed_field_keeps_lesion_size_visible_where_the_study_crop_scales_it_away():
+    hu = np.full((5, 96, 96), 90, dtype=np.int16)
+    labels = np.ones_like(hu, dtype=np.uint8)
+    _, yy, xx = np.mgrid[:5, :96, :96]
+    for centre, radius in (((25, 25), 4), ((65, 65), 12)):  # a small and a large lesion, on slices 1-3
+        disc = (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius**2
+        disc[[0, 4]] = False
+        labels[disc], hu[disc] = 2, 175
+    image = _image(hu)  # 0.8 mm pixels
+    table, lesion_map = measure_lesions(image, _image(labels), "S1", "P1")
+
+    def shown(settings: SliceSettings) -> tuple[list[float], object]:
+        stack, index = cut_lesion_slices(image, lesion_map, table, settings)
+        middle = index[index["slice_index"] == 2]
+        return [float((stack[row] > 0).mean()) for row in middle["array_row"]], index
+
+    study, _ = shown(SliceSettings(size=64))
+    fixed, index = shown(SliceSettings(size=64, field_mm=40.0))
+    assert study[1] / study[0] < 2  # scaled to fill: 9 times the area looks less than twice as large
+    radius_ratio_squared = (12 / 4) ** 2
+    assert fixed[1] / fixed[0] == pytest.approx(radius_ratio_squared, rel=0.25)  # the field keeps their areas
+    assert index["crop_side_mm"].unique() == pytest.approx([40.0], abs=0.8)  # one pixel of 0.8 mm
+    assert "fixed 40 mm field" in crop_description(SliceSettings(field_mm=40.0), 96)

@@ -12,23 +12,12 @@ from ml.classifiers import build_pipeline, classifier, tune
 from ml.evaluation import corrected_interval, labels, roc_auc
 from ml.radiomics_arm import nested_cv
 
+from .helpers import noise_matrix
+
 LABEL = LabelSettings()
 SETTINGS = ModelSettings(
     classifiers=("logistic_regression",), resamplers=("smote",), cv_repeats=2, cv_folds=5, tuning_folds=3, workers=1
 )
-
-
-def _noise(patients: int = 40, lesions: int = 3, features: int = 300, seed: int = 0) -> pd.DataFrame:
-    """Labels by patient, features that know nothing about them."""
-    rng = np.random.default_rng(seed)
-    rows = [
-        (f"P{p:02d}-{k}", f"S{p:02d}", f"P{p:02d}", LABEL.classes[p % 2])
-        for p in range(patients)
-        for k in range(lesions)
-    ]
-    ids = pd.DataFrame(rows, columns=["lesion_id", "scan_id", "patient_id", "label"])
-    values = pd.DataFrame(rng.normal(size=(len(ids), features)), columns=[f"f{i:03d}" for i in range(features)])
-    return pd.concat([ids, values], axis=1)
 
 
 def _leaky_cv_auc(matrix: pd.DataFrame, keep: int = 5) -> float:
@@ -48,7 +37,7 @@ def _leaky_cv_auc(matrix: pd.DataFrame, keep: int = 5) -> float:
 
 
 def test_on_noise_nested_cv_stays_near_chance_where_choosing_outside_the_folds_does_not():
-    matrix = _noise()
+    matrix = noise_matrix()
     nested = nested_cv(matrix, [("logistic_regression", "smote")], SETTINGS, LABEL, seed=0, parallel=Parallel(n_jobs=1))
     folds = nested.folds
     assert len(folds) == 10 and set(folds["repeat"]) == {0, 1}

@@ -37,6 +37,8 @@ def test_synth_run_sql_and_run_again_as_a_user_would(tmp_path):
     assert (
         "| densenet | densenet121 |" in table3 and "| combined |" in table3 and "| radiomics | knn | smote |" in table3
     )
+    # The quick base's 20 label permutations, summarised under Table 3 (published by their own dbt step).
+    assert "with the training patients' labels permuted 20 times" in run.stdout.split("Permutation test")[1]
     study = with_run_choices(load_study(SECOND), densenet_epochs=1)
     assert f"study: {study.name} (hash {study.study_hash()}" in run.stdout
     store = Store(store_dir)

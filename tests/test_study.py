@@ -45,9 +45,12 @@ def study(tmp_path_factory):
         mp.setenv("METORIGIN_STORE", str(root / "store"))
         mp.setenv("METORIGIN_WORKERS", "2")
         mp.setenv("METORIGIN_DENSENET_EPOCHS", "1")  # the loop itself is tested in test_densenet.py
-        # The quick study with 1 x 5 nested-CV folds (not 2 x 5) and 300 bootstrap resamples: the
-        # same steps, less repetition.
-        (root / "study.yaml").write_text("base: quick\nmodels: {cv_repeats: 1, bootstrap_resamples: 300}\n")
+        # The quick study with 1 x 5 nested-CV folds (not 2 x 5), 300 bootstrap resamples, 2 label
+        # permutations (not 20) and one split besides the study's: the same steps, less repetition.
+        (root / "study.yaml").write_text(
+            "base: quick\nmodels: {cv_repeats: 1, bootstrap_resamples: 300}\n"
+            "robustness: {permutations: 2, split_repeats: 2}\n"
+        )
         mp.setenv("METORIGIN_STUDY", str(root / "study.yaml"))
         defs = build_definitions(resources_from_env())
         instance = dg.DagsterInstance.ephemeral()
@@ -198,6 +201,22 @@ def test_nested_cv_on_training_patients_chooses_the_best_and_every_row_has_per_c
     assert set(comparisons["best_model_id"]) == {best}  # chosen by nested CV, never by a test score
     assert set(comparisons["model_id"]) == set(table3) - {best}
     assert (comparisons["p_holm"] >= comparisons["p_value"]).all() and comparisons["p_holm"].le(1).all()
+
+
+def test_permutation_null_and_split_repeats_are_published_beside_table3(study):
+    _, instance, store = study
+    null = _sql(store, "select * from permutation_null order by permutation")
+    assert list(null["labels"]) == ["observed", "permuted", "permuted"]
+    observed = null.iloc[0]
+    assert null["p_value"].nunique() == 1 and observed["p_value"] in (1 / 3, 2 / 3, 1.0)
+    assert observed["p_value"] == (1 + (null["max_auc"].iloc[1:] >= observed["max_auc"]).sum()) / 3
+    repeats = _sql(store, "select * from split_repeats")
+    assert sorted(repeats["repeat"].unique()) == [0, 1] and len(repeats) == 2 * 16
+    # The observed round is the study's split: its test patients are Table 3's.
+    split = _sql(store, "select patient_id from patient_split where set = 'test'")
+    assert repeats["n_test_patients"].iloc[0] == len(split)
+    metadata = instance.get_latest_materialization_event(dg.AssetKey("permutation_null")).asset_materialization.metadata
+    assert metadata["p_value"].value == observed["p_value"] and "permuted 2 times" in metadata["summary"].value
 
 
 def test_tables_2_and_3_and_aucs_are_in_the_ui(study):

@@ -13,7 +13,7 @@ from assets.cohort import study_problems
 from base.errors import StoreStudyMismatch, StudyFileError
 from base.manifest import bind_study, read_manifest, settings_table
 from base.store import Store
-from base.study import STEP_SETTINGS, as_dict, get_settings, load_study
+from base.study import STEP_SETTINGS, as_dict, get_settings, load_study, with_run_choices
 from orchestration.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -76,7 +76,12 @@ def test_each_step_hash_covers_exactly_the_settings_the_step_reads(tmp_path):
         "radiomics_models",
         "densenet",
         "combined",
+        "robustness",
     }
+    # More permutations or splits re-run the robustness step only, and are not another study.
+    more = with_run_choices(quick, split_repeats=5)
+    assert {s for s in STEP_SETTINGS if quick.step_hash(s) != more.step_hash(s)} == {"robustness"}
+    assert more.study_hash() == quick.study_hash() and more.robustness.split_repeats == 5
     # Machine settings change how fast, never which numbers: no hash moves.
     faster = dataclasses.replace(
         quick,
@@ -138,7 +143,8 @@ def test_the_settings_table_has_one_row_per_setting_with_the_steps_that_read_it(
     table = settings_table(get_settings("quick")).set_index("key")
     assert table.loc["lesions.min_diameter_mm", "value"] == "5.0"
     assert table.loc["lesions.min_diameter_mm", "read_by"] == "lesions"
-    assert table.loc["seed", "read_by"] == "split, selection, radiomics_models, densenet, combined"
+    assert table.loc["seed", "read_by"] == "split, selection, radiomics_models, densenet, combined, robustness"
+    assert table.loc["robustness.permutations", "value"] == "20"
     assert table["study_hash"].nunique() == 1
 
 
@@ -149,7 +155,7 @@ def test_the_effective_settings_are_themselves_a_study_file(tmp_path):
 
 
 def test_what_a_run_lacks_and_unknown_grid_parameters_are_refused_by_key(tmp_path):
-    from base.study import run_problems, with_run_choices
+    from base.study import run_problems
     from ml.classifiers import grid_problems
 
     nnunet = load_study(_study(tmp_path, "segmentation: {method: nnunet}\n"))

@@ -1,0 +1,158 @@
+"""How much of the radiomics arm's Table 3 chance could explain: a label-permutation null and
+other test splits.
+
+Both repeat the same round: redundancy filter, tuning (grouped inner CV) and fit of every
+classifier x resampler on the training patients, then the test lesions' AUC of each. A round is a
+tuned fit without the nested CV: the test AUC is what both questions are about, and an AUC depends
+only on how the scores rank the lesions, so the Platt scaling that Table 3 adds (a monotone map
+fitted on the nested CV) is left out; an observed round on the study's own split is computed the
+same way, so the observed statistic and its null are alike in every step.
+
+- Permutation null: the training patients' labels are shuffled between patients (a patient's
+  lesions keep one label; the class counts stay), everything is refitted, and the test patients
+  (real labels) are scored. The statistic is the best AUC over all pipelines, so the p-value
+  accounts for having chosen the best of sixteen: p = (1 + #null >= observed) / (1 + permutations).
+- Split repeats: the same round on other seeded test splits of the cohort, so one split's test AUC
+  can be read against the spread of test AUCs that other draws of 8 test patients give.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+
+from base.study import LabelSettings, ModelSettings, SplitSettings
+
+from .classifiers import classifier, tune
+from .evaluation import labels, roc_auc
+from .radiomics_arm import feature_columns, fitting_settings
+from .selection import drop_correlated
+from .split import split_patients, test_patients, training_patients
+
+OBSERVED, PERMUTED = "observed", "permuted"
+
+
+@dataclass(frozen=True)
+class Round:
+    """One refit of the arm: which training and test lesions, with which training labels."""
+
+    kind: str  # observed, permuted or split
+    index: int  # the permutation or split repeat (0: the study's split, real labels)
+    train: pd.DataFrame
+    test: pd.DataFrame
+
+
+def _test_auc(
+    name: str, resampler: str, features: list[str], r: Round, settings: ModelSettings, label, seed: int
+) -> float:
+    """One pipeline tuned and fitted on the round's training lesions; the AUC of its test scores."""
+    groups = r.train["patient_id"].to_numpy()
+    spec = classifier(name, settings.grids)
+    tuned = tune(spec, resampler, r.train[features], labels(r.train, label), groups, seed, settings.tuning_folds)
+    return roc_auc(labels(r.test, label), tuned.pipeline.predict_proba(r.test[features])[:, 1])
+
+
+def round_aucs(rounds: list[Round], settings: ModelSettings, label: LabelSettings, seed: int) -> pd.DataFrame:
+    """Every round x pipeline's test AUC, one row each, in one pool of workers (the rounds are
+    independent; sharing the pool keeps both cores busy to the end)."""
+    combos = list(product(settings.classifiers, settings.resamplers))
+    # The redundancy filter reads no labels, but each round's own training lesions: refitted per round.
+    kept = [drop_correlated(r.train[feature_columns(r.train)], settings.max_abs_correlation).kept for r in rounds]
+    fitting = [fitting_settings(settings, r.train) for r in rounds]
+    tasks = [(i, name, resampler) for i in range(len(rounds)) for name, resampler in combos]
+    aucs = Parallel(n_jobs=settings.workers)(
+        delayed(_test_auc)(name, resampler, kept[i], rounds[i], fitting[i], label, seed) for i, name, resampler in tasks
+    )
+    return pd.DataFrame(
+        [
+            {
+                "kind": rounds[i].kind,
+                "index": rounds[i].index,
+                "classifier": name,
+                "resampler": resampler,
+                "auc": auc,
+                "n_test_patients": rounds[i].test["patient_id"].nunique(),
+                "n_test_lesions": len(rounds[i].test),
+            }
+            for (i, name, resampler), auc in zip(tasks, aucs)
+        ]
+    )
+
+
+def permuted_labels(train: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """The training lesions with their patients' labels shuffled between patients."""
+    per_patient = train.groupby("patient_id", sort=True)["label"].first()
+    shuffled = pd.Series(rng.permutation(per_patient.to_numpy()), index=per_patient.index)
+    return train.assign(label=train["patient_id"].map(shuffled))
+
+
+def robustness_rounds(
+    matrix: pd.DataFrame,
+    split: pd.DataFrame,
+    split_settings: SplitSettings,
+    permutations: int,
+    split_repeats: int,
+    seed: int,
+) -> list[Round]:
+    """The observed round (the study's split), `permutations` permuted rounds, and the other
+    `split_repeats - 1` splits (seed + repeat; the same draw as the study's split would make)."""
+    train = matrix[matrix["patient_id"].isin(training_patients(split))]
+    test = matrix[matrix["patient_id"].isin(test_patients(split))]
+    rng = np.random.default_rng(seed)
+    rounds = [Round(OBSERVED, 0, train, test)]
+    rounds += [Round(PERMUTED, k, permuted_labels(train, rng), test) for k in range(1, permutations + 1)]
+    patients = matrix[["patient_id", "label"]].drop_duplicates("patient_id")
+    for repeat in range(1, split_repeats):
+        other = split_patients(patients, split_settings, seed + repeat)
+        rounds.append(
+            Round(
+                "split",
+                repeat,
+                matrix[matrix["patient_id"].isin(training_patients(other))],
+                matrix[matrix["patient_id"].isin(test_patients(other))],
+            )
+        )
+    return rounds
+
+
+def permutation_null(aucs: pd.DataFrame) -> pd.DataFrame:
+    """One row per round of the null and one for the observed labels: the best AUC over the
+    pipelines, which pipeline gave it, and (on every row) the test's p-value:
+    (1 + permuted maxima at or above the observed one) / (1 + permutations), never 0; its
+    smallest possible value says how many permutations were run."""
+    rounds = aucs[aucs["kind"].isin([OBSERVED, PERMUTED])].dropna(subset=["auc"])
+    best = rounds.loc[rounds.groupby(["kind", "index"])["auc"].idxmax()]
+    null = (
+        best.rename(columns={"index": "permutation", "auc": "max_auc", "kind": "labels"})
+        .sort_values("permutation")
+        .reset_index(drop=True)[["permutation", "labels", "max_auc", "classifier", "resampler"]]
+    )
+    observed = null.loc[null["labels"] == OBSERVED, "max_auc"].iloc[0]
+    permuted = null.loc[null["labels"] == PERMUTED, "max_auc"]
+    p_value = (1 + (permuted >= observed).sum()) / (1 + len(permuted)) if len(permuted) else np.nan
+    return null.assign(p_value=float(p_value))
+
+
+def split_repeat_aucs(aucs: pd.DataFrame) -> pd.DataFrame:
+    """Every pipeline's test AUC on each split (repeat 0: the study's)."""
+    rows = aucs[aucs["kind"].isin([OBSERVED, "split"])]
+    return rows.rename(columns={"index": "repeat"}).drop(columns="kind").reset_index(drop=True)
+
+
+def split_spread(repeats: pd.DataFrame) -> pd.DataFrame:
+    """Per pipeline: the study's split's AUC beside the median and 2.5-97.5 percentiles over splits."""
+    grouped = repeats.groupby(["classifier", "resampler"])["auc"]
+    study_split = repeats[repeats["repeat"] == 0].set_index(["classifier", "resampler"])["auc"]
+    return pd.DataFrame(
+        {
+            "study_split_auc": study_split,
+            "median_auc": grouped.median(),
+            "auc_p2_5": grouped.quantile(0.025),
+            "auc_p97_5": grouped.quantile(0.975),
+            "n_splits": grouped.count(),
+        }
+    ).reset_index()
