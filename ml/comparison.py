@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.multitest import multipletests
 
-from .evaluation import patient_draws, roc_auc
+from .evaluation import degenerate_flag, patient_draws, roc_auc
 
 
 def _levels(best: pd.DataFrame, other: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple]]:
@@ -40,7 +40,8 @@ def _difference(y, other, best) -> float:
 
 def compare_with_best(test: pd.DataFrame, best_id: str, resamples: int, seed: int) -> pd.DataFrame:
     """One row per other model and level: its AUC, the best model's, the difference with its paired
-    patient-bootstrap 95% interval, the bootstrap p-value and the Holm-corrected one.
+    patient-bootstrap 95% interval (`flag`ged where it has zero width), the bootstrap p-value and the
+    Holm-corrected one.
 
     `test`: every model's test lesions (model_id, lesion_id, patient_id, y_true, probability)."""
     best = test[test["model_id"] == best_id]
@@ -69,6 +70,8 @@ def compare_with_best(test: pd.DataFrame, best_id: str, resamples: int, seed: in
                     "p_value": min(1.0, 2 * (1 + tail) / (1 + len(differences))),
                     "n_patients": int(paired["patient_id"].nunique()),
                     "n_lesions": len(paired),
+                    # Both models separate the test patients perfectly in every resample, say.
+                    "flag": degenerate_flag(paired["patient_id"].nunique()) if low == high else None,
                 }
             )
     table = pd.DataFrame(rows)

@@ -144,3 +144,9 @@ def summarise_folds(fold_scores: pd.DataFrame) -> dict[str, float]:
         "cv_accuracy_sd": float(fold_scores["accuracy"].std(ddof=1)),
         "cv_folds": int(len(fold_scores)),
     }
+
+
+def degenerate_flag(n_patients: int) -> str:
+    """The flag of an interval of zero width: every bootstrap resample of so few test patients gave
+    the same value, which says the data cannot show the uncertainty, not that there is none."""
+    return f"degenerate (n test patients = {n_patients})"

@@ -26,7 +26,7 @@ from statsmodels.tools.sm_exceptions import PerfectSeparationError, PerfectSepar
 
 from base.study import LabelSettings
 
-from .evaluation import CUTOFF, patient_draws, patient_scores, roc_auc
+from .evaluation import CUTOFF, degenerate_flag, patient_draws, patient_scores, roc_auc
 
 LEVELS = ("lesion", "patient")
 EPSILON = 1e-6  # probabilities are clipped this far from 0 and 1 before their logit
@@ -128,7 +128,7 @@ def metric_intervals(
             for key, value in _values(y[index], p[index], thresholds, label).items():
                 draws[(level, *key)].append(value)
     n_patients = len(patients)
-    flag = f"degenerate (n test patients = {n_patients})"
+    flag = degenerate_flag(n_patients)
     cut = {t.name: t.value for t in thresholds}
     out = []
     for level in LEVELS:

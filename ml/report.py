@@ -81,21 +81,25 @@ def table3(metrics: pd.DataFrame, intervals: pd.DataFrame | None = None, classes
 
 
 def comparisons_table(comparisons: pd.DataFrame) -> str:
-    """Each model's test AUC minus the best model's, with its paired-bootstrap interval and p-values."""
+    """Each model's test AUC minus the best model's, with its paired-bootstrap interval (a dagger
+    where it is degenerate) and p-values."""
     if comparisons.empty:
         return "no other model to compare"
-    return markdown_table(
+    difference = comparisons.rename(columns={"difference": "estimate"})
+    table = markdown_table(
         [
             {
                 "model": r["model_id"],
                 "level": r["level"],
-                "AUC - best AUC [95% CI]": _interval(r["difference"], r["ci_low"], r["ci_high"]),
+                "AUC - best AUC [95% CI]": _cell(r),
                 "p": f"{r['p_value']:.3f}",
                 "p (Holm)": f"{r['p_holm']:.3f}",
             }
-            for _, r in comparisons.sort_values(["level", "difference"], ascending=[True, False]).iterrows()
+            for _, r in difference.sort_values(["level", "estimate"], ascending=[True, False]).iterrows()
         ]
     )
+    flags = sorted(difference["flag"].dropna().unique()) if "flag" in difference else []
+    return table + "".join(f"\n{DEGENERATE} {flag}" for flag in flags)
 
 
 def auc_metadata(metrics: pd.DataFrame) -> dict[str, float]:

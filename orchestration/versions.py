@@ -45,7 +45,7 @@ REVISIONS: dict[str, tuple[int, str]] = {
     "combined_predictions": (2, "combined"),
     # The evaluation reads the same settings as the radiomics models (seed, label, models).
     "metric_intervals": (1, "radiomics_models"),
-    "model_comparisons": (1, "radiomics_models"),
+    "model_comparisons": (2, "radiomics_models"),  # 2: flag on a zero-width interval
     "permutation_null": (1, "robustness"),
     "split_repeats": (1, "robustness"),
 }

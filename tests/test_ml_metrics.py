@@ -11,6 +11,7 @@ from scipy.special import expit, logit
 from base.study import LabelSettings
 from ml.comparison import compare_with_best
 from ml.metrics import FIXED, at_threshold, calibration_line, metric_intervals, youden_threshold
+from ml.report import comparisons_table
 
 LABEL = LabelSettings()
 
@@ -82,11 +83,15 @@ def test_identical_models_differ_by_zero_with_p_one():
     assert list(table["level"]) == ["lesion", "patient"]
     assert (table["difference"] == 0).all() and (table["ci_low"] == 0).all() and (table["ci_high"] == 0).all()
     assert (table["p_value"] == 1).all() and (table["p_holm"] == 1).all()
+    # A zero-width interval is flagged, and printed with the mark and its footnote.
+    assert table["flag"].str.startswith("degenerate (n test patients = ").all()
+    printed = comparisons_table(table)
+    assert "0.00 [0.00, 0.00]†" in printed and printed.endswith(f"† {table['flag'].iloc[0]}")
 
 
 def test_a_clearly_worse_model_has_an_interval_that_excludes_zero():
     strong = _lesions("best", lambda y, rng: np.clip(y * 0.6 + rng.uniform(0, 0.4, y.size), 0, 1), n_patients=30)
     noise = strong.assign(model_id="noise", probability=np.random.default_rng(1).uniform(size=len(strong)))
     table = compare_with_best(pd.concat([strong, noise]), "best", resamples=300, seed=0).set_index("level")
-    assert (table["ci_high"] < 0).all()
+    assert (table["ci_high"] < 0).all() and table["flag"].isna().all()
     assert (table["p_value"] < 0.01).all() and (table["p_holm"] >= table["p_value"]).all()
