@@ -28,11 +28,16 @@ def status_resolver(instance: dg.DagsterInstance, graph) -> CachingStaleStatusRe
 
 
 def stale_closure(instance: dg.DagsterInstance, graph, keys: set, partition: str | None = None, resolver=None) -> set:
-    """The keys that are not fresh, and every key among `keys` downstream of one of them. Pass one
-    `resolver` to ask about many partitions at the same moment (it caches what it reads)."""
+    """The keys that are not fresh, and every key among `keys` downstream of one of them, with the
+    other outputs of a multi-asset that cannot run one output alone (one output's code version
+    bumped leaves its siblings fresh, and Dagster refuses the subset). Pass one `resolver` to ask
+    about many partitions at the same moment (it caches what it reads)."""
     resolver = resolver or status_resolver(instance, graph)
     stale = {k for k in keys if resolver.get_status(k, partition) != StaleStatus.FRESH}
-    return dg.AssetSelection.assets(*stale).downstream().resolve(graph) & keys if stale else set()
+    if not stale:
+        return set()
+    closure = dg.AssetSelection.assets(*stale).required_multi_asset_neighbors().downstream()
+    return closure.required_multi_asset_neighbors().resolve(graph) & keys
 
 
 def latest_storage_id(instance: dg.DagsterInstance, keys) -> int:

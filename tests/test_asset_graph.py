@@ -120,3 +120,31 @@ def test_asset_graph_structure(defs):
             if group in rank and dep_group in rank and rank[dep_group] > rank[group]:
                 problems.append(f"{name} (group {group!r}) depends on {dep} in the later group {dep_group!r}")
     assert not problems, "The asset graph breaks its structural rules:\n" + "\n".join(problems)
+
+
+def test_a_bumped_output_of_a_multi_asset_reruns_its_siblings_and_what_follows():
+    """One output's code version bumped (model_comparisons beside metric_intervals) leaves its
+    siblings fresh; Dagster cannot run a multi-asset's output alone, so the stale set takes them."""
+    from orchestration.staleness import stale_closure
+
+    def definitions(version: str) -> dg.Definitions:
+        @dg.multi_asset(specs=[dg.AssetSpec("first", code_version="1"), dg.AssetSpec("second", code_version=version)])
+        def pair():
+            yield dg.MaterializeResult(asset_key="first")
+            yield dg.MaterializeResult(asset_key="second")
+
+        @dg.asset(deps=["first"], code_version="1")
+        def after() -> dg.MaterializeResult:
+            return dg.MaterializeResult()
+
+        return dg.Definitions(assets=[pair, after])
+
+    instance = dg.DagsterInstance.ephemeral()
+    assert dg.materialize(definitions("1").assets, instance=instance).success
+    bumped = definitions("2")
+    graph = bumped.get_repository_def().asset_graph
+    keys = {dg.AssetKey(name) for name in ("first", "second", "after")}
+    assert stale_closure(instance, graph, keys) == keys
+    selection = dg.AssetSelection.assets(*stale_closure(instance, graph, keys))
+    assert dg.materialize(bumped.assets, instance=instance, selection=selection).success
+    assert stale_closure(instance, graph, keys) == set()
