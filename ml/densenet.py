@@ -126,6 +126,18 @@ def class_weights(labels: np.ndarray) -> torch.Tensor:
     return torch.tensor(len(labels) / (2 * np.maximum(counts, 1)), dtype=torch.float32)
 
 
+def at_training_prevalence(probability: np.ndarray, train_labels: np.ndarray) -> np.ndarray:
+    """Undo the balancing of `class_weights` (Saerens et al., Neural Computation 2002): a network
+    trained with inverse-frequency weights estimates P(class) as if both classes were equally common.
+    Multiplying its odds by the training slices' odds of the positive class puts its probabilities on
+    the training prevalence, where the Platt-scaled radiomics models' are, so the combined model's
+    mean averages like with like and 0.5 means the same in every row. The ranking (AUC) is unchanged."""
+    share = float(np.mean(train_labels))
+    p = np.clip(np.asarray(probability, dtype=float), 1e-6, 1 - 1e-6)
+    odds = p / (1 - p) * share / (1 - share)
+    return odds / (1 + odds)
+
+
 def training_loader(dataset: SliceDataset, settings: DenseNetSettings, seed: int, device: torch.device) -> DataLoader:
     """One loader for the whole training; call `loader.sampler.set_epoch(e)` before each epoch."""
     per_epoch = min(len(dataset), settings.max_train_images_per_epoch or len(dataset))

@@ -267,7 +267,15 @@ def densenet(
     # per-scan runs (most of them) never need a network.
     import torch
 
-    from ml.densenet import EpochLog, lesion_probabilities, model_params, pick_slices, predict, train
+    from ml.densenet import (
+        EpochLog,
+        at_training_prevalence,
+        lesion_probabilities,
+        model_params,
+        pick_slices,
+        predict,
+        train,
+    )
 
     study = settings.settings()
     config = study.densenet
@@ -313,9 +321,8 @@ def densenet(
     scored = []
     for evaluation, name in (("validation", VALIDATION), ("test", TEST)):
         chosen = rows.loc[part[name]]
-        per_lesion = lesion_probabilities(
-            chosen["lesion_id"].to_numpy(), predict(result.model, images[part[name]], result.device)
-        )
+        slices = at_training_prevalence(predict(result.model, images[part[name]], result.device), y[part[TRAIN]])
+        per_lesion = lesion_probabilities(chosen["lesion_id"].to_numpy(), slices)
         lesions = chosen.drop_duplicates("lesion_id").set_index("lesion_id")[["scan_id", "patient_id", "label"]]
         scored.append(lesions.assign(probability=per_lesion, evaluation=evaluation).reset_index())
     card = {
@@ -325,6 +332,10 @@ def densenet(
         "seed": study.seed,
         "best_epoch": result.best_epoch,
         "best_validation_auc": result.best_validation_auc,
+        "calibration": {
+            "method": "odds moved from the class-weighted (balanced) output to the training slices' prevalence",
+            "positive_share": float(np.mean(y[part[TRAIN]])),
+        },
         "history": [asdict(h) for h in result.history],
         "training_data_sha256": data_hash(rows.loc[part[TRAIN], ["lesion_id", "slice_index"]], y[part[TRAIN]]),
         "training_slices": int(len(part[TRAIN])),
@@ -358,6 +369,7 @@ def densenet(
                 "epochs": config.epochs,
                 "image_size": config.image_size,
                 "params": str(model_params(config)),
+                "calibration": card["calibration"]["method"],
                 "seed": study.seed,
                 "training_data_sha256": card["training_data_sha256"],
                 "model_file": store.store().relative(path),

@@ -38,11 +38,12 @@ REVISIONS: dict[str, tuple[int, str]] = {
     "radiomics_cv_predictions": (1, "radiomics_models"),
     "baseline_metrics": (2, "radiomics_models"),  # 2: as radiomics 3
     "baseline_predictions": (2, "radiomics_models"),
-    "densenet_metrics": (1, "densenet"),
-    "densenet_predictions": (1, "densenet"),
+    # 2: probabilities moved from the class weights' balance to the training prevalence.
+    "densenet_metrics": (2, "densenet"),
+    "densenet_predictions": (2, "densenet"),
     # 2: the best radiomics model by nested CV; validation rows scored too (their threshold).
-    "combined_metrics": (2, "combined"),
-    "combined_predictions": (2, "combined"),
+    "combined_metrics": (3, "combined"),  # 3: as densenet 2
+    "combined_predictions": (3, "combined"),
     # The evaluation reads the same settings as the radiomics models (seed, label, models).
     "metric_intervals": (1, "radiomics_models"),
     "model_comparisons": (2, "radiomics_models"),  # 2: flag on a zero-width interval

@@ -159,3 +159,22 @@ def test_a_grown_cohort_keeps_every_patient_in_its_set_and_only_new_ones_are_dra
         p: s for p, s in assigned.items() if not (s == "test" and p in set(first.loc[first.label == "b", "patient_id"]))
     }
     assert not holds_out_every_class(no_test_b, first)  # then a new split must be drawn
+
+
+def test_the_balanced_densenet_output_moved_to_the_training_prevalence_matches_an_unweighted_fit():
+    """What `at_training_prevalence` undoes: class weights move a logistic model's intercept by the
+    log odds of the training prevalence, and nothing else (the ranking stays)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from ml.densenet import at_training_prevalence
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(4000) < 0.75).astype(int)  # three positives to one, as the study's test lesions
+    x = (rng.normal(size=4000) + 1.2 * y).reshape(-1, 1)
+    balanced = LogisticRegression(class_weight="balanced").fit(x, y).predict_proba(x)[:, 1]
+    plain = LogisticRegression().fit(x, y).predict_proba(x)[:, 1]
+    moved = at_training_prevalence(balanced, y)
+    assert np.abs(balanced - plain).max() > 0.15  # the weights do move the probabilities
+    assert np.abs(moved - plain).max() < 0.02
+    assert (np.argsort(moved) == np.argsort(balanced)).all()
+    assert at_training_prevalence(np.array([0.5]), np.array([0, 1])) == pytest.approx([0.5])

@@ -150,6 +150,10 @@ def test_densenet_trains_on_training_patients_only_and_joins_table3_with_the_com
     train = chosen[chosen["patient_id"].map(split) == "train"].reset_index(drop=True)
     assert card["training_data_sha256"] == data_hash(train[["lesion_id", "slice_index"]], labels(train, QUICK.label))
     assert card["training_slices"] == len(train) and len(card["history"]) == 1
+    # Its probabilities are on the training prevalence (not the class weights' balance), as it says.
+    share = float(np.mean(labels(train, QUICK.label)))
+    assert card["calibration"]["positive_share"] == pytest.approx(share) and 0 < share < 1
+    assert metrics.set_index("arm").loc["densenet", "calibration"].startswith("odds moved")
     # The chosen epoch's validation AUC with its patient-bootstrap interval (how much it owes to them).
     row = metrics.set_index("arm").loc["densenet"]
     assert row["validation_auc_ci_low"] <= row["validation_auc"] <= row["validation_auc_ci_high"]
