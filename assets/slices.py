@@ -28,16 +28,16 @@ def window(hu: np.ndarray, width: float, level: float) -> np.ndarray:
 
 def crop_description(settings: SliceSettings, image_size: int) -> str:
     """What the DenseNet's input shows (at its `image_size`), for its model card."""
-    field = "each lesion scaled to fill the image" if settings.field_mm is None else None
-    field = field or f"a fixed {settings.field_mm:g} mm field around each lesion"
-    return f"{image_size}x{image_size} lesion slices, {field}"
+    if settings.field_mm is None:
+        return f"{image_size}x{image_size} lesion slices, each lesion scaled to fill the image"
+    return f"{image_size}x{image_size} lesion slices, a fixed {settings.field_mm:g} mm field around each lesion"
 
 
 def lesion_square(lesion: dict, settings: SliceSettings, pixel_mm: float) -> tuple[int, int, int]:
     """Top row, left column and side (pixels) of the lesion's square crop; may extend past the image."""
     height = lesion["bbox_y1"] - lesion["bbox_y0"] + 1
     width = lesion["bbox_x1"] - lesion["bbox_x0"] + 1
-    if settings.field_mm is not None:
+    if settings.field_mm is not None:  # CT pixels are square in-plane: one spacing gives the side
         side = max(1, int(round(settings.field_mm / pixel_mm)))
     else:
         side = max(height, width)

@@ -201,11 +201,13 @@ class DenseNetSettings:
 class RobustnessSettings:
     """How much of the radiomics arm chance could explain (ml/robustness.py): a label-permutation
     null (its p-value's floor is 1 / (permutations + 1)) and the arm refitted on other seeded test
-    splits. Each permutation or split costs one tuned fit of every pipeline, about 1/11 of the
-    quick profile's nested CV. `paper`: 100 permutations (p down to 0.01) and 20 splits, whose
-    2.5-97.5 percentiles show whether the study's one split of 8 test patients is typical, for about
-    as much CPU as the paper profile's 25-fold nested CV; `quick`: 20 permutations (p down to 0.05),
-    the study's split alone. Extra analyses of the same protocol: in no hash but their own."""
+    splits. Each permutation or split is one round: a tuned fit of every pipeline, about 1/26 of the
+    paper profile's nested CV (5 x 5 outer folds and the final fit) and 1/11 of quick's (2 x 5).
+    `paper`: 100 permutations (p down to 0.01) and 20 splits, 120 rounds or about 4.6 times the
+    arm's own CPU; with 20 splits the 2.5-97.5 percentiles lie close to the range, enough to show
+    whether the study's one split of 8 test patients is typical. `quick`: 20 permutations (p down
+    to 0.05) and the study's split alone, about 2 minutes on the demo cohort on 2 cores. Extra
+    analyses of the same protocol: in no hash but their own."""
 
     permutations: Annotated[int, Field(ge=0)] = 100  # 0: no permutation test
     split_repeats: PositiveInt = 20  # 1: the study's split only

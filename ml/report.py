@@ -6,6 +6,8 @@ import pandas as pd
 
 from base.markdown import markdown_table
 
+from .robustness import OBSERVED, PERMUTED
+
 
 def _text(value) -> str:
     return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
@@ -115,15 +117,18 @@ def auc_metadata(metrics: pd.DataFrame) -> dict[str, float]:
 
 def permutation_summary(null: pd.DataFrame) -> str:
     """The permutation test in one sentence: observed best AUC, its null, and the p-value."""
-    observed = null[null["labels"] == "observed"].iloc[0]
-    permuted = null.loc[null["labels"] == "permuted", "max_auc"]
+    observed = null[null["labels"] == OBSERVED].iloc[0]
+    permuted = null[null["labels"] == PERMUTED]
     if permuted.empty:
         return f"best test AUC {observed['max_auc']:.2f}; no permutation run (robustness.permutations: 0)"
+    failed = int(permuted["max_auc"].isna().sum())
+    unfit = f"; {failed} permuted round(s) where no pipeline could fit count against it" if failed else ""
+    floor = 1 / (len(permuted) + 1)
     return (
         f"best test AUC over the radiomics pipelines {observed['max_auc']:.2f} ({observed['classifier']} "
         f"{observed['resampler']}); with the training patients' labels permuted {len(permuted)} times: median "
-        f"{permuted.median():.2f}, 95th percentile {permuted.quantile(0.95):.2f}; p = {observed['p_value']:.3f} "
-        f"(the smallest {len(permuted)} permutations allow: {1 / (len(permuted) + 1):.3f})"
+        f"{permuted['max_auc'].median():.2f}, 95th percentile {permuted['max_auc'].quantile(0.95):.2f}{unfit}; "
+        f"p = {observed['p_value']:.3f} (the smallest {len(permuted)} permutations allow: {floor:.3f})"
     )
 
 

@@ -66,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--densenet-epochs", type=int, default=0, help="DenseNet epochs (default: the study's)")
     run.add_argument(
         "--split-repeats",
-        type=int,
-        default=0,
+        type=_positive,
+        default=0,  # 0: the study's setting
         metavar="N",
         help="refit the radiomics arm on N seeded test splits (the study's first) to show the spread of its test "
         "AUCs (default: the study's robustness.split_repeats: quick 1, paper 20)",
@@ -127,6 +127,13 @@ def _add_session_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--verbose", action="store_true", help="show Dagster's tracebacks here too (they always go to the log file)"
     )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a count: give 1 or more (1: the study's split only)")
+    return value
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -459,9 +466,9 @@ def _summary(report, store_path: Path) -> str:
                 title = "Model comparisons (model_comparisons; test AUC against the best model by nested CV):"
                 lines += [title, _comparisons(con), ""]
             if "permutation_null" in tables:
-                lines += ["Permutation test (permutation_null):", _permutation(con), ""]
+                lines += ["Permutation test (permutation_null):", _permutation(con, store), ""]
             if "split_repeats" in tables:
-                lines += _split_spread(con)
+                lines += _split_spread(con, store)
         lines.append(f'feature store: {store.duckdb_path}  (query: metorigin sql --store {store_path} "...")')
     lines.append(f"lake: {store.lake}")
     return "\n".join(lines)
@@ -504,13 +511,25 @@ def _comparisons(con) -> str:
     return comparisons_table(con.execute("select * from model_comparisons").df())
 
 
-def _permutation(con) -> str:
+def _earlier(frame, store) -> str:
+    """A warning when the rows are not this study's robustness settings': its step failed or has not
+    run since they changed, and the previous results are still published."""
+    from base.manifest import read_manifest
+
+    current = read_manifest(store).get("step_hashes", {}).get("robustness")
+    if frame.empty or frame["settings_hash"].iloc[0] == current:
+        return ""
+    return "(from an earlier run with other robustness settings: this study's has not finished) "
+
+
+def _permutation(con, store) -> str:
     from ml.report import permutation_summary
 
-    return permutation_summary(con.execute("select * from permutation_null").df())
+    null = con.execute("select * from permutation_null").df()
+    return _earlier(null, store) + permutation_summary(null)
 
 
-def _split_spread(con) -> list[str]:
+def _split_spread(con, store) -> list[str]:
     """The radiomics arm's test AUCs over the other splits, when the study asked for any."""
     from ml.report import split_table
     from ml.robustness import split_spread
@@ -519,7 +538,7 @@ def _split_spread(con) -> list[str]:
     if repeats["repeat"].nunique() < 2:
         return []
     title = f"Test AUC over {repeats['repeat'].nunique()} seeded test splits (split_repeats; the study's first):"
-    return [title, split_table(split_spread(repeats)), ""]
+    return [_earlier(repeats, store) + title, split_table(split_spread(repeats)), ""]
 
 
 def cmd_sql(args) -> int:

@@ -574,8 +574,9 @@ def robustness(
     settings: SettingsResource,
     patient_split: pd.DataFrame,
 ):
-    """How much of the radiomics arm chance could explain (ml/robustness.py). Downstream of nothing
-    but the split: it never holds up Table 3, and its own dbt step publishes it."""
+    """How much of the radiomics arm chance could explain (ml/robustness.py). It reads only the split
+    and the training matrix, runs after every other ready step (priority -1), and its own dbt step
+    publishes it: neither its minutes nor a failure hold up Table 3's publication."""
     study = settings.settings()
     matrix = read_training_matrix(feature_store)
     plan = study.robustness

@@ -212,10 +212,9 @@ def test_permutation_null_and_split_repeats_are_published_beside_table3(study):
     null = _sql(store, "select * from permutation_null order by permutation")
     assert list(null["labels"]) == ["observed", "permuted", "permuted"]
     observed = null.iloc[0]
-    assert null["p_value"].nunique() == 1 and observed["p_value"] in (1 / 3, 2 / 3, 1.0)
     assert observed["p_value"] == (1 + (null["max_auc"].iloc[1:] >= observed["max_auc"]).sum()) / 3
     repeats = _sql(store, "select * from split_repeats")
-    assert sorted(repeats["repeat"].unique()) == [0, 1] and len(repeats) == 2 * 16
+    assert sorted(repeats["repeat"].unique()) == [0, 1] and len(repeats) == 2 * QUICK.models.n_pipelines
     # The observed round is the study's split: its test patients are Table 3's.
     split = _sql(store, "select patient_id from patient_split where set = 'test'")
     assert repeats["n_test_patients"].iloc[0] == len(split)
