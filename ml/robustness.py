@@ -81,6 +81,7 @@ def round_aucs(rounds: list[Round], settings: ModelSettings, label: LabelSetting
     aucs = Parallel(n_jobs=settings.workers)(
         delayed(_test_auc)(name, resampler, kept[i], rounds[i], fitting[i], label, seed) for i, name, resampler in tasks
     )
+    sizes = [(r.test["patient_id"].nunique(), len(r.test)) for r in rounds]
     return pd.DataFrame(
         [
             {
@@ -89,8 +90,8 @@ def round_aucs(rounds: list[Round], settings: ModelSettings, label: LabelSetting
                 "classifier": name,
                 "resampler": resampler,
                 "auc": auc,
-                "n_test_patients": rounds[i].test["patient_id"].nunique(),
-                "n_test_lesions": len(rounds[i].test),
+                "n_test_patients": sizes[i][0],
+                "n_test_lesions": sizes[i][1],
             }
             for (i, name, resampler), auc in zip(tasks, aucs)
         ]
