@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export GX_ANALYTICS_ENABLED := false
 export DAGSTER_DISABLE_TELEMETRY := true
 
-.PHONY: install demo test test-fast lint format ui lock clean
+.PHONY: install demo test test-fast lint format ui lock clean chromium
 
 install: $(VENV)/.installed sql/target/manifest.json
 
@@ -28,8 +28,14 @@ demo: install
 # Two test processes (pytest-xdist), each taking whole files (`loadfile`: a module's fixtures are
 # built once): much of the suite waits on subprocesses (dbt, the UI, run workers), not on a core.
 TEST_PROCESSES ?= 2
-test: install lint
+test: install lint chromium
 	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile
+
+# The study report's browser test opens the page in headless Chromium: Debian's package, installed
+# here when missing (as root, or with sudo), so a fresh machine needs nothing by hand.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
 test-fast: install lint
 	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile -m "not slow"

@@ -17,19 +17,35 @@ def _interval(value: float, low: float, high: float) -> str:
     return "n/a" if pd.isna(value) else f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
 
-def table2(importance: pd.DataFrame, top: int = 10) -> str:
-    kept = importance[importance["kept"]].sort_values("rank").head(top)
-    return markdown_table(
-        [
-            {
-                "rank": int(r["rank"]),
-                "feature": r["feature_name"],
-                "permutation importance": f"{r['importance']:.6f}",
-                "sd": f"{r['importance_sd']:.6f}",
-            }
-            for _, r in kept.iterrows()
-        ]
+def table1_frame(characteristics: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 as the study lays it out: one row per characteristic and level, a column per class."""
+    return (
+        characteristics.pivot_table(
+            index=["row_order", "characteristic", "level"], columns="cohort", values="display", aggfunc="first"
+        )
+        .reset_index()
+        .drop(columns="row_order")
+        .fillna("")
+        .rename_axis(columns=None)
     )
+
+
+def table2_rows(importance: pd.DataFrame, top: int | None = 10, readable=str) -> list[dict]:
+    """The kept features by permutation importance; `readable` turns a pyradiomics key into a name."""
+    kept = importance[importance["kept"]].sort_values("rank").head(top)
+    return [
+        {
+            "rank": int(r["rank"]),
+            "feature": readable(r["feature_name"]),
+            "permutation importance": f"{r['importance']:.6f}",
+            "sd": f"{r['importance_sd']:.6f}",
+        }
+        for _, r in kept.iterrows()
+    ]
+
+
+def table2(importance: pd.DataFrame, top: int = 10) -> str:
+    return markdown_table(table2_rows(importance, top))
 
 
 DEGENERATE = "†"  # marks an interval of zero width (every bootstrap resample gave the same value)
@@ -42,17 +58,22 @@ def _cell(row: pd.Series | None) -> str:
     return f"{row['estimate']:.2f} [{row['ci_low']:.2f}, {row['ci_high']:.2f}]{mark}"
 
 
-def table3(metrics: pd.DataFrame, intervals: pd.DataFrame | None = None, classes: tuple[str, ...] = ()) -> str:
+BEST = "★"  # marks the model the training patients' nested CV chose (model_comparisons.best_model_id)
+
+
+def table3_rows(
+    metrics: pd.DataFrame, intervals: pd.DataFrame | None = None, classes: tuple[str, ...] = (), best: str | None = None
+) -> tuple[list[dict], list[str]]:
     """One row per model: test AUC with its 95% patient-bootstrap interval (lesion and patient
     level), and where `intervals` (the `metric_intervals` table) is given, the lesion-level balanced
     accuracy and each class's sensitivity at the threshold chosen without the test patients, and the
     Brier score; then the nested CV estimate with its corrected interval. A dagger marks a
-    degenerate interval; the footnote says how many test patients made it so."""
+    degenerate interval; the footnotes say how many test patients made it so. A star marks `best`."""
     rows, flags = [], set()
     for _, m in metrics.iterrows():
         row = {
             "arm": m["arm"],
-            "model": m["model"],
+            "model": m["model"] + (f" {BEST}" if m["model_id"] == best else ""),
             "resampler": _text(m["resampler"]),
             "AUC [95% CI]": _interval(m["auc"], m["auc_ci_low"], m["auc_ci_high"]),
             "patient AUC [95% CI]": _interval(m["patient_auc"], m["patient_auc_ci_low"], m["patient_auc_ci_high"]),
@@ -78,30 +99,40 @@ def table3(metrics: pd.DataFrame, intervals: pd.DataFrame | None = None, classes
         )
         row["test lesions / patients"] = f"{m['n_test_lesions']} / {m['n_test_patients']}"
         rows.append(row)
-    notes = "".join(f"\n{DEGENERATE} {flag}" for flag in sorted(flags))
-    return markdown_table(rows) + notes
+    notes = (
+        [f"{BEST} chosen by nested cross-validation on the training patients, before any test score"] if best else []
+    )
+    return rows, (notes if best else []) + [f"{DEGENERATE} {flag}" for flag in sorted(flags)]
+
+
+def table3(metrics: pd.DataFrame, intervals: pd.DataFrame | None = None, classes: tuple[str, ...] = ()) -> str:
+    rows, notes = table3_rows(metrics, intervals, classes)
+    return markdown_table(rows) + "".join(f"\n{note}" for note in notes)
+
+
+def comparison_rows(comparisons: pd.DataFrame) -> tuple[list[dict], list[str]]:
+    """Each model's test AUC minus the best model's, with its paired-bootstrap interval (a dagger
+    where it is degenerate) and p-values; and the footnotes of the daggers."""
+    difference = comparisons.rename(columns={"difference": "estimate"})
+    rows = [
+        {
+            "model": r["model_id"],
+            "level": r["level"],
+            "AUC - best AUC [95% CI]": _cell(r),
+            "p": f"{r['p_value']:.3f}",
+            "p (Holm)": f"{r['p_holm']:.3f}",
+        }
+        for _, r in difference.sort_values(["level", "estimate"], ascending=[True, False]).iterrows()
+    ]
+    flags = sorted(difference["flag"].dropna().unique()) if "flag" in difference else []
+    return rows, [f"{DEGENERATE} {flag}" for flag in flags]
 
 
 def comparisons_table(comparisons: pd.DataFrame) -> str:
-    """Each model's test AUC minus the best model's, with its paired-bootstrap interval (a dagger
-    where it is degenerate) and p-values."""
     if comparisons.empty:
         return "no other model to compare"
-    difference = comparisons.rename(columns={"difference": "estimate"})
-    table = markdown_table(
-        [
-            {
-                "model": r["model_id"],
-                "level": r["level"],
-                "AUC - best AUC [95% CI]": _cell(r),
-                "p": f"{r['p_value']:.3f}",
-                "p (Holm)": f"{r['p_holm']:.3f}",
-            }
-            for _, r in difference.sort_values(["level", "estimate"], ascending=[True, False]).iterrows()
-        ]
-    )
-    flags = sorted(difference["flag"].dropna().unique()) if "flag" in difference else []
-    return table + "".join(f"\n{DEGENERATE} {flag}" for flag in flags)
+    rows, notes = comparison_rows(comparisons)
+    return markdown_table(rows) + "".join(f"\n{note}" for note in notes)
 
 
 def auc_metadata(metrics: pd.DataFrame) -> dict[str, float]:
@@ -132,17 +163,19 @@ def permutation_summary(null: pd.DataFrame) -> str:
     )
 
 
-def split_table(spread: pd.DataFrame) -> str:
+def split_table_rows(spread: pd.DataFrame) -> list[dict]:
     """Each pipeline's test AUC on the study's split beside its spread over the other splits."""
-    return markdown_table(
-        [
-            {
-                "model": r["classifier"],
-                "resampler": r["resampler"],
-                "study split AUC": f"{r['study_split_auc']:.2f}",
-                "median over splits [2.5-97.5%]": _interval(r["median_auc"], r["auc_p2_5"], r["auc_p97_5"]),
-                "splits": int(r["n_splits"]),
-            }
-            for _, r in spread.sort_values("median_auc", ascending=False).iterrows()
-        ]
-    )
+    return [
+        {
+            "model": r["classifier"],
+            "resampler": r["resampler"],
+            "study split AUC": f"{r['study_split_auc']:.2f}",
+            "median over splits [2.5-97.5%]": _interval(r["median_auc"], r["auc_p2_5"], r["auc_p97_5"]),
+            "splits": int(r["n_splits"]),
+        }
+        for _, r in spread.sort_values("median_auc", ascending=False).iterrows()
+    ]
+
+
+def split_table(spread: pd.DataFrame) -> str:
+    return markdown_table(split_table_rows(spread))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -100,6 +99,26 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("query")
     sql.add_argument("--csv", action="store_true", help="print CSV instead of an aligned table")
     sql.set_defaults(handler=cmd_sql)
+
+    tables = sub.add_parser("tables", help="print Tables 1-3 (and the comparisons, the split repeats) of a store")
+    tables.add_argument("--store", required=True, type=Path)
+    tables.add_argument("--format", choices=("text", "csv", "latex"), default="text")
+    tables.add_argument(
+        "--table",
+        action="append",
+        choices=("table1", "table2", "table3", "comparisons", "split_repeats"),
+        help="only this table (repeat for more); default: every table the store holds",
+    )
+    tables.set_defaults(handler=cmd_tables)
+
+    report = sub.add_parser("report", help="write the study report (HTML, figures, tables) of a store")
+    report.add_argument("--store", required=True, type=Path)
+    report.add_argument("--cohort", type=Path, default=None, help="the cohort, for the report's provenance")
+    report.add_argument("--out", type=Path, default=None, help="also copy the HTML page here")
+    report.add_argument(
+        "--anonymous", action="store_true", help="no images; patient, scan and lesion ids as sequence numbers"
+    )
+    report.set_defaults(handler=cmd_report)
 
     ui = sub.add_parser("ui", help="open the Dagster web UI on a cohort and store")
     _add_run_arguments(ui, required=True)
@@ -451,94 +470,63 @@ def _summary(report, store_path: Path) -> str:
                     "select scan_id, exclusion_reason from scans where valid and not included order by scan_id"
                 ).fetchall():
                     lines.append(f"  excluded {sid}: {reason}")
-            if "cohort_characteristics" in tables:
-                lines += ["", "Table 1 (cohort_characteristics):", _table1(con), ""]
-            if "feature_importance" in tables:
-                lines += ["Table 2 (feature_importance, top 10):", _table2(con), ""]
             if "model_metrics" in tables:
-                lines += [
-                    "Table 3 (model_metrics, metric_intervals; test patients, 95% patient-bootstrap CI; "
-                    "nested CV on the training patients beside):",
-                    _table3(con, "metric_intervals" in tables),
-                    "",
-                ]
-            if "model_comparisons" in tables:
-                title = "Model comparisons (model_comparisons; test AUC against the best model by nested CV):"
-                lines += [title, _comparisons(con), ""]
-            if "permutation_null" in tables:
-                lines += ["Permutation test (permutation_null):", _permutation(con, store), ""]
-            if "split_repeats" in tables:
-                lines += _split_spread(con, store)
+                lines.append(f"Tables 1-3: metorigin tables --store {store_path}")
         lines.append(f'feature store: {store.duckdb_path}  (query: metorigin sql --store {store_path} "...")')
+    written = [store.artifacts / "report" / run / "report.html" for run in report.run_ids]
+    lines += [f"report: {page.resolve()}" for page in written if page.is_file()]
     lines.append(f"lake: {store.lake}")
     return "\n".join(lines)
 
 
-def _table1(con) -> str:
-    """Table 1 as the study lays it out: one column per cohort."""
-    frame = con.execute("select characteristic, level, cohort, display, row_order from cohort_characteristics").df()
-    wide = (
-        frame.pivot_table(
-            index=["row_order", "characteristic", "level"], columns="cohort", values="display", aggfunc="first"
+def _aligned(frame) -> str:
+    """Left-aligned columns (pandas right-aligns text), every cell in full."""
+    text = frame.astype(str)
+    widths = {c: max([len(str(c)), *text[c].str.len()]) for c in text}
+    formatters = {c: (lambda w: lambda v: f"{v:<{w}}")(widths[c]) for c in text}
+    return text.to_string(index=False, justify="left", formatters=formatters)
+
+
+def _published_store(path: Path):
+    """The store at `path` if it has a feature store to read; else None, with the fix printed."""
+    from base.store import Store
+
+    store = Store(path)
+    if store.duckdb_path.exists():
+        return store
+    print(f"error: no feature store at {store.duckdb_path}; run `metorigin run --store {path}` first", file=sys.stderr)
+    return None
+
+
+def cmd_tables(args) -> int:
+    from orchestration.report import read_store_tables
+
+    store = _published_store(args.store)
+    if store is None:
+        return 2
+    from ml.paper_tables import paper_tables
+
+    tables, robustness_hash = read_store_tables(store)
+    paper = paper_tables(tables, robustness_hash)
+    chosen = [paper[name] for name in (args.table or paper) if name in paper]
+    absent = [name for name in (args.table or []) if name not in paper]
+    for name in absent:
+        print(
+            f"error: no {name} in this store yet; `metorigin report --store {args.store}` says what fills it",
+            file=sys.stderr,
         )
-        .reset_index()
-        .drop(columns="row_order")
-        .fillna("")
-    )
-    return wide.to_string(index=False)
-
-
-def _table2(con) -> str:
-    from ml.report import table2
-
-    return table2(con.execute("select * from feature_importance").df())
-
-
-def _table3(con, with_intervals: bool) -> str:
-    from ml.report import table3
-
-    metrics = con.execute("select * from model_metrics order by arm desc, model, resampler").df()
-    if not with_intervals:
-        return table3(metrics)
-    intervals = con.execute("select * from metric_intervals").df()
-    classes = con.execute("select value from study_settings where key = 'label.classes'").fetchone()
-    return table3(metrics, intervals, tuple(json.loads(classes[0])) if classes else ())
-
-
-def _comparisons(con) -> str:
-    from ml.report import comparisons_table
-
-    return comparisons_table(con.execute("select * from model_comparisons").df())
-
-
-def _earlier(frame, store) -> str:
-    """A warning when the rows are not this study's robustness settings': its step failed or has not
-    run since they changed, and the previous results are still published."""
-    from base.manifest import read_manifest
-
-    current = read_manifest(store).get("step_hashes", {}).get("robustness")
-    if frame.empty or frame["settings_hash"].iloc[0] == current:
-        return ""
-    return "(from an earlier run with other robustness settings: this study's has not finished) "
-
-
-def _permutation(con, store) -> str:
-    from ml.report import permutation_summary
-
-    null = con.execute("select * from permutation_null").df()
-    return _earlier(null, store) + permutation_summary(null)
-
-
-def _split_spread(con, store) -> list[str]:
-    """The radiomics arm's test AUCs over the other splits, when the study asked for any."""
-    from ml.report import split_table
-    from ml.robustness import split_spread
-
-    repeats = con.execute("select * from split_repeats").df()
-    if repeats["repeat"].nunique() < 2:
-        return []
-    title = f"Test AUC over {repeats['repeat'].nunique()} seeded test splits (split_repeats; the study's first):"
-    return [_earlier(repeats, store) + title, split_table(split_spread(repeats)), ""]
+    comment = {"text": "", "csv": "# ", "latex": "% "}[args.format]
+    for table in chosen:
+        print(f"{comment}{table.title}")
+        if args.format == "csv":
+            print(table.frame.to_csv(index=False), end="")
+        elif args.format == "latex":
+            latex = table.frame.to_latex(index=False, escape=True)
+            print(latex.replace("★", r"$\star$").replace("†", r"$\dagger$"), end="")
+        else:
+            print(_aligned(table.frame))
+        print("".join(f"{comment}{note}\n" for note in table.notes))
+    return 2 if absent else 0
 
 
 def cmd_sql(args) -> int:
@@ -583,6 +571,27 @@ def cmd_sql(args) -> int:
         frame.to_csv(sys.stdout, index=False)
     else:
         print(frame.to_string(index=False) if len(frame.columns) else "(no columns)")  # every cell in full
+    return 0
+
+
+def cmd_report(args) -> int:
+    import shutil
+    from datetime import datetime
+
+    from orchestration.report import build_report
+
+    store = _published_store(args.store)
+    if store is None:
+        return 2
+    run = datetime.now().strftime("cli-%Y%m%d-%H%M%S") + ("-anonymous" if args.anonymous else "")
+    report = build_report(store, run, args.cohort, anonymous=args.anonymous)
+    for title in report.missing:
+        print(f"missing: {title} (the report says which command fills it)")
+    print(f"{len(report.figures)} figures, {len(report.tables)} tables (SVG, PNG, CSV): {report.folder}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(report.html, args.out)
+    print(f"report: {(args.out or report.html).resolve()}")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from . import cohort_assets, scan_assets, study_assets
+from . import cohort_assets, report_assets, scan_assets, study_assets
 from .automation import feature_store_after_a_batch, retrain_schedule
 from .checks import ASSET_CHECKS
 from .dbt import dbt_resource, feature_store_models, gated_models, result_models, robustness_models
@@ -16,7 +16,7 @@ from .versions import with_code_versions
 def build_definitions(resources: dict) -> dg.Definitions:
     """The definitions of one store and study: the study fixes the code versions (versions.py)."""
     study = resources["settings"].settings()
-    python_assets = dg.load_assets_from_modules([cohort_assets, scan_assets, study_assets])
+    python_assets = dg.load_assets_from_modules([cohort_assets, scan_assets, study_assets, report_assets])
     dbt_assets = [feature_store_models, gated_models, result_models, robustness_models]
     return dg.Definitions(
         assets=[

@@ -4,7 +4,9 @@ code), query the store, run again (nothing to recompute), and get clear refusals
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -35,13 +37,21 @@ def test_synth_run_sql_and_run_again_as_a_user_would(tmp_path):
     run = _cli(*study_run, "--workers", "2")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "succeeded" in run.stdout and "scans: 8 of 10 included" in run.stdout
-    assert "Table 1 (cohort_characteristics):" in run.stdout and "Liver tumor burden" in run.stdout
-    table3 = run.stdout.split("Table 3 (model_metrics")[1]
-    assert (
-        "| densenet | densenet121 |" in table3 and "| combined |" in table3 and "| radiomics | knn | smote |" in table3
-    )
-    # The quick base's 20 label permutations, summarised under Table 3 (published by their own dbt step).
-    assert "with the training patients' labels permuted 2 times" in run.stdout.split("Permutation test")[1]
+    # The run ends with a summary and the report's path; the tables are printed on demand.
+    assert f"Tables 1-3: metorigin tables --store {store_dir}" in run.stdout and "Table 3" not in run.stdout
+    page = Path(run.stdout.split("report: ")[1].splitlines()[0])
+    assert page.is_file() and page.parent.parent == store_dir / "artifacts" / "report"
+    tables = _cli("tables", "--store", store_dir)
+    assert tables.returncode == 0, tables.stderr
+    assert "Table 1: cohort characteristics" in tables.stdout and "Liver tumor burden" in tables.stdout
+    table3 = tables.stdout.split("Table 3:")[1]
+    for arm, model in (("densenet", "densenet121"), ("combined", r"\w+\+densenet121"), ("radiomics", "knn")):
+        assert re.search(rf"^{arm}\s+{model}\b", table3, re.MULTILINE), (arm, model)
+    # The example's 2 label permutations, summarised under Table 3 (published by their own dbt step).
+    assert "with the training patients' labels permuted 2 times" in table3
+    as_csv = _cli("tables", "--store", store_dir, "--table", "table3", "--format", "csv")
+    rows = pd.read_csv(io.StringIO(as_csv.stdout), comment="#")
+    assert len(rows) == 7 and rows["AUC [95% CI]"].str.fullmatch(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]†?").all()
     study = with_run_choices(load_study(study_file), densenet_epochs=1)
     assert f"study: {study.name} (hash {study.study_hash()}" in run.stdout
     store = Store(store_dir)

@@ -7,15 +7,18 @@ they check from the store rather than trusting the pipeline's own numbers.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import joblib
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from scipy.stats import t as student_t
 
 from assets.synth import SynthConfig, generate_cohort
@@ -25,6 +28,7 @@ from ml.densenet import pick_slices
 from ml.evaluation import labels
 from ml.radiomics_arm import feature_columns, split_effect
 from ml.registry import data_hash
+from ml.report_curves import auc_from_points
 from ml.selection import drop_correlated
 from orchestration.definitions import build_definitions
 from orchestration.resources import resources_from_env
@@ -230,6 +234,110 @@ def test_tables_2_and_3_and_aucs_are_in_the_ui(study):
     assert isinstance(metadata["auc_knn_smote"].value, float) and 0 <= metadata["auc_knn_smote"].value <= 1
     table2 = instance.get_latest_materialization_event(dg.AssetKey("feature_importance")).asset_materialization
     assert table2.metadata["table_2"].value.startswith("| rank | feature |")
+
+
+REPORT_FIGURES = ("cohort_flow", "tumour_burden", "example_lesions", "importance", "fig4_lesions", "roc", "calibration")
+
+
+def _report_page(store: Store) -> Path:
+    pages = list((store.artifacts / "report").glob("*/report.html"))
+    assert len(pages) == 1, pages
+    return pages[0]
+
+
+def test_study_report_is_self_contained_and_its_figures_agree_with_the_tables(study):
+    _, instance, store = study
+    page = _report_page(store)
+    html = page.read_text(encoding="utf-8")
+    assert "<script" not in html and not re.search(r"(src|href)=\"(https?:)?//", html)  # nothing fetched
+    for name in REPORT_FIGURES:
+        assert (page.parent / f"{name}.svg").stat().st_size > 1000, name
+        with Image.open(page.parent / f"{name}.png") as png:
+            assert png.info["dpi"] == pytest.approx((300, 300), abs=0.5), name
+    for name in ("table1", "table2", "table3"):
+        assert len(pd.read_csv(page.parent / f"{name}.csv")) > 1, name
+    metrics = _sql(store, "select * from model_metrics order by model_id")
+    points = pd.read_csv(page.parent / "roc.csv")
+    assert set(points["model_id"]) == set(metrics["model_id"])
+    for _, row in metrics.iloc[[0, -1]].iterrows():  # one AUC of each level, recomputed from the figure's points
+        for level, column in (("lesion", "auc"), ("patient", "patient_auc")):
+            curve = points[(points["model_id"] == row["model_id"]) & (points["level"] == level)]
+            assert auc_from_points(curve[curve["kind"] == "curve"]) == pytest.approx(row[column])
+    cells = pd.read_csv(page.parent / "fig4_lesions.csv")
+    predictions = _sql(store, "select * from lesion_predictions where evaluation = 'test' order by lesion_id, model_id")
+    assert len(cells) == len(predictions)
+    one = predictions.iloc[len(predictions) // 3]
+    cell = cells[(cells["lesion_id"] == one["lesion_id"]) & (cells["model_id"] == one["model_id"])].iloc[0]
+    truth = one["probability"] if one["label"] == QUICK.label.positive else 1 - one["probability"]
+    assert cell["p_true"] == pytest.approx(truth) and cell["correct"] == (one["predicted_label"] == one["label"])
+    event = instance.get_latest_materialization_event(dg.AssetKey("study_report"))
+    assert event.asset_materialization.metadata["report"].value == str(page)
+    assert event.run_id in html and f"<td>seed</td><td>{QUICK.seed}</td>" in html
+
+
+def test_study_report_renders_in_chromium(study, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    _, _, store = study
+    browser_path = shutil.which("chromium")
+    assert browser_path, "no chromium on PATH: `make chromium` installs Debian's package"
+    page_path = _report_page(store)
+    n_models = len(_sql(store, "select model_id from model_metrics"))
+    n_lesions = len(_sql(store, "select distinct lesion_id from lesion_predictions where evaluation = 'test'"))
+    errors, fetched = [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=browser_path, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("request", lambda request: fetched.append(request.url))
+            page.goto(page_path.as_uri())
+            roc_lines = page.locator("[id^=roc-lesion-]").count()
+            fig4_cells = page.locator("#fig4-cells path").count()
+            page.screenshot(path=tmp_path / "report.png")
+        finally:
+            browser.close()
+    assert errors == [] and [url for url in fetched if not url.startswith(("file:", "data:"))] == []
+    assert roc_lines == n_models and fig4_cells == n_lesions * n_models
+    with Image.open(tmp_path / "report.png") as shot:
+        pixels = np.asarray(shot.convert("L"))
+    assert pixels.std() > 20 and len(np.unique(pixels)) > 50  # text, tables and a figure: not a blank page
+
+
+def test_report_without_study_results_or_with_one_class_says_why(study, tmp_path, capsys):
+    from orchestration.cli import main
+
+    _, _, store = study
+    # A store with only the feature store: the study's tables dropped from a copy of its DuckDB file.
+    bare = Store(tmp_path / "bare")
+    bare.duckdb_path.parent.mkdir(parents=True)
+    shutil.copyfile(store.duckdb_path, bare.duckdb_path)
+    with duckdb.connect(str(bare.duckdb_path)) as con:
+        study_tables = ("patient_split", "feature_importance", "model_metrics", "metric_intervals", "cv_predictions")
+        for table in study_tables:
+            con.execute(f"drop table {table}")
+    assert main(["report", "--store", str(bare.root), "--out", str(tmp_path / "bare.html")]) == 0
+    printed = capsys.readouterr().out
+    assert "missing: Feature selection" in printed and "missing: Model performance" in printed
+    html = (tmp_path / "bare.html").read_text(encoding="utf-8")
+    assert 'id="table-table1"' in html and 'id="figure-cohort_flow"' in html
+    assert "model_metrics" in html and "--select group:study" in html
+
+    # One class among the test patients, shared anonymously: the ROC sections say why they are empty.
+    one_class = Store(tmp_path / "one")
+    shutil.copytree(store.root, one_class.root, ignore=shutil.ignore_patterns("report", ".dagster"))
+    with duckdb.connect(str(one_class.duckdb_path)) as con:
+        con.execute(f"delete from lesion_predictions where evaluation = 'test' and label = '{QUICK.label.classes[0]}'")
+    assert main(["report", "--store", str(one_class.root), "--anonymous"]) == 0
+    page = Path(capsys.readouterr().out.split("report: ")[-1].strip())
+    html = page.read_text(encoding="utf-8")
+    assert "The test patients hold one class only" in html and 'id="figure-example_lesions"' not in html
+    patients = _sql(store, "select patient_id from patients")["patient_id"]
+    written = html + "".join(f.read_text() for f in page.parent.glob("*.csv"))
+    assert not [p for p in patients if p in written] and "patient-001" in written
 
 
 # What the study's Python steps write to the lake. Table 3 (model_metrics) is the union of the three

@@ -1,0 +1,143 @@
+"""The study report from a store: what the `study_report` asset and `metorigin report` share.
+
+The pure report (ml/study_report.py) gets its tables from the published feature store, its example
+lesions from the slice artefacts (assets/slices.py), and its provenance from here: the cohort's
+CSVs, the store's study, the code and library versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from assets.slices import load_slices
+from base.manifest import read_manifest
+from base.store import Store
+from ml.registry import library_versions
+from ml.report_data import ReportTables, anonymised, read_tables
+from ml.study_report import EXAMPLES_PER_CLASS, StudyReport, write_report
+
+from .home import REPO_ROOT
+
+REPORT_DIR = "report"  # artifacts/report/<run>/
+LIBRARIES = (
+    "metorigin",
+    "dagster",
+    "dbt-core",
+    "duckdb",
+    "pyradiomics-bhklab",
+    "SimpleITK",
+    "nnunetv2",
+    "scikit-learn",
+    "imbalanced-learn",
+    "xgboost",
+    "torch",
+    "monai",
+    "matplotlib",
+)
+
+
+def report_folder(store: Store, run: str) -> Path:
+    return store.artifacts / REPORT_DIR / run
+
+
+def cohort_hash(cohort: Path) -> str:
+    """sha256 of the cohort's two CSVs: the same hash, the same cohort description."""
+    digest = hashlib.sha256()
+    for name in ("patients.csv", "scans.csv"):
+        digest.update((cohort / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def code_version() -> str:
+    """The package version, and the git commit when the code runs from a checkout (+ if edited)."""
+    version = library_versions(("metorigin",))["metorigin"]
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty=+"],
+            text=True,
+            capture_output=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version} (git {commit})"
+
+
+def _provenance(store: Store, cohort: Path | None, run: str, tables: ReportTables) -> list[tuple[str, str]]:
+    manifest = read_manifest(store)
+    if cohort is None:
+        where = "not given (metorigin report --cohort DIR)"
+    elif (cohort / "scans.csv").exists():
+        where = f"{cohort} (sha256 of patients.csv and scans.csv: {cohort_hash(cohort)})"
+    else:
+        where = f"{cohort} (no scans.csv there now)"
+    versions = library_versions(LIBRARIES)
+    return [
+        (
+            "study",
+            f"{manifest.get('study_name', 'unknown')} (study hash {manifest.get('study_hash', 'unknown')}; "
+            "every setting: see Study settings at the end)",
+        ),
+        ("cohort", where),
+        ("store", str(store.root)),
+        ("run", run),
+        ("seed", str(tables.setting("seed", "unknown"))),
+        ("code", code_version()),
+        ("libraries", ", ".join(f"{name} {version}" for name, version in versions.items() if name != "metorigin")),
+        ("written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+    ]
+
+
+def _examples(store: Store, tables: ReportTables) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """The largest slice of the largest training lesions, EXAMPLES_PER_CLASS per class."""
+    rows = tables.get("example_slices")
+    if rows is None:
+        return {}
+    examples = {}
+    for label in tables.classes:
+        chosen = rows[rows["label"] == label].head(EXAMPLES_PER_CLASS)
+        examples[label] = [
+            (
+                f"{r['lesion_id']}, {r['lesion_area_mm2']:.0f} mm²",
+                load_slices(store.root / r["slices_file"])[r["array_row"]],
+            )
+            for _, r in chosen.iterrows()
+        ]
+    return {label: images for label, images in examples.items() if images}
+
+
+def read_store_tables(store: Store) -> tuple[ReportTables, str | None]:
+    """Every table the report reads, and the robustness settings' hash of the store's study (to
+    mark robustness rows published by an earlier run with other settings)."""
+    with store.connect_read_only() as con:
+        tables = read_tables(con)
+    return tables, read_manifest(store).get("step_hashes", {}).get("robustness")
+
+
+def build_report(store: Store, run: str, cohort: Path | None = None, anonymous: bool = False) -> StudyReport:
+    """Write the report of the store's published results into artifacts/report/<run>/."""
+    tables, robustness_hash = read_store_tables(store)
+    if anonymous:
+        tables = anonymised(tables)
+    examples = None if anonymous else _examples(store, tables)
+    provenance = _provenance(store, None if anonymous else cohort, run, tables)
+    if anonymous:
+        provenance = [(k, v) for k, v in provenance if k not in ("store", "cohort")]
+    name = read_manifest(store).get("study_name")
+    seed = int(tables.setting("seed", 0))
+    return write_report(
+        tables,
+        report_folder(store, run),
+        provenance,
+        store.root,
+        examples,
+        seed,
+        robustness_hash,
+        title=f"Study report: {name}" if name else "Study report",
+    )
