@@ -37,6 +37,10 @@ from .imaging.io import ImageInfo, normalise_phase, read_image_info
 
 PATIENTS_CSV = "patients.csv"
 SCANS_CSV = "scans.csv"
+QC_CSV = "qc.csv"  # optional: a reviewer's image-QC verdict per scan (pass or fail, with the reason)
+QC_REQUIRED = ("scan_id", "verdict")
+QC_OPTIONAL = ("reason", "reviewer", "date")
+QC_VERDICTS = ("pass", "fail")
 
 PATIENT_OPTIONAL = ("age", "sex", "t_stage", "n_stage", "m_stage")
 SCAN_REQUIRED = ("scan_id", "patient_id", "image")
@@ -434,6 +438,38 @@ def exclusion_reasons(scan: dict, criteria: InclusionCriteria) -> list[str]:
     return reasons
 
 
+def qc_verdicts(cohort_dir: Path, scan_ids: set[str]) -> tuple[dict[str, str], list[CohortError]]:
+    """The scans qc.csv fails (scan id -> the exclusion reason) and its bad rows. A row that cannot
+    be read as a verdict (unknown verdict, a fail without a reason, a duplicate) excludes its scan
+    too: a reviewer meant something by it, and the scan waits until the row says what."""
+    path = Path(cohort_dir) / QC_CSV
+    if not path.is_file() or len(_utf8_text(path).strip().splitlines()) < 2:
+        return {}, []
+    frame = read_contract_csv(path, QC_REQUIRED, QC_OPTIONAL)
+    duplicated, errors = _duplicate_errors(frame, QC_CSV, "scan_id")
+    failed = {}
+    for rec in frame.to_dict("records"):
+        sid, verdict, reason = rec["scan_id"], (rec["verdict"] or "").lower(), rec["reason"] or ""
+        who = ", ".join(v for v in (rec["reviewer"], rec["date"]) if v)
+        problem = None
+        if sid not in scan_ids:
+            problem = (f"scan {sid!r} is not listed in scans.csv", "correct scan_id or delete the row")
+        elif sid in duplicated:
+            problem = ("the scan has more than one verdict", "keep one row per scan")
+        elif verdict not in QC_VERDICTS:
+            problem = (f"unknown verdict {rec['verdict']!r}", f"use one of {', '.join(QC_VERDICTS)}")
+        elif verdict == "fail" and not reason:
+            problem = ("a failed scan needs its reason", "say in the reason column what is wrong with the image")
+        if problem:
+            if sid not in duplicated:
+                errors.append(InvalidValueError(QC_CSV, *problem, row=rec["line"], row_id=sid or None))
+            if sid in scan_ids:
+                failed[sid] = f"qc.csv line {rec['line']} unreadable: {problem[0]}"
+        elif verdict == "fail":
+            failed[sid] = f"failed image QC{f' ({who})' if who else ''}: {reason}"
+    return failed, errors
+
+
 def validate_scans(
     frame: pd.DataFrame,
     patients: pd.DataFrame,
@@ -441,7 +477,9 @@ def validate_scans(
     cohort_dir: Path,
     criteria: InclusionCriteria,
 ) -> tuple[pd.DataFrame, list[CohortError]]:
-    """One row per scan listed, each either included or carrying the reason it is not."""
+    """One row per scan listed, each either included or carrying the reason it is not (the study's
+    inclusion criteria, and a failed verdict in qc.csv)."""
+    failed_qc, qc_errors = qc_verdicts(cohort_dir, set(frame["scan_id"]))
     duplicated, errors = _duplicate_errors(frame, SCANS_CSV, "scan_id")
     known = set(patients["patient_id"])
     listed = set(patient_frame["patient_id"])
@@ -483,10 +521,12 @@ def validate_scans(
                 errors.append(exc)
             row.update(error_kind=exc.kind, exclusion_reason=f"invalid row: {exc.problem}")
         else:
-            reasons = exclusion_reasons(row, criteria)
+            reasons = exclusion_reasons(row, criteria) + (
+                [failed_qc[rec["scan_id"]]] if rec["scan_id"] in failed_qc else []
+            )
             row.update(valid=True, included=not reasons, exclusion_reason="; ".join(reasons) or None)
         rows.append(row)
-    return pd.DataFrame(rows, columns=SCANS.computed), errors
+    return pd.DataFrame(rows, columns=SCANS.computed), errors + qc_errors
 
 
 def load_cohort(

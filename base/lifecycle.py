@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -46,7 +47,8 @@ from .store import UNPARTITIONED, Store
 RETIRED = "retired"
 RETIRED_LOG = "retired.jsonl"
 ERASURE_LOG = "erasure_log.jsonl"
-ARTEFACT_SUFFIXES = (".nii.gz", ".npz")  # per-scan artefacts: artifacts/<kind>/<scan><suffix>
+ARTEFACT_SUFFIXES = (".nii.gz", ".npz", ".png")  # per-scan artefacts: artifacts/<kind>/<scan><suffix>
+REPORTS = "report"  # artifacts/report/<run>/: study reports, which show patients' lesions and ids
 MODELS = "models"  # artifacts/models holds models and their cards, not per-scan artefacts
 ID_COLUMNS = ("patient_id", "scan_id", "lesion_id", "unit_id")
 RETRAIN_WHY = "a patient of its training/validation/test data was erased (consent withdrawn)"
@@ -66,7 +68,7 @@ class ErasureRefused(MetoriginError, ValueError):
 
 def _per_scan_files(base: Path) -> dict[str, list[Path]]:
     """scan id -> its files under `base/lake/<asset>/<scan>.parquet` (not all.parquet) and
-    `base/artifacts/<kind>/<scan>.nii.gz|.npz` (not artifacts/models), found by listing."""
+    `base/artifacts/<kind>/<scan>.nii.gz|.npz|.png` (not artifacts/models), found by listing."""
     found: dict[str, list[Path]] = {}
     for folder in _subfolders(base / "lake"):
         for path in _files(folder):
@@ -278,6 +280,7 @@ def forget_patient(store: Store, patient_id: str, who: str, why: str, when: date
         report.lake_rows = _rewrite_lake_tables(store, found)
         report.retired_log_lines = _drop_retired_lines(store, found.scans)
         report.files = _delete_scan_files(store, found.scans)
+        report.files.update(_delete_reports(store))
         report.log_path = store.root / ERASURE_LOG
         _append_line(
             report.log_path,
@@ -539,6 +542,15 @@ def _delete_scan_files(store: Store, scans: set[str]) -> dict[str, int]:
             folder.rmdir()
             folder = folder.parent
     return counts
+
+
+def _delete_reports(store: Store) -> dict[str, int]:
+    """Every study report goes: its figures draw lesions and ids (some as glyphs, not text), so no
+    listing can tell which show the patient. The next study run writes a new one."""
+    reports = [_checked(store, folder) for folder in _subfolders(store.artifacts / REPORTS)]
+    for folder in reports:
+        shutil.rmtree(folder)
+    return {f"artifacts/{REPORTS}": len(reports)} if reports else {}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -73,6 +73,11 @@ QUERIES: dict[str, tuple[str, str]] = {
         "order by label, lesion_area_mm2 desc, lesion_id",
         STUDY,
     ),
+    "test_scans": (
+        "select s.scan_id, s.patient_id, p.label from scans s join patient_split p using (patient_id) "
+        "where p.set = 'test' and s.included order by p.label, s.patient_id, s.scan_id",
+        STUDY,
+    ),
     "permutation_null": ("select * from permutation_null order by permutation", STUDY),
     "split_repeats": ("select * from split_repeats order by repeat, classifier, resampler", STUDY),
 }
@@ -143,5 +148,5 @@ def anonymised(tables: ReportTables) -> ReportTables:
         else frame.assign(**{c: frame[c].astype(str).map(codes[c]) for c in ID_COLUMNS if c in frame})
         for name, frame in tables.frames.items()
     }
-    frames["example_slices"] = None  # no image leaves the group
+    frames["example_slices"] = frames["test_scans"] = None  # no image leaves the group
     return ReportTables(frames, dict(tables.missing))

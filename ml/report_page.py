@@ -25,6 +25,8 @@ figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; }
 figcaption { font-size: .9em; color: #444; max-width: 1000px; }
 pre { background: #f6f6f6; padding: .6em; overflow-x: auto; font-size: .8em; white-space: pre-wrap; }
 nav a { margin-right: 1em; }
+.gallery { display: flex; flex-wrap: wrap; gap: .8em; } .gallery figure { margin: 0; width: 290px; }
+.gallery img { width: 100%; }
 </style>
 </head>
 <body>
@@ -53,6 +55,11 @@ sequence numbers.</p>{% endif %}
 {% for note in item.notes %}<p class="note">{{ note }}</p>{% endfor %}
 {% if item.sql %}<details><summary>SQL ({{ item.name }}.csv)</summary><pre>{{ item.sql }}</pre></details>{% endif %}
 </div>
+{% elif item.kind == "gallery" %}
+<p>{{ item.text }}</p>
+<div class="gallery" id="gallery-{{ item.name }}">{% for picture in item.pictures %}
+<figure><img src="{{ picture.src }}" alt="{{ picture.caption }}"><figcaption>{{ picture.caption }}</figcaption></figure>
+{% endfor %}</div>
 {% else %}
 <p>{{ item.text }}</p>
 {% endif %}

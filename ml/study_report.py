@@ -7,6 +7,7 @@ render, so a store with only the feature store gets its cohort flow and Table 1.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from dataclasses import dataclass, field
@@ -34,6 +35,15 @@ class Section:
     title: str
     items: list[dict] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Images:
+    """What the report shows of the patients' images (None for the shareable version): example
+    lesion slices per class, and each test scan's QC picture (None where it has none yet)."""
+
+    examples: dict[str, list[tuple[str, np.ndarray]]]
+    qc: list[tuple[str, bytes | None]]
 
 
 @dataclass
@@ -159,21 +169,50 @@ def _cohort(tables: ReportTables, paper: dict[str, PaperTable], out: _Writer) ->
     return section
 
 
-def _examples(tables: ReportTables, out: _Writer, examples: dict[str, list[tuple[str, np.ndarray]]] | None) -> Section:
+def _examples(tables: ReportTables, out: _Writer, images: Images | None) -> Section:
     section = Section("examples", "Example lesions")
-    if examples is None:
+    if images is None:
         section.items.append({"kind": "text", "text": "Left out of this shareable version: it shows no image."})
-    elif _needs(section, tables, "example_slices") and examples:
+    elif _needs(section, tables, "example_slices") and images.examples:
         section.items.append(
             out.figure(
                 "example_lesions",
                 "Fig. 3: example lesions",
                 f"The largest slice of {EXAMPLES_PER_CLASS} lesions per class, masked and windowed as the "
                 "DenseNet sees them; training patients only, never a test patient.",
-                figures.example_lesions(examples),
+                figures.example_lesions(images.examples),
                 None,
             )
         )
+    return section
+
+
+def _qc_gallery(tables: ReportTables, images: Images | None) -> Section:
+    """Every test scan's QC picture: the masks on the CT, what a radiologist checks first."""
+    section = Section("qc", "Image QC: the test patients' scans")
+    if images is None:
+        section.items.append({"kind": "text", "text": "Left out of this shareable version: it shows no image."})
+        return section
+    if not _needs(section, tables, "test_scans"):
+        return section
+    shown = [(caption, png) for caption, png in images.qc if png is not None]
+    absent = len(images.qc) - len(shown)
+    if absent:
+        section.missing.append(
+            f"{absent} test scan(s) have no QC picture yet (stores written before the pictures existed): "
+            "`metorigin run --store STORE --select key:lesions --force` draws them"
+        )
+    pictures = [{"caption": c, "src": "data:image/png;base64," + base64.b64encode(png).decode()} for c, png in shown]
+    section.items.append(
+        {
+            "kind": "gallery",
+            "name": "qc",
+            "pictures": pictures,
+            "text": "The axial slice through each scan's largest lesion: liver contour green, lesions red, over the "
+            "CT in the study's window (artifacts/qc/<scan>.png). A scan whose masks miss the liver or its lesions "
+            "is excluded by a verdict in the cohort's qc.csv.",
+        }
+    )
     return section
 
 
@@ -321,18 +360,19 @@ def write_report(
     folder: Path,
     provenance: list[tuple[str, str]],
     store_root: Path,
-    examples: dict[str, list[tuple[str, np.ndarray]]] | None,
+    images: Images | None,
     seed: int,
     robustness_hash: str | None = None,
     title: str = "Study report",
 ) -> StudyReport:
-    """Build every section (`examples` None: the shareable version without images) and write the
+    """Build every section (`images` None: the shareable version without images) and write the
     page, figures and tables into `folder`; `robustness_hash` (the study's) marks stale robustness rows."""
     out = _Writer(folder)
     paper = paper_tables(tables, robustness_hash)
     sections = [
         _cohort(tables, paper, out),
-        _examples(tables, out, examples),
+        _examples(tables, out, images),
+        _qc_gallery(tables, images),
         _features(tables, paper, out),
         _table3(tables, paper, out),
         *_test_curves(tables, out, seed),
@@ -340,7 +380,7 @@ def write_report(
     ]
     settings = tables.get("settings")
     pairs = [] if settings is None else list(zip(settings["key"], settings["value"]))
-    page = render(title=title, provenance=provenance, sections=sections, settings=pairs, anonymous=examples is None)
+    page = render(title=title, provenance=provenance, sections=sections, settings=pairs, anonymous=images is None)
     html = folder / "report.html"
     html.write_text(page, encoding="utf-8")
     missing = [s.title for s in sections if s.missing]

@@ -19,7 +19,15 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.cohort import PATIENTS_CSV, SCANS_CSV, read_patients_csv, read_scans_csv, validate_patients, validate_scans
+from assets.cohort import (
+    PATIENTS_CSV,
+    QC_CSV,
+    SCANS_CSV,
+    read_patients_csv,
+    read_scans_csv,
+    validate_patients,
+    validate_scans,
+)
 from base.errors import CohortError, InvalidValueError, MetoriginError
 from base.lifecycle import erased_patient_hashes, patient_hash, retire_scans, scans_with_results
 from base.manifest import bind_study, settings_table
@@ -68,13 +76,15 @@ def file_stamp(path: Path) -> str:
 
 
 def cohort_fingerprint(cohort_dir: Path) -> str:
-    """The two CSVs' bytes and the size and time of every file scans.csv names: what the cohort sensor
-    compares between ticks, and what `scans` records of the cohort it read."""
+    """The CSVs' bytes (qc.csv's where there is one) and the size and time of every file scans.csv
+    names: what the cohort sensor compares between ticks, and what `scans` records of the cohort it read."""
     digest = hashlib.sha256()
     for name in (PATIENTS_CSV, SCANS_CSV):
         path = cohort_dir / name
         digest.update(name.encode())
         digest.update(path.read_bytes() if path.is_file() else b"<missing>")
+    if (cohort_dir / QC_CSV).is_file():  # absent: the fingerprint of a cohort before qc.csv existed
+        digest.update(QC_CSV.encode() + (cohort_dir / QC_CSV).read_bytes())
     try:
         with open(cohort_dir / SCANS_CSV, newline="", encoding="utf-8") as fh:
             for row in csv.DictReader(fh):

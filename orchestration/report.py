@@ -12,14 +12,13 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
+from assets.qc import QC_PICTURES
 from assets.slices import load_slices
 from base.manifest import read_manifest
 from base.store import Store
 from ml.registry import library_versions
 from ml.report_data import ReportTables, anonymised, read_tables
-from ml.study_report import EXAMPLES_PER_CLASS, StudyReport, write_report
+from ml.study_report import EXAMPLES_PER_CLASS, Images, StudyReport, write_report
 
 from .home import REPO_ROOT
 
@@ -94,13 +93,11 @@ def _provenance(store: Store, cohort: Path | None, run: str, tables: ReportTable
     ]
 
 
-def _examples(store: Store, tables: ReportTables) -> dict[str, list[tuple[str, np.ndarray]]]:
-    """The largest slice of the largest training lesions, EXAMPLES_PER_CLASS per class."""
-    rows = tables.get("example_slices")
-    if rows is None:
-        return {}
-    examples = {}
-    for label in tables.classes:
+def _images(store: Store, tables: ReportTables) -> Images:
+    """The largest slice of the largest training lesions (EXAMPLES_PER_CLASS per class), and each
+    test scan's QC picture (artifacts/qc/<scan>.png, drawn by the lesions asset)."""
+    examples, rows = {}, tables.get("example_slices")
+    for label in tables.classes if rows is not None else ():
         chosen = rows[rows["label"] == label].head(EXAMPLES_PER_CLASS)
         examples[label] = [
             (
@@ -109,7 +106,13 @@ def _examples(store: Store, tables: ReportTables) -> dict[str, list[tuple[str, n
             )
             for _, r in chosen.iterrows()
         ]
-    return {label: images for label, images in examples.items() if images}
+    qc = []
+    scans = tables.get("test_scans")
+    for _, scan in scans.iterrows() if scans is not None else ():
+        picture = store.artifact_path(QC_PICTURES, f"{scan['scan_id']}.png")
+        caption = f"{scan['scan_id']} ({scan['patient_id']}, {scan['label']})"
+        qc.append((caption, picture.read_bytes() if picture.is_file() else None))
+    return Images({label: images for label, images in examples.items() if images}, qc)
 
 
 def read_store_tables(store: Store) -> tuple[ReportTables, str | None]:
@@ -125,7 +128,7 @@ def build_report(store: Store, run: str, cohort: Path | None = None, anonymous: 
     tables, robustness_hash = read_store_tables(store)
     if anonymous:
         tables = anonymised(tables)
-    examples = None if anonymous else _examples(store, tables)
+    images = None if anonymous else _images(store, tables)
     provenance = _provenance(store, None if anonymous else cohort, run, tables)
     if anonymous:
         provenance = [(k, v) for k, v in provenance if k not in ("store", "cohort")]
@@ -136,7 +139,7 @@ def build_report(store: Store, run: str, cohort: Path | None = None, anonymous: 
         report_folder(store, run),
         provenance,
         store.root,
-        examples,
+        images,
         seed,
         robustness_hash,
         title=f"Study report: {name}" if name else "Study report",

@@ -10,6 +10,7 @@ checked image, the study settings, and a failure that fails this scan's partitio
 message that names the scan and the fix. Each stamps its rows with the hash of the settings it read.
 """
 
+import base64
 import hashlib
 import json
 import time
@@ -26,10 +27,12 @@ from assets.imaging.integrity import CHECKS_VERSION, check_scan, fingerprint_or_
 from assets.imaging.io import read_image
 from assets.lesions import LESION_MAPS, measure_lesions, read_lesion_map
 from assets.nnunet import nnunet_segmentation
+from assets.qc import QC_PICTURES, qc_png, qc_slice
 from assets.radiomics import crop_lesion, extract_lesions, feature_names, long_table, pyradiomics_version
 from assets.segmentation import as_image, parse_labels, provided_segmentation, summarise
 from assets.slices import cut_lesion_slices, save_slices
 from base.errors import ScanProcessingError
+from base.files import atomic_path
 from base.schemas import (
     LESION_SLICES,
     LESIONS,
@@ -287,8 +290,23 @@ def lesions(
     table = scan.rows(table, LESIONS, "lesions")
     n_included = int(table["included"].sum())
     context.log.info(f"{scan.scan_id}: {len(table)} lesions, {n_included} included (>= {config.min_diameter_mm:g} mm)")
-    yield dg.Output(table, metadata={"n_lesions": len(table), "n_included": n_included})
+    picture = _qc_picture(scan, labels, lesion_map, table)
+    qc = f"![QC: {scan.scan_id}](data:image/png;base64,{base64.b64encode(picture.read_bytes()).decode()})"
+    metadata = {"n_lesions": len(table), "n_included": n_included, "qc_image": dg.MetadataValue.md(qc)}
+    yield dg.Output(table, metadata={**metadata, "qc_file": dg.MetadataValue.path(str(picture))})
     yield suite_check(lesions_suite(table, scan.row, config.min_diameter_mm), asset_key="lesions")
+
+
+def _qc_picture(scan: OpenScan, labels: sitk.Image, lesion_map, table: pd.DataFrame) -> Path:
+    """artifacts/qc/<scan>.png: the slice through the largest lesion with the liver and lesion
+    contours, for the asset's page and the report's QC gallery."""
+    z, what = qc_slice(labels, lesion_map, table)
+    window = scan.study.slices
+    picture = qc_png(scan.image, labels, z, f"{scan.scan_id} {what}", window.window_width, window.window_level)
+    path = scan.store.artifact_path(QC_PICTURES, f"{scan.scan_id}.png")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(picture)
+    return path
 
 
 @_per_scan(RADIOMICS_FEATURES, kinds={"python", "parquet"})

@@ -256,3 +256,28 @@ def test_unknown_kernel_excludes_with_an_actionable_reason(cohort):
 )
 def test_normalise_phase(text, phase):
     assert normalise_phase(text) == phase
+
+
+def test_a_failed_qc_verdict_excludes_the_scan_with_its_reason_and_a_bad_row_names_its_line(cohort):
+    included = load_cohort(cohort).included_scan_ids
+    passed, failed, unreadable = included[:3]
+    (cohort / "qc.csv").write_text(
+        "scan_id,verdict,reason,reviewer,date\n"
+        f"{passed},pass,,dr a,2026-11-20\n"
+        f"{failed},FAIL,liver contour misses the left lobe,dr a,2026-11-20\n"
+        f"{unreadable},maybe,,dr b,2026-11-21\n"
+        "S9999,fail,motion,dr b,2026-11-21\n"
+    )
+    loaded = load_cohort(cohort)
+    scans = loaded.scans.set_index("scan_id")
+    assert bool(scans.loc[passed, "included"])
+    assert not scans.loc[failed, "included"] and scans.loc[failed, "exclusion_reason"] == (
+        "failed image QC (dr a, 2026-11-20): liver contour misses the left lobe"
+    )
+    # An unreadable verdict holds its scan back too, and each bad row is reported with its line and fix.
+    assert not scans.loc[unreadable, "included"] and "qc.csv line 4" in scans.loc[unreadable, "exclusion_reason"]
+    messages = sorted(e.message for e in loaded.errors)
+    assert len(messages) == 2 and all(m.startswith("qc.csv line") for m in messages)
+    assert "unknown verdict 'maybe'" in messages[0] and "use one of pass, fail" in messages[0]
+    assert "'S9999' is not listed in scans.csv" in messages[1]
+    assert sorted(loaded.included_scan_ids) == sorted(set(included) - {failed, unreadable})

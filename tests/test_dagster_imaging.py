@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
+from PIL import Image
 
 from base.store import Store
 from orchestration.definitions import build_definitions
@@ -49,6 +50,15 @@ def test_every_included_scan_gets_all_four_assets_and_a_bad_scan_fails_alone(def
         assert set(slices["lesion_id"]) <= set(lesions.loc[lesions["included"], "lesion_id"])
         with np.load(store.root / slices.iloc[0]["slices_file"]) as data:
             assert data["slices"].shape == (int((slices["scan_id"] == slices.iloc[0]["scan_id"]).sum()), 224, 224)
+        # Each scan's QC picture: a file in the store, and on the lesions asset's page; the lesion's
+        # contour (red) is drawn on the slice through the largest lesion.
+        assert sorted(p.stem for p in (store.artifacts / "qc").glob("*.png")) == included
+        with_lesions = lesions.loc[lesions["included"], "scan_id"].iloc[0]
+        with Image.open(store.artifacts / "qc" / f"{with_lesions}.png") as picture:
+            rgb = np.asarray(picture.convert("RGB")).astype(int)
+        assert ((rgb[..., 0] > 180) & (rgb[..., 1] < 90) & (rgb[..., 2] < 90)).sum() > 5
+        event = instance.get_latest_materialization_event(dg.AssetKey("lesions"))
+        assert "](data:image/png;base64," in event.asset_materialization.metadata["qc_image"].value
 
         incremental_runs(defs, instance, cohort, included)
 

@@ -284,6 +284,7 @@ def test_study_report_renders_in_chromium(study, tmp_path):
     page_path = _report_page(store)
     n_models = len(_sql(store, "select model_id from model_metrics"))
     n_lesions = len(_sql(store, "select distinct lesion_id from lesion_predictions where evaluation = 'test'"))
+    test_scans = _sql(store, "select scan_id from scans join patient_split using (patient_id) where set = 'test'")
     errors, fetched = [], []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -297,11 +298,14 @@ def test_study_report_renders_in_chromium(study, tmp_path):
             page.goto(page_path.as_uri())
             roc_lines = page.locator("[id^=roc-lesion-]").count()
             fig4_cells = page.locator("#fig4-cells path").count()
+            # The QC gallery: one decoded picture per test scan.
+            qc = page.eval_on_selector_all("#gallery-qc img", "images => images.map(i => i.naturalWidth)")
             page.screenshot(path=tmp_path / "report.png")
         finally:
             browser.close()
     assert errors == [] and [url for url in fetched if not url.startswith(("file:", "data:"))] == []
     assert roc_lines == n_models and fig4_cells == n_lesions * n_models
+    assert len(qc) == len(test_scans) and min(qc) > 100
     with Image.open(tmp_path / "report.png") as shot:
         pixels = np.asarray(shot.convert("L"))
     assert pixels.std() > 20 and len(np.unique(pixels)) > 50  # text, tables and a figure: not a blank page
@@ -335,8 +339,9 @@ def test_report_without_study_results_or_with_one_class_says_why(study, tmp_path
     page = Path(capsys.readouterr().out.split("report: ")[-1].strip())
     html = page.read_text(encoding="utf-8")
     assert "The test patients hold one class only" in html and 'id="figure-example_lesions"' not in html
+    assert "<img" not in html  # no QC picture either
     patients = _sql(store, "select patient_id from patients")["patient_id"]
-    written = html + "".join(f.read_text() for f in page.parent.glob("*.csv"))
+    written = html + "".join(f.read_text(encoding="utf-8") for f in page.parent.glob("*.csv"))
     assert not [p for p in patients if p in written] and "patient-001" in written
 
 
