@@ -7,6 +7,7 @@ run, and the researcher wants the whole list of problems at once. Each problem b
 so that SQL users see every scan the cohort lists and why it was left out.
 """
 
+import csv
 import io
 import math
 import os
@@ -88,6 +89,8 @@ def read_contract_csv(path: Path, required: tuple[str, ...], optional: tuple[str
             f"the file cannot be parsed as CSV ({str(exc).strip()})",
             "save it as comma-separated UTF-8 text with one header line",
         ) from exc
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas took a row's extra fields for an index
+        _refuse_extra_fields(name, text)
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -110,6 +113,20 @@ def read_contract_csv(path: Path, required: tuple[str, ...], optional: tuple[str
             f"add one row per {name.removesuffix('s.csv')} under the header ({', '.join(required)}, ...)",
         )
     return frame.reset_index(drop=True)
+
+
+def _refuse_extra_fields(name: str, text: str) -> None:
+    """A row with more fields than the header (an unquoted comma in free text) would shift its
+    cells into the wrong columns: refused, with the first such line."""
+    rows = list(csv.reader(io.StringIO(text)))
+    width = len(rows[0])
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) > width:
+            raise CohortFileError(
+                name,
+                f"line {line} has {len(row)} fields, the header {width}",
+                'put a cell that holds a comma in double quotes ("motion, streak artefacts")',
+            )
 
 
 def _utf8_text(path: Path) -> str:
@@ -438,14 +455,21 @@ def exclusion_reasons(scan: dict, criteria: InclusionCriteria) -> list[str]:
     return reasons
 
 
-def qc_verdicts(cohort_dir: Path, scan_ids: set[str]) -> tuple[dict[str, str], list[CohortError]]:
+def read_qc_csv(cohort_dir: Path) -> pd.DataFrame | None:
+    """qc.csv when the cohort has one with any row; None otherwise. A file that cannot be read as a
+    whole (no scan_id or verdict column, a row with extra fields) raises like the other two CSVs."""
+    path = Path(cohort_dir) / QC_CSV
+    if not path.is_file() or len(_utf8_text(path).strip().splitlines()) < 2:
+        return None
+    return read_contract_csv(path, QC_REQUIRED, QC_OPTIONAL)
+
+
+def qc_verdicts(frame: pd.DataFrame | None, scan_ids: set[str]) -> tuple[dict[str, str], list[CohortError]]:
     """The scans qc.csv fails (scan id -> the exclusion reason) and its bad rows. A row that cannot
     be read as a verdict (unknown verdict, a fail without a reason, a duplicate) excludes its scan
     too: a reviewer meant something by it, and the scan waits until the row says what."""
-    path = Path(cohort_dir) / QC_CSV
-    if not path.is_file() or len(_utf8_text(path).strip().splitlines()) < 2:
+    if frame is None:
         return {}, []
-    frame = read_contract_csv(path, QC_REQUIRED, QC_OPTIONAL)
     duplicated, errors = _duplicate_errors(frame, QC_CSV, "scan_id")
     failed = {}
     for rec in frame.to_dict("records"):
@@ -476,10 +500,11 @@ def validate_scans(
     patient_frame: pd.DataFrame,
     cohort_dir: Path,
     criteria: InclusionCriteria,
+    qc: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, list[CohortError]]:
     """One row per scan listed, each either included or carrying the reason it is not (the study's
-    inclusion criteria, and a failed verdict in qc.csv)."""
-    failed_qc, qc_errors = qc_verdicts(cohort_dir, set(frame["scan_id"]))
+    inclusion criteria, and a failed verdict in `qc`, the cohort's qc.csv)."""
+    failed_qc, qc_errors = qc_verdicts(qc, set(frame["scan_id"]))
     duplicated, errors = _duplicate_errors(frame, SCANS_CSV, "scan_id")
     known = set(patients["patient_id"])
     listed = set(patient_frame["patient_id"])
@@ -541,7 +566,8 @@ def load_cohort(
     patient_frame = read_patients_csv(cohort_dir, label)
     scan_frame = read_scans_csv(cohort_dir)
     patients, patient_errors = validate_patients(patient_frame, label)
-    scans, scan_errors = validate_scans(scan_frame, patients, patient_frame, cohort_dir, criteria)
+    qc = read_qc_csv(cohort_dir)
+    scans, scan_errors = validate_scans(scan_frame, patients, patient_frame, cohort_dir, criteria, qc)
     return Cohort(patients=patients, scans=scans, errors=patient_errors + scan_errors)
 
 

@@ -5,29 +5,20 @@ SVG keeps: `roc-lesion-<model>` for each model's ROC curve, `fig4-cells` for the
 
 from __future__ import annotations
 
-import re
-
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-mpl.rcParams.update({"svg.hashsalt": "metorigin", "font.size": 8, "axes.titlesize": 8, "figure.dpi": 100})
+from .report import readable_feature
+
+# Applied around the report's drawing (study_report.py), never globally: the QC pictures drawn in
+# the same process keep matplotlib's defaults. A fixed hash salt: the same store, the same SVG ids.
+STYLE = {"svg.hashsalt": "metorigin", "font.size": 8, "axes.titlesize": 8, "figure.dpi": 100}
 
 CLASS_COLOURS = ("#1f77b4", "#d62728")  # the study's first and second class, in every figure
 LEVEL_COLOURS = {"lesion": "#1f77b4", "patient": "#ff7f0e", "cv": "#555555"}
-
-
-def readable_feature(name: str) -> str:
-    """`original_glcm_Idmn` -> `GLCM · Idmn` (the image type is kept when it is not the original)."""
-    parts = name.split("_", 2)
-    if len(parts) != 3:
-        return name
-    image, family, feature = parts
-    family = {"firstorder": "First order", "shape": "Shape"}.get(family, family.upper())
-    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", feature)
-    return f"{family} · {spaced}" if image == "original" else f"{family} · {spaced} ({image})"
 
 
 def model_label(row: pd.Series) -> str:
@@ -72,7 +63,7 @@ def cohort_flow(steps: list[str], exclusions: dict[int, str], sets: list[str]) -
 
 
 def example_lesions(examples: dict[str, list[tuple[str, np.ndarray]]]) -> Figure:
-    """Masked, windowed slices (as the DenseNet sees them), one row per class."""
+    """Masked, windowed slices (the DenseNet's input before resizing and augmentation), a row per class."""
     columns = max((len(v) for v in examples.values()), default=1)
     fig = Figure(figsize=(2.2 * columns, 2.4 * len(examples)), layout="constrained")
     axes = fig.subplots(len(examples), columns, squeeze=False)
@@ -80,7 +71,7 @@ def example_lesions(examples: dict[str, list[tuple[str, np.ndarray]]]) -> Figure
         for ax in row:
             ax.axis("off")
         for ax, (title, image) in zip(row, images):
-            ax.imshow(image, cmap="gray", vmin=0, vmax=1 if image.max() <= 1 else 255)
+            ax.imshow(image, cmap="gray", vmin=0, vmax=255 if image.dtype == np.uint8 else 1)
             ax.set_title(f"{label}\n{title}")
     return fig
 

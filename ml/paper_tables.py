@@ -8,8 +8,15 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .figures import readable_feature
-from .report import comparison_rows, permutation_summary, split_table_rows, table1_frame, table2_rows, table3_rows
+from .report import (
+    comparison_rows,
+    permutation_summary,
+    readable_feature,
+    split_table_rows,
+    table1_frame,
+    table2_rows,
+    table3_rows,
+)
 from .report_data import QUERIES, ReportTables
 from .robustness import split_spread
 

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from base.markdown import markdown_table
 
 from .robustness import OBSERVED, PERMUTED
+
+
+def readable_feature(name: str) -> str:
+    """`original_glcm_Idmn` -> `GLCM · Idmn` (the image type is kept when it is not the original)."""
+    parts = name.split("_", 2)
+    if len(parts) != 3:
+        return name
+    image, family, feature = parts
+    family = {"firstorder": "First order", "shape": "Shape"}.get(family, family.upper())
+    spaced = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", feature)
+    return f"{family} · {spaced}" if image == "original" else f"{family} · {spaced} ({image})"
 
 
 def _text(value) -> str:
@@ -45,7 +58,7 @@ def table2_rows(importance: pd.DataFrame, top: int | None = 10, readable=str) ->
 
 
 def table2(importance: pd.DataFrame, top: int = 10) -> str:
-    return markdown_table(table2_rows(importance, top))
+    return markdown_table(table2_rows(importance, top, readable_feature))
 
 
 DEGENERATE = "†"  # marks an interval of zero width (every bootstrap resample gave the same value)
@@ -140,9 +153,9 @@ def auc_metadata(metrics: pd.DataFrame) -> dict[str, float]:
     out = {}
     for _, m in metrics.iterrows():
         name = "_".join(_text(part) for part in (m["model"], m["resampler"]) if _text(part))
-        out[f"auc_{name}"] = float(m["auc"])
+        out[f"auc_{name}"] = round(float(m["auc"]), 3)
         if pd.notna(m.get("cv_auc")):
-            out[f"cv_auc_{name}"] = float(m["cv_auc"])
+            out[f"cv_auc_{name}"] = round(float(m["cv_auc"]), 3)
     return out
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 import pandas as pd
 
-FEATURES = "metorigin run --store STORE (the feature store: cohort, lesions, radiomics)"
-STUDY = "metorigin run --store STORE --select group:study (the study's models and their evaluation)"
+FEATURES = "metorigin run --cohort COHORT --store STORE (the feature store: cohort, lesions, radiomics)"
+STUDY = "metorigin run --cohort COHORT --store STORE --select group:study (the study's models and their evaluation)"
 
 # name -> (SQL, the command that fills the tables it reads)
 QUERIES: dict[str, tuple[str, str]] = {
@@ -123,6 +124,9 @@ def read_tables(con: duckdb.DuckDBPyConnection) -> ReportTables:
         except duckdb.CatalogException as error:
             frames[name] = None
             missing[name] = f"{str(error).splitlines()[0]}; fill it with `{command}`"
+        except duckdb.BinderException as error:  # a table of an older store layout
+            frames[name] = None
+            missing[name] = f"{str(error).splitlines()[0]} (an older layout); rebuild it with `{command} --force`"
     return ReportTables(frames, missing)
 
 
@@ -149,4 +153,12 @@ def anonymised(tables: ReportTables) -> ReportTables:
         for name, frame in tables.frames.items()
     }
     frames["example_slices"] = frames["test_scans"] = None  # no image leaves the group
+    if frames.get("settings") is not None:  # paths name people and places: their file names only
+        frames["settings"] = frames["settings"].assign(value=[_file_name(k, v) for k, v in frames["settings"].values])
     return ReportTables(frames, dict(tables.missing))
+
+
+def _file_name(key: str, value: str) -> str:
+    if not key.endswith(("_file", "_dir")) or json.loads(value) is None:
+        return value
+    return json.dumps(Path(json.loads(value)).name)

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from markupsafe import Markup
@@ -52,7 +53,7 @@ class StudyReport:
     folder: Path
     figures: list[str]
     tables: list[str]
-    missing: list[str]  # titles of the sections that lack tables
+    missing: list[str]  # titles of the sections with something missing (each says what, and the fix)
     thumbnails: dict[str, tuple[str, bytes]]  # figure -> (title, small PNG), for the Dagster asset page
     paper: dict[str, PaperTable]  # Tables 1-3 and what stands beside them
 
@@ -94,6 +95,18 @@ def _needs(section: Section, tables: ReportTables, *names: str) -> bool:
     return not gaps
 
 
+def exclusion_category(reason: str) -> str:
+    """A scan's exclusion reason as the flow counts it, by its first reason (a scan is counted
+    once): an inclusion criterion in its own words (they hold no id), one line for invalid rows
+    and one for QC verdicts, whose reasons name files, patients, reviewers and dates."""
+    first = reason.split("; ")[0]
+    if first.startswith("invalid row"):
+        return "invalid row in scans.csv or patients.csv"
+    if first.startswith(("failed image QC", "qc.csv line")):
+        return "failed image QC (qc.csv)"
+    return first
+
+
 def _flow(tables: ReportTables) -> tuple[list[str], dict[int, str], list[str], pd.DataFrame]:
     patients, scans, lesions = tables.get("patients"), tables.get("scans"), tables.get("lesions")
     included = scans[scans["included"]]
@@ -102,7 +115,7 @@ def _flow(tables: ReportTables) -> tuple[list[str], dict[int, str], list[str], p
     kept = lesions[lesions["included"]]
     dropped = lesions[~lesions["included"]]
     small = dropped["max_diameter_mm"] < minimum if minimum is not None else pd.Series(False, index=dropped.index)
-    reasons = excluded["exclusion_reason"].value_counts()
+    reasons = excluded["exclusion_reason"].map(exclusion_category).value_counts()
     other = dropped.loc[~small, "exclusion_reason"].fillna("not included").value_counts()
     steps = [
         f"cohort: {len(patients)} patients, {len(scans)} scans",
@@ -178,8 +191,9 @@ def _examples(tables: ReportTables, out: _Writer, images: Images | None) -> Sect
             out.figure(
                 "example_lesions",
                 "Fig. 3: example lesions",
-                f"The largest slice of {EXAMPLES_PER_CLASS} lesions per class, masked and windowed as the "
-                "DenseNet sees them; training patients only, never a test patient.",
+                f"The largest slice of the {EXAMPLES_PER_CLASS} largest lesions per class, one per patient, masked and "
+                "windowed as the DenseNet's input is cut (before its resizing and augmentation); "
+                "training patients only, never a test patient.",
                 figures.example_lesions(images.examples),
                 None,
             )
@@ -271,6 +285,10 @@ def _test_curves(tables: ReportTables, out: _Writer, seed: int) -> list[Section]
     models = _models(tables)
     ids, names = models["model_id"].tolist(), models["name"].tolist()
     predictions = with_truth(tables.get("test_predictions"), tables.positive)
+    if predictions.empty:
+        for section in (grid, roc, calibration):
+            section.missing.append("lesion_predictions holds no test lesion: the study's models have not scored any")
+        return [grid, roc, calibration]
     cells = lesion_grid(predictions, ids, tables.classes)
     grid.items.append(
         out.figure(
@@ -305,8 +323,9 @@ def _test_curves(tables: ReportTables, out: _Writer, seed: int) -> list[Section]
             "roc",
             "ROC curves on the test patients",
             "One panel per model of Table 3: lesion level (blue) and patient level (orange, the mean of a patient's "
-            "lesion probabilities), each with its 95% patient-bootstrap band; dashed, the nested CV's ROC averaged "
-            "over the outer folds on the training patients (radiomics models). The legend gives each AUC.",
+            "lesion probabilities), each with its pointwise 95% patient-bootstrap band (of the sensitivity at each "
+            "1 - specificity); dashed, the nested CV's lesion-level ROC averaged over the outer folds on the "
+            "training patients (radiomics models). The legend gives each AUC.",
             figures.roc_panels(points, cv if cv is not None else pd.DataFrame(columns=["model_id"]), ids, names, aucs),
             points,
         )
@@ -338,7 +357,10 @@ def _densenet(tables: ReportTables, out: _Writer, store_root: Path) -> Section:
         return section
     card_file = (store_root / rows["model_file"].iloc[0]).with_suffix(".json")
     if not card_file.is_file():
-        section.missing.append(f"the DenseNet's model card {card_file} is not in the store: its training is unknown")
+        section.missing.append(
+            f"the DenseNet's model card ({rows['model_file'].iloc[0]}, .json) is not in the store: "
+            "its training is unknown"
+        )
         return section
     card = json.loads(card_file.read_text())
     history = pd.DataFrame(card["history"])
@@ -369,15 +391,16 @@ def write_report(
     page, figures and tables into `folder`; `robustness_hash` (the study's) marks stale robustness rows."""
     out = _Writer(folder)
     paper = paper_tables(tables, robustness_hash)
-    sections = [
-        _cohort(tables, paper, out),
-        _examples(tables, out, images),
-        _qc_gallery(tables, images),
-        _features(tables, paper, out),
-        _table3(tables, paper, out),
-        *_test_curves(tables, out, seed),
-        _densenet(tables, out, store_root),
-    ]
+    with mpl.rc_context(figures.STYLE):
+        sections = [
+            _cohort(tables, paper, out),
+            _examples(tables, out, images),
+            _qc_gallery(tables, images),
+            _features(tables, paper, out),
+            _table3(tables, paper, out),
+            *_test_curves(tables, out, seed),
+            _densenet(tables, out, store_root),
+        ]
     settings = tables.get("settings")
     pairs = [] if settings is None else list(zip(settings["key"], settings["value"]))
     page = render(title=title, provenance=provenance, sections=sections, settings=pairs, anonymous=images is None)

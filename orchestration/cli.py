@@ -473,7 +473,9 @@ def _summary(report, store_path: Path) -> str:
             if "model_metrics" in tables:
                 lines.append(f"Tables 1-3: metorigin tables --store {store_path}")
         lines.append(f'feature store: {store.duckdb_path}  (query: metorigin sql --store {store_path} "...")')
-    written = [store.artifacts / "report" / run / "report.html" for run in report.run_ids]
+    from orchestration.report import report_folder
+
+    written = [report_folder(store, run) / "report.html" for run in report.run_ids]
     lines += [f"report: {page.resolve()}" for page in written if page.is_file()]
     lines.append(f"lake: {store.lake}")
     return "\n".join(lines)
@@ -586,7 +588,7 @@ def cmd_report(args) -> int:
     run = datetime.now().strftime("cli-%Y%m%d-%H%M%S") + ("-anonymous" if args.anonymous else "")
     report = build_report(store, run, args.cohort, anonymous=args.anonymous)
     for title in report.missing:
-        print(f"missing: {title} (the report says which command fills it)")
+        print(f"incomplete: {title} (the report says what is missing and what fills it)")
     print(f"{len(report.figures)} figures, {len(report.tables)} tables (SVG, PNG, CSV): {report.folder}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

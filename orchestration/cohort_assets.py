@@ -24,6 +24,7 @@ from assets.cohort import (
     QC_CSV,
     SCANS_CSV,
     read_patients_csv,
+    read_qc_csv,
     read_scans_csv,
     validate_patients,
     validate_scans,
@@ -217,7 +218,8 @@ def scans(
     fingerprint = cohort_fingerprint(cohort_dir)  # before reading: a change while reading is seen next tick
     frame = _csv_or_fail(read_scans_csv, cohort_dir)
     patient_frame = _csv_or_fail(read_patients_csv, cohort_dir, study.label)
-    table, errors = validate_scans(frame, patients, patient_frame, cohort_dir, study.inclusion)
+    qc = _csv_or_fail(read_qc_csv, cohort_dir)
+    table, errors = validate_scans(frame, patients, patient_frame, cohort_dir, study.inclusion, qc)
     table = conform(table.assign(settings_hash=study.step_hash("cohort")), SCANS)
     for error in errors:
         context.log.warning(error.message)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from assets.qc import QC_PICTURES
 from assets.slices import load_slices
+from base.lifecycle import REPORTS
 from base.manifest import read_manifest
 from base.store import Store
 from ml.registry import library_versions
@@ -22,7 +23,6 @@ from ml.study_report import EXAMPLES_PER_CLASS, Images, StudyReport, write_repor
 
 from .home import REPO_ROOT
 
-REPORT_DIR = "report"  # artifacts/report/<run>/
 LIBRARIES = (
     "metorigin",
     "dagster",
@@ -41,14 +41,15 @@ LIBRARIES = (
 
 
 def report_folder(store: Store, run: str) -> Path:
-    return store.artifacts / REPORT_DIR / run
+    return store.artifacts / REPORTS / run
 
 
 def cohort_hash(cohort: Path) -> str:
-    """sha256 of the cohort's two CSVs: the same hash, the same cohort description."""
+    """sha256 of the cohort's CSVs (qc.csv too, where there is one) as they are now."""
     digest = hashlib.sha256()
-    for name in ("patients.csv", "scans.csv"):
-        digest.update((cohort / name).read_bytes())
+    for name in ("patients.csv", "scans.csv", "qc.csv"):
+        if (cohort / name).is_file():
+            digest.update(name.encode() + (cohort / name).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -73,7 +74,7 @@ def _provenance(store: Store, cohort: Path | None, run: str, tables: ReportTable
     if cohort is None:
         where = "not given (metorigin report --cohort DIR)"
     elif (cohort / "scans.csv").exists():
-        where = f"{cohort} (sha256 of patients.csv and scans.csv: {cohort_hash(cohort)})"
+        where = f"{cohort} (sha256 of its CSVs now: {cohort_hash(cohort)})"
     else:
         where = f"{cohort} (no scans.csv there now)"
     versions = library_versions(LIBRARIES)
@@ -94,11 +95,12 @@ def _provenance(store: Store, cohort: Path | None, run: str, tables: ReportTable
 
 
 def _images(store: Store, tables: ReportTables) -> Images:
-    """The largest slice of the largest training lesions (EXAMPLES_PER_CLASS per class), and each
+    """The largest slice of the largest training lesions (EXAMPLES_PER_CLASS per class, one per
+    patient), and each
     test scan's QC picture (artifacts/qc/<scan>.png, drawn by the lesions asset)."""
     examples, rows = {}, tables.get("example_slices")
     for label in tables.classes if rows is not None else ():
-        chosen = rows[rows["label"] == label].head(EXAMPLES_PER_CLASS)
+        chosen = rows[rows["label"] == label].drop_duplicates("patient_id").head(EXAMPLES_PER_CLASS)
         examples[label] = [
             (
                 f"{r['lesion_id']}, {r['lesion_area_mm2']:.0f} mm²",

@@ -41,7 +41,7 @@ def study_report(context: dg.AssetExecutionContext, store: StoreResource, cohort
     report = build_report(store.store(), context.run_id, Path(cohort.path))
     context.log.info(f"study report: {report.html}")
     if report.missing:
-        context.log.warning("sections without their tables: " + ", ".join(report.missing))
+        context.log.warning("incomplete sections (the report says what is missing): " + ", ".join(report.missing))
     tables = {
         f"table_{name[-1]}": dg.MetadataValue.md(
             markdown_table(table.frame.to_dict("records")) + "".join(f"\n\n{note}" for note in table.notes)
@@ -54,7 +54,7 @@ def study_report(context: dg.AssetExecutionContext, store: StoreResource, cohort
             **tables,
             "report": dg.MetadataValue.path(str(report.html)),
             "figures": len(report.figures),
-            "missing_sections": ", ".join(report.missing) or "none",
+            "incomplete_sections": ", ".join(report.missing) or "none",
             "figures_preview": dg.MetadataValue.md(
                 "\n\n".join(
                     f"**{title}**\n\n![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"

@@ -281,3 +281,12 @@ def test_a_failed_qc_verdict_excludes_the_scan_with_its_reason_and_a_bad_row_nam
     assert "unknown verdict 'maybe'" in messages[0] and "use one of pass, fail" in messages[0]
     assert "'S9999' is not listed in scans.csv" in messages[1]
     assert sorted(loaded.included_scan_ids) == sorted(set(included) - {failed, unreadable})
+
+
+def test_an_unquoted_comma_in_qc_csv_is_refused_with_its_line(cohort):
+    scan = load_cohort(cohort).included_scan_ids[0]
+    (cohort / "qc.csv").write_text(f"scan_id,verdict,reason\n{scan},fail,motion, streak artefacts\n")
+    with pytest.raises(errors.CohortFileError) as refused:
+        load_cohort(cohort)
+    assert "qc.csv" in refused.value.message and "line 2 has 4 fields, the header 3" in refused.value.message
+    assert "double quotes" in refused.value.message

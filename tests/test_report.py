@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from ml.evaluation import patient_scores
-from ml.figures import readable_feature
+from ml.report import readable_feature
 from ml.report_curves import auc_from_points, cv_roc, lesion_grid, reliability, roc_points, with_truth
 from ml.report_data import ReportTables, anonymised
 
@@ -40,6 +40,9 @@ def test_roc_points_give_back_the_auc_at_both_levels_and_bands_hold_the_curve():
         assert auc_from_points(patient) == pytest.approx(roc_auc_score(patients["y_true"], patients["probability"]))
         band = ours[(ours["level"] == "lesion") & (ours["kind"] == "band")]
         assert (band["tpr"] <= band["tpr_high"]).all() and band["tpr_high"].iloc[-1] == 1
+        # The observed curve, read on the band's grid (its upper step), lies inside the band.
+        observed = np.interp(band["fpr"], lesion["fpr"], lesion["tpr"])
+        assert (band["tpr"] <= observed + 1e-9).all() and (observed <= band["tpr_high"] + 1e-9).all()
     # One class among a model's test patients: no curve for it, and no error.
     one_class = predictions[predictions["label"] == "a"]
     assert roc_points(one_class, seed=1, resamples=10).empty

@@ -31,6 +31,7 @@ from ml.registry import data_hash
 from ml.report_curves import auc_from_points
 from ml.selection import drop_correlated
 from orchestration.definitions import build_definitions
+from orchestration.report_assets import RESULT_TABLES
 from orchestration.resources import resources_from_env
 from orchestration.runner import run_selection
 
@@ -284,7 +285,9 @@ def test_study_report_renders_in_chromium(study, tmp_path):
     page_path = _report_page(store)
     n_models = len(_sql(store, "select model_id from model_metrics"))
     n_lesions = len(_sql(store, "select distinct lesion_id from lesion_predictions where evaluation = 'test'"))
-    test_scans = _sql(store, "select scan_id from scans join patient_split using (patient_id) where set = 'test'")
+    test_scans = _sql(
+        store, "select scan_id from scans join patient_split using (patient_id) where set = 'test' and included"
+    )
     errors, fetched = [], []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -320,29 +323,39 @@ def test_report_without_study_results_or_with_one_class_says_why(study, tmp_path
     bare.duckdb_path.parent.mkdir(parents=True)
     shutil.copyfile(store.duckdb_path, bare.duckdb_path)
     with duckdb.connect(str(bare.duckdb_path)) as con:
-        study_tables = ("patient_split", "feature_importance", "model_metrics", "metric_intervals", "cv_predictions")
-        for table in study_tables:
+        for table in STUDY_TABLES:
             con.execute(f"drop table {table}")
     assert main(["report", "--store", str(bare.root), "--out", str(tmp_path / "bare.html")]) == 0
     printed = capsys.readouterr().out
-    assert "missing: Feature selection" in printed and "missing: Model performance" in printed
+    assert "incomplete: Feature selection" in printed and "incomplete: Model performance" in printed
     html = (tmp_path / "bare.html").read_text(encoding="utf-8")
-    assert 'id="table-table1"' in html and 'id="figure-cohort_flow"' in html
-    assert "model_metrics" in html and "--select group:study" in html
+    for rendered in ('id="table-table1"', 'id="figure-cohort_flow"', 'id="figure-tumour_burden"'):
+        assert rendered in html, rendered
+    assert "model_metrics" in html and "--select group:study" in html and "<svg" in html
 
-    # One class among the test patients, shared anonymously: the ROC sections say why they are empty.
+    # One class among the test patients, shared anonymously: the ROC sections say why they are empty,
+    # and no id, image, path or reviewer's name is in the page or its files.
     one_class = Store(tmp_path / "one")
     shutil.copytree(store.root, one_class.root, ignore=shutil.ignore_patterns("report", ".dagster"))
     with duckdb.connect(str(one_class.duckdb_path)) as con:
         con.execute(f"delete from lesion_predictions where evaluation = 'test' and label = '{QUICK.label.classes[0]}'")
+        con.execute(
+            "update scans set included = false, exclusion_reason = 'failed image QC (dr who, 2026-11-20): ' || "
+            "scan_id || ' of ' || patient_id where scan_id = (select min(scan_id) from scans where included)"
+        )
     assert main(["report", "--store", str(one_class.root), "--anonymous"]) == 0
     page = Path(capsys.readouterr().out.split("report: ")[-1].strip())
     html = page.read_text(encoding="utf-8")
     assert "The test patients hold one class only" in html and 'id="figure-example_lesions"' not in html
-    assert "<img" not in html  # no QC picture either
-    patients = _sql(store, "select patient_id from patients")["patient_id"]
-    written = html + "".join(f.read_text(encoding="utf-8") for f in page.parent.glob("*.csv"))
-    assert not [p for p in patients if p in written] and "patient-001" in written
+    assert "<img" not in html and "failed image QC (qc.csv),1" in (page.parent / "cohort_flow.csv").read_text()
+    written = html + "".join(f.read_text(encoding="utf-8") for f in page.parent.glob("*.[cs][sv][vg]"))
+    ids = _sql(store, "select patient_id, lesion_id from lesions")
+    leaks = [i for i in {*ids["patient_id"], *ids["lesion_id"], "dr who", str(store.root)} if i in written]
+    assert leaks == [] and "patient-001" in written and "/radiomics_params.yaml" not in html
+
+
+# The study's tables among those the report reads (the others are the feature store's), and cv_folds.
+STUDY_TABLES = (*(t for t in RESULT_TABLES if t not in ("cohort_characteristics", "tumor_burden")), "cv_folds")
 
 
 # What the study's Python steps write to the lake. Table 3 (model_metrics) is the union of the three
