@@ -66,13 +66,16 @@ class _Writer:
         folder.mkdir(parents=True, exist_ok=True)
 
     def figure(self, name: str, title: str, caption: str, fig: Figure, data: pd.DataFrame | None) -> dict:
-        fig.savefig(self.folder / f"{name}.png", dpi=300, bbox_inches="tight", metadata={"Software": None})
+        # A figure without a layout engine (the flow) is cropped to what it draws; the others lay
+        # themselves out (constrained layout), and "tight" would measure every text again.
+        crop = "tight" if fig.get_layout_engine() is None else None
+        fig.savefig(self.folder / f"{name}.png", dpi=300, bbox_inches=crop, metadata={"Software": None})
         if name in THUMBNAILS:
             small = io.BytesIO()
-            fig.savefig(small, format="png", dpi=45, bbox_inches="tight")
+            fig.savefig(small, format="png", dpi=45, bbox_inches=crop)
             self.thumbnails[name] = (title, small.getvalue())
         buffer = io.StringIO()
-        fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+        fig.savefig(buffer, format="svg", bbox_inches=crop, metadata={"Date": None})
         svg = buffer.getvalue()
         (self.folder / f"{name}.svg").write_text(svg, encoding="utf-8")
         if data is not None:

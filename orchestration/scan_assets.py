@@ -302,7 +302,7 @@ def _qc_picture(scan: OpenScan, labels: sitk.Image, lesion_map, table: pd.DataFr
     contours, for the asset's page and the report's QC gallery."""
     z, what = qc_slice(labels, lesion_map, table)
     window = scan.study.slices
-    picture = qc_png(scan.image, labels, z, f"{scan.scan_id} {what}", window.window_width, window.window_level)
+    picture = qc_png(scan.image, labels, z, what, window.window_width, window.window_level)
     path = scan.store.artifact_path(QC_PICTURES, f"{scan.scan_id}.png")
     with atomic_path(path) as tmp:
         tmp.write_bytes(picture)

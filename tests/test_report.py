@@ -6,11 +6,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from ml.evaluation import patient_scores
 from ml.report import readable_feature
-from ml.report_curves import auc_from_points, cv_roc, lesion_grid, reliability, roc_points, with_truth
+from ml.report_curves import (
+    GRID,
+    _tpr_on_grid,
+    auc_from_points,
+    cv_roc,
+    lesion_grid,
+    reliability,
+    roc_points,
+    with_truth,
+)
 from ml.report_data import ReportTables, anonymised
 
 
@@ -43,6 +52,11 @@ def test_roc_points_give_back_the_auc_at_both_levels_and_bands_hold_the_curve():
         # The observed curve, read on the band's grid (its upper step), lies inside the band.
         observed = np.interp(band["fpr"], lesion["fpr"], lesion["tpr"])
         assert (band["tpr"] <= observed + 1e-9).all() and (observed <= band["tpr_high"] + 1e-9).all()
+    # The band's fast ROC reads the same rates as sklearn's roc_curve, ties included.
+    rows = predictions[predictions["model_id"] == "m1"].assign(probability=lambda f: f["probability"].round(1))
+    fpr, tpr, _ = roc_curve(rows["y_true"], rows["probability"])
+    fast = _tpr_on_grid(rows["y_true"].to_numpy(), rows["probability"].to_numpy())
+    assert fast == pytest.approx(np.interp(GRID, fpr, tpr))
     # One class among a model's test patients: no curve for it, and no error.
     one_class = predictions[predictions["label"] == "a"]
     assert roc_points(one_class, seed=1, resamples=10).empty

@@ -50,11 +50,12 @@ def study(tmp_path_factory):
         mp.setenv("METORIGIN_STORE", str(root / "store"))
         mp.setenv("METORIGIN_WORKERS", "2")
         mp.setenv("METORIGIN_DENSENET_EPOCHS", "1")  # the loop itself is tested in test_densenet.py
-        # The quick study with 1 x 5 nested-CV folds (not 2 x 5), 300 bootstrap resamples, 2 label
-        # permutations (not 20) and one split besides the study's: the same steps, less repetition.
+        # The quick study with 1 x 5 nested-CV folds (not 2 x 5), 300 bootstrap resamples, 3 importance
+        # repeats (not 10), 300 DenseNet training images an epoch (not 1000), 2 label permutations (not
+        # 20) and one split besides the study's: the same steps, less repetition.
         (root / "study.yaml").write_text(
-            "base: quick\nmodels: {cv_repeats: 1, bootstrap_resamples: 300}\n"
-            "robustness: {permutations: 2, split_repeats: 2}\n"
+            "base: quick\nmodels: {cv_repeats: 1, bootstrap_resamples: 300, importance_repeats: 3}\n"
+            "densenet: {max_train_images_per_epoch: 300}\nrobustness: {permutations: 2, split_repeats: 2}\n"
         )
         mp.setenv("METORIGIN_STUDY", str(root / "study.yaml"))
         defs = build_definitions(resources_from_env())
