@@ -96,11 +96,12 @@ def _provenance(store: Store, cohort: Path | None, run: str, tables: ReportTable
 
 def _images(store: Store, tables: ReportTables) -> Images:
     """The largest slice of the largest training lesions (EXAMPLES_PER_CLASS per class, one per
-    patient), and each
-    test scan's QC picture (artifacts/qc/<scan>.png, drawn by the lesions asset)."""
+    patient, among those whose slice file is in the store), and each test scan's QC picture
+    (artifacts/qc/<scan>.png, drawn by the lesions asset)."""
     examples, rows = {}, tables.get("example_slices")
     for label in tables.classes if rows is not None else ():
-        chosen = rows[rows["label"] == label].drop_duplicates("patient_id").head(EXAMPLES_PER_CLASS)
+        on_disk = rows["slices_file"].map(lambda f: (store.root / f).is_file())
+        chosen = rows[(rows["label"] == label) & on_disk].drop_duplicates("patient_id").head(EXAMPLES_PER_CLASS)
         examples[label] = [
             (
                 f"{r['lesion_id']}, {r['lesion_area_mm2']:.0f} mm²",
