@@ -20,6 +20,17 @@ from .report import (
 from .report_data import QUERIES, ReportTables
 from .robustness import split_spread
 
+# The queries (report_data.QUERIES) the tables read: `metorigin tables` runs only these.
+READS = (
+    "settings",
+    "table1",
+    "table2",
+    "table3",
+    "metric_intervals",
+    "comparisons",
+    "permutation_null",
+    "split_repeats",
+)
 EARLIER = "from an earlier run with other robustness settings: this study's has not finished"
 
 

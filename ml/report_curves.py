@@ -9,14 +9,16 @@ import pandas as pd
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_curve
 
-from .evaluation import patient_draws, patient_scores
+from base.study import LabelSettings
+
+from .evaluation import labels, patient_draws, patient_scores
 
 GRID = np.linspace(0.0, 1.0, 101)  # false-positive rates at which bands and fold means are read
 BAND_RESAMPLES = 200  # patient-bootstrap draws per band: enough for a 95% band's shape, ~0.1 s a model
 
 
-def with_truth(predictions: pd.DataFrame, positive: str) -> pd.DataFrame:
-    return predictions.assign(y_true=(predictions["label"] == positive).astype(int))
+def with_truth(predictions: pd.DataFrame, label: LabelSettings) -> pd.DataFrame:
+    return predictions.assign(y_true=labels(predictions, label))
 
 
 def _frame(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:

@@ -14,6 +14,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from base.study import LabelSettings
+
 FEATURES = "metorigin run --cohort COHORT --store STORE (the feature store: cohort, lesions, radiomics)"
 STUDY = "metorigin run --cohort COHORT --store STORE --select group:study (the study's models and their evaluation)"
 
@@ -111,14 +113,19 @@ class ReportTables:
         return tuple(self.setting("label.classes", ()))
 
     @property
-    def positive(self) -> str | None:
-        return self.setting("label.positive")
+    def label(self) -> LabelSettings:
+        """The study's label settings as the store recorded them (the results were computed with these)."""
+        return LabelSettings(
+            column=self.setting("label.column"), classes=self.classes, positive=self.setting("label.positive")
+        )
 
 
-def read_tables(con: duckdb.DuckDBPyConnection) -> ReportTables:
-    """Run every query; a missing table (a store that has not run the study yet) is noted, not fatal."""
+def read_tables(con: duckdb.DuckDBPyConnection, names: tuple[str, ...] = tuple(QUERIES)) -> ReportTables:
+    """Run the named queries (every one by default); a missing table (a store that has not run the
+    study yet) is noted, not fatal."""
     frames, missing = {}, {}
-    for name, (sql, command) in QUERIES.items():
+    for name in names:
+        sql, command = QUERIES[name]
         try:
             frames[name] = con.execute(sql).df()
         except duckdb.CatalogException as error:

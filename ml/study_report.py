@@ -287,7 +287,7 @@ def _test_curves(tables: ReportTables, out: _Writer, seed: int) -> list[Section]
         return [grid, roc, calibration]
     models = _models(tables)
     ids, names = models["model_id"].tolist(), models["name"].tolist()
-    predictions = with_truth(tables.get("test_predictions"), tables.positive)
+    predictions = with_truth(tables.get("test_predictions"), tables.label)
     if predictions.empty:
         for section in (grid, roc, calibration):
             section.missing.append("lesion_predictions holds no test lesion: the study's models have not scored any")
@@ -314,7 +314,7 @@ def _test_curves(tables: ReportTables, out: _Writer, seed: int) -> list[Section]
         calibration.missing.append(why)
         return [grid, roc, calibration]
     points = roc_points(predictions, seed)
-    cv = cv_roc(with_truth(tables.get("cv_predictions"), tables.positive)) if tables.has("cv_predictions") else None
+    cv = cv_roc(with_truth(tables.get("cv_predictions"), tables.label)) if tables.has("cv_predictions") else None
     metrics = tables.get("table3")
     aucs = {
         (r["model_id"], level): r[column]

@@ -506,9 +506,9 @@ def cmd_tables(args) -> int:
     store = _published_store(args.store)
     if store is None:
         return 2
-    from ml.paper_tables import paper_tables
+    from ml.paper_tables import READS, paper_tables
 
-    tables, robustness_hash = read_store_tables(store)
+    tables, robustness_hash = read_store_tables(store, READS)
     paper = paper_tables(tables, robustness_hash)
     chosen = [paper[name] for name in (args.table or paper) if name in paper]
     absent = [name for name in (args.table or []) if name not in paper]

@@ -18,7 +18,7 @@ from base.lifecycle import REPORTS
 from base.manifest import read_manifest
 from base.store import Store
 from ml.registry import library_versions
-from ml.report_data import ReportTables, anonymised, read_tables
+from ml.report_data import QUERIES, ReportTables, anonymised, read_tables
 from ml.study_report import EXAMPLES_PER_CLASS, Images, StudyReport, write_report
 
 from .home import REPO_ROOT
@@ -118,11 +118,11 @@ def _images(store: Store, tables: ReportTables) -> Images:
     return Images({label: images for label, images in examples.items() if images}, qc)
 
 
-def read_store_tables(store: Store) -> tuple[ReportTables, str | None]:
-    """Every table the report reads, and the robustness settings' hash of the store's study (to
-    mark robustness rows published by an earlier run with other settings)."""
+def read_store_tables(store: Store, names: tuple[str, ...] = tuple(QUERIES)) -> tuple[ReportTables, str | None]:
+    """The tables the report reads (or only `names`), and the robustness settings' hash of the
+    store's study (to mark robustness rows published by an earlier run with other settings)."""
     with store.connect_read_only() as con:
-        tables = read_tables(con)
+        tables = read_tables(con, names)
     return tables, read_manifest(store).get("step_hashes", {}).get("robustness")
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from base.study import LabelSettings
 from ml.evaluation import patient_scores
 from ml.report import readable_feature
 from ml.report_curves import (
@@ -34,7 +35,7 @@ def _predictions(seed: int = 3, patients: int = 12) -> pd.DataFrame:
                 predicted = "b" if probability >= 0.5 else "a"
                 rows.append((f"S{p:02d}-L{lesion}", f"P{p:02d}", label, probability, predicted, model))
     columns = ["lesion_id", "patient_id", "label", "probability", "predicted_label", "model_id"]
-    return with_truth(pd.DataFrame(rows, columns=columns), positive="b")
+    return with_truth(pd.DataFrame(rows, columns=columns), LabelSettings(classes=("a", "b"), positive="b"))
 
 
 def test_roc_points_give_back_the_auc_at_both_levels_and_bands_hold_the_curve():
