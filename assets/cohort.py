@@ -198,7 +198,9 @@ def read_scans_csv(cohort_dir: Path) -> pd.DataFrame:
 def validate_patients(frame: pd.DataFrame, label: LabelSettings) -> tuple[pd.DataFrame, list[CohortError]]:
     """Typed patient rows that pass the contract, and an error for each row that does not.
 
-    The class comes from the study's label column (e.g. `primary_site`) and is stored as `label`."""
+    The class comes from the study's label column (e.g. `primary_site`) and is stored as `label`.
+    An empty cell is a patient whose class is not known (yet): stored with a NULL label, measured
+    like every other patient, never trained on (training_matrix keeps labelled patients only)."""
     duplicated, errors = _duplicate_errors(frame, PATIENTS_CSV, "patient_id")
     rows = []
     for rec in frame.to_dict("records"):
@@ -212,7 +214,7 @@ def validate_patients(frame: pd.DataFrame, label: LabelSettings) -> tuple[pd.Dat
         rows.append(
             {
                 "patient_id": pid,
-                "label": rec[label.column].lower(),
+                "label": rec[label.column].lower() or None,
                 "age": float(rec["age"]) if rec["age"] else math.nan,
                 "sex": rec["sex"].upper() or None,
                 "t_stage": rec["t_stage"] or None,
@@ -229,10 +231,11 @@ def _patient_problem(rec: dict, label: LabelSettings) -> tuple[str, str] | None:
         return "patient_id is empty", "give the patient a pseudonymous id"
     if problem := id_problem(rec["patient_id"], "patient_id"):
         return problem
-    if rec[label.column].lower() not in label.classes:
+    if rec[label.column] and rec[label.column].lower() not in label.classes:
         return (
             f"unknown {label.column} {rec[label.column]!r}",
-            f"use one of {', '.join(label.classes)} (the study's label.classes)",
+            f"use one of {', '.join(label.classes)} (the study's label.classes), or leave the cell empty "
+            "for a patient whose class is not known (measured and scored, never trained on)",
         )
     if rec["sex"] and rec["sex"].upper() not in SEXES:
         return f"unknown sex {rec['sex']!r}", "use F or M, or leave it empty"

@@ -276,7 +276,7 @@ def forget_patient(store: Store, patient_id: str, who: str, why: str, when: date
             duckdb.connect(str(build)).close()
         in_split = "patient_split" in found.lake_frames and bool(found.lake_mask("patient_split").any())
         if in_split or report.duckdb_rows.get("patient_split", 0) > 0:
-            report.models_marked = _mark_models(cards, when)
+            report.models_marked = _mark_models(cards, when, patient_id)
         report.lake_rows = _rewrite_lake_tables(store, found)
         report.retired_log_lines = _drop_retired_lines(store, found.scans)
         report.files = _delete_scan_files(store, found.scans)
@@ -478,11 +478,14 @@ def _model_cards(store: Store) -> list[tuple[Path, dict]]:
     return cards
 
 
-def _mark_models(cards: list[tuple[Path, dict]], when: datetime) -> list[str]:
-    """Every model card gets `needs_retraining` (an earlier mark, and its `since`, is kept)."""
+def _mark_models(cards: list[tuple[Path, dict]], when: datetime, patient_id: str) -> list[str]:
+    """Every model card gets `needs_retraining` (an earlier mark, and its `since`, is kept), and the
+    patient's id leaves the cards' patient lists (`training_patient_ids`, ...): it becomes `erased`."""
     marked = []
     for path, card in cards:
         card.setdefault("needs_retraining", {"since": when.isoformat(), "why": RETRAIN_WHY})
+        for key in [k for k in card if k.endswith("_patient_ids") and isinstance(card[k], list)]:
+            card[key] = ["erased" if pid == patient_id else pid for pid in card[key]]
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(card, indent=2, default=str))
         marked.append(str(card.get("model_id", path.stem)))

@@ -50,7 +50,7 @@ PATIENTS = _table(
     "patients",
     "one row per valid row of patients.csv",
     ("patient_id", V),
-    ("label", V, "the class, from the study's label column"),
+    ("label", V, "the class, from the study's label column; NULL when the cell is empty (never trained on)"),
     ("age", D),
     ("sex", V),
     ("t_stage", V),
@@ -198,6 +198,68 @@ STUDY_SETTINGS = _table(
     ("study_hash", V),
 )
 
+MODELS = _table(
+    "models",
+    "the model registry: every model the study trained, kept across retrainings (its card beside its file)",
+    ("model_id", V),
+    ("arm", V, "radiomics, baseline, densenet or combined"),
+    ("model", V),
+    ("resampler", V),
+    ("created_at", V, "when the model was first registered (UTC)"),
+    ("training_cohort_sha256", V, "sha256 of the training patients' ids (the card lists them)"),
+    ("training_patients", INT),
+    ("training_data_sha256", V, "sha256 of the exact training rows and labels"),
+    ("settings_hash", V, "hash of the study settings its training step read"),
+    ("input_settings_hash", V, "hash of the lesion, radiomics and slice settings its inputs were made under"),
+    ("feature_list_hash", V),
+    ("auc", D, "test AUC (lesion level)"),
+    ("auc_ci_low", D),
+    ("auc_ci_high", D),
+    ("accuracy", D),
+    ("patient_auc", D),
+    ("cv_auc", D, "nested CV on the training patients (radiomics and baseline models)"),
+    ("cv_auc_ci_low", D),
+    ("cv_auc_ci_high", D),
+    ("model_file", V, "relative to the store root"),
+    ("file_sha256", V, "checked before every scoring: the file is the one registered"),
+    ("needs_retraining", B, "a patient it learnt from was erased (metorigin forget)"),
+)
+
+MODEL_PROMOTIONS = _table(
+    "model_promotions",
+    "every promotion, in order (<store>/promotions.jsonl); the last of an arm is in use",
+    ("sequence", INT, "its line in the log: 1 is the first promotion"),
+    ("model_id", V),
+    ("arm", V),
+    ("who", V),
+    ("when", V, "UTC"),
+    ("why", V),
+    ("file_sha256", V),
+    ("run_id", V, "the Dagster run that promoted it"),
+)
+
+SCAN_PREDICTIONS = _table(
+    "scan_predictions",
+    "every included lesion of a scan scored by each promoted model (frozen: nothing refitted)",
+    ("lesion_id", V),
+    ("scan_id", V),
+    ("patient_id", V),
+    ("model_id", V),
+    ("arm", V),
+    ("model", V),
+    ("probability", D, "P(the study's positive class)"),
+    ("predicted_label", V, "at the cut-off 0.5"),
+    ("out_of_distribution", B, "the scan lies outside the model's training data (see distribution_notes)"),
+    (
+        "distribution_notes",
+        V,
+        "acquisition outside the training inclusion criteria; features far from the training lesions'",
+    ),
+    ("seen_in_training", B, "the patient was a training or validation patient of this model: not a test"),
+    ("input_settings_hash", V, "hash of the settings the model's inputs were made under"),
+    ("settings_hash", V, "the model's training settings hash"),
+)
+
 LAKE_TABLES: dict[str, TableSchema] = {
     t.name: t
     for t in (
@@ -209,6 +271,9 @@ LAKE_TABLES: dict[str, TableSchema] = {
         LESIONS,
         RADIOMICS_FEATURES,
         LESION_SLICES,
+        MODELS,
+        MODEL_PROMOTIONS,
+        SCAN_PREDICTIONS,
     )
 }
 

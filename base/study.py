@@ -61,6 +61,9 @@ def _cpu_count() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+UNLABELLED = "unlabelled"  # the cohort of patients whose label cell is empty (Table 1, patient_predictions)
+
+
 @dataclass(frozen=True, config=_STRICT)
 class LabelSettings:
     """Which column of patients.csv holds the class, its two values, and which one is "positive"
@@ -76,6 +79,10 @@ class LabelSettings:
         value = tuple(v.strip().lower() for v in value)
         if value[0] == value[1] or not all(value):
             raise ValueError("the two classes must be two different, non-empty names")
+        if UNLABELLED in value:
+            raise ValueError(
+                f"{UNLABELLED!r} names the patients without a label (Table 1, predictions): choose another"
+            )
         return value
 
     @field_validator("positive", mode="after")

@@ -69,8 +69,6 @@ def stack(radiomics: pd.DataFrame, densenet: pd.DataFrame, label: LabelSettings,
     per_class = fit.groupby("label")["patient_id"].nunique().reindex([label.negative, label.positive], fill_value=0)
     if per_class.min() >= MIN_PATIENTS_PER_CLASS:
         stacker = LogisticRegression(C=1.0, class_weight="balanced", random_state=seed).fit(_features(fit), y)
-        for rows in (fit, test):
-            rows["probability"] = stacker.predict_proba(_features(rows))[:, 1]
         how = {
             "method": "logistic stacking (balanced class weights) on the validation patients' lesions",
             "fit_lesions": len(fit),
@@ -79,13 +77,22 @@ def stack(radiomics: pd.DataFrame, densenet: pd.DataFrame, label: LabelSettings,
             "intercept": float(stacker.intercept_[0]),
         }
     else:
-        for rows in (fit, test):
-            rows["probability"] = (rows["probability_radiomics"] + rows["probability_densenet"]) / 2
         how = {
             "method": f"mean of the two probabilities (fewer than {MIN_PATIENTS_PER_CLASS} validation patients "
             "of a class to fit a stacker on)",
             "fit_lesions": len(fit),
             "fit_patients": per_class.to_dict(),
         }
+    for rows in (fit, test):
+        rows["probability"] = combined_probability(stacker, rows)
     scored = pd.concat([fit.assign(evaluation="validation"), test.assign(evaluation="test")], ignore_index=True)
     return Stacked(scored, how, stacker, fit)
+
+
+def combined_probability(stacker: LogisticRegression | None, pairs: pd.DataFrame) -> np.ndarray:
+    """The combined model's probability from its two inputs (`probability_radiomics`,
+    `probability_densenet`): the stacker's, or their mean when none was fitted. Training, scoring
+    new patients and external validation all go through here, so they cannot disagree."""
+    if stacker is None:
+        return ((pairs["probability_radiomics"] + pairs["probability_densenet"]) / 2).to_numpy()
+    return stacker.predict_proba(_features(pairs))[:, 1]

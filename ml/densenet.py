@@ -132,7 +132,11 @@ def at_training_prevalence(probability: np.ndarray, train_labels: np.ndarray) ->
     Multiplying its odds by the training slices' odds of the positive class puts its probabilities on
     the training prevalence, where the Platt-scaled radiomics models' are, so the combined model's
     mean averages like with like and 0.5 means the same in every row. The ranking (AUC) is unchanged."""
-    share = float(np.mean(train_labels))
+    return shift_to_prevalence(probability, float(np.mean(train_labels)))
+
+
+def shift_to_prevalence(probability: np.ndarray, share: float) -> np.ndarray:
+    """`at_training_prevalence` with the training slices' positive share given (a model card's)."""
     p = np.clip(np.asarray(probability, dtype=float), 1e-6, 1 - 1e-6)
     odds = p / (1 - p) * share / (1 - share)
     return odds / (1 + odds)

@@ -11,6 +11,8 @@ import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
+from base.study import UNLABELLED
+
 from .report import readable_feature
 
 # Applied around the report's drawing (study_report.py), never globally: the QC pictures drawn in
@@ -18,6 +20,7 @@ from .report import readable_feature
 STYLE = {"svg.hashsalt": "metorigin", "font.size": 8, "axes.titlesize": 8, "figure.dpi": 100}
 
 CLASS_COLOURS = ("#1f77b4", "#d62728")  # the study's first and second class, in every figure
+UNLABELLED_COLOUR = "#7f7f7f"  # the patients whose label cell is empty (Table 1's `unlabelled`)
 LEVEL_COLOURS = {"lesion": "#1f77b4", "patient": "#ff7f0e", "cv": "#555555"}
 
 
@@ -36,9 +39,11 @@ def _panels(n: int, columns: int = 5, size: float = 2.4) -> tuple[Figure, list]:
     return fig, axes[:n]
 
 
-def cohort_flow(steps: list[str], exclusions: dict[int, str], sets: list[str]) -> Figure:
+def cohort_flow(steps: list[str], exclusions: dict[int, str], sets: list[str], unlabelled: str | None = None) -> Figure:
     """A CONSORT-style flow: `steps` down the middle, `exclusions[i]` to the right of the arrow
-    leaving step i, and the split's `sets` side by side at the bottom."""
+    leaving step i, the split's `sets` side by side at the bottom, and, when given, the
+    `unlabelled` patients in a grey, dashed box of their own beside the last step (analysed, but in
+    no set: never trained on)."""
     height = 1.3 * len(steps) + 1.8
     fig = Figure(figsize=(9, height))
     ax = fig.add_axes((0, 0, 1, 1))
@@ -48,7 +53,7 @@ def cohort_flow(steps: list[str], exclusions: dict[int, str], sets: list[str]) -
     box = {"boxstyle": "round,pad=0.4", "facecolor": "white", "edgecolor": "black"}
     ys = [height - 0.7 - 1.3 * i for i in range(len(steps))]
     for i, (text, y) in enumerate(zip(steps, ys)):
-        ax.text(3.5, y, text, ha="center", va="center", bbox=box, wrap=True)
+        step = ax.text(3.5, y, text, ha="center", va="center", bbox=box, wrap=True)
         if i + 1 < len(steps):
             ax.annotate("", (3.5, ys[i + 1] + 0.35), (3.5, y - 0.35), arrowprops={"arrowstyle": "->"})
         if i in exclusions:
@@ -59,6 +64,18 @@ def cohort_flow(steps: list[str], exclusions: dict[int, str], sets: list[str]) -
         x = (j + 0.5) * 10 / len(sets)
         ax.annotate("", (x, bottom + 0.45), (3.5, ys[-1] - 0.35), arrowprops={"arrowstyle": "->"})
         ax.text(x, bottom, text, ha="center", va="center", bbox=box)
+    if unlabelled:
+        ax.annotate(
+            unlabelled,
+            (1, 0.5),
+            (6.3, ys[-1]),
+            xycoords=step,  # from the last step's right side
+            textcoords="data",
+            ha="left",
+            va="center",
+            bbox={**box, "facecolor": "#f3f3f3", "edgecolor": UNLABELLED_COLOUR, "linestyle": "--"},
+            arrowprops={"arrowstyle": "<-", "linestyle": "--", "color": UNLABELLED_COLOUR, "shrinkB": 8},
+        )
     return fig
 
 
@@ -223,15 +240,20 @@ def training_curves(history: pd.DataFrame, best_epoch: int) -> Figure:
 
 
 def burden_by_class(burden: pd.DataFrame, classes: tuple[str, ...]) -> Figure:
-    """Table 1's lesion quantities as distributions: tumour burden and lesions per patient."""
+    """Table 1's lesion quantities as distributions: tumour burden and lesions per patient, per
+    class and, as in Table 1, for the unlabelled patients (NULL label) apart when there are any."""
+    unlabelled = burden["label"].isna()
+    cohorts = [*classes, UNLABELLED] if unlabelled.any() else list(classes)
+    colours = [*CLASS_COLOURS[: len(classes)], UNLABELLED_COLOUR]
+    cohort = burden["label"].where(~unlabelled, UNLABELLED)
     fig = Figure(figsize=(7, 2.8), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, column, title in zip(axes, ("tumor_burden", "n_lesions"), ("liver tumour burden", "lesions per patient")):
-        groups = [burden.loc[burden["label"] == c, column].dropna().to_numpy() for c in classes]
+        groups = [burden.loc[cohort == c, column].dropna().to_numpy() for c in cohorts]
         ax.boxplot(groups, showfliers=False)
-        ax.set_xticks(range(1, len(classes) + 1), classes)
+        ax.set_xticks(range(1, len(cohorts) + 1), cohorts)
         rng = np.random.default_rng(0)  # fixed jitter: the same store draws the same figure
-        for i, (values, colour) in enumerate(zip(groups, CLASS_COLOURS), 1):
+        for i, (values, colour) in enumerate(zip(groups, colours), 1):
             ax.scatter(i + rng.uniform(-0.15, 0.15, len(values)), values, s=8, color=colour, alpha=0.7)
         ax.set_title(f"{title} (one dot a patient)")
     axes[0].yaxis.set_major_formatter(mpl.ticker.PercentFormatter(1.0))

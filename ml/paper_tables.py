@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from .report import (
+    UNLABELLED,
+    UNLABELLED_NOTE,
     comparison_rows,
     permutation_summary,
     readable_feature,
@@ -54,9 +56,9 @@ def paper_tables(tables: ReportTables, robustness_hash: str | None = None) -> di
     """Every table the store can fill (absent ones are left out; `tables.missing` says why)."""
     out = {}
     if tables.has("table1"):
-        out["table1"] = PaperTable(
-            "table1", "Table 1: cohort characteristics", table1_frame(tables.get("table1")), QUERIES["table1"][0]
-        )
+        frame = table1_frame(tables.get("table1"))
+        notes = [UNLABELLED_NOTE] if UNLABELLED in frame.columns else []
+        out["table1"] = PaperTable("table1", "Table 1: cohort characteristics", frame, QUERIES["table1"][0], notes)
     if tables.has("table2"):
         importance = tables.get("table2")
         rows = pd.DataFrame(table2_rows(importance, None, readable_feature))
@@ -101,3 +103,21 @@ def paper_tables(tables: ReportTables, robustness_hash: str | None = None) -> di
             _robustness_note(repeats, robustness_hash),
         )
     return out
+
+
+def external_table3(metrics: pd.DataFrame) -> PaperTable:
+    """Table 3 of an external validation: every frozen model on this cohort (95% patient-bootstrap
+    CI), the model's own test AUC and nested-CV estimate from its training store beside it."""
+    rows, notes = table3_rows(metrics)
+    frame = pd.DataFrame(rows).assign(
+        **{
+            "its own test AUC": [f"{v:.2f}" for v in metrics["internal_auc"]],
+            "out-of-distribution scans": metrics["out_of_distribution_scans"].to_numpy(),
+        }
+    )
+    source = metrics["models_store"].iloc[0] if len(metrics) else ""
+    notes = [
+        f"The frozen models of {source}: nothing refitted (scaler, filter, classifier, calibration, weights).",
+        *notes,
+    ]
+    return PaperTable("external_table3", "Table 3, external validation", frame, QUERIES["external_metrics"][0], notes)

@@ -29,6 +29,7 @@ from base.study import LabelSettings, ModelSettings
 from .classifiers import build_pipeline, classifier, platt_scale, tune
 from .evaluation import accuracy, labels, predicted_labels, roc_auc, summarise_folds, test_metrics
 from .registry import data_hash, model_id
+from .scoring import feature_reference
 from .selection import drop_correlated
 from .split import test_patients, training_patients
 
@@ -209,7 +210,9 @@ def _fit_one(
         "calibration": model.describe(),
         "training_data_sha256": data_hash(x, y),
         "training_patients": int(len(set(groups))),
+        "training_patient_ids": sorted(set(groups)),
         "training_lesions": int(len(x)),
+        "feature_reference": feature_reference(x),
         "positive_class": label.positive,
     }
     identifier = model_id(f"{spec.model or name}_{resampler}", card)

@@ -57,10 +57,16 @@ def save_model(
     write: Callable[[Any, Path], None] = joblib.dump,
     suffix: str = ".joblib",
 ) -> Path:
-    """Atomic writes of the model and its card (`<id><suffix>`, `<id>.json`); returns the model path."""
+    """Atomic writes of the model and its card (`<id><suffix>`, `<id>.json`); returns the model path.
+
+    A model file already saved under the id is kept as it is: the id names the data, features,
+    parameters and seed, so a refit under the same id is the same model (the seed fixes it), and
+    the registered file, whose sha256 scoring checks, never changes under a promotion. The card is
+    written again (what it records may have grown)."""
     path = folder / f"{identifier}{suffix}"
-    with atomic_path(path) as tmp:
-        write(model, tmp)
+    if not path.is_file():
+        with atomic_path(path) as tmp:
+            write(model, tmp)
     with atomic_path(folder / f"{identifier}.json") as tmp:
         tmp.write_text(
             json.dumps({"model_id": identifier, **card, "libraries": library_versions()}, indent=2, default=str)

@@ -7,6 +7,7 @@ import re
 import pandas as pd
 
 from base.markdown import markdown_table
+from base.study import UNLABELLED
 
 from .robustness import OBSERVED, PERMUTED
 
@@ -30,9 +31,17 @@ def _interval(value: float, low: float, high: float) -> str:
     return "n/a" if pd.isna(value) else f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
 
+# Table 1's cohort UNLABELLED (base/study.py; cohort_characteristics.sql names it): the patients
+# whose label cell is empty, measured and scored like the others, never trained on.
+UNLABELLED_NOTE = (
+    "unlabelled: patients with an empty label cell; measured and scored, never trained, tuned or tested on."
+)
+
+
 def table1_frame(characteristics: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 as the study lays it out: one row per characteristic and level, a column per class."""
-    return (
+    """Table 1 as the study lays it out: one row per characteristic and level, a column per class,
+    then `unlabelled` last (only when the cohort has such patients: the SQL has no rows otherwise)."""
+    frame = (
         characteristics.pivot_table(
             index=["row_order", "characteristic", "level"], columns="cohort", values="display", aggfunc="first"
         )
@@ -41,6 +50,7 @@ def table1_frame(characteristics: pd.DataFrame) -> pd.DataFrame:
         .fillna("")
         .rename_axis(columns=None)
     )
+    return frame[[c for c in frame.columns if c != UNLABELLED] + [c for c in frame.columns if c == UNLABELLED]]
 
 
 def table2_rows(importance: pd.DataFrame, top: int | None = 10, readable=str) -> list[dict]:

@@ -18,6 +18,7 @@ from base.study import LabelSettings
 
 FEATURES = "metorigin run --cohort COHORT --store STORE (the feature store: cohort, lesions, radiomics)"
 STUDY = "metorigin run --cohort COHORT --store STORE --select group:study (the study's models and their evaluation)"
+VALIDATE = "metorigin validate --models STORE_A --cohort COHORT --store STORE (another store's frozen models here)"
 
 # name -> (SQL, the command that fills the tables it reads)
 QUERIES: dict[str, tuple[str, str]] = {
@@ -80,6 +81,12 @@ QUERIES: dict[str, tuple[str, str]] = {
         "select s.scan_id, s.patient_id, p.label from scans s join patient_split p using (patient_id) "
         "where p.set = 'test' and s.included order by p.label, s.patient_id, s.scan_id",
         STUDY,
+    ),
+    "external_metrics": ("select * from external_metrics order by arm, model, resampler", VALIDATE),
+    "external_predictions": (
+        "select lesion_id, scan_id, patient_id, label, probability, predicted_label, model_id, arm, model, "
+        "resampler from external_predictions order by model_id, lesion_id",
+        VALIDATE,
     ),
     "permutation_null": ("select * from permutation_null order by permutation", STUDY),
     "split_repeats": ("select * from split_repeats order by repeat, classifier, resampler", STUDY),

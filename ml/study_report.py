@@ -20,7 +20,7 @@ from markupsafe import Markup
 from matplotlib.figure import Figure
 
 from . import figures
-from .paper_tables import PaperTable, paper_tables
+from .paper_tables import PaperTable, external_table3, paper_tables
 from .report_curves import cv_roc, lesion_grid, reliability, roc_points, with_truth
 from .report_data import ReportTables
 from .report_page import render
@@ -28,6 +28,7 @@ from .report_page import render
 EXAMPLES_PER_CLASS = 3
 SETS = ("train", "validation", "test")
 THUMBNAILS = ("cohort_flow", "fig4_lesions", "roc")  # shown on the asset's page in the UI, small
+UNLABELLED_FLOW = "; the unlabelled patients (empty label cell) apart, in grey: scored, never trained on."
 
 
 @dataclass
@@ -110,7 +111,7 @@ def exclusion_category(reason: str) -> str:
     return first
 
 
-def _flow(tables: ReportTables) -> tuple[list[str], dict[int, str], list[str], pd.DataFrame]:
+def _flow(tables: ReportTables) -> tuple[list[str], dict[int, str], list[str], str | None, pd.DataFrame]:
     patients, scans, lesions = tables.get("patients"), tables.get("scans"), tables.get("lesions")
     included = scans[scans["included"]]
     excluded = scans[~scans["included"]].fillna({"exclusion_reason": "not included"})
@@ -138,33 +139,54 @@ def _flow(tables: ReportTables) -> tuple[list[str], dict[int, str], list[str], p
     counts += [("excluded scans", r, n) for r, n in reasons.items()]
     counts += [("included", "scans", len(included)), ("lesions", "found", len(lesions))]
     counts += [("lesions", "under the minimum diameter", int(small.sum())), ("lesions", "analysed", len(kept))]
-    sets = []
-    split = tables.get("split")
-    if split is not None:
-        for name in SETS:
-            ours = split[split["set"] == name]
-            lines = [f"{name}: {len(ours)} patients, {int(ours['n_lesions'].sum())} lesions"]
-            for label, group in ours.groupby("label", sort=True):
-                lines.append(f"{label}: {len(group)} patients, {int(group['n_lesions'].sum())} lesions")
-                counts += [
-                    (name, f"{label} patients", len(group)),
-                    (name, f"{label} lesions", int(group["n_lesions"].sum())),
-                ]
-            sets.append("\n".join(lines))
-    return steps, exclusions, sets, pd.DataFrame(counts, columns=["stage", "what", "count"])
+    sets, set_counts = _split_boxes(tables.get("split"))
+    unlabelled, unlabelled_counts = _unlabelled_box(patients, kept)
+    counts += set_counts + unlabelled_counts
+    return steps, exclusions, sets, unlabelled, pd.DataFrame(counts, columns=["stage", "what", "count"])
+
+
+def _split_boxes(split: pd.DataFrame | None) -> tuple[list[str], list[tuple[str, str, int]]]:
+    """One box per set of the split, its patients and lesions by class, and the same as counts."""
+    if split is None:
+        return ["split: not computed yet"], []
+    sets, counts = [], []
+    for name in SETS:
+        ours = split[split["set"] == name]
+        lines = [f"{name}: {len(ours)} patients, {int(ours['n_lesions'].sum())} lesions"]
+        for label, group in ours.groupby("label", sort=True):
+            lines.append(f"{label}: {len(group)} patients, {int(group['n_lesions'].sum())} lesions")
+            counts += [
+                (name, f"{label} patients", len(group)),
+                (name, f"{label} lesions", int(group["n_lesions"].sum())),
+            ]
+        sets.append("\n".join(lines))
+    return sets, counts
+
+
+def _unlabelled_box(patients: pd.DataFrame, kept: pd.DataFrame) -> tuple[str | None, list[tuple[str, str, int]]]:
+    """The analysed patients whose label cell is empty: outside the split (training_matrix leaves
+    them out), so Fig. 1 shows them in a box of their own. None when the cohort has none, so that
+    such a cohort's figure is unchanged."""
+    ours = kept[kept["patient_id"].isin(patients.loc[patients["label"].isna(), "patient_id"])]
+    if ours.empty:
+        return None, []
+    n = ours["patient_id"].nunique()
+    text = f"{n} unlabelled patient{'s' if n != 1 else ''}: scored,\nnever trained on ({len(ours)} lesions)"
+    return text, [("unlabelled", "patients", n), ("unlabelled", "lesions", len(ours))]
 
 
 def _cohort(tables: ReportTables, paper: dict[str, PaperTable], out: _Writer) -> Section:
     section = Section("cohort", "Cohort")
     if _needs(section, tables, "patients", "scans", "lesions"):
-        steps, exclusions, sets, counts = _flow(tables)
+        steps, exclusions, sets, unlabelled, counts = _flow(tables)
         section.items.append(
             out.figure(
                 "cohort_flow",
                 "Fig. 1: cohort flow",
                 "Patients and scans in the cohort, those excluded with each reason, the lesions found and those under "
-                "the minimum diameter, and the split of the analysed patients by class (train / validation / test).",
-                figures.cohort_flow(steps, exclusions, sets or ["split: not computed yet"]),
+                "the minimum diameter, and the split of the analysed patients by class (train / validation / test)"
+                + (UNLABELLED_FLOW if unlabelled else "."),
+                figures.cohort_flow(steps, exclusions, sets, unlabelled),
                 counts,
             )
         )
@@ -404,10 +426,40 @@ def write_report(
             *_test_curves(tables, out, seed),
             _densenet(tables, out, store_root),
         ]
+    return _page(out, tables, sections, provenance, title, images is None, paper)
+
+
+def _page(
+    out: _Writer,
+    tables: ReportTables,
+    sections: list[Section],
+    provenance: list[tuple[str, str]],
+    title: str,
+    anonymous: bool,
+    paper: dict[str, PaperTable],
+) -> StudyReport:
+    """The HTML page of the sections (the study's settings at the end), written beside their files."""
     settings = tables.get("settings")
     pairs = [] if settings is None else list(zip(settings["key"], settings["value"]))
-    page = render(title=title, provenance=provenance, sections=sections, settings=pairs, anonymous=images is None)
-    html = folder / "report.html"
+    page = render(title=title, provenance=provenance, sections=sections, settings=pairs, anonymous=anonymous)
+    html = out.folder / "report.html"
     html.write_text(page, encoding="utf-8")
     missing = [s.title for s in sections if s.missing]
-    return StudyReport(html, folder, out.figures, out.tables, missing, out.thumbnails, paper)
+    return StudyReport(html, out.folder, out.figures, out.tables, missing, out.thumbnails, paper)
+
+
+def write_external_report(
+    tables: ReportTables, folder: Path, provenance: list[tuple[str, str]], seed: int, title: str
+) -> StudyReport:
+    """The external validation's page: its Table 3, then Fig. 4, the ROC and the calibration curves
+    of the frozen models on this cohort, drawn exactly as the study report draws them."""
+    out = _Writer(folder)
+    metrics = tables.get("external_metrics")
+    curves = ReportTables(
+        {**tables.frames, "table3": metrics, "test_predictions": tables.get("external_predictions")},
+        tables.missing,
+    )
+    table = external_table3(metrics)
+    with mpl.rc_context(figures.STYLE):
+        sections = [Section("table3", "External validation", [out.table(table)]), *_test_curves(curves, out, seed)]
+    return _page(out, tables, sections, provenance, title, False, {"table3": table})

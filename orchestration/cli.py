@@ -39,8 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metorigin", description=__doc__)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    synth = sub.add_parser("synth", help="write a synthetic cohort folder")
-    synth.add_argument("--out", required=True, type=Path, help="cohort folder to create")
+    synth = sub.add_parser("synth", help="write a synthetic cohort folder, or add patients to one")
+    where = synth.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="cohort folder to create")
+    where.add_argument("--add-to", type=Path, help="a synthetic cohort folder to append --patients new patients to")
+    synth.add_argument("--patients", type=_positive, default=1, help="with --add-to: how many patients to add")
+    synth.add_argument("--unlabelled", action="store_true", help="with --add-to: leave their label cell empty")
     synth.add_argument("--seed", type=int, default=7)
     synth.add_argument("--scale", type=float, default=1.0, help="1.0 = 47 colorectal + 31 pancreatic patients")
     synth.add_argument("--matrix", type=int, default=256, help="in-plane voxels per axis")
@@ -130,6 +134,33 @@ def _parser() -> argparse.ArgumentParser:
     ibsi.add_argument("--out", type=Path, default=Path("docs/ibsi_compliance.md"))
     ibsi.set_defaults(handler=cmd_ibsi_report)
 
+    models = sub.add_parser("models", help="the model registry of a store: list the models, promote one per arm")
+    which = models.add_subparsers(required=True, metavar="ACTION")
+    listing = which.add_parser("list", help="every registered model, the promoted ones marked")
+    listing.add_argument("--store", required=True, type=Path)
+    listing.set_defaults(handler=cmd_models_list)
+    promote = which.add_parser("promote", help="make a model the one its arm scores new patients with")
+    promote.add_argument(
+        "model_ids", nargs="+", metavar="MODEL_ID", help="model ids of `metorigin models list`, one per arm"
+    )
+    promote.add_argument("--store", required=True, type=Path)
+    promote.add_argument("--why", required=True, help="the reason, for the promotion log")
+    promote.add_argument("--who", default=None, help="default: the user running the command")
+    _add_session_arguments(promote)
+    promote.set_defaults(handler=cmd_models_promote)
+
+    validate = sub.add_parser(
+        "validate", help="external validation: score a labelled cohort with another store's frozen models"
+    )
+    validate.add_argument("--models", required=True, type=Path, help="the store whose trained models are validated")
+    validate.add_argument("--cohort", required=True, type=Path, help="the labelled cohort to validate on")
+    validate.add_argument("--store", required=True, type=Path, help="the store for that cohort (created if missing)")
+    validate.add_argument(
+        "--workers", type=int, default=0, help="processes for per-lesion work (default: one per core)"
+    )
+    _add_session_arguments(validate)
+    validate.set_defaults(handler=cmd_validate)
+
     demo = sub.add_parser("demo", help="generate the demo cohort if missing, run everything, summarise")
     demo.add_argument("--cohort", type=Path, default=DEMO_COHORT)
     demo.add_argument("--store", type=Path, default=DEMO_STORE)
@@ -151,7 +182,7 @@ def _add_session_arguments(parser: argparse.ArgumentParser) -> None:
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a count: give 1 or more (1: the study's split only)")
+        raise argparse.ArgumentTypeError(f"{text} is not a count: give 1 or more")
     return value
 
 
@@ -206,7 +237,16 @@ def _export_environment(
 
 
 def cmd_synth(args) -> int:
-    from assets.synth import SynthConfig, generate_cohort
+    from assets.synth import SynthConfig, append_patients, generate_cohort
+
+    if args.add_to:
+        if not (args.add_to / "patients.csv").is_file():
+            print(f"error: {args.add_to} is not a cohort folder (no patients.csv)", file=sys.stderr)
+            return 2
+        added = append_patients(args.add_to, args.patients, args.seed, unlabelled=args.unlabelled, workers=args.workers)
+        kind = "unlabelled " if args.unlabelled else ""
+        print(f"added {len(added)} {kind}patient(s) to {args.add_to}: {', '.join(added)}")
+        return 0
 
     config = SynthConfig(seed=args.seed, scale=args.scale, matrix=args.matrix, workers=args.workers)
     counts = config.patient_counts()
@@ -231,6 +271,14 @@ def _progress(label: str):
 
 
 def cmd_run(args) -> int:
+    from orchestration.runner import run_selection
+
+    return _in_session(args, lambda defs, instance: run_selection(defs, instance, args.select, force=args.force))
+
+
+def _in_session(args, work) -> int:
+    """Check the cohort and study, hold the store's lease, bind the study, and run `work(defs,
+    instance)` (-> RunReport) with the run log; print the summary. What `run` and `validate` share."""
     args.cohort, args.store = args.cohort.absolute(), args.store.absolute()  # steps may change the working folder
     if not (args.cohort / "scans.csv").is_file():
         print(
@@ -271,12 +319,11 @@ def cmd_run(args) -> int:
             print(f"study: {study.name} (hash {study.study_hash()}, seed {study.seed})", flush=True)
             from orchestration.definitions import build_definitions
             from orchestration.resources import resources_from_env
-            from orchestration.runner import run_selection
 
             defs = build_definitions(resources_from_env())
             with _run_log(args.store, args.verbose) as log_path:
                 try:
-                    report = run_selection(defs, instance, args.select, force=args.force)
+                    report = work(defs, instance)
                 except ValueError as exc:
                     print(f"error: {exc}", file=sys.stderr)
                     return 2
@@ -457,7 +504,8 @@ def _summary(report, store_path: Path) -> str:
         with store.connect_read_only() as con:
             tables = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
             if "patients" in tables:
-                rows = con.execute("select label, count(*) from patients group by 1 order by 1").fetchall()
+                query = "select coalesce(label, 'unlabelled'), count(*) from patients group by 1 order by 1"
+                rows = con.execute(query).fetchall()
                 lines.append("patients: " + ", ".join(f"{n} {site}" for site, n in rows))
             if "scans" in tables:
                 n, included, invalid = con.execute(
@@ -529,6 +577,145 @@ def cmd_tables(args) -> int:
             print(_aligned(table.frame))
         print("".join(f"{comment}{note}\n" for note in table.notes))
     return 2 if absent else 0
+
+
+REGISTRY_COLUMNS = (
+    "model_id, arm, model, resampler, round(auc, 3) as auc, round(cv_auc, 3) as cv_auc, promoted, created_at"
+)
+
+
+def cmd_models_list(args) -> int:
+    store = _published_store(args.store)
+    if store is None:
+        return 2
+    with store.connect_read_only() as con:
+        tables = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+        if "models" not in tables:
+            print(
+                f"error: no model registry in {args.store} yet: train first (`metorigin run --store {args.store} ...`)",
+                file=sys.stderr,
+            )
+            return 2
+        frame = con.execute(
+            f"select {REGISTRY_COLUMNS} from models order by arm, cv_auc desc nulls last, auc desc"
+        ).df()
+        promotions = con.execute('select arm, model_id, who, "when", why from model_promotions').df()
+    print(_aligned(frame.fillna("")))
+    print(
+        f"\n{int(frame['promoted'].sum())} promoted ({', '.join(sorted(frame.loc[frame['promoted'], 'arm']))})"
+        if frame["promoted"].any()
+        else f"\nnone promoted: metorigin models promote MODEL_ID --why TEXT --store {args.store}"
+    )
+    if not promotions.empty:
+        print("\npromotions, oldest first:\n" + _aligned(promotions))
+    return 0
+
+
+def cmd_models_promote(args) -> int:
+    """A `promote_models` run with the promotion as its config, in the store's instance and under
+    its lease (the log appended, the registry tables published); the scans' predictions go stale and are re-scored
+    by the next `metorigin run` or the sensor."""
+    import getpass
+
+    from base.errors import MetoriginError
+    from base.lease import store_session
+
+    store = args.store.absolute()
+    if not (store / "study.yaml").is_file():
+        print(f"error: {store} is not a trained store (no study.yaml)", file=sys.stderr)
+        return 2
+    try:
+        with store_session(store, "metorigin models promote", wait=not args.no_wait, on_wait=_tell):
+            defs, instance = _store_definitions(store)
+            from orchestration.execution import RunReport
+            from orchestration.runner import promote
+
+            config = {"promote": args.model_ids, "why": args.why, "who": args.who or getpass.getuser()}
+            with _run_log(store, args.verbose):
+                report = promote(defs, instance, config, RunReport())
+    except MetoriginError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not report.ok:
+        print(_summary(report, store), file=sys.stderr)
+        return 1
+    print(
+        f"promoted {', '.join(args.model_ids)}: every scan's predictions are now stale; `metorigin run` (or the sensor "
+        "under `metorigin ui`) scores them with it"
+    )
+    return 0
+
+
+def _store_definitions(store: Path):
+    """The Definitions of a store's own study and its instance (for steps outside `metorigin run`)."""
+    from orchestration.definitions import build_definitions
+    from orchestration.home import get_instance
+    from orchestration.resources import resources_from_env
+
+    for name in ("METORIGIN_SEED", "METORIGIN_PROFILE", "METORIGIN_NNUNET_MODEL", "METORIGIN_DENSENET_EPOCHS"):
+        os.environ.pop(name, None)  # the stored study, not what the shell says, is the store's study
+    os.environ["METORIGIN_STORE"] = str(store)
+    os.environ["METORIGIN_STUDY"] = str(store / "study.yaml")
+    return build_definitions(resources_from_env()), get_instance(store)
+
+
+def cmd_validate(args) -> int:
+    """Store B (the cohort's) built under the models store's study, up to the feature store, then
+    `external_validation` with the models store; prints the external Table 3."""
+    models = args.models.absolute()
+    if not (models / "study.yaml").is_file() or not (models / "lake" / "models").is_dir():
+        print(
+            f"error: {models} holds no trained, registered models (train there with `metorigin run`)", file=sys.stderr
+        )
+        return 2
+    if args.store.absolute() == models:
+        print(
+            "note: validating on the models store itself (its own cohort): a check that nothing is refitted", flush=True
+        )
+    run_args = argparse.Namespace(
+        cohort=args.cohort,
+        store=args.store,
+        select=None,
+        study=models / "study.yaml",
+        profile="quick",
+        seed=None,
+        nnunet_model=None,
+        workers=args.workers,
+        densenet_epochs=0,
+        split_repeats=0,
+        replace_study=False,
+        no_wait=args.no_wait,
+        verbose=args.verbose,
+        force=False,
+    )
+
+    def work(defs, instance):
+        from orchestration.runner import validate_with
+
+        return validate_with(defs, instance, models)
+
+    code = _in_session(run_args, work)
+    from base.store import Store
+
+    store = Store(args.store)
+    if code != 2 and store.duckdb_path.exists():
+        with store.connect_read_only() as con:
+            query = "select count(*) from information_schema.tables where table_name = 'external_metrics'"
+            if con.execute(query).fetchone()[0]:
+                frame = con.execute("select * from external_metrics order by arm, model, resampler").df()
+                print(f"\nTable 3, external: the frozen models of {models} on {args.cohort}")
+                print(_external_table(frame))
+        pages = sorted(store.artifacts.glob("report/external-*/report.html"), key=lambda p: p.stat().st_mtime)
+        if pages:
+            print(f"external validation report: {pages[-1]}")
+    return code
+
+
+def _external_table(frame) -> str:
+    from ml.paper_tables import external_table3
+
+    table = external_table3(frame)
+    return _aligned(table.frame) + "".join(f"\n{note}" for note in table.notes)
 
 
 def cmd_sql(args) -> int:

@@ -35,6 +35,7 @@ from base.manifest import bind_study, settings_table
 from base.markdown import markdown_table
 from base.schemas import PATIENTS, SCANS, STUDY_SETTINGS, conform
 from base.store import Store
+from base.study import UNLABELLED
 from data_quality.suites import scans_suite
 
 from .checks import PATIENTS_CHECKS, SCANS_CHECKS, rows_check, suite_check
@@ -187,7 +188,7 @@ def patients(
         table = table[table["patient_id"] != rec["patient_id"]]
     for error in errors:
         context.log.warning(error.message)
-    counts = table["label"].value_counts().to_dict()
+    counts = table["label"].fillna(UNLABELLED).value_counts().to_dict()
     table = conform(table.assign(settings_hash=study.step_hash("cohort")), PATIENTS)
     yield dg.Output(
         table,

@@ -6,6 +6,9 @@ analysts never see half a build. `training_matrix` is a separate step so that th
 Expectations checks on `lesion_features` can stop it (and everything downstream) when they fail;
 the study's results (`models/results/`) are a third step, built after the models that fill them, and
 the permutation test and split repeats (`models/robustness/`) a fourth, so they never hold up Table 3.
+The model registry (`models/registry/`, after the study or a promotion), the per-scan predictions
+(`models/predictions/`, after the per-scan runs) and the external validation (`models/external/`)
+are steps of their own for the same reason: each is built when what fills it has run.
 """
 
 import json
@@ -27,6 +30,7 @@ from base.study import StudySettings
 from .home import REPO_ROOT
 from .resources import SettingsResource, StoreResource
 from .study_assets import STUDY_GROUP
+from .validation_assets import VALIDATION_GROUP
 
 DBT_DIR = REPO_ROOT / "sql"
 DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))  # the venv's, whatever PATH says
@@ -58,6 +62,10 @@ FEATURE_STORE_GROUP = "feature_store"
 GATED_MODELS = "training_matrix"
 RESULT_MODELS = "path:models/results"
 ROBUSTNESS_MODELS = "path:models/robustness"  # its own step: the slow permutation test never holds up Table 3
+REGISTRY_MODELS = "path:models/registry"  # the model registry and promotions, after the study (group study)
+PREDICTIONS_MODELS = "path:models/predictions"  # scan and patient predictions, after the per-scan runs
+EXTERNAL_MODELS = "path:models/external"  # external validation (group validation, `metorigin validate`)
+STUDY_FOLDERS = ("models/results/", "models/robustness/", "models/registry/")
 
 
 class FeatureStoreTranslator(DagsterDbtTranslator):
@@ -69,8 +77,11 @@ class FeatureStoreTranslator(DagsterDbtTranslator):
         return dg.AssetKey([FEATURE_STORE_GROUP, dbt_resource_props["name"]])
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
-        if dbt_resource_props.get("original_file_path", "").startswith(("models/results/", "models/robustness/")):
+        path = dbt_resource_props.get("original_file_path", "")
+        if path.startswith(STUDY_FOLDERS):
             return STUDY_GROUP  # the study's results sit with the models that produce them
+        if path.startswith("models/external/"):
+            return VALIDATION_GROUP
         return FEATURE_STORE_GROUP
 
 
@@ -103,6 +114,8 @@ def dbt_vars(study: StudySettings) -> dict:
         "lake_schemas": {name: dbt_columns(schema) for name, schema in LAKE_TABLES.items()},
         "feature_names": sorted(feature_names(Path(study.radiomics.params_file))),
         "label_classes": list(study.label.classes),
+        "label_positive": study.label.positive,
+        "label_negative": study.label.negative,
     }
 
 
@@ -143,10 +156,18 @@ def _dbt_step(name: str, **selection: str) -> dg.AssetsDefinition:
     return step
 
 
-feature_store_models = _dbt_step("feature_store", exclude=f"{GATED_MODELS} {RESULT_MODELS} {ROBUSTNESS_MODELS}")
-gated_models = _dbt_step("gated_feature_store", select=GATED_MODELS)
-result_models = _dbt_step("study_results", select=RESULT_MODELS)
-robustness_models = _dbt_step("robustness_results", select=ROBUSTNESS_MODELS)
+OWN_STEPS = {
+    "gated_feature_store": GATED_MODELS,
+    "study_results": RESULT_MODELS,
+    "robustness_results": ROBUSTNESS_MODELS,
+    "model_registry_tables": REGISTRY_MODELS,
+    "predictions": PREDICTIONS_MODELS,
+    "external_validation_tables": EXTERNAL_MODELS,
+}
+DBT_STEPS = [
+    _dbt_step("feature_store", exclude=" ".join(OWN_STEPS.values())),
+    *(_dbt_step(name, select=selection) for name, selection in OWN_STEPS.items()),
+]
 
 
 def dbt_resource() -> DbtCliResource:

@@ -2,10 +2,10 @@
 
 import dagster as dg
 
-from . import cohort_assets, report_assets, scan_assets, study_assets
+from . import cohort_assets, model_assets, report_assets, scan_assets, study_assets, validation_assets
 from .automation import feature_store_after_a_batch, retrain_schedule
 from .checks import ASSET_CHECKS
-from .dbt import dbt_resource, feature_store_models, gated_models, result_models, robustness_models
+from .dbt import DBT_STEPS, dbt_resource
 from .jobs import JOBS
 from .resources import resources_from_env
 from .scan_batches import process_scans_job
@@ -16,13 +16,13 @@ from .versions import with_code_versions
 def build_definitions(resources: dict) -> dg.Definitions:
     """The definitions of one store and study: the study fixes the code versions (versions.py)."""
     study = resources["settings"].settings()
-    python_assets = dg.load_assets_from_modules([cohort_assets, scan_assets, study_assets, report_assets])
-    dbt_assets = [feature_store_models, gated_models, result_models, robustness_models]
+    modules = [cohort_assets, scan_assets, study_assets, model_assets, validation_assets, report_assets]
+    python_assets = dg.load_assets_from_modules(modules)
     return dg.Definitions(
         assets=[
             *with_code_versions(python_assets, study),
             cohort_assets.scan_inputs,
-            *dbt_assets,
+            *DBT_STEPS,
         ],
         asset_checks=ASSET_CHECKS,
         jobs=[*JOBS, process_scans_job],

@@ -74,13 +74,15 @@ def executor(
     log_level: str = "INFO",
     tags: Mapping[str, str] | None = None,
 ) -> Execute:
-    """`execute(job_name, assets, partition=None, tags=None)`: one run of the named job in this
-    process, on `instance`, its outcome added to `report`; a failure is reported, never raised."""
+    """`execute(job_name, assets, partition=None, tags=None, ops=None)`: one run of the named job in
+    this process, on `instance`, its outcome added to `report`; a failure is reported, never raised.
+    `ops`: op name -> its config (a promotion, the store an external validation reads)."""
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
 
-    def execute(job_name: str, selected: set, partition: str | None = None, run_tags=None):
+    def execute(job_name: str, selected: set, partition: str | None = None, run_tags=None, ops=None):
+        config = {**run_config, "ops": {name: {"config": value} for name, value in ops.items()}} if ops else run_config
         result = job_def(job_name).execute_in_process(
-            run_config=run_config,
+            run_config=config,
             instance=instance,
             partition_key=partition,
             asset_selection=sorted(selected, key=str),

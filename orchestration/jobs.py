@@ -1,4 +1,4 @@
-"""The four named jobs: what the CLI, the sensor, the schedule, automation and the UI launch, so the
+"""The named jobs: what the CLI, the sensor, the schedule, automation and the UI launch, so the
 runs list reads as a history (ingest, scans, feature store, study) rather than ad-hoc selections.
 (`process_scans`, which runs `process_scan` for a batch of scans in one process, is in scan_batches.py.)
 
@@ -16,6 +16,7 @@ from .dbt import FEATURE_STORE_GROUP
 from .partitions import scan_partitions
 from .scan_assets import PER_SCAN_GROUP
 from .study_assets import STUDY_GROUP
+from .validation_assets import VALIDATION_GROUP
 
 WRITES_STORE = {"metorigin/writes_store": "true"}
 
@@ -52,4 +53,30 @@ run_study_job = dg.define_asset_job(
     tags=WRITES_STORE,
 )
 
-JOBS = (ingest_cohort_job, process_scan_job, build_feature_store_job, run_study_job)
+validate_models_job = dg.define_asset_job(
+    "validate_models",
+    selection=dg.AssetSelection.groups(VALIDATION_GROUP),
+    description="External validation: another store's frozen models on this cohort (`metorigin validate`; "
+    "in the launchpad, set `models_store`).",
+    executor_def=dg.in_process_executor,
+    tags=WRITES_STORE,
+)
+
+promote_models_job = dg.define_asset_job(
+    "promote_models",
+    selection=dg.AssetSelection.assets("model_promotions")
+    | dg.AssetSelection.assets(["feature_store", "models"], ["feature_store", "model_promotions"]),
+    description="Promote models (launchpad: `ops: {model_promotions: {config: {promote: [ID], why: ...}}}`) and "
+    "publish the registry tables; every scan's predictions then go stale and are scored with them.",
+    executor_def=dg.in_process_executor,
+    tags=WRITES_STORE,
+)
+
+JOBS = (
+    ingest_cohort_job,
+    process_scan_job,
+    build_feature_store_job,
+    run_study_job,
+    validate_models_job,
+    promote_models_job,
+)

@@ -19,7 +19,7 @@ from base.manifest import read_manifest
 from base.store import Store
 from ml.registry import library_versions
 from ml.report_data import QUERIES, ReportTables, anonymised, read_tables
-from ml.study_report import EXAMPLES_PER_CLASS, Images, StudyReport, write_report
+from ml.study_report import EXAMPLES_PER_CLASS, Images, StudyReport, write_external_report, write_report
 
 from .home import REPO_ROOT
 
@@ -116,6 +116,22 @@ def _images(store: Store, tables: ReportTables) -> Images:
         caption = f"{scan['scan_id']} ({scan['patient_id']}, {scan['label']})"
         qc.append((caption, picture.read_bytes() if picture.is_file() else None))
     return Images({label: images for label, images in examples.items() if images}, qc)
+
+
+EXTERNAL_READS = ("settings", "external_metrics", "external_predictions")
+
+
+def build_external_report(store: Store, run: str) -> StudyReport:
+    """The external validation's page (its Table 3, Fig. 4, ROC and calibration curves) from the
+    store's published `external_metrics` and `external_predictions`, into artifacts/report/<run>/."""
+    tables, _ = read_store_tables(store, EXTERNAL_READS)
+    if not tables.has("external_metrics", "external_predictions"):
+        raise FileNotFoundError("; ".join(tables.missing.values()))
+    provenance = [(k, v) for k, v in _provenance(store, None, run, tables) if k != "cohort"]
+    source = tables.get("external_metrics")["models_store"].iloc[0]
+    provenance.insert(1, ("models", f"the frozen models of {source}"))
+    seed = int(tables.setting("seed", 0))
+    return write_external_report(tables, report_folder(store, run), provenance, seed, "External validation")
 
 
 def read_store_tables(store: Store, names: tuple[str, ...] = tuple(QUERIES)) -> tuple[ReportTables, str | None]:

@@ -14,6 +14,7 @@ from .scan_assets import PER_SCAN_GROUP, per_scan_keys
 from .scan_batches import process_scans
 from .staleness import feature_store_is_stale, stale_closure
 from .study_assets import STUDY_GROUP
+from .validation_assets import VALIDATION_GROUP
 
 # Runs this process executes itself (the CLI, tests): a server that stops never leaves them behind.
 LAUNCHED_HERE = {"metorigin/launched_by": "metorigin run"}
@@ -45,7 +46,8 @@ def run_selection(
     """
     graph = defs.resolve_asset_graph()
     chosen = dg.AssetSelection.from_string(selection) if selection else dg.AssetSelection.all()
-    matched = chosen.resolve(graph)
+    # External validation needs the store whose models it validates: `metorigin validate` runs it.
+    matched = (chosen - dg.AssetSelection.groups(VALIDATION_GROUP)).resolve(graph)
     keys = {k for k in matched if graph.get(k).is_materializable}
     if not keys:
         observed = ", ".join(sorted(k.to_user_string() for k in matched))
@@ -78,4 +80,32 @@ def run_selection(
         result = execute(job_name, selected)
         if not result.success or len(report.blocked_by) > blocked:
             return report  # what came after would build on a problem (a doubtful cohort, a failed build)
+    return report
+
+
+def promote(defs: dg.Definitions, instance: dg.DagsterInstance, config: dict, report: RunReport) -> RunReport:
+    """A `promote_models` run: the promotion (`config`: promote, why, who) and the registry tables."""
+    keys = defs.resolve_job_def("promote_models").asset_layer.selected_asset_keys
+    execute = executor(defs.resolve_job_def, instance, report, "INFO", LAUNCHED_HERE)
+    execute("promote_models", keys, ops={"model_promotions": config})
+    return report
+
+
+# What `metorigin validate` builds of the validation cohort's store: its feature store, not its study
+# (nothing is trained there) nor its own predictions (no model is promoted in it).
+VALIDATION_STORE = f"not group:{STUDY_GROUP} and not key:scan_predictions and not key:feature_store/*_predictions"
+
+
+def validate_with(defs: dg.Definitions, instance: dg.DagsterInstance, models_store) -> RunReport:
+    """`metorigin validate`: this store's cohort up to its feature store, then the external
+    validation of `models_store`'s frozen models, its dbt step and its report."""
+    report = run_selection(defs, instance, VALIDATION_STORE)
+    return external_validation(defs, instance, models_store, report) if report.ok else report
+
+
+def external_validation(defs: dg.Definitions, instance: dg.DagsterInstance, models_store, report: RunReport):
+    """A `validate_models` run with `models_store`: the group validation on this store's feature store."""
+    keys = defs.resolve_job_def("validate_models").asset_layer.selected_asset_keys
+    execute = executor(defs.resolve_job_def, instance, report, "INFO", LAUNCHED_HERE)
+    execute("validate_models", keys, ops={"external_validation": {"models_store": str(models_store)}})
     return report

@@ -31,6 +31,8 @@ from .resources import StoreResource
 from .scan_assets import PER_SCAN_GROUP, per_scan_keys
 from .staleness import StaleStatus, stale_closure, status_resolver
 
+PROMOTIONS = dg.AssetKey("model_promotions")  # what the per-scan predictions score with
+
 # Scans per `process_scans` run: long enough to spread a run's start over many scans, short enough
 # that two runs (dagster.yaml admits two at a time) share a big batch and a failure shows early.
 SCANS_PER_RUN = int(os.environ.get("METORIGIN_SCANS_PER_RUN", "25"))
@@ -89,6 +91,8 @@ def scans_awaiting_processing(
     present = scans_with_results(store.store())
     retirements = Counter(line.get("scan_id") for line in read_retired_log(store.store()))
     waiting, resolver = [], status_resolver(instance, graph)
+    promoted = instance.get_latest_data_version_record(PROMOTIONS)
+    promotions = (promoted.event_log_entry.tags or {}).get(DATA_VERSION_TAG, "none")[:12] if promoted else "none"
     for scan_id in included_scan_partitions(instance, store.store()):
         if (only is not None and scan_id not in only) or scan_id in skip:
             continue
@@ -100,6 +104,7 @@ def scans_awaiting_processing(
                 f"scan-{scan_id}",
                 (inputs.event_log_entry.tags or {}).get(DATA_VERSION_TAG, "none") if inputs else "none",
                 code,
+                promotions,  # another promoted model: its predictions are a new request
                 str(retirements[scan_id]),  # back in the cohort after its results were retired: a new request
             ]
         )

@@ -31,6 +31,7 @@ from .jobs import ingest_cohort_job, process_scan_job
 from .partitions import scan_partitions
 from .resources import CohortResource, SettingsResource, StoreResource
 from .scan_batches import (
+    PROMOTIONS,
     REQUEST_TAG,
     AwaitingScan,
     batch_requests,
@@ -40,6 +41,7 @@ from .scan_batches import (
     scans_in_flight,
     scans_with_events_after,
 )
+from .staleness import latest_storage_id
 
 
 def _last_ingested(instance: dg.DagsterInstance) -> str | None:
@@ -120,8 +122,12 @@ def new_scans_sensor(
         graph = context.repository_def.asset_graph
         code = per_scan_code_version(graph)
         changed, newest = scans_with_events_after(context.instance, graph, look.events or 0)
-        # The first look, or new code: every scan; then only those with new events since the last look.
-        candidates = None if look.events is None or look.code != code else changed
+        promoted = latest_storage_id(context.instance, [PROMOTIONS])
+        # The first look, new code or a promotion (every scan's predictions): every scan; then only
+        # those with new events since the last look.
+        everything = look.events is None or look.code != code or promoted > look.events
+        candidates = None if everything else changed
+        newest = max(newest, promoted)
         waiting = [
             scan
             for scan in scans_awaiting_processing(

@@ -19,6 +19,7 @@ from base.files import atomic_path
 from base.lifecycle import patient_hash
 from base.markdown import markdown_table
 from base.store import Store
+from base.study import StudySettings, protocol
 from ml.baselines import baseline_matrix, fit_baselines
 from ml.combined import best_radiomics_model, stack
 from ml.comparison import compare_with_best
@@ -170,7 +171,7 @@ def radiomics_models(
     result = fit_radiomics_arm(matrix, patient_split, features, study.models, study.label, study.seed)
     leakage = split_effect(matrix, features, fitting_settings(study.models, matrix), study.label, study.seed)
     settings_hash = study.step_hash("radiomics_models")
-    metrics = _saved(store.store(), result, settings_hash)
+    metrics = _saved(store.store(), result, settings_hash, provenance(study, "lesions", "radiomics"))
     yield dg.Output(
         metrics,
         "radiomics_metrics",
@@ -189,11 +190,22 @@ def radiomics_models(
     yield dg.Output(result.cv_predictions.assign(settings_hash=settings_hash), "radiomics_cv_predictions")
 
 
-def _saved(store: Store, result: ArmResult, settings_hash: str) -> pd.DataFrame:
+def provenance(study: StudySettings, *inputs: str) -> dict:
+    """What a model card records so that the model can later score other rows honestly: the settings
+    hash of each step that made its inputs (scoring refuses rows made otherwise), and the acquisition
+    protocol of its training scans (scoring flags a scan outside it)."""
+    return {
+        "input_settings": {step: study.step_hash(step) for step in inputs},
+        "inclusion": protocol(study, "inclusion"),
+        "label_classes": list(study.label.classes),
+    }
+
+
+def _saved(store: Store, result: ArmResult, settings_hash: str, origin: dict) -> pd.DataFrame:
     """Each fitted model and its card under artifacts/models/<arm>/; the metrics with their files."""
     folder = store.artifact_path("models", result.metrics["arm"].iloc[0])
     paths = {
-        m.model_id: save_model(folder, m.model_id, m.pipeline, {**m.card, "settings_hash": settings_hash})
+        m.model_id: save_model(folder, m.model_id, m.pipeline, {**m.card, "settings_hash": settings_hash, **origin})
         for m in result.models
     }
     return result.metrics.assign(
@@ -225,7 +237,8 @@ def baseline_models(
     frame = baseline_matrix(matrix, lesions)
     results = fit_baselines(frame, patient_split, study.models, study.label, study.seed)
     settings_hash = study.step_hash("radiomics_models")
-    metrics = pd.concat([_saved(store.store(), result, settings_hash) for result in results], ignore_index=True)
+    origin = provenance(study, "lesions")
+    metrics = pd.concat([_saved(store.store(), result, settings_hash, origin) for result in results], ignore_index=True)
     predictions = pd.concat([result.predictions for result in results], ignore_index=True)
     context.log.info(", ".join(f"{m['model']}: test AUC {m['auc']:.2f}" for _, m in metrics.iterrows()))
     yield dg.Output(metrics, "baseline_metrics", metadata={"table_3": dg.MetadataValue.md(table3(metrics))})
@@ -339,8 +352,11 @@ def densenet(
         "history": [asdict(h) for h in result.history],
         "training_data_sha256": data_hash(rows.loc[part[TRAIN], ["lesion_id", "slice_index"]], y[part[TRAIN]]),
         "training_slices": int(len(part[TRAIN])),
+        "training_patient_ids": sorted(rows.loc[part[TRAIN], "patient_id"].unique()),
+        "validation_patient_ids": sorted(rows.loc[part[VALIDATION], "patient_id"].unique()),
         "positive_class": study.label.positive,
         "settings_hash": study.step_hash("densenet"),
+        **provenance(study, "lesions", "slices"),
     }
     identifier = model_id("densenet121", card)
     path = save_model(checkpoint.parent, identifier, result.model.state_dict(), card, write=torch.save, suffix=".pt")
@@ -437,6 +453,10 @@ def combined_model(
         "seed": study.seed,
         "positive_class": study.label.positive,
         "settings_hash": study.step_hash("combined"),
+        "components": {"radiomics": best["model_id"], "densenet": densenet_id},
+        # A fitted stacker learnt from the validation patients; a mean learnt from no one.
+        "training_patient_ids": sorted(fit["patient_id"].unique()) if stacked.stacker is not None else [],
+        **provenance(study, "lesions", "radiomics", "slices"),
         "training_data_sha256": data_hash(
             fit[["lesion_id", "probability_radiomics", "probability_densenet"]], labels(fit, study.label)
         ),

@@ -32,21 +32,26 @@ REVISIONS: dict[str, tuple[int, str]] = {
     "feature_importance": (1, "selection"),
     # 2: nested CV on the training patients, Platt scaling on its out-of-fold probabilities.
     # 3: Platt on every repeat's held-out probability, not on their mean over repeats.
-    "radiomics_metrics": (3, "radiomics_models"),
-    "radiomics_predictions": (3, "radiomics_models"),
+    # 4 (and the other arms' next revision): cards record the training patients, the settings their
+    # inputs were made under and the training features' spread, which scoring checks.
+    "radiomics_metrics": (4, "radiomics_models"),
+    "radiomics_predictions": (4, "radiomics_models"),
     "radiomics_cv_folds": (1, "radiomics_models"),
     "radiomics_cv_predictions": (1, "radiomics_models"),
-    "baseline_metrics": (2, "radiomics_models"),  # 2: as radiomics 3
-    "baseline_predictions": (2, "radiomics_models"),
+    "baseline_metrics": (3, "radiomics_models"),  # 2: as radiomics 3; 3: as radiomics 4
+    "baseline_predictions": (3, "radiomics_models"),
     # 2: probabilities moved from the class weights' balance to the training prevalence.
-    "densenet_metrics": (2, "densenet"),
-    "densenet_predictions": (2, "densenet"),
+    "densenet_metrics": (3, "densenet"),
+    "densenet_predictions": (3, "densenet"),
     # 2: the best radiomics model by nested CV; validation rows scored too (their threshold).
-    "combined_metrics": (3, "combined"),  # 3: as densenet 2
-    "combined_predictions": (3, "combined"),
+    "combined_metrics": (4, "combined"),  # 3: as densenet 2; 4: as radiomics 4
+    "combined_predictions": (4, "combined"),
     # The evaluation reads the same settings as the radiomics models (seed, label, models).
     "metric_intervals": (1, "radiomics_models"),
     "model_comparisons": (2, "radiomics_models"),  # 2: flag on a zero-width interval
+    "models": (1, "radiomics_models"),  # the registry: a table of the model cards
+    "model_promotions": (1, "radiomics_models"),
+    "scan_predictions": (1, "cohort"),  # the label classes of its calls; the models it uses by data version
     "permutation_null": (1, "robustness"),
     "split_repeats": (1, "robustness"),
 }

@@ -24,7 +24,7 @@ UPDATE_VARIABLE = "METORIGIN_UPDATE_SNAPSHOT"
 REGENERATE = f"{UPDATE_VARIABLE}=1 .venv/bin/pytest tests/test_asset_graph.py"
 
 # Data flows one way through the groups: a group may depend on itself and on earlier groups only.
-GROUP_ORDER = ("cohort", "imaging", "feature_store", "study")
+GROUP_ORDER = ("cohort", "imaging", "feature_store", "study", "validation")
 PARTITIONED_GROUP = "imaging"
 
 

@@ -71,3 +71,12 @@ def test_sql_scale_smoke():
     values = result_values(lines[-1], ["seconds", "peak_gb", "time_ratio_to_target", "memory_ratio_to_target"])
     assert values["seconds"] > 0 and values["peak_gb"] > 0, lines[-1]
     assert values["time_ratio_to_target"] >= 0 and values["memory_ratio_to_target"] >= 0, lines[-1]
+
+
+@pytest.mark.slow
+def test_scoring_speed_smoke():
+    lines = run_smoke("scoring_speed.py")
+    values = result_values(
+        lines[-1], ["scan_scoring_s", "model_load_s", "lesion_ms", "lesions_per_scan", "paper_lesion_cpu_s"]
+    )
+    assert values["lesions_per_scan"] == 4 and values["scan_scoring_s"] > 0 and values["paper_lesion_cpu_s"] > 0

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from base.store import Store
-from orchestration import cohort_assets, scan_batches
+from orchestration import cohort_assets, model_assets, scan_batches
 from orchestration.definitions import build_definitions
 from orchestration.partitions import scan_partitions
 from orchestration.resources import CohortResource, LakeIOManager, SettingsResource, StoreResource, resources_from_env
@@ -20,7 +20,7 @@ from tests.helpers import append_row, replace_in
 # Every test here runs the pipeline or a subprocess: `make test`, not `make test-fast`.
 pytestmark = pytest.mark.slow
 
-ASSETS = [cohort_assets.patients, cohort_assets.scans]
+ASSETS = [cohort_assets.patients, cohort_assets.scans, model_assets.model_promotions]  # what ingest materialises
 
 
 def _resources(cohort_dir, store_dir) -> dict:
@@ -143,7 +143,14 @@ def _ask_for_missing_work(cohort, tmp_path, instance, defs, repository, monkeypa
     done = sorted(added.partition_keys)[:5]
     store = Store(tmp_path / "store")
     for scan_id in done:  # pretend these were processed: their per-scan materialisations and lake files
-        for asset in ("scan_integrity", "segmentations", "lesions", "radiomics_features", "lesion_slices"):
+        for asset in (
+            "scan_integrity",
+            "segmentations",
+            "lesions",
+            "radiomics_features",
+            "lesion_slices",
+            "scan_predictions",
+        ):
             instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=scan_id))
             store.write_lake(asset, pd.DataFrame({"scan_id": [scan_id]}), scan_id)
     third = tick(cursor=fingerprint)

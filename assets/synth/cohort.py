@@ -49,11 +49,7 @@ def generate_cohort(
     for sub in ("images", "masks", "truth"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
-    patients = []
-    for site, n in config.patient_counts().items():
-        patients += sample_patients(site, n, rng)
-    patients = [patients[i] for i in rng.permutation(len(patients))]  # ids must not reveal the class
-    draws = _class_draws(patients, rng)
+    patients, draws = draw_patients(config.patient_counts(), rng)
     specs = []
     for index, patient in enumerate(patients):
         patient["patient_id"] = f"P{index + 1:03d}"
@@ -67,15 +63,33 @@ def generate_cohort(
     # One included scan as a DICOM series (metadata left to the headers), one mask on a
     # reoriented grid: both paths of the contract are exercised by every generated cohort.
     jobs = [(spec, out, "dicom" if i == 0 else "nifti", i == 1) for i, spec in enumerate(specs)]
+    rows = render_scans(jobs, config.workers, progress)
+    _write_csvs(out, patients, specs, rows)
+    _write_readme(out, config, len(patients), len(specs))
+    return out
+
+
+def draw_patients(counts: dict[str, int], rng: np.random.Generator) -> tuple[list[dict], list[tuple[int, float]]]:
+    """`counts[site]` patients of each site in a random order (ids must not reveal the class), and
+    each one's lesion count and tumour-burden quantile (`_class_draws`)."""
+    patients = []
+    for site, n in counts.items():
+        patients += sample_patients(site, n, rng)
+    patients = [patients[i] for i in rng.permutation(len(patients))]
+    return patients, _class_draws(patients, rng)
+
+
+def render_scans(
+    jobs: list[tuple[ScanSpec, Path, str, bool]], workers: int, progress: Callable[[int, int], None] | None = None
+) -> list[dict]:
+    """Render and write each job's image and mask (in worker processes), and what was written."""
     rows = []
-    with ProcessPoolExecutor(max_workers=config.workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers) as pool:
         for done, row in enumerate(pool.map(_render_and_write, jobs), start=1):
             rows.append(row)
             if progress:
                 progress(done, len(jobs))
-    _write_csvs(out, patients, specs, rows)
-    _write_readme(out, config, len(patients), len(specs))
-    return out
+    return rows
 
 
 def _class_draws(patients: list[dict], rng: np.random.Generator) -> list[tuple[int, float]]:
@@ -324,6 +338,15 @@ def _write_csvs(out: Path, patients: list[dict], specs: list[ScanSpec], rows: li
     _write_csv(
         out / "patients.csv", ["patient_id", "primary_site", "age", "sex", "t_stage", "n_stage", "m_stage"], patients
     )
+    scans, truth_scans, truth_lesions = scan_tables(specs, rows)
+    _write_csv(out / "scans.csv", list(scans[0]), scans)
+    _write_csv(out / "truth" / "scans.csv", list(truth_scans[0]), truth_scans)
+    _write_csv(out / "truth" / "lesions.csv", list(truth_lesions[0]), truth_lesions)
+
+
+def scan_tables(specs: list[ScanSpec], rows: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """The rows of scans.csv, truth/scans.csv and truth/lesions.csv for rendered scans (`rows`:
+    what `render_scans` wrote)."""
     by_id = {row["scan_id"]: row for row in rows}
     scans, truth_scans, truth_lesions = [], [], []
     for spec in specs:
@@ -365,9 +388,7 @@ def _write_csvs(out: Path, patients: list[dict], specs: list[ScanSpec], rows: li
                     **{k: round(getattr(les, k), 4) for k in anatomy.TRAITS},
                 }
             )
-    _write_csv(out / "scans.csv", list(scans[0]), scans)
-    _write_csv(out / "truth" / "scans.csv", list(truth_scans[0]), truth_scans)
-    _write_csv(out / "truth" / "lesions.csv", list(truth_lesions[0]), truth_lesions)
+    return scans, truth_scans, truth_lesions
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:

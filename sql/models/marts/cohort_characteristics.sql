@@ -1,8 +1,15 @@
 -- Table 1 of the study, regenerated for this cohort: one row per characteristic, level and cohort.
 -- Patients count when they have at least one included, processed scan. `display` is the cell as
 -- the study prints it; `value` the number behind it; `row_order` the table's row order.
+-- Patients whose label cell is empty form their own cohort, `unlabelled`, in every row: they are
+-- measured like the others but never trained on, and must not blur a class's numbers. A cohort
+-- without them has no `unlabelled` rows at all.
 with patients as (
-    select p.*, b.n_lesions, b.tumor_burden, b.liver_parenchyma_mean_hu
+    select
+        p.* replace (coalesce(p.label, 'unlabelled') as label),
+        b.n_lesions,
+        b.tumor_burden,
+        b.liver_parenchyma_mean_hu
     from {{ ref('patients') }} as p
     inner join {{ ref('tumor_burden') }} as b on b.level = 'patient' and b.patient_id = p.patient_id
 ),
