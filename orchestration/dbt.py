@@ -6,9 +6,9 @@ analysts never see half a build. `training_matrix` is a separate step so that th
 Expectations checks on `lesion_features` can stop it (and everything downstream) when they fail;
 the study's results (`models/results/`) are a third step, built after the models that fill them, and
 the permutation test and split repeats (`models/robustness/`) a fourth, so they never hold up Table 3.
-The model registry (`models/registry/`, after the study or a promotion), the per-scan predictions
-(`models/predictions/`, after the per-scan runs) and the external validation (`models/external/`)
-are steps of their own for the same reason: each is built when what fills it has run.
+The model registry (`models/registry/`) is built with the study's results (and alone after a
+promotion), the per-scan predictions (`models/predictions/`) with the rest of the feature store,
+and the external validation (`models/external/`) in a step of its own, run by `metorigin validate`.
 """
 
 import json
@@ -62,8 +62,7 @@ FEATURE_STORE_GROUP = "feature_store"
 GATED_MODELS = "training_matrix"
 RESULT_MODELS = "path:models/results"
 ROBUSTNESS_MODELS = "path:models/robustness"  # its own step: the slow permutation test never holds up Table 3
-REGISTRY_MODELS = "path:models/registry"  # the model registry and promotions, after the study (group study)
-PREDICTIONS_MODELS = "path:models/predictions"  # scan and patient predictions, after the per-scan runs
+REGISTRY_MODELS = "path:models/registry"  # the model registry and promotions (group study)
 EXTERNAL_MODELS = "path:models/external"  # external validation (group validation, `metorigin validate`)
 STUDY_FOLDERS = ("models/results/", "models/robustness/", "models/registry/")
 
@@ -156,12 +155,12 @@ def _dbt_step(name: str, **selection: str) -> dg.AssetsDefinition:
     return step
 
 
+# Each step is a dbt process (seconds to start): the registry is published with the study's results,
+# and the predictions with the rest of the feature store after the per-scan runs.
 OWN_STEPS = {
     "gated_feature_store": GATED_MODELS,
-    "study_results": RESULT_MODELS,
+    "study_results": f"{RESULT_MODELS} {REGISTRY_MODELS}",
     "robustness_results": ROBUSTNESS_MODELS,
-    "model_registry_tables": REGISTRY_MODELS,
-    "predictions": PREDICTIONS_MODELS,
     "external_validation_tables": EXTERNAL_MODELS,
 }
 DBT_STEPS = [

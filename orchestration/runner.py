@@ -91,9 +91,9 @@ def promote(defs: dg.Definitions, instance: dg.DagsterInstance, config: dict, re
     return report
 
 
-# What `metorigin validate` builds of the validation cohort's store: its feature store, not its study
-# (nothing is trained there) nor its own predictions (no model is promoted in it).
-VALIDATION_STORE = f"not group:{STUDY_GROUP} and not key:scan_predictions and not key:feature_store/*_predictions"
+# What `metorigin validate` builds of the validation cohort's store: up to its feature store, never
+# its study (nothing is trained there).
+VALIDATION_STORE = f"not group:{STUDY_GROUP}"
 
 
 def validate_with(defs: dg.Definitions, instance: dg.DagsterInstance, models_store) -> RunReport:
