@@ -277,6 +277,8 @@ def forget_patient(store: Store, patient_id: str, who: str, why: str, when: date
         in_split = "patient_split" in found.lake_frames and bool(found.lake_mask("patient_split").any())
         if in_split or report.duckdb_rows.get("patient_split", 0) > 0:
             report.models_marked = _mark_models(cards, when, patient_id)
+        else:  # models of an earlier split that list the patient (their cards name them)
+            report.models_marked = _mark_models([c for c in cards if _lists(c[1], patient_id)], when, patient_id)
         report.lake_rows = _rewrite_lake_tables(store, found)
         report.retired_log_lines = _drop_retired_lines(store, found.scans)
         report.files = _delete_scan_files(store, found.scans)
@@ -476,6 +478,10 @@ def _model_cards(store: Store) -> list[tuple[Path, dict]]:
         if isinstance(card, dict):
             cards.append((path, card))
     return cards
+
+
+def _lists(card: dict, patient_id: str) -> bool:
+    return any(patient_id in v for k, v in card.items() if k.endswith("_patient_ids") and isinstance(v, list))
 
 
 def _mark_models(cards: list[tuple[Path, dict]], when: datetime, patient_id: str) -> list[str]:

@@ -64,6 +64,7 @@ class RegisteredModel:
 
     model_id: str
     arm: str
+    model: str  # the name Table 3 gives it (e.g. densenet121, knn)
     model_file: str  # relative to the store that holds it
     file_sha256: str
     card: dict = field(hash=False, compare=False)
@@ -80,6 +81,12 @@ def read_card(store_root: Path, model_file: str) -> dict:
 def require_inputs(model: RegisteredModel, made_under: dict[str, set[str]], features: list[str] | None = None) -> None:
     """Refuse a model whose inputs were made under other settings than these features (`made_under`:
     step -> the settings hashes found on the rows to score), or that needs a feature they lack."""
+    if not model.input_settings:
+        raise ScoringRefused(
+            model.model_id,
+            "its card does not record the settings its inputs were made under (it was trained by an older metorigin)",
+            "retrain the study (`metorigin run --select 'group:study' --force`) and promote the new model",
+        )
     for step, expected in sorted(model.input_settings.items()):
         found = made_under.get(step, set())
         if found and found != {expected}:
@@ -157,6 +164,16 @@ def combined_from(stacker: Any, radiomics: pd.Series, densenet: pd.Series) -> pd
     """The saved combined model (a stacker, or the description of a plain mean) on its two inputs."""
     pairs = pd.DataFrame({"probability_radiomics": radiomics, "probability_densenet": densenet}).dropna()
     return pd.Series(combined_probability(stacker if not isinstance(stacker, dict) else None, pairs), index=pairs.index)
+
+
+def calls(probability: pd.Series, label) -> list[str | None]:
+    """The class at the cut-off 0.5 for each probability; None where there is none (e.g. a lesion
+    without a slice for the DenseNet): a missing number never becomes a diagnosis."""
+    from .evaluation import predicted_labels
+
+    values = probability.to_numpy(dtype=float)
+    named = predicted_labels(np.nan_to_num(values), label)
+    return [name if np.isfinite(v) else None for name, v in zip(named, values)]
 
 
 def feature_reference(train: pd.DataFrame) -> dict[str, list[float]]:

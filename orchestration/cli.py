@@ -156,6 +156,13 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--cohort", required=True, type=Path, help="the labelled cohort to validate on")
     validate.add_argument("--store", required=True, type=Path, help="the store for that cohort (created if missing)")
     validate.add_argument(
+        "--study",
+        type=Path,
+        default=None,
+        help="the cohort's own study file (e.g. wider inclusion criteria; its lesion, radiomics and slice settings "
+        "must be the models'); default: the models store's study",
+    )
+    validate.add_argument(
         "--workers", type=int, default=0, help="processes for per-lesion work (default: one per core)"
     )
     _add_session_arguments(validate)
@@ -660,8 +667,8 @@ def _store_definitions(store: Path):
 
 
 def cmd_validate(args) -> int:
-    """Store B (the cohort's) built under the models store's study, up to the feature store, then
-    `external_validation` with the models store; prints the external Table 3."""
+    """Store B (the cohort's) built under the models store's study (or its own, `--study`), up to the
+    feature store, then `external_validation` with the models store; prints the external Table 3."""
     models = args.models.absolute()
     if not (models / "study.yaml").is_file() or not (models / "lake" / "models").is_dir():
         print(
@@ -672,21 +679,11 @@ def cmd_validate(args) -> int:
         print(
             "note: validating on the models store itself (its own cohort): a check that nothing is refitted", flush=True
         )
-    run_args = argparse.Namespace(
-        cohort=args.cohort,
-        store=args.store,
-        select=None,
-        study=models / "study.yaml",
-        profile="quick",
-        seed=None,
-        nnunet_model=None,
-        workers=args.workers,
-        densenet_epochs=0,
-        split_repeats=0,
-        replace_study=False,
-        no_wait=args.no_wait,
-        verbose=args.verbose,
-        force=False,
+    study = args.study or models / "study.yaml"
+    flags = [flag for flag, on in (("--no-wait", args.no_wait), ("--verbose", args.verbose)) if on]
+    run_args = _parser().parse_args(
+        ["run", "--cohort", str(args.cohort), "--store", str(args.store), "--study", str(study), *flags]
+        + ["--workers", str(args.workers)]
     )
 
     def work(defs, instance):
@@ -698,7 +695,7 @@ def cmd_validate(args) -> int:
     from base.store import Store
 
     store = Store(args.store)
-    if code != 2 and store.duckdb_path.exists():
+    if code == 0:
         with store.connect_read_only() as con:
             query = "select count(*) from information_schema.tables where table_name = 'external_metrics'"
             if con.execute(query).fetchone()[0]:
@@ -976,10 +973,15 @@ def cmd_ibsi_report(args) -> int:
 
 def cmd_demo(args) -> int:
     if not (args.cohort / "scans.csv").is_file():
-        cmd_synth(argparse.Namespace(out=args.cohort, seed=7, scale=1.0, matrix=256, workers=os.cpu_count() or 1))
+        cmd_synth(_parser().parse_args(demo_synth_arguments(args.cohort)))
     run_args = _parser().parse_args(demo_run_arguments(args))
     run_args.study = None  # the built-in study of --profile, whatever METORIGIN_STUDY says
     return cmd_run(run_args)
+
+
+def demo_synth_arguments(cohort: Path) -> list[str]:
+    """The demo cohort is `metorigin synth` with these arguments, parsed like the user's."""
+    return ["synth", "--out", str(cohort), "--seed", "7", "--scale", "1.0"]
 
 
 def demo_run_arguments(args) -> list[str]:

@@ -1,8 +1,8 @@
 """The trained models in use: the registry, the promoted model of each arm, and scoring.
 
-`model_registry` records every model the study trained (one row each, kept across retrainings, so
-a promoted model stays scorable after the study moves on) and the promotions: which model of an
-arm scores new patients, chosen by a person, logged with who, when and why. `scan_predictions` is
+`models` records every model the study trained (one row each, kept across retrainings, so a
+promoted model stays scorable after the study moves on) and `model_promotions` the promotions:
+which model of an arm scores new patients, chosen by a person, logged with who, when and why. `scan_predictions` is
 a per-scan asset of the `process_scan` runs: a scan that arrives after training is scored by the
 promoted models in its own run, with nothing refitted. Its data depends on the promotions (their
 data version is the promoted set), so promoting another model makes every scan's predictions stale
@@ -12,6 +12,7 @@ and the sensor or the next `metorigin run` scores them again.
 import getpass
 import hashlib
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,17 +21,16 @@ import numpy as np
 import pandas as pd
 
 from assets.cohort import exclusion_reasons
-from assets.slices import load_slices
 from base.errors import ScanProcessingError
 from base.markdown import markdown_table
 from base.schemas import MODEL_PROMOTIONS, MODELS, SCAN_PREDICTIONS, conform
 from base.store import Store
 from base.study import InclusionCriteria, StudySettings
-from ml.evaluation import predicted_labels
 from ml.scoring import (
     SCORED_ARMS,
     RegisteredModel,
     ScoringRefused,
+    calls,
     combined_from,
     densenet_probability,
     feature_list_hash,
@@ -47,7 +47,7 @@ from .cohort_assets import COHORT_GROUP
 from .partitions import scan_partitions
 from .resources import SettingsResource, StoreResource
 from .scan_assets import PER_SCAN_GROUP, failing_only_this_scan
-from .study_assets import KINDS, STUDY_GROUP
+from .study_assets import KINDS, STUDY_GROUP, slice_arrays
 
 PROMOTIONS_LOG = "promotions.jsonl"  # <store>/promotions.jsonl: every promotion, appended, never rewritten
 METRIC_TABLES = ("radiomics_metrics", "baseline_metrics", "densenet_metrics", "combined_metrics")
@@ -55,7 +55,7 @@ NO_MODEL = "no model is promoted"
 
 
 class PromotionConfig(dg.Config):
-    """Launchpad config of `model_registry`: leave `promote` empty to refresh the registry only."""
+    """Config of `model_promotions` (the `promote_models` job's launchpad): empty `promote` republishes the log."""
 
     promote: list[str] = []  # model ids of the `models` table (at most one per arm)
     why: str = ""  # required with `promote`: the reason, for the log
@@ -87,14 +87,24 @@ def _registry_row(store: Store, metrics: pd.Series, known: dict, now: str) -> di
         "cv_auc_ci_low": metrics.get("cv_auc_ci_low"),
         "cv_auc_ci_high": metrics.get("cv_auc_ci_high"),
         "model_file": metrics["model_file"],
-        "file_sha256": file_sha256(store.root / metrics["model_file"]),
+        # The sha256 first seen: a file that changed since is refused when it scores, not re-registered.
+        "file_sha256": earlier.get("file_sha256") or file_sha256(store.root / metrics["model_file"]),
         "needs_retraining": "needs_retraining" in card,
     }
 
 
 def read_promotions(store: Store) -> list[dict]:
     path = store.root / PROMOTIONS_LOG
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    entries = []
+    for number, line in enumerate(path.read_text().splitlines() if path.exists() else [], start=1):
+        try:
+            entries.append(json.loads(line)) if line.strip() else None
+        except json.JSONDecodeError as error:
+            raise dg.Failure(
+                f"{path} line {number} is not a JSON promotion ({error.msg}). Fix: restore the line from a backup "
+                "(the log is appended to, never edited), or remove it and promote again"
+            ) from error
+    return entries
 
 
 def promoted_ids(promotions: list[dict]) -> dict[str, str]:
@@ -151,7 +161,8 @@ def models(context: dg.AssetExecutionContext, store: StoreResource, **metrics) -
         for _, row in table.iterrows():
             rows[row["model_id"]] = _registry_row(target, row, known, now)
     # reindex: rows registered by older code may lack a column added since, or hold one dropped
-    registry = conform(pd.DataFrame(list(rows.values())).reindex(columns=MODELS.names), MODELS)
+    frame = pd.DataFrame(list(rows.values())).reindex(columns=MODELS.names)
+    registry = conform(frame.fillna({"needs_retraining": False}), MODELS)
     registry = registry.sort_values(["arm", "model_id"])
     in_use = promoted_ids(read_promotions(target))
     context.add_output_metadata(
@@ -198,15 +209,31 @@ def _promoted_table(registry: pd.DataFrame, in_use: dict[str, str]) -> str:
 
 
 def promoted_models(store: Store, registry: dict[str, RegisteredModel]) -> dict[str, RegisteredModel]:
-    """arm -> the promoted model, for the arms scan_predictions scores with."""
-    return {arm: registry[mid] for arm, mid in promoted_ids(read_promotions(store)).items() if arm in SCORED_ARMS}
+    """arm -> the promoted model, for the arms scan_predictions scores with, its file to be checked
+    against the sha256 recorded when it was promoted (not the registry's, which a study run rereads)."""
+    chosen = {}
+    for entry in read_promotions(store):
+        if entry["arm"] in SCORED_ARMS:
+            model = registered(registry, entry["model_id"])
+            chosen[entry["arm"]] = replace(model, file_sha256=entry.get("file_sha256") or model.file_sha256)
+    return chosen
+
+
+def registered(registry: dict[str, RegisteredModel], model_id: str) -> RegisteredModel:
+    if model_id not in registry:
+        raise ScoringRefused(
+            model_id,
+            "it is not in this store's model registry (`models`)",
+            "materialise `models` (a study run does), or promote a registered model",
+        )
+    return registry[model_id]
 
 
 def registry_models(store: Store) -> dict[str, RegisteredModel]:
     table = store.read_lake("models")
     return {
         row.model_id: RegisteredModel(
-            row.model_id, row.arm, row.model_file, row.file_sha256, read_card(store.root, row.model_file)
+            row.model_id, row.arm, row.model, row.model_file, row.file_sha256, read_card(store.root, row.model_file)
         )
         for row in table.itertuples()
     }
@@ -214,18 +241,11 @@ def registry_models(store: Store) -> dict[str, RegisteredModel]:
 
 def scan_images(root: Path, slices: pd.DataFrame, card: dict) -> tuple[pd.DataFrame, np.ndarray]:
     """The slices the DenseNet scores (its card's slices per lesion and image size), as at training."""
-    from ml.densenet import pick_slices, resize
+    from ml.densenet import pick_slices
 
     params = card["params"]
     chosen = pick_slices(slices, params.get("max_slices_per_lesion"))
-    if chosen.empty:
-        return chosen, np.empty((0, params["image_size"], params["image_size"]), np.uint8)
-    parts = [
-        resize(load_slices(root / file)[group["array_row"].to_numpy()], params["image_size"])
-        for file, group in chosen.groupby("slices_file", sort=False)
-    ]
-    order = np.concatenate([group.index.to_numpy() for _, group in chosen.groupby("slices_file", sort=False)])
-    return chosen, np.concatenate(parts)[np.argsort(order)]
+    return chosen, slice_arrays(root, chosen, params["image_size"])
 
 
 def score_lesions(
@@ -242,6 +262,8 @@ def score_lesions(
     at `models_root`, the slice files from the one at `data_root`. Long: one row per lesion and
     model, with the model's id, arm and settings hash."""
     cache: dict[str, pd.Series] = {}
+    if wide.empty:  # a scan without an included lesion: nothing to score
+        return pd.DataFrame()
 
     def probabilities(model: RegisteredModel) -> pd.Series:
         if model.model_id in cache:
@@ -251,7 +273,9 @@ def score_lesions(
         if model.arm == "combined":
             parts = model.card["components"]
             result = combined_from(
-                fitted, probabilities(registry[parts["radiomics"]]), probabilities(registry[parts["densenet"]])
+                fitted,
+                probabilities(registered(registry, parts["radiomics"])),
+                probabilities(registered(registry, parts["densenet"])),
             )
         elif model.arm == "densenet":
             chosen, images = scan_images(data_root, slices, model.card)
@@ -269,7 +293,7 @@ def score_lesions(
                 probability=wide["lesion_id"].map(probability).to_numpy(),
                 model_id=model.model_id,
                 arm=model.arm,
-                model=model.card.get("model", model.card.get("arm")),
+                model=model.model,
                 settings_hash=model.card.get("settings_hash"),
                 input_settings_hash=input_settings_hash(model.input_settings),
             )
@@ -350,7 +374,7 @@ def finish(predictions: pd.DataFrame, study: StudySettings) -> pd.DataFrame:
     if predictions.empty:
         return conform(pd.DataFrame(columns=SCAN_PREDICTIONS.names), SCAN_PREDICTIONS)
     return conform(
-        predictions.assign(predicted_label=lambda f: predicted_labels(f["probability"].to_numpy(), study.label)),
+        predictions.assign(predicted_label=lambda f: calls(f["probability"], study.label)),
         SCAN_PREDICTIONS,
     )
 
@@ -374,15 +398,15 @@ def scan_predictions(
     call is `patient_predictions` in the feature store. No promoted model: no rows, and a note."""
     target, study, scan_id = store.store(), settings.settings(), context.partition_key
     registry = registry_models(target) if _has(target, "models") else {}
-    models = promoted_models(target, registry)
-    if not models:
-        context.log.info(f"{scan_id}: {NO_MODEL}; nothing scored (metorigin models promote MODEL_ID --store ...)")
-        return finish(pd.DataFrame(), study)
     lesions = target.read_lake("lesions", [scan_id])
     wide = wide_features(radiomics_features)
     scans = target.read_lake("scans")
     with failing_only_this_scan():
         try:
+            models = promoted_models(target, registry)
+            if not models:
+                context.log.info(f"{scan_id}: {NO_MODEL}; nothing scored (metorigin models promote MODEL_ID ...)")
+                return finish(pd.DataFrame(), study)
             predictions = score_lesions(
                 target.root,
                 target.root,
@@ -423,7 +447,7 @@ def _call_rows(table: pd.DataFrame, study: StudySettings) -> list[dict]:
                 "model": model_id,
                 "lesions": len(group),
                 f"mean P({study.label.positive})": f"{mean:.3f}",
-                "call": predicted_labels(np.array([mean]), study.label)[0],
+                "call": calls(pd.Series([mean]), study.label)[0] or "none (no probability)",
                 "notes": notes.iat[0] if len(notes) else "",
             }
         )

@@ -91,8 +91,7 @@ def scans_awaiting_processing(
     present = scans_with_results(store.store())
     retirements = Counter(line.get("scan_id") for line in read_retired_log(store.store()))
     waiting, resolver = [], status_resolver(instance, graph)
-    promoted = instance.get_latest_data_version_record(PROMOTIONS)
-    promotions = (promoted.event_log_entry.tags or {}).get(DATA_VERSION_TAG, "none")[:12] if promoted else "none"
+    promotions = promotions_version(instance)[:12]
     for scan_id in included_scan_partitions(instance, store.store()):
         if (only is not None and scan_id not in only) or scan_id in skip:
             continue
@@ -110,6 +109,12 @@ def scans_awaiting_processing(
         )
         waiting.append(AwaitingScan(scan_id, key))
     return waiting
+
+
+def promotions_version(instance: dg.DagsterInstance) -> str:
+    """The data version of the promoted set (`model_promotions`): what every scan's predictions read."""
+    record = instance.get_latest_data_version_record(PROMOTIONS)
+    return (record.event_log_entry.tags or {}).get(DATA_VERSION_TAG, "none") if record else "none"
 
 
 def scans_in_flight(instance: dg.DagsterInstance) -> set[str] | None:

@@ -31,17 +31,16 @@ from .jobs import ingest_cohort_job, process_scan_job
 from .partitions import scan_partitions
 from .resources import CohortResource, SettingsResource, StoreResource
 from .scan_batches import (
-    PROMOTIONS,
     REQUEST_TAG,
     AwaitingScan,
     batch_requests,
     per_scan_code_version,
     process_scans_job,
+    promotions_version,
     scans_awaiting_processing,
     scans_in_flight,
     scans_with_events_after,
 )
-from .staleness import latest_storage_id
 
 
 def _last_ingested(instance: dg.DagsterInstance) -> str | None:
@@ -72,6 +71,7 @@ class Look:
     cohort: str | None = None
     events: int | None = None
     code: str | None = None
+    promotions: str | None = None  # the promoted set's data version the scans were last asked about under
 
     @classmethod
     def parse(cls, cursor: str | None) -> "Look":
@@ -122,12 +122,12 @@ def new_scans_sensor(
         graph = context.repository_def.asset_graph
         code = per_scan_code_version(graph)
         changed, newest = scans_with_events_after(context.instance, graph, look.events or 0)
-        promoted = latest_storage_id(context.instance, [PROMOTIONS])
-        # The first look, new code or a promotion (every scan's predictions): every scan; then only
-        # those with new events since the last look.
-        everything = look.events is None or look.code != code or promoted > look.events
+        promoted = promotions_version(context.instance)
+        # The first look, new code or another promoted set (every scan's predictions): every scan;
+        # then only those with new events since the last look. (Ingest re-materialises the
+        # promotions each time; only a new data version, another promoted set, counts.)
+        everything = look.events is None or look.code != code or look.promotions != promoted
         candidates = None if everything else changed
-        newest = max(newest, promoted)
         waiting = [
             scan
             for scan in scans_awaiting_processing(
@@ -136,7 +136,7 @@ def new_scans_sensor(
             if _not_requested_yet(context.instance, scan)
         ]
         run_requests += batch_requests(waiting)
-        look = replace(look, events=newest, code=code)
+        look = replace(look, events=newest, code=code, promotions=promoted)
     context.update_cursor(look.dump())
     if not run_requests and not partition_requests:
         return dg.SkipReason(f"{cohort_dir} unchanged and no ingested scan waiting")

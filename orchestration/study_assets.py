@@ -7,6 +7,7 @@ like every other table.
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -245,11 +246,11 @@ def baseline_models(
     yield dg.Output(predictions.assign(settings_hash=settings_hash), "baseline_predictions")
 
 
-def _slice_arrays(store: StoreResource, rows: pd.DataFrame, size: int) -> np.ndarray:
-    """The chosen slices from the per-scan .npz files, resized once; one file in memory at a time."""
+def slice_arrays(root: Path, rows: pd.DataFrame, size: int) -> np.ndarray:
+    """The chosen slices (`rows`, indexed 0..n-1) from the per-scan .npz files of the store at `root`,
+    resized once, in the rows' order; one file in memory at a time. Training and scoring share it."""
     from ml.densenet import resize
 
-    root = store.store().root
     groups = list(rows.groupby("slices_file", sort=False))
     if not groups:
         return np.empty((0, size, size), np.uint8)
@@ -298,7 +299,7 @@ def densenet(
                                from lesion_slices s join training_matrix t using (lesion_id)
                                order by s.lesion_id, s.slice_index""").df()
     rows = pick_slices(index, config.max_slices_per_lesion).merge(patient_split[["patient_id", "set"]], on="patient_id")
-    images = _slice_arrays(store, rows, config.image_size)
+    images = slice_arrays(store.store().root, rows, config.image_size)
     part = {name: rows.index[rows["set"] == name].to_numpy() for name in (TRAIN, VALIDATION, TEST)}
     y = labels(rows, study.label)
     context.log.info(

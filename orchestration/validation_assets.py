@@ -18,10 +18,18 @@ from dagster_duckdb import DuckDBResource
 from base.markdown import markdown_table
 from base.store import Store
 from ml.baselines import baseline_matrix
-from ml.evaluation import labels, predicted_labels, test_metrics
-from ml.scoring import ScoringRefused
+from ml.evaluation import labels, test_metrics
+from ml.scoring import ScoringRefused, calls
 
-from .model_assets import METRIC_TABLES, made_under, registry_models, score_lesions, with_notes
+from .model_assets import (
+    METRIC_TABLES,
+    learnt_from,
+    made_under,
+    registered,
+    registry_models,
+    score_lesions,
+    with_notes,
+)
 from .report import build_external_report
 from .resources import SettingsResource, StoreResource
 from .study_assets import KINDS, TRAINING_MATRIX, read_training_matrix
@@ -54,7 +62,7 @@ def external_rows(
     `tables`: this store's included `lesions`, their `slices`, the `scans`, and the `radiomics`
     features' settings hashes."""
     registry = registry_models(Store(models_root))
-    models = {mid: registry[mid] for mid in metrics["model_id"]}
+    models = {mid: registered(registry, mid) for mid in metrics["model_id"]}
     lesions, slices = tables["lesions"], tables["slices"]
     size = baseline_matrix(matrix, lesions).drop(columns=["scan_id", "patient_id", "label"])
     wide = matrix.merge(size, on="lesion_id")
@@ -101,13 +109,22 @@ def external_validation(
         predictions = external_rows(source.root, store.store().root, metrics, matrix, tables)
     except ScoringRefused as refused:
         raise dg.Failure(str(refused)) from refused
+    registry = registry_models(source)
+    learnt = set().union(*(learnt_from(registry[m], registry) for m in metrics["model_id"]))
+    shared = sorted(set(predictions["patient_id"]) & learnt)
+    if shared:
+        context.log.warning(
+            f"{len(shared)} patient id(s) of this cohort are among the models' training or validation patients "
+            f"({', '.join(shared[:5])}{', ...' if len(shared) > 5 else ''}): the same people, or only the same "
+            "pseudonyms? external_metrics counts them (shared_patient_ids)"
+        )
     here = store.store().root.resolve()
     # Relative when the models are this store's own (a copied store names no old place), else as given.
     origin = "." if source.root.resolve() == here else str(source.root)
     if origin != ".":  # another centre's patient ids say nothing about who trained the models
         predictions = predictions.assign(seen_in_training=False)
     predictions = predictions.merge(metrics[["model_id", "resampler"]], on="model_id").assign(
-        predicted_label=lambda f: predicted_labels(f["probability"].to_numpy(), study.label), models_store=origin
+        predicted_label=lambda f: calls(f["probability"], study.label), models_store=origin
     )
     rows = []
     for model_id, group in predictions.groupby("model_id", sort=True):
@@ -124,6 +141,7 @@ def external_validation(
                 # The model's own nested-CV estimate on its training patients, as in its Table 3 row.
                 **{k: internal.get(k) for k in ("cv_auc", "cv_auc_ci_low", "cv_auc_ci_high")},
                 "out_of_distribution_scans": int(group.loc[group["out_of_distribution"], "scan_id"].nunique()),
+                "shared_patient_ids": len(shared),
                 "models_store": origin,
                 "model_file": internal["model_file"],
                 "settings_hash": internal["settings_hash"],

@@ -50,7 +50,7 @@ REVISIONS: dict[str, tuple[int, str]] = {
     "metric_intervals": (1, "radiomics_models"),
     "model_comparisons": (2, "radiomics_models"),  # 2: flag on a zero-width interval
     "models": (1, "radiomics_models"),  # the registry: a table of the model cards
-    "model_promotions": (1, "radiomics_models"),
+    "model_promotions": (1, "cohort"),  # reads no setting; ingest materialises it
     "scan_predictions": (1, "cohort"),  # the label classes of its calls; the models it uses by data version
     "permutation_null": (1, "robustness"),
     "split_repeats": (1, "robustness"),

@@ -189,9 +189,11 @@ def test_a_retrain_schedule_dagster_cannot_run_is_refused_and_retrain_is_in_no_h
 
 def test_metorigin_demo_is_metorigin_run_with_every_run_default(tmp_path):
     """`demo` once built its own argument set for `run` and missed a run option added later (--force)."""
-    from orchestration.cli import _parser, demo_run_arguments
+    from orchestration.cli import _parser, demo_run_arguments, demo_synth_arguments
 
     demo = _parser().parse_args(["demo", "--cohort", str(tmp_path / "c"), "--store", str(tmp_path / "s"), "--no-wait"])
     as_demo = vars(_parser().parse_args(demo_run_arguments(demo)))
     as_run = vars(_parser().parse_args(["run", "--cohort", str(tmp_path / "c"), "--store", str(tmp_path / "s")]))
     assert as_demo.keys() == as_run.keys() and as_demo["no_wait"] and not as_demo["force"]
+    synth = vars(_parser().parse_args(demo_synth_arguments(tmp_path / "c")))  # `synth --add-to` broke it once
+    assert synth.keys() == vars(_parser().parse_args(["synth", "--out", "x"])).keys() and synth["add_to"] is None

@@ -21,13 +21,15 @@ from assets.cohort import load_cohort
 from assets.synth import append_patients
 from assets.synth.append import _free_numbers
 from base import errors
-from base.study import UNLABELLED, get_settings
+from base.study import UNLABELLED, LabelSettings, get_settings
 from benchmarks.sql_scale import LESIONS_PER_SCAN, MEASURED, REPO, run_dbt, write_lake
 from ml import study_report
 from ml.paper_tables import paper_tables
 from ml.report import UNLABELLED_NOTE, table1_frame
 from ml.report_data import read_tables
+from ml.scoring import calls
 from orchestration.dbt import dbt_vars
+from orchestration.model_assets import score_lesions, wide_features
 
 UNLABELLED_PATIENT = "P4"  # of the lake's five patients: P0-P2 the first class, P3 the second
 
@@ -153,3 +155,9 @@ def test_appended_patients_are_valid_rows_with_new_ids(tiny_cohort, tmp_path):
     truth = pd.read_csv(cohort / "truth" / "patients.csv")
     assert truth["patient_id"].tolist() == new and truth["primary_site"].notna().all()  # the class, kept aside
     assert _free_numbers(cohort, "U", 1) == [3]  # the next call continues after them
+
+
+def test_a_missing_probability_gets_no_call_and_a_scan_without_lesions_scores_nothing():
+    assert calls(pd.Series([0.2, float("nan"), 0.7]), LabelSettings()) == ["colorectal", None, "pancreatic"]
+    empty = wide_features(pd.DataFrame(columns=["lesion_id", "scan_id", "patient_id", "feature_name", "feature_value"]))
+    assert score_lesions(Path("."), Path("."), {}, {}, empty, pd.DataFrame(), {}).empty
