@@ -6,7 +6,6 @@ they check from the store rather than trusting the pipeline's own numbers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -22,45 +21,31 @@ import torch
 from PIL import Image
 from scipy.stats import t as student_t
 
-from assets.synth import SynthConfig, append_patients, generate_cohort
+from assets.synth import SynthConfig, generate_cohort
 from base.store import Store
 from base.study import get_settings
-from ml.combined import best_radiomics_model
 from ml.densenet import pick_slices
 from ml.evaluation import labels
-from ml.evaluation import test_metrics as table3_metrics  # not `test_*`: pytest would collect it
 from ml.radiomics_arm import feature_columns, split_effect
 from ml.registry import data_hash
 from ml.report_curves import auc_from_points
-from ml.scoring import ScoringRefused, load, require_inputs
 from ml.selection import drop_correlated
-from orchestration.cohort_assets import cohort_fingerprint
 from orchestration.definitions import build_definitions
-from orchestration.execution import RunReport, executor
-from orchestration.model_assets import registry_models
-from orchestration.partitions import scan_partitions
 from orchestration.report_assets import RESULT_TABLES
 from orchestration.resources import resources_from_env
-from orchestration.runner import external_validation, promote, run_selection, validate_with
-from orchestration.sensors import new_scans_sensor
-from tests.test_cli import _cli
+from orchestration.runner import run_selection
 
 pytestmark = pytest.mark.slow
 
 QUICK = get_settings("quick")
 STUDY = SynthConfig(seed=11, scale=0.3, matrix=64, workers=2)
-QUICK_RESAMPLES = 300  # the fixture's study file: models.bootstrap_resamples
-UNLABELLED = "P003"  # a patient whose label the fixture leaves empty in patients.csv
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     cohort = generate_cohort(root / "cohort", STUDY)
-    patients = pd.read_csv(cohort / "patients.csv", dtype=str, keep_default_na=False)
-    patients.loc[patients["patient_id"] == UNLABELLED, "primary_site"] = ""  # scored, never learnt from
-    patients.to_csv(cohort / "patients.csv", index=False)
-    with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:  # persistent: sensors need one
+    with pytest.MonkeyPatch.context() as mp:
         mp.setenv("METORIGIN_COHORT", str(cohort))
         mp.setenv("METORIGIN_STORE", str(root / "store"))
         mp.setenv("METORIGIN_WORKERS", "2")
@@ -74,6 +59,7 @@ def study(tmp_path_factory):
         )
         mp.setenv("METORIGIN_STUDY", str(root / "study.yaml"))
         defs = build_definitions(resources_from_env())
+        instance = dg.DagsterInstance.ephemeral()
         report = run_selection(defs, instance, progress=lambda _: None)
         assert report.ok, (report.step_failures, report.failed_checks)
         yield defs, instance, Store(root / "store")
@@ -447,210 +433,3 @@ def test_a_copied_store_answers_and_loads_its_models_with_the_original_gone(stud
         assert any(name.endswith("weight") for name in weights)
     finally:
         away.rename(store.root)
-
-
-# --- The models in use: unlabelled patients, the registry, scoring, external validation (issue 15) ---
-
-
-def _cards(store: Store) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((store.artifacts / "models").rglob("*.json"))]
-
-
-def test_an_unlabelled_patient_is_measured_and_stored_but_never_learnt_from(study):
-    _, _, store = study
-    label = _sql(store, f"select label from patients where patient_id = '{UNLABELLED}'")["label"]
-    assert len(label) == 1 and label.isna().all()
-    assert _sql(store, f"select count(*) n from lesion_features where patient_id = '{UNLABELLED}'")["n"][0] > 0
-    for table in ("training_matrix", "patient_split"):
-        assert _sql(store, f"select count(*) n from {table} where patient_id = '{UNLABELLED}'")["n"][0] == 0, table
-    cards = _cards(store)
-    learnt = [c for c in cards if "training_patient_ids" in c]
-    assert {c["arm"] for c in learnt} == {"radiomics", "baseline", "densenet", "combined"}
-    for card in learnt:
-        assert UNLABELLED not in card["training_patient_ids"] + card.get("validation_patient_ids", [])
-    table1 = _sql(store, "select cohort, value from cohort_characteristics where characteristic = 'n'")
-    assert table1.set_index("cohort")["value"].get("unlabelled") == 1
-
-
-def _model_files(store: Store) -> dict[str, str]:
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in (store.artifacts / "models").rglob("*-*.*")
-        if p.suffix in (".joblib", ".pt")
-    }
-
-
-def _promote(defs, instance, ids: list[str], why: str = "the test's choice") -> RunReport:
-    return promote(defs, instance, {"promote": ids, "why": why}, RunReport())
-
-
-@pytest.fixture(scope="module")
-def promoted(study):
-    """The best radiomics model by nested CV, the DenseNet and the combined model promoted, and the
-    run after it: every scan scored."""
-    defs, instance, store = study
-    metrics = _sql(store, "select * from model_metrics")
-    ids = [
-        best_radiomics_model(metrics[metrics["arm"] == "radiomics"])["model_id"],
-        *metrics.loc[metrics["arm"].isin(["densenet", "combined"]), "model_id"],
-    ]
-    files = _model_files(store)
-    assert _promote(defs, instance, ids).ok
-    scored = run_selection(defs, instance, progress=lambda _: None)
-    assert scored.ok, (scored.step_failures, scored.failed_checks)
-    return ids, files, scored
-
-
-def test_promotions_are_logged_and_a_wrong_one_is_refused(study, promoted):
-    defs, instance, store = study
-    ids, _, _ = promoted
-    registry = _sql(store, "select * from models")
-    assert len(registry) == 20 and registry["model_id"].is_unique and registry["file_sha256"].notna().all()
-    assert sorted(registry.loc[registry["promoted"], "model_id"]) == sorted(ids)
-    log = _sql(store, 'select model_id, arm, who, "when", why from model_promotions')
-    assert sorted(log["model_id"]) == sorted(ids) and set(log["why"]) == {"the test's choice"}
-    assert log["who"].str.len().gt(0).all()
-    baseline = registry.loc[registry["arm"] == "baseline", "model_id"].iloc[0]
-    for wrong, because in (
-        (["no-such-model"], "no model no-such-model in the registry"),
-        ([baseline], "at most one model per arm"),
-        ([ids[0], ids[0]], "at most one model per arm"),
-    ):
-        report = _promote(defs, instance, wrong)
-        assert not report.ok and because in " ".join(report.step_failures), report.step_failures
-    assert _promote(defs, instance, [ids[0]], why=" ").step_failures  # a promotion needs a reason
-    assert len((store.root / "promotions.jsonl").read_text().splitlines()) == 3  # the refused ones left no line
-
-
-def test_every_scan_is_scored_by_the_frozen_promoted_models(study, promoted):
-    defs, _, store = study
-    ids, files, scored = promoted
-    assert _model_files(store) == files  # nothing refitted, nothing rewritten
-    study = dg.AssetSelection.groups("study").resolve(defs.resolve_asset_graph())
-    assert not {k.to_user_string() for k in study if len(k.path) == 1} & set(scored.materialized)  # no model fitted
-    included = _sql(store, "select scan_id from scans where included")["scan_id"]
-    assert scored.materialized["scan_predictions"] == len(included)
-    rows = _sql(store, "select * from scan_predictions")
-    assert set(rows["model_id"]) == set(ids) and rows["settings_hash"].notna().all()
-    cards = {c["model_id"]: c for c in _cards(store)}
-    assert all(cards[m]["settings_hash"] == h for m, h in zip(rows["model_id"], rows["settings_hash"]))
-    # The test patients' lesions get the probabilities Table 3 was computed from: the same frozen models.
-    test = _sql(store, "select model_id, lesion_id, probability from lesion_predictions where evaluation = 'test'")
-    both = rows.merge(test, on=["model_id", "lesion_id"], suffixes=("", "_table3"))
-    assert len(both) == len(test[test["model_id"].isin(ids)]) > 0
-    assert np.allclose(both["probability"], both["probability_table3"], rtol=0, atol=1e-12)
-    calls = _sql(store, f"select * from patient_predictions where patient_id = '{UNLABELLED}'")
-    assert set(calls["arm"]) == {"radiomics", "densenet", "combined"}
-    assert set(calls["patient_status"]) == {"unlabelled"} and calls["label"].isna().all()
-    assert calls["predicted_label"].isin(QUICK.label.classes).all()
-    seen = _sql(store, "select patient_status, count(*) n from patient_predictions group by 1")
-    assert set(seen["patient_status"]) == {"unlabelled", "seen in training", "not seen"}
-
-
-def test_rescoring_a_scan_gives_identical_probabilities(study, promoted):
-    defs, instance, store = study
-    scan = _sql(store, f"select scan_id from scans where patient_id = '{UNLABELLED}' and included")["scan_id"][0]
-    before = store.read_lake("scan_predictions", [scan])
-    report = RunReport()
-    executor(defs.resolve_job_def, instance, report)("process_scan", {dg.AssetKey("scan_predictions")}, scan)
-    assert report.ok
-    pd.testing.assert_frame_equal(store.read_lake("scan_predictions", [scan]), before)
-
-
-def test_a_model_trained_under_other_settings_or_a_changed_file_is_refused(study, promoted, tmp_path):
-    _, _, store = study
-    ids, _, _ = promoted
-    registry = registry_models(store)
-    model = registry[ids[0]]
-    other = {step: {"another-hash"} for step in model.input_settings}
-    with pytest.raises(ScoringRefused, match="trained on .* settings .* Fix: score with a model trained under"):
-        require_inputs(model, other, None)
-    wide = _sql(store, "select * from training_matrix")
-    with pytest.raises(ScoringRefused, match="features are not in the feature store"):
-        require_inputs(model, {}, [c for c in wide.columns if c != model.card["features"][0]])
-    copy = tmp_path / model.model_file
-    copy.parent.mkdir(parents=True)
-    copy.write_bytes((store.root / model.model_file).read_bytes() + b"\0")
-    with pytest.raises(ScoringRefused, match="not the one registered"):
-        load(tmp_path, model)
-
-
-def test_validating_on_the_store_own_cohort_reproduces_its_test_probabilities(study, promoted):
-    defs, instance, store = study  # its feature store is built: the validation run alone (`validate` runs both)
-    assert external_validation(defs, instance, store.root, RunReport()).ok
-    external = _sql(store, "select * from external_predictions")
-    table3 = _sql(store, "select model_id, lesion_id, probability from lesion_predictions where evaluation = 'test'")
-    both = external.merge(table3, on=["model_id", "lesion_id"], suffixes=("", "_table3"))
-    assert both["model_id"].nunique() == 20 and len(both) == len(table3)
-    assert np.allclose(both["probability"], both["probability_table3"], rtol=0, atol=1e-12)
-    assert set(external["models_store"]) == {"."}
-
-
-def test_external_validation_on_a_second_cohort_uses_the_frozen_models(
-    study, promoted, tiny_cohort, tmp_path, monkeypatch
-):
-    _, _, store = study
-    files = _model_files(store)
-    monkeypatch.setenv("METORIGIN_COHORT", str(tiny_cohort))  # another seed: another centre
-    monkeypatch.setenv("METORIGIN_STORE", str(tmp_path / "b"))
-    defs_b = build_definitions(resources_from_env())  # the same study file as store A
-    with dg.instance_for_test() as instance_b:
-        report = validate_with(defs_b, instance_b, store.root)
-    assert report.ok, (report.step_failures, report.failed_checks)
-    other = Store(tmp_path / "b")
-    metrics = _sql(other, "select * from external_metrics").set_index("model_id")
-    predictions = _sql(other, "select * from external_predictions")
-    assert len(metrics) == 20 and set(predictions["models_store"]) == {str(store.root)}
-    # Table 3's numbers recomputed from the stored probabilities ...
-    for model_id, rows in predictions.groupby("model_id"):
-        again = table3_metrics(rows.assign(y_true=labels(rows, QUICK.label)), QUICK_RESAMPLES, QUICK.seed)
-        for column in ("auc", "auc_ci_low", "auc_ci_high", "accuracy", "patient_auc"):
-            assert again[column] == pytest.approx(metrics.loc[model_id, column], abs=1e-12), (model_id, column)
-    # ... and the probabilities from the frozen model file itself, loaded here.
-    matrix = _sql(other, "select * from training_matrix order by lesion_id")
-    best = metrics[metrics["arm"] == "radiomics"].sort_values("cv_auc").index[-1]
-    card = json.loads((store.root / metrics.loc[best, "model_file"]).with_suffix(".json").read_text())
-    frozen = joblib.load(store.root / metrics.loc[best, "model_file"]).predict_proba(matrix[card["features"]])[:, 1]
-    ours = predictions[predictions["model_id"] == best].set_index("lesion_id").loc[matrix["lesion_id"], "probability"]
-    assert np.array_equal(ours.to_numpy(), frozen)
-    assert _model_files(store) == files
-    (page,) = (other.artifacts / "report").glob("external-*/report.html")  # its figures, as the study report's
-    text = page.read_text(encoding="utf-8")
-    assert "Table 3, external validation" in text and text.count("<svg") >= 3
-    assert {"roc.csv", "calibration.csv", "fig4_lesions.csv"} <= {p.name for p in page.parent.iterdir()}
-    listing = _cli("models", "list", "--store", store.root)
-    assert listing.returncode == 0 and "3 promoted (combined, densenet, radiomics)" in listing.stdout
-
-
-def _reconstructable(job: str):
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
-
-    return ReconstructableRepository.for_module("orchestration.definitions", "defs").get_reconstructable_job(job)
-
-
-def test_a_scan_added_after_training_is_scored_by_a_sensor_launched_run(study, promoted):
-    defs, instance, store = study
-    ids, files, _ = promoted
-    cohort = store.root.parent / "cohort"
-    (new_patient,) = append_patients(cohort, 1, seed=23, unlabelled=True)
-    trained = instance.get_latest_materialization_event(dg.AssetKey("radiomics_metrics")).run_id
-
-    def tick(cursor=None):
-        with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources) as c:
-            return new_scans_sensor(c)
-
-    first = tick()
-    assert [r.job_name for r in first.run_requests] == ["ingest_cohort"]
-    (ingest,) = first.run_requests
-    instance.add_dynamic_partitions(scan_partitions.name, list(first.dynamic_partitions_requests[0].partition_keys))
-    assert dg.execute_job(_reconstructable("ingest_cohort"), instance, tags=ingest.tags).success
-    (batch,) = tick(cursor=cohort_fingerprint(cohort)).run_requests
-    new_scans = store.read_lake("scans").query("patient_id == @new_patient")["scan_id"].tolist()
-    assert batch.job_name == "process_scans"
-    assert batch.run_config["ops"]["process_scan_batch"]["config"]["scans"] == sorted(new_scans)
-    run = dg.execute_job(_reconstructable("process_scans"), instance, run_config=batch.run_config, tags=batch.tags)
-    assert run.success
-    scored = store.read_lake("scan_predictions", sorted(new_scans))
-    assert set(scored["model_id"]) == set(ids) and scored["probability"].between(0, 1).all()
-    assert instance.get_latest_materialization_event(dg.AssetKey("radiomics_metrics")).run_id == trained
-    assert _model_files(store) == files
