@@ -117,6 +117,7 @@ def smoke_store(root: Path, scans: int = 3, lesions: int = 4) -> Store:
             {
                 "model_id": model_id,
                 "arm": arm,
+                "model": arm,
                 "model_file": str(path.relative_to(root)),
                 "file_sha256": file_sha256(path),
             }
