@@ -60,7 +60,11 @@ def study(tmp_path_factory):
     patients.loc[patients["patient_id"] == UNLABELLED, "primary_site"] = ""  # scored, never learnt from
     patients.to_csv(cohort / "patients.csv", index=False)
     (root / "study.yaml").write_text(STUDY_FILE)
-    with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:  # persistent: sensors need one
+    # Persistent (sensors need one), and not `instance_for_test` yielded from a fixture: its context
+    # state would leak into the next module of this worker (see test_dagster_cohort's `instance`).
+    (root / "dagster_home").mkdir()
+    instance = dg.DagsterInstance.local_temp(str(root / "dagster_home"))
+    with pytest.MonkeyPatch.context() as mp:
         mp.setenv("METORIGIN_COHORT", str(cohort))
         mp.setenv("METORIGIN_STORE", str(root / "store"))
         mp.setenv("METORIGIN_WORKERS", "2")
@@ -69,6 +73,7 @@ def study(tmp_path_factory):
         report = run_selection(defs, instance, progress=lambda _: None)
         assert report.ok, (report.step_failures, report.failed_checks)
         yield defs, instance, Store(root / "store")
+    instance.dispose()
 
 
 def _sql(store: Store, query: str) -> pd.DataFrame:
