@@ -7,6 +7,10 @@ lesion; on a crop of the lesion's bounding box plus a margin the same features c
 
 import atexit
 import logging
+import multiprocessing.util
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -119,11 +123,19 @@ def _extract_crop(crop: LesionCrop) -> tuple[str, dict[str, float] | None, str |
         return crop.lesion_id, None, f"extraction failed: {str(exc).strip().splitlines()[0]}"
 
 
-def _init_pool_worker(params_file: str) -> None:
+def _init_pool_worker(params_file: str, parent: int) -> None:
     """A pool worker computes one lesion at a time on one core: ITK's own threads (one per core
-    by default) would only make the workers preempt each other."""
+    by default) would only make the workers preempt each other. It ends when its parent does: a
+    parent killed outright (a Dask worker lost with SIGKILL) never tells it to."""
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     _init_worker(params_file)
+    threading.Thread(target=_end_with, args=(parent,), daemon=True, name="end-with-parent").start()
+
+
+def _end_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def _pool(workers: int, params_file: str) -> ProcessPoolExecutor:
@@ -132,15 +144,27 @@ def _pool(workers: int, params_file: str) -> ProcessPoolExecutor:
     extracting a small scan's lesions."""
     key = (workers, params_file)
     if key not in _POOLS:
-        _POOLS[key] = ProcessPoolExecutor(max_workers=workers, initializer=_init_pool_worker, initargs=(params_file,))
+        # Spawned, not forked: a forked worker inherits its parent's sockets, and a Dask worker's
+        # connection to its scheduler then outlived the worker (killed, it still looked alive).
+        _POOLS[key] = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_pool_worker,
+            initargs=(params_file, os.getpid()),
+        )
     return _POOLS[key]
 
 
-@atexit.register
 def _shutdown_pools() -> None:
     for pool in _POOLS.values():
         pool.shutdown(cancel_futures=True)
     _POOLS.clear()
+
+
+# At exit, and also at the exit of a multiprocessing child (a scan worker process of scan_runs.py),
+# which skips atexit and joins its children first: without this it waited forever for the pool's.
+atexit.register(_shutdown_pools)
+multiprocessing.util.Finalize(None, _shutdown_pools, exitpriority=100)  # before the queues close (10)
 
 
 def extract_lesions(
@@ -149,8 +173,9 @@ def extract_lesions(
     params_file: Path = PARAMS_FILE,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, tuple[dict | None, str | None]]:
-    """Features per lesion id, computed in `workers` processes (1 = in this process)."""
-    if workers <= 1 or len(crops) <= 1:
+    """Features per lesion id, computed in `workers` processes (1 = in this process; also in a
+    daemonic process, which may not start children: a Dask worker under a nanny that daemonises)."""
+    if workers <= 1 or len(crops) <= 1 or multiprocessing.current_process().daemon:
         _init_worker(str(params_file))
         return _collect(map(_extract_crop, crops), len(crops), progress)
     # Largest first, so that a big lesion does not start last and leave the other workers idle.

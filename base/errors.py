@@ -120,3 +120,8 @@ class StoreVersionError(MetoriginError):
 class StoreStudyMismatch(MetoriginError):
     """The store was built under another study; mixing two protocols in one store would make every
     number ambiguous."""
+
+
+class ClusterError(MetoriginError):
+    """A Dask cluster the per-scan steps cannot use: unreachable, a worker blind to the store, or no
+    worker offering a resource a step needs. The message names what is missing and the fix."""

@@ -220,6 +220,46 @@ class RobustnessSettings:
     split_repeats: PositiveInt = 20  # 1: the study's split only
 
 
+EXECUTORS = ("in_process", "multiprocess", "dask")
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SlurmSettings:
+    """Dask workers as Slurm jobs (dask-jobqueue): `jobs` CPU worker jobs and `gpu_jobs` GPU worker
+    jobs, each one Dask worker process; the scheduler runs where `metorigin run` runs."""
+
+    partition: str = ""  # #SBATCH -p; empty: the cluster's default partition
+    gpu_partition: str = ""  # for the GPU jobs; empty: `partition`
+    account: str = ""  # #SBATCH -A; empty: none
+    cores: PositiveInt = 4  # per job
+    memory: str = "16GB"  # per job
+    walltime: str = "02:00:00"
+    jobs: Annotated[int, Field(ge=0)] = 2  # CPU worker jobs
+    gpu_jobs: Annotated[int, Field(ge=0)] = 0  # GPU worker jobs, each with `gpus` GPUs (--gres=gpu:N)
+    gpus: PositiveInt = 1
+    python: str = ""  # the workers' Python (the environment metorigin is installed in); empty: this one
+    directives: tuple[str, ...] = ()  # more #SBATCH lines, e.g. "--qos=long"
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ClusterSettings:
+    """Where the per-scan runs go. `in_process`: one scan after another in this process;
+    `multiprocess`: `scans_at_once` scans at a time, each in a process of its own; `dask`: each
+    step of `scans_at_once` concurrent runs on a Dask cluster (dagster-dask): an existing scheduler
+    (`address`), a local cluster of `local_workers` processes, or Slurm jobs (`slurm`)."""
+
+    executor: Literal["in_process", "multiprocess", "dask"] = "in_process"
+    scans_at_once: PositiveInt = 2
+    address: str = ""  # tcp://HOST:PORT of an existing Dask scheduler
+    local_workers: PositiveInt = 2
+    slurm: SlurmSettings | None = None
+    # Steps that want a GPU (nnU-Net segmentation, DenseNet scoring) need a worker with the Dask
+    # resource GPU; true: the workers metorigin starts offer it on CPU too (a cluster without GPUs).
+    gpu_steps_on_cpu: bool = False
+    # A step whose resource no worker offers fails after this long, naming the resource.
+    resource_timeout_s: PositiveInt = 120
+
+
 @dataclass(frozen=True, config=_STRICT)
 class StudySettings:
     profile: str = "quick"  # the built-in profile the study starts from
@@ -240,6 +280,8 @@ class StudySettings:
     # ("0 3 * * 1": Mondays at 03:00, if the feature store changed since the last tick). When, not
     # what: it is in no hash.
     retrain: str = machine("manual")
+    # Where the work runs (one machine or a Dask cluster): how fast, never what; in no hash.
+    cluster: ClusterSettings = machine(default_factory=ClusterSettings)
 
     @field_validator("retrain")
     @classmethod
@@ -339,11 +381,15 @@ def with_run_choices(
     workers: int = 0,
     densenet_epochs: int = 0,
     split_repeats: int = 0,
+    executor: str = "",
+    dask_address: str = "",
+    scans_at_once: int = 0,
 ) -> StudySettings:
     """The study with the choices a user makes per run on the command line: an nnU-Net model folder
     (segmentation by nnU-Net), worker processes (machine only), DenseNet epochs (a protocol change:
     it changes the study's hash), test splits to refit the radiomics arm on (an extra analysis:
-    only its own step's hash changes)."""
+    only its own step's hash changes), and where the scans run (executor, Dask scheduler, scans at
+    once: machine only)."""
     replace = dataclasses.replace
     if nnunet_model_dir:
         settings = replace(
@@ -360,6 +406,17 @@ def with_run_choices(
         settings = replace(settings, densenet=replace(settings.densenet, epochs=densenet_epochs))
     if split_repeats > 0:
         settings = replace(settings, robustness=replace(settings.robustness, split_repeats=split_repeats))
+    if executor or dask_address or scans_at_once:  # where the scans run (machine only); an address means Dask
+        cluster = settings.cluster
+        settings = replace(
+            settings,
+            cluster=replace(
+                cluster,
+                executor=executor or ("dask" if dask_address else cluster.executor),
+                address=dask_address or cluster.address,
+                scans_at_once=scans_at_once or cluster.scans_at_once,
+            ),
+        )
     return settings
 
 

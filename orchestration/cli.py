@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from base.study import PROFILES
+from base.study import EXECUTORS, PROFILES
 
 DEMO_COHORT = Path("demo/cohort")
 DEMO_STORE = Path("demo/store")
@@ -75,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         help="refit the radiomics arm on N seeded test splits (the study's first) to show the spread of its test "
         "AUCs (default: the study's robustness.split_repeats: quick 1, paper 20)",
     )
+    _add_executor_arguments(run)
     run.add_argument(
         "--replace-study",
         action="store_true",
@@ -126,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ui = sub.add_parser("ui", help="open the Dagster web UI on a cohort and store")
     _add_run_arguments(ui, required=True)
+    _add_executor_arguments(ui)
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(handler=cmd_ui)
@@ -186,6 +188,32 @@ def _add_session_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the per-scan runs go (the study's `cluster` block gives the defaults)."""
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default=None,
+        help="where the per-scan runs go: in_process (one scan after another), multiprocess (--scans-at-once at a "
+        "time, a process each) or dask (their steps on a Dask cluster); default: the study's cluster.executor",
+    )
+    parser.add_argument(
+        "--dask-address",
+        default=None,
+        metavar="tcp://HOST:PORT",
+        help="an existing Dask scheduler for the per-scan steps (implies --executor dask); default: the study's "
+        "cluster.address, else a cluster started here (cluster.local_workers, or cluster.slurm)",
+    )
+    parser.add_argument(
+        "--scans-at-once", type=_positive, default=0, metavar="N", help="default: the study's cluster.scans_at_once"
+    )
+
+
+def _placement(args) -> dict:
+    """The executor arguments (`_add_executor_arguments`) as `_export_environment` takes them."""
+    return {"executor": args.executor, "dask_address": args.dask_address, "scans_at_once": args.scans_at_once}
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -221,6 +249,9 @@ def _export_environment(
     workers: int = 0,
     densenet_epochs: int = 0,
     split_repeats: int = 0,
+    executor: str | None = None,
+    dask_address: str | None = None,
+    scans_at_once: int = 0,
 ) -> None:
     """The Definitions read their resources from the environment, so every process agrees. Each
     variable is set or removed: one left over in the shell must not make the run differ from what
@@ -235,6 +266,9 @@ def _export_environment(
         "METORIGIN_WORKERS": workers or None,
         "METORIGIN_DENSENET_EPOCHS": densenet_epochs or None,
         "METORIGIN_SPLIT_REPEATS": split_repeats or None,
+        "METORIGIN_EXECUTOR": executor,
+        "METORIGIN_DASK_ADDRESS": dask_address,
+        "METORIGIN_SCANS_AT_ONCE": scans_at_once or None,
     }
     for name, value in values.items():
         if value is None:
@@ -322,24 +356,47 @@ def _in_session(args, work) -> int:
                 args.workers,
                 args.densenet_epochs,
                 args.split_repeats,
+                **_placement(args),
             )
             print(f"study: {study.name} (hash {study.study_hash()}, seed {study.seed})", flush=True)
             from orchestration.definitions import build_definitions
             from orchestration.resources import resources_from_env
 
-            defs = build_definitions(resources_from_env())
-            with _run_log(args.store, args.verbose) as log_path:
-                try:
-                    report = work(defs, instance)
-                except ValueError as exc:
-                    print(f"error: {exc}", file=sys.stderr)
-                    return 2
+            with _where_scans_run(args.store) as where:
+                print(where, flush=True)
+                defs = build_definitions(resources_from_env())
+                with _run_log(args.store, args.verbose) as log_path:
+                    try:
+                        report = work(defs, instance)
+                    except ValueError as exc:
+                        print(f"error: {exc}", file=sys.stderr)
+                        return 2
     except MetoriginError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(_summary(report, args.store))
     print(f"full log, with Dagster's tracebacks: {log_path}")
     return 0 if report.ok else 1
+
+
+@contextlib.contextmanager
+def _where_scans_run(store: Path):
+    """The per-scan runs' executor as the study and the flags set it; for Dask, a scheduler whose
+    workers have this run's environment and see the store (a local cluster or Slurm jobs are
+    started here and stopped after). Yields a line saying where the scans run."""
+    from orchestration.resources import resources_from_env
+
+    cluster = resources_from_env()["settings"].settings().cluster
+    if cluster.executor != "dask":
+        at_once = 1 if cluster.executor == "in_process" else cluster.scans_at_once
+        yield f"scans: {cluster.executor} executor, {at_once} at a time"
+        return
+    from orchestration.cluster import open_cluster, prepare_workers
+
+    with open_cluster(cluster) as address:
+        os.environ["METORIGIN_DASK_ADDRESS"] = address  # the job's executor reads it (definitions.py)
+        prepare_workers(address, str(store), cluster.resource_timeout_s, needed={"CPU", "GPU"})
+        yield f"scans: dask executor on {address}, {cluster.scans_at_once} at a time"
 
 
 def _tell(message: str) -> None:
@@ -397,10 +454,14 @@ def _run_log(store: Path, verbose: bool):
     with open(path, "a") as log:
         terminal = sys.stderr
         sys.stderr = _Tee(terminal, log) if verbose else _ConciseStderr(terminal, log)
+        from orchestration.scan_runs import RUN_LOG
+
+        os.environ[RUN_LOG] = str(path)  # where scans in worker processes log
         try:
             yield path
         finally:
             sys.stderr = terminal
+            os.environ.pop(RUN_LOG, None)
 
 
 TERMINAL_LINE = 300  # characters of a log line shown in the terminal (dbt's command line is ~15,000)
@@ -791,7 +852,17 @@ def cmd_ui(args) -> int:
     except MetoriginError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    _export_environment(args.cohort, args.store, args.profile, args.seed, args.study)
+    _export_environment(args.cohort, args.store, args.profile, args.seed, args.study, **_placement(args))
+    from orchestration.resources import resources_from_env
+
+    cluster = resources_from_env()["settings"].settings().cluster
+    if cluster.executor == "dask" and not cluster.address:
+        print(
+            "error: under the UI the daemon's runs need a running Dask scheduler: give --dask-address tcp://HOST:PORT "
+            "(or the study's cluster.address); docs/cluster.md says how to start one",
+            file=sys.stderr,
+        )
+        return 2
     dagster = Path(sys.executable).with_name("dagster")
     command = [str(dagster), "dev", "-m", "orchestration.definitions", "-h", args.host, "-p", str(args.port)]
     print(

@@ -1,5 +1,8 @@
 """Everything Dagster loads: `dagster dev -m orchestration.definitions` and `metorigin run` alike."""
 
+import os
+from functools import lru_cache
+
 import dagster as dg
 
 from . import cohort_assets, model_assets, report_assets, scan_assets, study_assets, validation_assets
@@ -36,4 +39,12 @@ def build_definitions(resources: dict) -> dg.Definitions:
 def defs() -> dg.Definitions:
     """What a code location loads, built when it loads (not at import): the environment it loads in
     names the cohort, the store and the study (`metorigin ui` and the run processes set it)."""
+    return _definitions_in(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("METORIGIN_"))))
+
+
+@lru_cache(maxsize=4)
+def _definitions_in(environment: tuple) -> dg.Definitions:
+    """One Definitions object per environment: Dagster loads a run's job again for each other asset
+    selection (its memo holds one job), and a Definitions object keeps the repository it resolved
+    (seconds), so loading it again is quick."""
     return build_definitions(resources_from_env())

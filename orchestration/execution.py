@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import dagster as dg
+from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
+from dagster._core.events import DagsterEventType
+from dagster._core.execution.execution_result import ExecutionResult
 
 from .metadata import N_RETIRED, NOTICE
 
@@ -33,7 +36,19 @@ class RunReport:
     def ok(self) -> bool:
         return self.success and not self.failed_checks
 
-    def add(self, result: dg.ExecuteInProcessResult, partition: str | None = None) -> None:
+    def merge(self, other: "RunReport") -> None:
+        """Adds what another process's runs reported (a scan run in a worker process)."""
+        self.success &= other.success
+        for name in ("run_ids", "step_failures", "failed_checks", "blocked_by", "warnings", "notices"):
+            getattr(self, name).extend(getattr(other, name))
+        for name in ("checks_passed", "scans_processed", "retired"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("materialized", "skipped"):
+            counts = getattr(self, name)
+            for key, count in getattr(other, name).items():
+                counts[key] = counts.get(key, 0) + count
+
+    def add(self, result: ExecutionResult, partition: str | None = None) -> None:
         self.run_ids.append(result.run_id)
         self.success &= result.success
         for event in result.get_asset_materialization_events():
@@ -45,10 +60,15 @@ class RunReport:
             if metadata.get(N_RETIRED):
                 self.retired += metadata[N_RETIRED].value
         where = f"[{partition}] " if partition else ""
-        for event in result.get_step_failure_events():
+        failures = result.get_step_failure_events()
+        for event in failures:
             error = event.step_failure_data.error
             if error.cls_name != "DagsterAssetCheckFailedError":  # reported below, as the check it is
                 self.step_failures.append(f"{where}{event.step_key}: {_error_text(error)}")
+        if not result.success and not failures:  # the run failed outside its steps: in its executor
+            ended = result.filter_events(lambda event: event.event_type == DagsterEventType.RUN_FAILURE)
+            error = ended[0].event_specific_data.error if ended and ended[0].event_specific_data else None
+            self.step_failures.append(f"{where}run: {_error_text(error)}")
         for evaluation in result.get_asset_check_evaluations():
             self.checks_passed += evaluation.passed
             if evaluation.passed:
@@ -64,7 +84,22 @@ class RunReport:
                 self.blocked_by.append(name)
 
 
-Execute = Callable[..., dg.ExecuteInProcessResult]
+Execute = Callable[..., ExecutionResult]
+
+
+def reconstructable_job(name: str) -> ReconstructableJob:
+    """A job as a run process loads it, from the code location (definitions.py, in this process's
+    environment): what an executor that runs steps elsewhere (a Dask worker) sends there to load."""
+    return ReconstructableRepository.for_module("orchestration.definitions", "defs").get_reconstructable_job(name)
+
+
+def forget_loaded_definitions() -> None:
+    """Dagster memoises, for the whole process, the definitions the last `ReconstructableJob` loaded
+    (`lru_cache` keyed by the code pointer, which is the same for every store). Ours are built from
+    the environment, so a process whose environment changes to another store (a Dask worker, a
+    test) must drop that memo, or it runs the other store's definitions. (Private API.)"""
+    ReconstructableJob.get_definition.cache_clear()
+    ReconstructableJob.get_repository_definition.cache_clear()
 
 
 def executor(
@@ -73,21 +108,33 @@ def executor(
     report: RunReport,
     log_level: str = "INFO",
     tags: Mapping[str, str] | None = None,
+    steps_elsewhere: bool = False,
 ) -> Execute:
-    """`execute(job_name, assets, partition=None, tags=None, ops=None)`: one run of the named job in
-    this process, on `instance`, its outcome added to `report`; a failure is reported, never raised.
-    `ops`: op name -> its config (a promotion, the store an external validation reads)."""
+    """`execute(job_name, assets, partition=None, tags=None, ops=None)`: one run of the named job,
+    coordinated in this process, on `instance`, its outcome added to `report`; a failure is
+    reported, never raised. Its steps run in this process, or (`steps_elsewhere`) where the job's
+    executor sends them (a Dask cluster). `ops`: op name -> its config (a promotion, the store an
+    external validation reads)."""
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
 
     def execute(job_name: str, selected: set, partition: str | None = None, run_tags=None, ops=None):
         config = {**run_config, "ops": {name: {"config": value} for name, value in ops.items()}} if ops else run_config
+        run_tags = {**(tags or {}), **(run_tags or {})}
+        assets = sorted(selected, key=str)
+        if steps_elsewhere:
+            partition_tag = {"dagster/partition": partition} if partition else {}
+            with dg.execute_job(
+                reconstructable_job(job_name), instance, config, {**run_tags, **partition_tag}, asset_selection=assets
+            ) as result:
+                report.add(result, partition)
+            return result
         result = job_def(job_name).execute_in_process(
             run_config=config,
             instance=instance,
             partition_key=partition,
-            asset_selection=sorted(selected, key=str),
+            asset_selection=assets,
             raise_on_error=False,
-            tags={**(tags or {}), **(run_tags or {})},
+            tags=run_tags,
         )
         report.add(result, partition)
         return result

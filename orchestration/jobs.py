@@ -14,6 +14,7 @@ import dagster as dg
 from .cohort_assets import COHORT_GROUP
 from .dbt import FEATURE_STORE_GROUP
 from .partitions import scan_partitions
+from .placement import per_scan_executor
 from .scan_assets import PER_SCAN_GROUP
 from .study_assets import STUDY_GROUP
 from .validation_assets import VALIDATION_GROUP
@@ -32,8 +33,9 @@ process_scan_job = dg.define_asset_job(
     "process_scan",
     selection=dg.AssetSelection.groups(PER_SCAN_GROUP),
     partitions_def=scan_partitions,
-    description="The full-decode check, segmentation, lesions, radiomics features and CNN slices of one scan.",
-    executor_def=dg.in_process_executor,
+    description="The full-decode check, segmentation, lesions, radiomics features, CNN slices and predictions "
+    "of one scan.",
+    executor_def=per_scan_executor,  # in the run's process, or on a Dask cluster (placement.py)
 )
 
 build_feature_store_job = dg.define_asset_job(

@@ -45,6 +45,7 @@ from ml.scoring import (
 
 from .cohort_assets import COHORT_GROUP
 from .partitions import scan_partitions
+from .placement import GPU_STEP
 from .resources import SettingsResource, StoreResource
 from .scan_assets import PER_SCAN_GROUP, failing_only_this_scan
 from .study_assets import KINDS, STUDY_GROUP, slice_arrays
@@ -383,6 +384,7 @@ def finish(predictions: pd.DataFrame, study: StudySettings) -> pd.DataFrame:
     partitions_def=scan_partitions,
     group_name=PER_SCAN_GROUP,
     kinds={"python", "parquet"},
+    op_tags=GPU_STEP,  # the DenseNet's forward passes
     deps=[dg.AssetKey("model_promotions"), dg.AssetKey("lesions")],
     ins={"radiomics_features": dg.AssetIn("radiomics_features"), "lesion_slices": dg.AssetIn("lesion_slices")},
 )

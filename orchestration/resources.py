@@ -2,7 +2,8 @@
 
 Defaults come from the environment (METORIGIN_COHORT, METORIGIN_STORE, METORIGIN_STUDY,
 METORIGIN_PROFILE, METORIGIN_SEED, METORIGIN_NNUNET_MODEL, METORIGIN_WORKERS,
-METORIGIN_DENSENET_EPOCHS, METORIGIN_SPLIT_REPEATS), which the CLI sets, so `dagster dev`,
+METORIGIN_DENSENET_EPOCHS, METORIGIN_SPLIT_REPEATS, METORIGIN_EXECUTOR, METORIGIN_DASK_ADDRESS,
+METORIGIN_SCANS_AT_ONCE), which the CLI sets, so `dagster dev`,
 `metorigin run` and the sensor all see the same folders and study without repeating them in run config.
 """
 
@@ -54,10 +55,22 @@ class SettingsResource(ConfigurableResource):
     workers: int = 0  # processes for per-lesion work and model fitting; 0 = one per core
     densenet_epochs: int = 0  # 0 = the study's; fewer for a smoke run, more to continue a training
     split_repeats: int = 0  # 0 = the study's; test splits the radiomics arm is refitted on
+    executor: str = ""  # empty: the study's `cluster.executor`
+    dask_address: str = ""  # a Dask scheduler (the executor is then dask); empty: the study's
+    scans_at_once: int = 0  # 0 = the study's `cluster.scans_at_once`
 
     def settings(self) -> StudySettings:
         settings = load_study(self.study_file, self.seed) if self.study_file else get_settings(self.profile, self.seed)
-        return with_run_choices(settings, self.nnunet_model_dir, self.workers, self.densenet_epochs, self.split_repeats)
+        return with_run_choices(
+            settings,
+            self.nnunet_model_dir,
+            self.workers,
+            self.densenet_epochs,
+            self.split_repeats,
+            self.executor,
+            self.dask_address,
+            self.scans_at_once,
+        )
 
 
 class LakeIOManager(ConfigurableIOManager):
@@ -110,6 +123,9 @@ def resources_from_env() -> dict:
             workers=int(os.environ.get("METORIGIN_WORKERS", 0)),
             densenet_epochs=int(os.environ.get("METORIGIN_DENSENET_EPOCHS", 0)),
             split_repeats=int(os.environ.get("METORIGIN_SPLIT_REPEATS", 0)),
+            executor=os.environ.get("METORIGIN_EXECUTOR", ""),
+            dask_address=os.environ.get("METORIGIN_DASK_ADDRESS", ""),
+            scans_at_once=int(os.environ.get("METORIGIN_SCANS_AT_ONCE", 0)),
         ),
         "io_manager": LakeIOManager(path=store_path),
     }

@@ -11,7 +11,7 @@ from .dbt import FEATURE_STORE_GROUP
 from .execution import RunReport, executor
 from .jobs import build_feature_store_job, ingest_cohort_job, process_scan_job, run_study_job
 from .scan_assets import PER_SCAN_GROUP, per_scan_keys
-from .scan_batches import process_scans
+from .scan_runs import process_scans
 from .staleness import feature_store_is_stale, stale_closure
 from .study_assets import STUDY_GROUP
 from .validation_assets import VALIDATION_GROUP
@@ -32,7 +32,6 @@ def run_selection(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
     selection: str | None = None,
-    log_level: str = "INFO",
     progress: Callable[[str], None] = print,
     force: bool = False,
 ) -> RunReport:
@@ -56,14 +55,16 @@ def run_selection(
             + (f" that runs (only {observed}, which ingest observes)" if observed else "")
         )
     report = RunReport()
-    execute = executor(defs.resolve_job_def, instance, report, log_level, LAUNCHED_HERE)
+    execute = executor(defs.resolve_job_def, instance, report, tags=LAUNCHED_HERE)
+    cluster = defs.resources["settings"].settings().cluster
 
     for group, job_name in PHASES:
         phase = {k for k in keys if graph.get(k).group_name == group}
         if not phase:
             continue
         if group == PER_SCAN_GROUP:
-            process_scans(graph, instance, defs.resources["store"].store(), execute, phase, report, progress, force)
+            store = defs.resources["store"].store()
+            process_scans(defs, instance, store, phase, report, progress, cluster, LAUNCHED_HERE, force)
             continue
         # The cohort always; the feature store all of it once scans were processed or retired, or its
         # inputs changed before (`feature_store_is_stale`: past 100 scans Dagster's staleness stops
@@ -86,7 +87,7 @@ def run_selection(
 def promote(defs: dg.Definitions, instance: dg.DagsterInstance, config: dict, report: RunReport) -> RunReport:
     """A `promote_models` run: the promotion (`config`: promote, why, who) and the registry tables."""
     keys = defs.resolve_job_def("promote_models").asset_layer.selected_asset_keys
-    execute = executor(defs.resolve_job_def, instance, report, "INFO", LAUNCHED_HERE)
+    execute = executor(defs.resolve_job_def, instance, report, tags=LAUNCHED_HERE)
     execute("promote_models", keys, ops={"model_promotions": config})
     return report
 
@@ -106,6 +107,6 @@ def validate_with(defs: dg.Definitions, instance: dg.DagsterInstance, models_sto
 def external_validation(defs: dg.Definitions, instance: dg.DagsterInstance, models_store, report: RunReport):
     """A `validate_models` run with `models_store`: the group validation on this store's feature store."""
     keys = defs.resolve_job_def("validate_models").asset_layer.selected_asset_keys
-    execute = executor(defs.resolve_job_def, instance, report, "INFO", LAUNCHED_HERE)
+    execute = executor(defs.resolve_job_def, instance, report, tags=LAUNCHED_HERE)
     execute("validate_models", keys, ops={"external_validation": {"models_store": str(models_store)}})
     return report

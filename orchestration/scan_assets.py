@@ -50,6 +50,7 @@ from .checks import INTEGRITY_CHECKS, LESIONS_CHECKS, integrity_checks, suite_ch
 from .cohort_assets import row_inputs, scan_inputs
 from .metadata import table_metadata
 from .partitions import scan_partitions
+from .placement import CPU_STEP, GPU_STEP
 from .resources import CohortResource, SettingsResource, StoreResource
 
 PER_SCAN_GROUP = "imaging"
@@ -167,9 +168,13 @@ def _content_version(row: dict, fingerprints: dict) -> dg.DataVersion:
     return dg.DataVersion(hashlib.sha256(text.encode()).hexdigest()[:24])
 
 
-def _per_scan(schema: TableSchema, **kwargs):
+def _per_scan(schema: TableSchema, op_tags=CPU_STEP, **kwargs):
     return dg.asset(
-        partitions_def=scan_partitions, group_name=PER_SCAN_GROUP, metadata=table_metadata(schema), **kwargs
+        partitions_def=scan_partitions,
+        group_name=PER_SCAN_GROUP,
+        metadata=table_metadata(schema),
+        op_tags=op_tags,
+        **kwargs,
     )
 
 
@@ -227,7 +232,8 @@ def scan_integrity(
     yield from integrity_checks(record, f"scan {scan_id} (scans.csv line {row['source_line']})")
 
 
-@_per_scan(SEGMENTATIONS, kinds={"python", "parquet"}, deps=[scan_integrity])
+# A GPU step: nnU-Net's, when the study segments with it (reading the cohort's masks is cheap either way).
+@_per_scan(SEGMENTATIONS, op_tags=GPU_STEP, kinds={"python", "parquet"}, deps=[scan_integrity])
 def segmentations(
     context: dg.AssetExecutionContext,
     cohort: CohortResource,

@@ -12,24 +12,22 @@ a failure that is its own), tagged with the batch run that made it.
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable
 
 import dagster as dg
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 from pydantic import Field
 
 from base.lifecycle import read_retired_log, scans_with_results
-from base.store import Store
 
 from .cohort_assets import DATA_VERSION_TAG, scan_inputs
-from .execution import Execute, RunReport, executor
+from .execution import RunReport
 from .jobs import process_scan_job
 from .partitions import included_scan_partitions
-from .resources import StoreResource
+from .resources import SettingsResource, StoreResource
 from .scan_assets import PER_SCAN_GROUP, per_scan_keys
-from .staleness import StaleStatus, stale_closure, status_resolver
+from .scan_runs import process_scans
+from .staleness import stale_closure, status_resolver
 
 PROMOTIONS = dg.AssetKey("model_promotions")  # what the per-scan predictions score with
 
@@ -38,7 +36,6 @@ PROMOTIONS = dg.AssetKey("model_promotions")  # what the per-scan predictions sc
 SCANS_PER_RUN = int(os.environ.get("METORIGIN_SCANS_PER_RUN", "25"))
 BATCH_TAG = "metorigin/batch"  # on each scan's run: the `process_scans` run that made it
 REQUEST_TAG = "metorigin/request"  # on each scan's run: the version of what it was asked to process
-SCAN_INTEGRITY = dg.AssetKey("scan_integrity")
 
 
 @dataclass(frozen=True)
@@ -150,56 +147,6 @@ def batch_requests(scans: list[AwaitingScan], run_key: str | None = None) -> lis
     return requests
 
 
-def process_scans(
-    graph,
-    instance: dg.DagsterInstance,
-    store: Store,
-    execute: Execute,
-    phase: set,
-    report: RunReport,
-    progress: Callable[[str], None],
-    force: bool = False,
-    scans: Mapping[str, Mapping[str, str]] | None = None,
-) -> None:
-    """One `process_scan` run per scan (`scans`, each with the tags of its runs; by default every
-    included scan) that has stale or missing assets among `phase` (all of them: `force`).
-
-    A scan whose files changed by time only (a copied cohort) first re-runs `scan_integrity`
-    alone: it hashes the content, and when the bytes are the same its data version is too, so
-    nothing after it is recomputed."""
-    ids = list(scans) if scans is not None else included_scan_partitions(instance, store)
-    present = scans_with_results(store)
-    for done, scan_id in enumerate(ids, start=1):
-        tags = (scans or {}).get(scan_id, {})
-        checked = False
-        if force or scan_id not in present:
-            selected = phase
-        else:
-            selected = stale_closure(instance, graph, phase, scan_id)
-            if SCAN_INTEGRITY in selected and len(selected) > 1 and not _missing(instance, graph, phase, scan_id):
-                result = execute(process_scan_job.name, {SCAN_INTEGRITY}, scan_id, tags)
-                if not result.success:
-                    progress(f"[{done}/{len(ids)}] {scan_id}: FAILED")
-                    continue
-                checked = True
-                selected = stale_closure(instance, graph, phase - {SCAN_INTEGRITY}, scan_id)
-        if not selected:
-            report.skipped[PER_SCAN_GROUP] = report.skipped.get(PER_SCAN_GROUP, 0) + 1
-            continue
-        if SCAN_INTEGRITY in phase and not checked:
-            selected = selected | {SCAN_INTEGRITY}  # its blocking check gates the rest (the check is cached)
-        result = execute(process_scan_job.name, selected, scan_id, tags)
-        report.scans_processed += result.success  # a failed scan keeps its earlier results: nothing new
-        progress(f"[{done}/{len(ids)}] {scan_id}: {'ok' if result.success else 'FAILED'}")
-    if report.skipped.get(PER_SCAN_GROUP):
-        progress(f"{report.skipped[PER_SCAN_GROUP]} of {len(ids)} scans unchanged: skipped")
-
-
-def _missing(instance, graph, keys: set, partition: str) -> bool:
-    resolver = status_resolver(instance, graph)
-    return any(resolver.get_status(k, partition) == StaleStatus.MISSING for k in keys)
-
-
 class ScanBatch(dg.Config):
     scans: list[str] = Field(
         default_factory=list,
@@ -211,7 +158,9 @@ OP_NAME = "process_scan_batch"
 
 
 @dg.op(name=OP_NAME, description="Runs the process_scan job in this process for each scan of the batch.")
-def process_scans_op(context: dg.OpExecutionContext, config: ScanBatch, store: StoreResource) -> None:
+def process_scans_op(
+    context: dg.OpExecutionContext, config: ScanBatch, store: StoreResource, settings: SettingsResource
+) -> None:
     repository = context.repository_def
     # A list (the sensor's, the schedule's) was stale when asked for: `process_scans` checks each
     # scan again as it reaches it, so it is not asked twice here.
@@ -222,15 +171,15 @@ def process_scans_op(context: dg.OpExecutionContext, config: ScanBatch, store: S
         context.log.info("every scan of the batch is processed and current")
         return
     report = RunReport()
-    execute = executor(repository.get_job, context.instance, report, tags={BATCH_TAG: context.run_id})
     process_scans(
-        repository.asset_graph,
+        repository,
         context.instance,
         store.store(),
-        execute,
         per_scan_keys(repository.asset_graph),
         report,
         context.log.info,
+        settings.settings().cluster,
+        tags={BATCH_TAG: context.run_id},
         scans={scan.scan_id: {REQUEST_TAG: scan.key} for scan in waiting},
     )
     failed = len(waiting) - report.scans_processed - report.skipped.get(PER_SCAN_GROUP, 0)

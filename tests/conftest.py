@@ -19,6 +19,7 @@ TINY = SynthConfig(seed=3, scale=0.05, matrix=80, workers=2)
 # collection order, so a long module started last would leave one process waiting on the other.
 LONGEST_FIRST = (
     "test_study.py",
+    "test_models_in_use.py",
     "test_second_study.py",
     "test_daemon.py",
     "test_dagster_imaging.py",
@@ -26,13 +27,8 @@ LONGEST_FIRST = (
 )
 
 
-# Last: after it, test_dagster_imaging's incremental run saw the wrong scans as stale in the same
-# process (reproduced locally, cause not found yet); nothing runs after it on its worker.
-LAST = "test_models_in_use.py"
-
-
 def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)} | {LAST: len(LONGEST_FIRST) + 1}
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable: the rest keep their order
 
 
@@ -65,3 +61,12 @@ def _fresh_dagster_context():
 
     with set_defs_state_storage(None):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _definitions_of_this_test():
+    """Each test builds the definitions of its own store (from the environment it sets): Dagster's
+    process-wide memo of the last loaded job must not hand it an earlier test's (execution.py)."""
+    from orchestration.execution import forget_loaded_definitions
+
+    forget_loaded_definitions()

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 from PIL import Image
 
 from base.store import Store
 from orchestration.definitions import build_definitions
+from orchestration.execution import reconstructable_job
 from orchestration.resources import resources_from_env
 from orchestration.runner import run_selection
 from orchestration.scan_batches import BATCH_TAG
@@ -89,11 +89,6 @@ def _materialized_partitions(instance: dg.DagsterInstance, asset: str) -> list[s
     return sorted(r.partition_key for r in records)
 
 
-def _reconstructable(job: str) -> ReconstructableJob:
-    """The job as a run process loads it, from the code location (so its ops see the repository)."""
-    return ReconstructableRepository.for_module("orchestration.definitions", "defs").get_reconstructable_job(job)
-
-
 def incremental_runs(defs, instance, cohort, included: list[str]) -> None:
     """Runs recompute only what changed, as the event log records it: nothing on a second run; one
     scan (and the feature store) when one image's content changed, in a `process_scans` run that a
@@ -124,7 +119,7 @@ def incremental_runs(defs, instance, cohort, included: list[str]) -> None:
     # As the daemon does it: ingest, then a `process_scans` run (here without a list, as launched from
     # the UI: every stale scan), one `process_scan` run inside it for each changed scan.
     assert run_selection(defs, instance, selection="group:cohort", progress=lambda _: None).ok
-    batch = dg.execute_job(_reconstructable("process_scans"), instance, raise_on_error=False)
+    batch = dg.execute_job(reconstructable_job("process_scans"), instance, raise_on_error=False)
     (failure,) = batch.get_step_failure_events()  # the damaged scan fails the batch, after the others
     assert "1 of 2 scans failed (their own process_scan runs say why)" in failure.step_failure_data.error.message
     scan_runs = instance.get_runs(dg.RunsFilter(job_name="process_scan", tags={BATCH_TAG: batch.run_id}))

@@ -28,7 +28,7 @@ from ml.evaluation import test_metrics as table3_metrics  # not `test_*`: pytest
 from ml.scoring import ScoringRefused, load, require_inputs
 from orchestration.cohort_assets import cohort_fingerprint
 from orchestration.definitions import build_definitions
-from orchestration.execution import RunReport, executor
+from orchestration.execution import RunReport, executor, reconstructable_job
 from orchestration.model_assets import registry_models
 from orchestration.partitions import scan_partitions
 from orchestration.resources import resources_from_env
@@ -263,12 +263,6 @@ def test_external_validation_on_a_second_cohort_uses_the_frozen_models(
     assert listing.returncode == 0 and "3 promoted (combined, densenet, radiomics)" in listing.stdout
 
 
-def _reconstructable(job: str):
-    from dagster._core.definitions.reconstruct import ReconstructableRepository
-
-    return ReconstructableRepository.for_module("orchestration.definitions", "defs").get_reconstructable_job(job)
-
-
 def test_a_scan_added_after_training_is_scored_by_a_sensor_launched_run(study, promoted):
     defs, instance, store = study
     ids, files, _ = promoted
@@ -284,12 +278,12 @@ def test_a_scan_added_after_training_is_scored_by_a_sensor_launched_run(study, p
     assert [r.job_name for r in first.run_requests] == ["ingest_cohort"]
     (ingest,) = first.run_requests
     instance.add_dynamic_partitions(scan_partitions.name, list(first.dynamic_partitions_requests[0].partition_keys))
-    assert dg.execute_job(_reconstructable("ingest_cohort"), instance, tags=ingest.tags).success
+    assert dg.execute_job(reconstructable_job("ingest_cohort"), instance, tags=ingest.tags).success
     (batch,) = tick(cursor=cohort_fingerprint(cohort)).run_requests
     new_scans = store.read_lake("scans").query("patient_id == @new_patient")["scan_id"].tolist()
     assert batch.job_name == "process_scans"
     assert batch.run_config["ops"]["process_scan_batch"]["config"]["scans"] == sorted(new_scans)
-    run = dg.execute_job(_reconstructable("process_scans"), instance, run_config=batch.run_config, tags=batch.tags)
+    run = dg.execute_job(reconstructable_job("process_scans"), instance, run_config=batch.run_config, tags=batch.tags)
     assert run.success
     scored = store.read_lake("scan_predictions", sorted(new_scans))
     assert set(scored["model_id"]) == set(ids) and scored["probability"].between(0, 1).all()
