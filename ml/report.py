@@ -9,6 +9,7 @@ import pandas as pd
 from base.markdown import markdown_table
 from base.study import UNLABELLED
 
+from .evaluation import degenerate_flag
 from .robustness import OBSERVED, PERMUTED
 
 
@@ -84,6 +85,16 @@ def _cell(row: pd.Series | None) -> str:
 BEST = "★"  # marks the model the training patients' nested CV chose (model_comparisons.best_model_id)
 
 
+def _marked(m: pd.Series, metric: str, flags: set) -> str:
+    """An AUC and its interval, with the dagger where the interval has no width (an external
+    validation's table, which has no `metric_intervals` rows to carry the flag)."""
+    value, low, high = m[metric], m[f"{metric}_ci_low"], m[f"{metric}_ci_high"]
+    if pd.isna(value) or low != high:
+        return _interval(value, low, high)
+    flags.add(degenerate_flag(int(m["n_test_patients"])))
+    return f"{_interval(value, low, high)}{DEGENERATE}"
+
+
 def table3_rows(
     metrics: pd.DataFrame, intervals: pd.DataFrame | None = None, classes: tuple[str, ...] = (), best: str | None = None
 ) -> tuple[list[dict], list[str]]:
@@ -98,8 +109,8 @@ def table3_rows(
             "arm": m["arm"],
             "model": m["model"] + (f" {BEST}" if m["model_id"] == best else ""),
             "resampler": _text(m["resampler"]),
-            "AUC [95% CI]": _interval(m["auc"], m["auc_ci_low"], m["auc_ci_high"]),
-            "patient AUC [95% CI]": _interval(m["patient_auc"], m["patient_auc_ci_low"], m["patient_auc_ci_high"]),
+            "AUC [95% CI]": _marked(m, "auc", flags),
+            "patient AUC [95% CI]": _marked(m, "patient_auc", flags),
         }
         if intervals is not None:
             ours = intervals[intervals["model_id"] == m["model_id"]]

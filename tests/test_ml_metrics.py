@@ -95,3 +95,16 @@ def test_a_clearly_worse_model_has_an_interval_that_excludes_zero():
     table = compare_with_best(pd.concat([strong, noise]), "best", resamples=300, seed=0).set_index("level")
     assert (table["ci_high"] < 0).all() and table["flag"].isna().all()
     assert (table["p_value"] < 0.01).all() and (table["p_holm"] >= table["p_value"]).all()
+
+
+def test_a_table3_without_interval_rows_still_marks_a_degenerate_interval():
+    """An external validation's Table 3 has no metric_intervals rows: a zero-width AUC interval is
+    marked there too, with the test patients that made it so."""
+    from ml.report import DEGENERATE, table3
+
+    metric = dict(arm="radiomics", model="knn", model_id="knn-1", resampler="smote", cv_auc=float("nan"))
+    metric |= dict(auc=0.9, auc_ci_low=0.8, auc_ci_high=0.95, n_test_lesions=40, n_test_patients=8)
+    metric |= dict(patient_auc=1.0, patient_auc_ci_low=1.0, patient_auc_ci_high=1.0)
+    text = table3(pd.DataFrame([metric]))
+    assert f"1.00 [1.00, 1.00]{DEGENERATE}" in text and f"0.90 [0.80, 0.95]{DEGENERATE}" not in text
+    assert text.endswith(f"{DEGENERATE} degenerate (n test patients = 8)")
