@@ -389,7 +389,7 @@ def _where_scans_run(store: Path):
     cluster = resources_from_env()["settings"].settings().cluster
     if cluster.executor != "dask":
         at_once = 1 if cluster.executor == "in_process" else cluster.scans_at_once
-        yield f"scans: {cluster.executor} executor, {at_once} at a time"
+        yield f"scans: {cluster.executor} executor, up to {at_once} at a time"
         return
     from orchestration.cluster import open_cluster, prepare_workers
 

@@ -30,6 +30,9 @@ from .scan_assets import PER_SCAN_GROUP
 from .staleness import StaleStatus, stale_closure, status_resolver
 
 SCAN_INTEGRITY = dg.AssetKey("scan_integrity")
+# Below this many scans to process, `multiprocess` processes them here: starting the worker
+# processes (each imports the stack and loads the definitions) costs about what 5 scans do.
+POOL_MIN_SCANS = 10
 RUN_LOG = "METORIGIN_RUN_LOG"  # the CLI's log file: worker processes write their Dagster log there
 
 
@@ -85,6 +88,10 @@ def process_scans(
         for scan_id in ids
     ]
     at_once = 1 if cluster.executor == "in_process" else min(cluster.scans_at_once, len(work))
+    if cluster.executor == "multiprocess" and at_once > 1:
+        graph = _graph(defs)
+        waiting = [scan_id for scan_id, _, full in work if full or stale_closure(instance, graph, phase, scan_id)]
+        at_once = at_once if len(waiting) >= POOL_MIN_SCANS else 1
     if at_once > 1:
         outcomes = _in_worker_processes(work, phase, instance, report, at_once)
     else:
