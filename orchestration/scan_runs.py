@@ -87,7 +87,9 @@ def process_scans(
         (scan_id, {**(tags or {}), **(scans or {}).get(scan_id, {})}, force or scan_id not in present)
         for scan_id in ids
     ]
-    at_once = 1 if cluster.executor == "in_process" else min(cluster.scans_at_once, len(work))
+    # Worker processes open the instance again: an in-memory one (tests, the Python API) stays here.
+    alone = cluster.executor == "in_process" or not instance.is_persistent
+    at_once = 1 if alone else min(cluster.scans_at_once, len(work))
     if cluster.executor == "multiprocess" and at_once > 1:
         graph = _graph(defs)
         waiting = [scan_id for scan_id, _, full in work if full or stale_closure(instance, graph, phase, scan_id)]
@@ -121,8 +123,6 @@ def _job(defs) -> Callable[[str], dg.JobDefinition]:
 def _in_worker_processes(work, phase, instance, report: RunReport, at_once: int) -> Iterator[tuple[str, str]]:
     """The scans `at_once` at a time in as many new processes (spawned: a forked Dagster process
     would share its parent's database connections), each loading the definitions once."""
-    if not instance.is_persistent:
-        raise ValueError("scans in worker processes need a persistent Dagster instance (the store's)")
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(at_once, context, initializer=_start_worker, initargs=(instance.get_ref(),)) as pool:
         futures = [pool.submit(_run_scan, scan_id, tags, full, phase) for scan_id, tags, full in work]
