@@ -64,7 +64,8 @@ def run_selection(
             continue
         if group == PER_SCAN_GROUP:
             store = defs.resources["store"].store()
-            process_scans(defs, instance, store, phase, report, progress, cluster, LAUNCHED_HERE, force)
+            repository = defs.get_repository_def()
+            process_scans(repository, instance, store, phase, report, progress, cluster, LAUNCHED_HERE, force)
             continue
         # The cohort always; the feature store all of it once scans were processed or retired, or its
         # inputs changed before (`feature_store_is_stale`: past 100 scans Dagster's staleness stops

@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from itertools import chain
 from typing import Callable
 
 import dagster as dg
@@ -67,7 +68,7 @@ def _missing(instance, graph, keys: set, partition: str) -> bool:
 
 
 def process_scans(
-    defs: dg.Definitions | dg.RepositoryDefinition,
+    repository: dg.RepositoryDefinition,
     instance: dg.DagsterInstance,
     store: Store,
     phase: set,
@@ -81,6 +82,7 @@ def process_scans(
     """One `process_scan` run per scan (`scans`, each with the tags of its runs; by default every
     included scan) that has stale or missing assets among `phase` (all of them: `force`), where
     `cluster` says; each run tagged `tags` too."""
+    graph = repository.asset_graph
     ids = list(scans) if scans is not None else included_scan_partitions(instance, store)
     present = scans_with_results(store)
     work = [
@@ -90,19 +92,21 @@ def process_scans(
     # Worker processes open the instance again: an in-memory one (tests, the Python API) stays here.
     alone = cluster.executor == "in_process" or not instance.is_persistent
     at_once = 1 if alone else min(cluster.scans_at_once, len(work))
+    fresh: list[str] = []
     if cluster.executor == "multiprocess" and at_once > 1:
-        graph = _graph(defs)
-        waiting = [scan_id for scan_id, _, full in work if full or stale_closure(instance, graph, phase, scan_id)]
-        at_once = at_once if len(waiting) >= POOL_MIN_SCANS else 1
+        # The scans with nothing to do, found once here: they need no worker, and the rest decide
+        # whether starting workers pays.
+        fresh = [s for s, _, full in work if not full and not stale_closure(instance, graph, phase, s)]
+        work = [item for item in work if item[0] not in set(fresh)]
+        at_once = min(at_once, len(work)) if len(work) >= POOL_MIN_SCANS else 1
     if at_once > 1:
         outcomes = _in_worker_processes(work, phase, instance, report, at_once)
     else:
-        graph = _graph(defs)
-        execute = executor(_job(defs), instance, report, steps_elsewhere=cluster.executor == "dask")
+        execute = executor(repository.get_job, instance, report, steps_elsewhere=cluster.executor == "dask")
         outcomes = (
             (scan_id, process_scan_once(graph, instance, execute, phase, scan_id, t, f)) for scan_id, t, f in work
         )
-    for done, (scan_id, outcome) in enumerate(outcomes, start=1):
+    for done, (scan_id, outcome) in enumerate(chain(((s, "skipped") for s in fresh), outcomes), start=1):
         if outcome == "skipped":
             report.skipped[PER_SCAN_GROUP] = report.skipped.get(PER_SCAN_GROUP, 0) + 1
             continue
@@ -110,14 +114,6 @@ def process_scans(
         progress(f"[{done}/{len(ids)}] {scan_id}: {outcome}")
     if report.skipped.get(PER_SCAN_GROUP):
         progress(f"{report.skipped[PER_SCAN_GROUP]} of {len(ids)} scans unchanged: skipped")
-
-
-def _graph(defs):
-    return defs.resolve_asset_graph() if isinstance(defs, dg.Definitions) else defs.asset_graph
-
-
-def _job(defs) -> Callable[[str], dg.JobDefinition]:
-    return defs.resolve_job_def if isinstance(defs, dg.Definitions) else defs.get_job
 
 
 def _in_worker_processes(work, phase, instance, report: RunReport, at_once: int) -> Iterator[tuple[str, str]]:
