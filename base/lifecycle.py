@@ -91,8 +91,10 @@ def _subfolders(folder: Path) -> list[Path]:
 
 
 def _files(folder: Path) -> list[Path]:
-    """Plain files, without hidden ones (atomic_path's temporaries are hidden)."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink() and not p.name.startswith("."))
+    """Plain files, without hidden ones (atomic_path's temporaries are hidden). Read from the
+    directory entries, with no stat per file: a store of 10,000 scans holds ~100,000."""
+    with os.scandir(folder) as entries:
+        return sorted(Path(e.path) for e in entries if e.is_file(follow_symlinks=False) and not e.name.startswith("."))
 
 
 def _retired_folders(store: Store) -> list[Path]:

@@ -27,7 +27,7 @@ from .partitions import included_scan_partitions
 from .resources import SettingsResource, StoreResource
 from .scan_assets import PER_SCAN_GROUP, per_scan_keys
 from .scan_runs import process_scans
-from .staleness import stale_closure, status_resolver
+from .staleness import fresh_partitions, stale_closure, status_resolver
 
 PROMOTIONS = dg.AssetKey("model_promotions")  # what the per-scan predictions score with
 
@@ -56,18 +56,14 @@ def per_scan_code_version(graph) -> str:
 def scans_with_events_after(instance: dg.DagsterInstance, graph, after: int) -> tuple[set[str], int]:
     """Scans with a per-scan materialisation or a `scan_inputs` observation logged after the event-log
     id `after`, and the newest id among them (`after` if none): what can have changed which scans are
-    stale, so the sensor asks Dagster's resolver (~2 queries per asset and scan) about those alone."""
+    stale, so the sensor asks about those alone. One indexed query per asset: no event is read."""
     changed, newest = set(), after
-    sources = [(key, instance.fetch_materializations) for key in sorted(per_scan_keys(graph))]
-    for key, fetch in [*sources, (scan_inputs.key, instance.fetch_observations)]:
-        cursor = None
-        while True:
-            page = fetch(dg.AssetRecordsFilter(asset_key=key, after_storage_id=after), 1000, cursor, ascending=True)
-            changed |= {record.partition_key for record in page.records}
-            newest = max([newest, *(record.storage_id for record in page.records)])
-            if not page.has_more:
-                break
-            cursor = page.cursor
+    materialized = dg.DagsterEventType.ASSET_MATERIALIZATION
+    kinds = [(key, materialized) for key in sorted(per_scan_keys(graph))]
+    for key, kind in [*kinds, (scan_inputs.key, dg.DagsterEventType.ASSET_OBSERVATION)]:
+        latest = instance.event_log_storage.get_latest_storage_id_by_partition(key, kind, after_cursor=after)
+        changed |= set(latest)
+        newest = max([newest, *latest.values()])
     return changed, newest
 
 
@@ -89,11 +85,16 @@ def scans_awaiting_processing(
     retirements = Counter(line.get("scan_id") for line in read_retired_log(store.store()))
     waiting, resolver = [], status_resolver(instance, graph)
     promotions = promotions_version(instance)[:12]
-    for scan_id in included_scan_partitions(instance, store.store()):
-        if (only is not None and scan_id not in only) or scan_id in skip:
-            continue
-        if stale_only and scan_id in present and not stale_closure(instance, graph, per_scan, scan_id, resolver):
-            continue
+    candidates = [
+        scan_id
+        for scan_id in included_scan_partitions(instance, store.store())
+        if (only is None or scan_id in only) and scan_id not in skip
+    ]
+    fresh = fresh_partitions(instance, graph, per_scan, [s for s in candidates if s in present]) if stale_only else ()
+    for scan_id in candidates:
+        if stale_only and scan_id in present:
+            if scan_id in fresh or not stale_closure(instance, graph, per_scan, scan_id, resolver):
+                continue
         inputs = instance.get_latest_data_version_record(scan_inputs.key, is_source=True, partition_key=scan_id)
         key = "-".join(
             [

@@ -28,7 +28,7 @@ from .jobs import process_scan_job
 from .partitions import included_scan_partitions
 from .resources import resources_from_env
 from .scan_assets import PER_SCAN_GROUP
-from .staleness import StaleStatus, stale_closure, status_resolver
+from .staleness import StaleStatus, fresh_partitions, stale_closure, status_resolver
 
 SCAN_INTEGRITY = dg.AssetKey("scan_integrity")
 # Below this many scans to process, `multiprocess` processes them here: starting the worker
@@ -92,12 +92,12 @@ def process_scans(
     # Worker processes open the instance again: an in-memory one (tests, the Python API) stays here.
     alone = cluster.executor == "in_process" or not instance.is_persistent
     at_once = 1 if alone else min(cluster.scans_at_once, len(work))
-    fresh: list[str] = []
+    # The scans with nothing to do, found at once (asking each scan would take minutes at 10,000):
+    # they need no run and no worker, and the rest decide whether starting workers pays.
+    proven = fresh_partitions(instance, graph, phase, [s for s, _, full in work if not full])
+    fresh = [s for s, _, full in work if not full and s in proven]
+    work = [item for item in work if item[0] not in proven]
     if cluster.executor == "multiprocess" and at_once > 1:
-        # The scans with nothing to do, found once here: they need no worker, and the rest decide
-        # whether starting workers pays.
-        fresh = [s for s, _, full in work if not full and not stale_closure(instance, graph, phase, s)]
-        work = [item for item in work if item[0] not in set(fresh)]
         at_once = min(at_once, len(work)) if len(work) >= POOL_MIN_SCANS else 1
     if at_once > 1:
         outcomes = _in_worker_processes(work, phase, instance, report, at_once)

@@ -17,7 +17,9 @@ from orchestration.definitions import build_definitions
 from orchestration.execution import reconstructable_job
 from orchestration.resources import resources_from_env
 from orchestration.runner import run_selection
+from orchestration.scan_assets import per_scan_keys
 from orchestration.scan_batches import BATCH_TAG
+from orchestration.staleness import fresh_partitions, stale_closure
 from tests.helpers import NOT_STUDY
 
 PER_SCAN = ("segmentations", "lesions", "radiomics_features", "lesion_slices")
@@ -89,6 +91,16 @@ def _materialized_partitions(instance: dg.DagsterInstance, asset: str) -> list[s
     return sorted(r.partition_key for r in records)
 
 
+def fresh_as_the_resolver_says(defs, instance, scans: list[str]) -> set[str]:
+    """The scans whose per-scan assets are all fresh, read in batches (`fresh_partitions`, what the
+    sensor, the schedule and `metorigin run` ask first), asserted to be those Dagster's resolver calls fresh."""
+    graph = defs.get_repository_def().asset_graph
+    keys = per_scan_keys(graph)
+    fresh = fresh_partitions(instance, graph, keys, scans)
+    assert fresh == {scan for scan in scans if not stale_closure(instance, graph, keys, scan)}
+    return fresh
+
+
 def incremental_runs(defs, instance, cohort, included: list[str]) -> None:
     """Runs recompute only what changed, as the event log records it: nothing on a second run; one
     scan (and the feature store) when one image's content changed, in a `process_scans` run that a
@@ -99,6 +111,7 @@ def incremental_runs(defs, instance, cohort, included: list[str]) -> None:
 
     again = run_selection(defs, instance, selection=NOT_STUDY, progress=lambda _: None)
     assert again.ok and again.skipped["imaging"] == len(included)
+    assert fresh_as_the_resolver_says(defs, instance, included) == set(included)
     assert set(again.materialized) == INGEST  # ingest only: it finds changes
     assert {a: _materialized_partitions(instance, a) for a in PER_SCAN} == history
 
@@ -119,6 +132,7 @@ def incremental_runs(defs, instance, cohort, included: list[str]) -> None:
     # As the daemon does it: ingest, then a `process_scans` run (here without a list, as launched from
     # the UI: every stale scan), one `process_scan` run inside it for each changed scan.
     assert run_selection(defs, instance, selection="group:cohort", progress=lambda _: None).ok
+    assert fresh_as_the_resolver_says(defs, instance, included) == set(included) - {edited, broken}
     batch = dg.execute_job(reconstructable_job("process_scans"), instance, raise_on_error=False)
     (failure,) = batch.get_step_failure_events()  # the damaged scan fails the batch, after the others
     assert "1 of 2 scans failed (their own process_scan runs say why)" in failure.step_failure_data.error.message
@@ -137,4 +151,6 @@ def incremental_runs(defs, instance, cohort, included: list[str]) -> None:
     os.utime(images / f"{touched}.nii.gz")  # a new time, the same bytes
     fourth = run_selection(defs, instance, selection=NOT_STUDY, progress=lambda _: None)
     assert set(fourth.materialized) == INGEST | {"scan_integrity"}
+    # `touched`'s integrity check is newer than what its segmentation read, with the same data version.
+    assert fresh_as_the_resolver_says(defs, instance, included) == set(included)
     assert fourth.materialized["scan_integrity"] == 1 and fourth.skipped["feature_store"] > 0
