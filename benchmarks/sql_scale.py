@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 
 import duckdb
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a plain checkout too
 
@@ -44,15 +46,22 @@ MEASURED = "+path:models/marts"  # the marts and everything they read (staging a
 SETTINGS_HASH = "'bench'"
 
 
-def _lesion_id(i: str) -> str:
-    return f"'S' || ({i} // {LESIONS_PER_SCAN}) || '-L' || lpad(({i} % {LESIONS_PER_SCAN} + 1)::varchar, 3, '0')"
+def lesion_id_sql(i: str, per_scan: int = LESIONS_PER_SCAN) -> str:
+    return f"'S' || ({i} // {per_scan}) || '-L' || lpad(({i} % {per_scan} + 1)::varchar, 3, '0')"
 
 
 def copy_table(
-    con: duckdb.DuckDBPyConnection, lake: Path, table: str, columns: dict[str, str], source: str, options: str = ""
+    con: duckdb.DuckDBPyConnection,
+    lake: Path,
+    table: str,
+    columns: dict[str, str],
+    source: str,
+    options: str = "",
+    scans: list[str] | None = None,
 ) -> None:
     """One lake table as the pipeline writes it: exactly the declared columns, in order, as the declared
-    types (the SQL counterpart of `base.schemas.conform`)."""
+    types (the SQL counterpart of `base.schemas.conform`); with `scans`, one file per scan
+    (`<table>/<scan>.parquet`, empty for a scan without rows), as the per-scan assets write it."""
     schema = LAKE_TABLES[table]
     missing = [c for c in schema.names if c not in columns]
     extra = [c for c in columns if c not in schema.names]
@@ -62,13 +71,32 @@ def copy_table(
         )
     select = ", ".join(f'cast({columns[c.name]} as {c.type}) as "{c.name}"' for c in schema.columns)
     (lake / table).mkdir(parents=True, exist_ok=True)
-    con.execute(f"copy (select {select} from {source}) to '{lake}/{table}/all.parquet' (format parquet{options})")
+    if scans is None:
+        con.execute(f"copy (select {select} from {source}) to '{lake}/{table}/all.parquet' (format parquet{options})")
+        return
+    rows = con.sql(f"select {select} from {source} order by scan_id").to_arrow_table()
+    counts = {c["values"].as_py(): c["counts"].as_py() for c in pc.value_counts(rows["scan_id"])}
+    start = 0
+    for scan in sorted(scans):  # the rows' order: scan ids as strings
+        n = counts.get(scan, 0)
+        pq.write_table(rows.slice(start, n), lake / table / f"{scan}.parquet")
+        start += n
 
 
-def write_lake(lake: Path, n_lesions: int, features: list[str], classes: list[str]) -> list[str]:
-    """The lake tables the measured models read; 20 lesions per scan, one scan per patient, 3 in 5
-    patients of the first class. Returns the tables written."""
-    n_scans = max(1, -(-n_lesions // LESIONS_PER_SCAN))
+def write_lake(
+    lake: Path,
+    n_lesions: int,
+    features: list[str],
+    classes: list[str],
+    lesions_per_scan: int = LESIONS_PER_SCAN,
+    per_scan_files: bool = False,
+) -> list[str]:
+    """The lake tables the measured models read; `lesions_per_scan` lesions per scan, one scan per
+    patient, 3 in 5 patients of the first class; the per-scan tables in one file each, or one file per
+    scan (`per_scan_files`). Returns the tables written."""
+    per_scan = lesions_per_scan
+    n_scans = max(1, -(-n_lesions // per_scan))
+    scan_files = [f"S{i}" for i in range(n_scans)] if per_scan_files else None
     first, second = classes
     con = duckdb.connect()
     con.execute("set threads = 2")
@@ -153,6 +181,7 @@ def write_lake(lake: Path, n_lesions: int, features: list[str], classes: list[st
             "settings_hash": SETTINGS_HASH,
         },
         scans,
+        scans=scan_files,
     )
     copy_table(
         con,
@@ -172,14 +201,14 @@ def write_lake(lake: Path, n_lesions: int, features: list[str], classes: list[st
             "settings_hash": SETTINGS_HASH,
         },
         scans,
+        scans=scan_files,
     )
-    per_scan = LESIONS_PER_SCAN
     copy_table(
         con,
         lake,
         "lesions",
         {
-            "lesion_id": _lesion_id("i"),
+            "lesion_id": lesion_id_sql("i", per_scan),
             "scan_id": f"'S' || (i // {per_scan})",
             "patient_id": f"'P' || (i // {per_scan})",
             "lesion_number": f"i % {per_scan} + 1",
@@ -201,6 +230,7 @@ def write_lake(lake: Path, n_lesions: int, features: list[str], classes: list[st
             "settings_hash": SETTINGS_HASH,
         },
         f"range({n_lesions}) t(i)",
+        scans=scan_files,
     )
     con.execute(
         "create temp table names as select * from (values "
@@ -212,7 +242,7 @@ def write_lake(lake: Path, n_lesions: int, features: list[str], classes: list[st
         lake,
         "radiomics_features",
         {
-            "lesion_id": _lesion_id("i"),
+            "lesion_id": lesion_id_sql("i", per_scan),
             "scan_id": f"'S' || (i // {per_scan})",
             "patient_id": f"'P' || (i // {per_scan})",
             "feature_name": "n.feature_name",
@@ -224,6 +254,7 @@ def write_lake(lake: Path, n_lesions: int, features: list[str], classes: list[st
         },
         f"range({n_lesions}) t(i) cross join names n",
         ", row_group_size 1000000",
+        scans=scan_files,
     )
     return ["patients", "scans", "scan_integrity", "segmentations", "lesions", "radiomics_features"]
 

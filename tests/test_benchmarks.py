@@ -80,3 +80,15 @@ def test_scoring_speed_smoke():
         lines[-1], ["scan_scoring_s", "model_load_s", "lesion_ms", "lesions_per_scan", "paper_lesion_cpu_s"]
     )
     assert values["lesions_per_scan"] == 4 and values["scan_scoring_s"] > 0 and values["paper_lesion_cpu_s"] > 0
+
+
+@pytest.mark.slow
+def test_scale_10k_smoke():
+    """20 processed scans and 1 new one: every tick and the listing named exactly the new scan (the
+    benchmark exits otherwise), and the built feature store holds every processed scan's lesions."""
+    lines = run_smoke("scale_10k.py")
+    assert any(line.startswith("lake: 120 per-scan Parquet files for 20 processed scans") for line in lines), lines
+    figures = [line for line in lines if "(target <" in line]
+    assert len(figures) == 6, lines  # three ticks, the listing, the dbt build's time and memory
+    values = result_values(lines[-1], ["ticks_s", "dbt_s", "dbt_gb"])
+    assert all(v > 0 for v in values.values()), lines[-1]
