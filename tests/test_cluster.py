@@ -17,9 +17,10 @@ import pandas as pd
 import pytest
 from dagster._core.events import DagsterEventType
 
+from base.errors import ClusterError
 from base.store import Store
 from base.study import SlurmSettings
-from orchestration.cluster import slurm_job_scripts
+from orchestration.cluster import prepare_workers, slurm_job_scripts
 from orchestration.placement import DASK_RESOURCES_TAG
 from tests.test_cli import _cli
 
@@ -63,14 +64,16 @@ class Cluster:
         return process.pid
 
     def stop(self) -> None:
-        for process in self.processes.values():
+        """Workers first, then the scheduler: a worker whose scheduler went first waits ~20 s for it
+        before it exits."""
+        for process in reversed(self.processes.values()):
             if process.poll() is None:
                 process.terminate()
-        for process in self.processes.values():
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
 
 
 def _wait_for(probe, seconds: float):
@@ -115,8 +118,10 @@ def _step_pids(store: Path) -> dict[str, set[int]]:
 
 @pytest.mark.slow
 def test_per_scan_steps_on_a_dask_cluster_match_an_in_process_run_and_survive_a_lost_worker(cohort, tmp_path, cluster):
-    study = tmp_path / "study.yaml"  # the built-in quick study (same hash); a step waits 10 s for a worker
-    study.write_text("base: quick\ncluster:\n  resource_timeout_s: 10\n")
+    scans_csv = cohort / "scans.csv"  # 5 scans (one a DICOM series): the rest add time, not cases
+    scans_csv.write_text("\n".join(scans_csv.read_text().splitlines()[:6]) + "\n")
+    study = tmp_path / "study.yaml"  # the built-in quick study (same hash); a step waits 3 s for a worker
+    study.write_text("base: quick\ncluster:\n  resource_timeout_s: 3\n")
     here = tmp_path / "in_process"
     reference = subprocess.Popen(
         [str(Path(sys.executable).with_name("metorigin")), "run", "--cohort", cohort, "--store", here, "--study", study,
@@ -148,6 +153,13 @@ def test_per_scan_steps_on_a_dask_cluster_match_an_in_process_run_and_survive_a_
         ours = _contents(there, asset)
         theirs = _contents(here, asset)
         pd.testing.assert_frame_equal(ours, theirs[theirs["scan_id"].isin(set(ours["scan_id"]))].reset_index(drop=True))
+
+    # With the GPU worker alone, a run needing a CPU worker is refused naming the resource, and a store
+    # root the workers cannot see is refused (one cluster for the whole test: each start costs seconds).
+    with pytest.raises(ClusterError, match="offers the resource CPU .*the workers offer: GPU"):
+        prepare_workers(cluster.address, str(there), timeout_s=1, needed={"CPU", "GPU"})
+    with pytest.raises(ClusterError, match="does not see the store root"):
+        prepare_workers(cluster.address, str(tmp_path / "not-mounted"), timeout_s=1, needed={"GPU"})
 
     # A new CPU worker, and the same command again: the rest of the scans, equal to the in-process run.
     cpu_again = cluster.start_worker("cpu-again", "CPU=1")
@@ -201,17 +213,6 @@ def test_the_slurm_block_gives_the_job_scripts_dask_jobqueue_submits():
         assert scripts[kind] == expected, scripts[kind]
     # Without GPUs, the CPU workers take the GPU steps too (by configuration).
     assert "--resources CPU=1 GPU=1" in slurm_job_scripts(slurm, True, "tcp://10.1.2.3:8786")["cpu"]
-
-
-def test_a_cluster_without_a_resource_is_refused_naming_it(cluster, tmp_path):
-    from base.errors import ClusterError
-    from orchestration.cluster import prepare_workers
-
-    cluster.start_worker("cpu", "CPU=1")
-    with pytest.raises(ClusterError, match="offers the resource GPU .*gpu_steps_on_cpu"):
-        prepare_workers(cluster.address, str(tmp_path), timeout_s=1, needed={"CPU", "GPU"})
-    with pytest.raises(ClusterError, match="does not see the store root"):
-        prepare_workers(cluster.address, str(tmp_path / "not-mounted"), timeout_s=1)
 
 
 def test_the_cluster_block_changes_where_not_what(tmp_path):
