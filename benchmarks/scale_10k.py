@@ -331,7 +331,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where the store goes (default: a temp dir)")
     parser.add_argument(
         "--reuse", action="store_true", help="measure the store an earlier run left in --workdir again (its setup "
-        "takes ~15 minutes at 10,000 scans)"
+        "takes ~6 minutes at 10,000 scans)"
     )  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="the same steps on 20 scans")
     args = parser.parse_args()

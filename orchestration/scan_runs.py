@@ -89,16 +89,16 @@ def process_scans(
         (scan_id, {**(tags or {}), **(scans or {}).get(scan_id, {})}, force or scan_id not in present)
         for scan_id in ids
     ]
-    # Worker processes open the instance again: an in-memory one (tests, the Python API) stays here.
-    alone = cluster.executor == "in_process" or not instance.is_persistent
-    at_once = 1 if alone else min(cluster.scans_at_once, len(work))
     # The scans with nothing to do, found at once (asking each scan would take minutes at 10,000):
     # they need no run and no worker, and the rest decide whether starting workers pays.
     proven = fresh_partitions(instance, graph, phase, [s for s, _, full in work if not full])
     fresh = [s for s, _, full in work if not full and s in proven]
     work = [item for item in work if item[0] not in proven]
-    if cluster.executor == "multiprocess" and at_once > 1:
-        at_once = min(at_once, len(work)) if len(work) >= POOL_MIN_SCANS else 1
+    # Worker processes open the instance again: an in-memory one (tests, the Python API) stays here.
+    alone = cluster.executor == "in_process" or not instance.is_persistent
+    at_once = 1 if alone else min(cluster.scans_at_once, len(work))
+    if cluster.executor == "multiprocess" and len(work) < POOL_MIN_SCANS:
+        at_once = 1
     if at_once > 1:
         outcomes = _in_worker_processes(work, phase, instance, report, at_once)
     else:
