@@ -30,6 +30,7 @@ from dagster._core.definitions.data_version import (
     StaleStatus,
     extract_data_version_from_entry,
 )
+from dagster._core.definitions.partitions.mapping import IdentityPartitionMapping
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable as EVENTS
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._time import get_current_datetime
@@ -45,6 +46,7 @@ __all__ = [
     "status_resolver",
 ]
 RECORDS_PER_QUERY = 1000
+UNREAD = object()  # the data version of an event whose stored JSON is not in the expected shape
 
 
 def status_resolver(instance: dg.DagsterInstance, graph) -> CachingStaleStatusResolver:
@@ -88,6 +90,13 @@ def fresh_partitions(instance: dg.DagsterInstance, graph, keys: set, partitions:
         return set()
     if any(graph.get(p).is_virtual for k in keys for p in [k, *graph.get(k).parent_keys]):
         return set()  # the resolver follows views to their ancestors: not done here
+    if any(
+        not isinstance(graph.get_partition_mapping(k, p), IdentityPartitionMapping)
+        for k in keys
+        for p in graph.get(k).parent_keys
+        if p in partitioned
+    ):
+        return set()
     latest = {key: _latest_events(instance, graph, key, wanted) for key in keys | partitioned}
     current = {
         p: _current_version(instance, graph, p) for k in keys for p in graph.get(k).parent_keys if p not in partitioned
@@ -97,29 +106,29 @@ def fresh_partitions(instance: dg.DagsterInstance, graph, keys: set, partitions:
         reads = [_reads_if_current(graph, key, partition, latest, current) for key in keys]
         if all(r is not None for r in reads):
             settled[partition] = [read for found in reads for read in found]
-    read_events = {(key, i) for reads in settled.values() for key, i, _ in reads}
-    versions = _versions_of(instance, graph, read_events)
-    return {p for p, reads in settled.items() if all(versions.get((k, i), ()) == now for k, i, now in reads)}
+    return {p for p, reads in settled.items() if all(_same_as_read(instance, graph, p, *read) for read in reads)}
+
+
+def _same_as_read(instance: dg.DagsterInstance, graph, partition: str, parent, pointer: int, now) -> bool:
+    """The resolver's own comparison for an input with an event after the one read: the partition's
+    latest event at or before the pointer (after any wipe; the pointer may name another partition's
+    event) against the latest. Few pairs: an input re-made without what reads it."""
+    record = instance.get_latest_data_version_record(
+        parent, is_source=graph.get(parent).is_external, partition_key=partition, before_cursor=pointer + 1
+    )
+    then = extract_data_version_from_entry(record.event_log_entry) if record else None
+    return then is not None and then == now
 
 
 def _latest_events(instance: dg.DagsterInstance, graph, key, partitions: set[str]) -> dict:
     """partition -> (storage id, data version, provenance) of the asset's latest event there."""
     external = graph.get(key).is_external
     kind = dg.DagsterEventType.ASSET_OBSERVATION if external else dg.DagsterEventType.ASSET_MATERIALIZATION
-    ids = instance.event_log_storage.get_latest_storage_id_by_partition(key, kind)
-    tags = _event_tags(instance, graph, key, [i for p, i in ids.items() if p in partitions])
+    ids = {i: p for p, i in instance.event_log_storage.get_latest_storage_id_by_partition(key, kind).items()}
+    tags = _event_tags(instance, graph, key, [i for i, p in ids.items() if p in partitions])
     return {
-        partition: (i, _data_version(found), _Read.from_tags(found) if found is not None else None)
-        for i, (partition, found) in tags.items()
-    }
-
-
-def _versions_of(instance: dg.DagsterInstance, graph, events: set) -> dict:
-    """(asset, storage id) -> the data version of that event."""
-    return {
-        (key, i): _data_version(found)
-        for key in {key for key, _ in events}
-        for i, (_, found) in _event_tags(instance, graph, key, [i for k, i in events if k == key]).items()
+        ids[i]: (i, _data_version(found), _Read.from_tags(found)) if found is not None else (i, UNREAD, None)
+        for i, (_, found) in tags.items()
     }
 
 
@@ -216,6 +225,8 @@ def _reads_if_current(graph, key, partition: str, latest: dict, current: dict) -
                 return None
             continue
         pointer, newer = read.pointers[parent], latest[parent].get(partition)
+        if newer is not None and newer[1] is UNREAD:
+            return None  # the input's latest event could not be read here
         if pointer is not None and newer is not None and newer[0] > pointer:
             reads.append((parent, pointer, newer[1]))
     return reads
