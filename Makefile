@@ -9,17 +9,17 @@ export DAGSTER_DISABLE_TELEMETRY := true
 
 .PHONY: install demo test test-fast lint format ui lock clean chromium
 
-install: $(VENV)/.installed sql/target/manifest.json
+install: $(VENV)/.installed metorigin/sql/target/manifest.json
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
 # dagster-dbt loads the dbt project from its manifest; prepare it here, not only under `dagster dev`.
-sql/target/manifest.json: $(VENV)/.installed $(wildcard sql/*.yml sql/models/*/*.sql sql/models/*/*.yml sql/macros/*.sql)
-	cd sql && ../$(BIN)/dbt parse --quiet --project-dir . --profiles-dir .
+metorigin/sql/target/manifest.json: $(VENV)/.installed $(wildcard metorigin/sql/*.yml metorigin/sql/models/*/*.sql metorigin/sql/models/*/*.yml metorigin/sql/macros/*.sql)
+	cd metorigin/sql && ../../$(BIN)/dbt parse --quiet --project-dir . --profiles-dir .
 
 demo: install
 	$(BIN)/metorigin demo --cohort demo/cohort --store demo/store

@@ -1,6 +1,6 @@
 """DenseNet-121 training throughput: our full training loop against a bare model step, same device.
 
-"Ours" is the pipeline's own epoch (`ml.densenet.run_epoch` over `training_loader`): uint8 slices
+"Ours" is the pipeline's own epoch (`metorigin.study.densenet.run_epoch` over `training_loader`): uint8 slices
 in memory, MONAI augmentation (zoom, shear, rotation, width shift) drawn per image in loader
 workers, uint8 host-to-device copies, bf16 autocast and channels-last on CUDA, class-weighted loss.
 "Bare" is the same model, optimiser and `train_step` on random tensors already on the device: the
@@ -31,8 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a plain checkout too (GPU machine)
 
-from base.study import get_settings  # noqa: E402
-from ml import densenet as dn  # noqa: E402
+from metorigin.core.study import get_settings  # noqa: E402
+from metorigin.study import densenet as dn  # noqa: E402
 
 
 def _synchronize(device: torch.device) -> None:

@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from assets import radiomics
-from assets.lesions import measure_lesions
-from assets.synth.anatomy import Grid, render
-from assets.synth.cohort import sample_scan
-from assets.synth.demographics import sample_patients
+from metorigin.imaging import radiomics
+from metorigin.imaging.lesions import measure_lesions
+from metorigin.imaging.synth.anatomy import Grid, render
+from metorigin.imaging.synth.cohort import sample_scan
+from metorigin.imaging.synth.demographics import sample_patients
 
 
 def realistic_scan(

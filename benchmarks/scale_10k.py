@@ -57,18 +57,25 @@ from sqlalchemy.pool import NullPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a plain checkout too
 
-from base.study import get_settings  # noqa: E402
 from benchmarks.daemon_speed import free_port, graphql  # noqa: E402
 from benchmarks.sql_scale import copy_table, lesion_id_sql, run_dbt, write_lake  # noqa: E402
-from orchestration.cohort_assets import COHORT_FINGERPRINT, cohort_fingerprint, scan_inputs  # noqa: E402
-from orchestration.dbt import DBT_DIR, EXTERNAL_MODELS, REGISTRY_MODELS, RESULT_MODELS, ROBUSTNESS_MODELS, dbt_vars  # noqa: E402
-from orchestration.definitions import build_definitions  # noqa: E402
-from orchestration.home import use_store_instance  # noqa: E402
-from orchestration.partitions import scan_partitions  # noqa: E402
-from orchestration.resources import resources_from_env  # noqa: E402
-from orchestration.scan_assets import per_scan_keys  # noqa: E402
-from orchestration.scan_batches import OP_NAME, scans_awaiting_processing  # noqa: E402
-from orchestration.sensors import new_scans_sensor, nightly_catch_up  # noqa: E402
+from metorigin.core.study import get_settings  # noqa: E402
+from metorigin.definitions import build_definitions  # noqa: E402
+from metorigin.orchestration.cohort_assets import COHORT_FINGERPRINT, cohort_fingerprint, scan_inputs  # noqa: E402
+from metorigin.orchestration.dbt import (  # noqa: E402
+    DBT_DIR,
+    EXTERNAL_MODELS,
+    REGISTRY_MODELS,
+    RESULT_MODELS,
+    ROBUSTNESS_MODELS,
+    dbt_vars,
+)
+from metorigin.orchestration.home import use_store_instance  # noqa: E402
+from metorigin.orchestration.partitions import scan_partitions  # noqa: E402
+from metorigin.orchestration.resources import resources_from_env  # noqa: E402
+from metorigin.orchestration.scan_assets import per_scan_keys  # noqa: E402
+from metorigin.orchestration.scan_batches import OP_NAME, scans_awaiting_processing  # noqa: E402
+from metorigin.orchestration.sensors import new_scans_sensor, nightly_catch_up  # noqa: E402
 
 TARGET_TICK_S, TARGET_DBT_S, TARGET_DBT_GB = 10.0, 300.0, 4.0
 LESIONS_PER_SCAN, SLICES_PER_LESION = 8, 5
@@ -241,8 +248,8 @@ def definitions_load_s(env: dict) -> float:
     repository: seconds from the process start."""
     code = (
         "import time; start = time.perf_counter()\n"
-        "from orchestration.definitions import build_definitions\n"
-        "from orchestration.resources import resources_from_env\n"
+        "from metorigin.definitions import build_definitions\n"
+        "from metorigin.orchestration.resources import resources_from_env\n"
         "build_definitions(resources_from_env()).get_repository_def().asset_graph\n"
         "print(time.perf_counter() - start)\n"
     )
@@ -265,7 +272,7 @@ ASSET_PAGE = """{
 def asset_page_s(env: dict, log: Path, n_registered: int, n_processed: int) -> float:
     """The median of three asks of the asset page's query for `lesions`, on dagster-webserver."""
     port = free_port()
-    command = [str(Path(sys.executable).with_name("dagster-webserver")), "-m", "orchestration.definitions"]
+    command = [str(Path(sys.executable).with_name("dagster-webserver")), "-m", "metorigin.definitions"]
     with open(log, "w") as out:
         server = subprocess.Popen([*command, "-h", "127.0.0.1", "-p", str(port)], env=env, stdout=out, stderr=out)
     try:

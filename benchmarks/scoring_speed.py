@@ -30,17 +30,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a plain checkout too
 
-from assets.slices import save_slices  # noqa: E402
-from base.store import Store  # noqa: E402
-from base.study import get_settings  # noqa: E402
-from ml.densenet import build_model, predict  # noqa: E402
-from orchestration.model_assets import (  # noqa: E402
+from metorigin.core.store import Store  # noqa: E402
+from metorigin.core.study import get_settings  # noqa: E402
+from metorigin.imaging.slices import save_slices  # noqa: E402
+from metorigin.orchestration.model_assets import (  # noqa: E402
     made_under,
     promoted_models,
     registry_models,
     score_lesions,
     wide_features,
 )
+from metorigin.study.densenet import build_model, predict  # noqa: E402
 
 
 def scan_timings(store: Store, scans: list[str]) -> tuple[list[float], list[int]]:
@@ -81,8 +81,8 @@ def smoke_store(root: Path, scans: int = 3, lesions: int = 4) -> Store:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from ml.classifiers import platt_scale
-    from ml.scoring import feature_reference, file_sha256
+    from metorigin.study.classifiers import platt_scale
+    from metorigin.study.scoring import feature_reference, file_sha256
 
     store, rng = Store(root), np.random.default_rng(0)
     names = ["original_firstorder_Mean", "original_shape_Sphericity"]

@@ -2,8 +2,8 @@
 
 A synthetic lake of the shape the imaging assets write (patients, scans, scan_integrity, segmentations, lesions,
 and the long radiomics table of 107,000,000 rows), each table with exactly the columns and types
-declared in base/schemas.py, is generated with DuckDB. Then the real dbt project (sql/) builds the
-marts from it with the variables the pipeline passes (`orchestration.dbt.dbt_vars` of the `quick`
+declared in metorigin/core/schemas.py, is generated with DuckDB. Then the real dbt project (metorigin/sql/) builds the
+marts from it with the variables the pipeline passes (`metorigin.orchestration.dbt.dbt_vars` of the `quick`
 profile: the lake schemas the staging models cast to, the feature columns of the pivot): the
 staging tables, the `lesion_features` pivot, `tumor_burden`, `cohort_characteristics` and
 `training_matrix` (`dbt run --select +path:models/marts`: the models, not dbt's data tests, and not
@@ -35,11 +35,11 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a plain checkout too
 
-from base.schemas import LAKE_TABLES  # noqa: E402
-from base.study import get_settings  # noqa: E402
-from orchestration.dbt import dbt_vars  # noqa: E402
+from metorigin.core.package import DBT_PROJECT_DIR  # noqa: E402
+from metorigin.core.schemas import LAKE_TABLES  # noqa: E402
+from metorigin.core.study import get_settings  # noqa: E402
+from metorigin.orchestration.dbt import dbt_vars  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 TARGET_SECONDS, TARGET_GB = 60.0, 4.0
 LESIONS_PER_SCAN = 20
 MEASURED = "+path:models/marts"  # the marts and everything they read (staging and core tables, lake sources)
@@ -60,7 +60,7 @@ def copy_table(
     scans: list[str] | None = None,
 ) -> None:
     """One lake table as the pipeline writes it: exactly the declared columns, in order, as the declared
-    types (the SQL counterpart of `base.schemas.conform`); with `scans`, one file per scan
+    types (the SQL counterpart of `metorigin.core.schemas.conform`); with `scans`, one file per scan
     (`<table>/<scan>.parquet`, empty for a scan without rows), as the per-scan assets write it."""
     schema = LAKE_TABLES[table]
     missing = [c for c in schema.names if c not in columns]
@@ -323,9 +323,9 @@ def main() -> None:
             "--vars",
             json.dumps(variables),
             "--project-dir",
-            str(REPO / "sql"),
+            str(DBT_PROJECT_DIR),
             "--profiles-dir",
-            str(REPO / "sql"),
+            str(DBT_PROJECT_DIR),
             "--target-path",
             str(work / "target"),
             "--log-path",

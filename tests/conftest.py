@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")
 
-from assets.synth import SynthConfig, generate_cohort  # noqa: E402
+from metorigin.imaging.synth import SynthConfig, generate_cohort  # noqa: E402
 
 TINY = SynthConfig(seed=3, scale=0.05, matrix=80, workers=2)
 
@@ -67,6 +67,6 @@ def _fresh_dagster_context():
 def _definitions_of_this_test():
     """Each test builds the definitions of its own store (from the environment it sets): Dagster's
     process-wide memo of the last loaded job must not hand it an earlier test's (execution.py)."""
-    from orchestration.execution import forget_loaded_definitions
+    from metorigin.orchestration.execution import forget_loaded_definitions
 
     forget_loaded_definitions()

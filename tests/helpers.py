@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from base.study import LabelSettings
+from metorigin.core.study import LabelSettings
 
 # The imaging and feature-store tests stop before the models: the tiny cohorts they use are too
 # small to train on, and the models have their own tests (test_study.py).

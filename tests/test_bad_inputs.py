@@ -26,11 +26,11 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from base.store import Store
-from orchestration import cli
-from orchestration.definitions import build_definitions
-from orchestration.resources import resources_from_env
-from orchestration.runner import run_selection
+from metorigin.core.store import Store
+from metorigin.definitions import build_definitions
+from metorigin.orchestration import cli
+from metorigin.orchestration.resources import resources_from_env
+from metorigin.orchestration.runner import run_selection
 from tests.helpers import NOT_STUDY, append_row, replace_in
 
 pytestmark = pytest.mark.slow
@@ -151,7 +151,7 @@ def test_a_store_in_use_makes_another_session_wait_or_fail_fast(lab, capsys):
     cohort, store, _ = lab
     holder = textwrap.dedent(f"""
         import sys, time
-        from base.lease import store_session
+        from metorigin.core.lease import store_session
         with store_session({str(store.root)!r}, "run 1234 (another seed)"):
             print("held", flush=True)
             time.sleep(60)

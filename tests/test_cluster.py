@@ -17,11 +17,12 @@ import pandas as pd
 import pytest
 from dagster._core.events import DagsterEventType
 
-from base.errors import ClusterError
-from base.store import Store
-from base.study import SlurmSettings
-from orchestration.cluster import prepare_workers, slurm_job_scripts
-from orchestration.placement import DASK_RESOURCES_TAG
+from metorigin.core.errors import ClusterError
+from metorigin.core.package import EXAMPLES_DIR
+from metorigin.core.store import Store
+from metorigin.core.study import SlurmSettings
+from metorigin.orchestration.cluster import prepare_workers, slurm_job_scripts
+from metorigin.orchestration.placement import DASK_RESOURCES_TAG
 from tests.test_cli import _cli
 
 DASK = Path(sys.executable).with_name("dask")
@@ -216,10 +217,10 @@ def test_the_slurm_block_gives_the_job_scripts_dask_jobqueue_submits():
 
 
 def test_the_cluster_block_changes_where_not_what(tmp_path):
-    from base.errors import StudyFileError
-    from base.study import get_settings, load_study
+    from metorigin.core.errors import StudyFileError
+    from metorigin.core.study import get_settings, load_study
 
-    example = load_study(REPOSITORY / "examples" / "cluster" / "slurm.yaml")
+    example = load_study(EXAMPLES_DIR / "cluster" / "slurm.yaml")
     assert example.cluster.executor == "dask" and example.cluster.slurm.gpu_jobs == 2
     assert example.study_hash() == get_settings("paper").study_hash()  # in no settings hash
     assert set(slurm_job_scripts(example.cluster.slurm, False, "tcp://login1:8786")) == {"cpu", "gpu"}

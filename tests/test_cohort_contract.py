@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from assets.cohort import load_cohort
-from assets.imaging.geometry import coverage_mismatch
-from assets.imaging.io import normalise_phase, read_image_info
-from base import errors
+from metorigin.core import errors
+from metorigin.imaging.cohort import load_cohort
+from metorigin.imaging.geometry import coverage_mismatch
+from metorigin.imaging.io import normalise_phase, read_image_info
 from tests.helpers import append_row, replace_in
 
 GOOD_ROW = "{sid},{pid},images/S0002.nii.gz,masks/S0002.nii.gz,1,2,B30s,1.5,portal_venous"

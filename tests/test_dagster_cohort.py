@@ -9,12 +9,18 @@ import duckdb
 import pandas as pd
 import pytest
 
-from base.store import Store
-from orchestration import cohort_assets, model_assets, scan_batches
-from orchestration.definitions import build_definitions
-from orchestration.partitions import scan_partitions
-from orchestration.resources import CohortResource, LakeIOManager, SettingsResource, StoreResource, resources_from_env
-from orchestration.sensors import cohort_fingerprint, new_scans_sensor, nightly_catch_up
+from metorigin.core.store import Store
+from metorigin.definitions import build_definitions
+from metorigin.orchestration import cohort_assets, model_assets, scan_batches
+from metorigin.orchestration.partitions import scan_partitions
+from metorigin.orchestration.resources import (
+    CohortResource,
+    LakeIOManager,
+    SettingsResource,
+    StoreResource,
+    resources_from_env,
+)
+from metorigin.orchestration.sensors import cohort_fingerprint, new_scans_sensor, nightly_catch_up
 from tests.helpers import append_row, replace_in
 
 # Every test here runs the pipeline or a subprocess: `make test`, not `make test-fast`.

@@ -12,14 +12,14 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from base.store import Store
-from orchestration.definitions import build_definitions
-from orchestration.execution import reconstructable_job
-from orchestration.resources import resources_from_env
-from orchestration.runner import run_selection
-from orchestration.scan_assets import per_scan_keys
-from orchestration.scan_batches import BATCH_TAG
-from orchestration.staleness import fresh_partitions, stale_closure
+from metorigin.core.store import Store
+from metorigin.definitions import build_definitions
+from metorigin.orchestration.execution import reconstructable_job
+from metorigin.orchestration.resources import resources_from_env
+from metorigin.orchestration.runner import run_selection
+from metorigin.orchestration.scan_assets import per_scan_keys
+from metorigin.orchestration.scan_batches import BATCH_TAG
+from metorigin.orchestration.staleness import fresh_partitions, stale_closure
 from tests.helpers import NOT_STUDY
 
 PER_SCAN = ("segmentations", "lesions", "radiomics_features", "lesion_slices")

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from base.study import get_settings
-from ml import densenet as dn
+from metorigin.core.study import get_settings
+from metorigin.study import densenet as dn
 
 SMALL = replace(get_settings("quick").densenet, image_size=32, epochs=2, batch_size=8, max_train_images_per_epoch=32)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from assets.ibsi import compliance_table, report_markdown
-from assets.radiomics import expected_features, make_extractor
+from metorigin.imaging.ibsi import compliance_table, report_markdown
+from metorigin.imaging.radiomics import expected_features, make_extractor
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from assets import radiomics, segmentation
-from assets.lesions import label_components, measure_lesions
-from assets.slices import crop_description, cut_lesion_slices, window
-from base.errors import ScanProcessingError
-from base.study import SliceSettings
+from metorigin.core.errors import ScanProcessingError
+from metorigin.core.study import SliceSettings
+from metorigin.imaging import radiomics, segmentation
+from metorigin.imaging.lesions import label_components, measure_lesions
+from metorigin.imaging.slices import crop_description, cut_lesion_slices, window
 
 DATA = Path(__file__).parent / "data"
 

@@ -1,4 +1,4 @@
-"""Full decode and plausibility checks of a scan (assets/imaging/integrity.py), on tiny files.
+"""Full decode and plausibility checks of a scan (metorigin/imaging/integrity.py), on tiny files.
 
 Each damaged file here is one that a reader accepts silently somewhere: SimpleITK reads half a
 .nii.gz as zeros, zeroes NaN in NIfTI, turns a zero pixdim into 1 mm, and GDCM drops a truncated
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from assets.imaging import integrity
-from assets.imaging.integrity import check_scan, decode, fingerprint, mask_findings
-from assets.synth.dicom import write_dicom_series
+from metorigin.imaging import integrity
+from metorigin.imaging.integrity import check_scan, decode, fingerprint, mask_findings
+from metorigin.imaging.synth.dicom import write_dicom_series
 
 FORMATS = [".nii.gz", ".nii", ".mha", ".nrrd"]
 SHAPE = (6, 8, 10)  # z, y, x

@@ -15,7 +15,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from base.lifecycle import (
+from metorigin.core.lifecycle import (
     ErasureRefused,
     PatientNotFoundError,
     erased_patient_hashes,
@@ -25,7 +25,7 @@ from base.lifecycle import (
     retire_scans,
     scans_with_results,
 )
-from base.store import Store
+from metorigin.core.store import Store
 
 DAY = datetime(2024, 5, 1, 10, 30)
 LATER = datetime(2024, 5, 1, 16, 0)

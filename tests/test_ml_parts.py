@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from base.study import SplitSettings
-from ml.evaluation import bootstrap_intervals, point_estimates, roc_auc
-from ml.registry import data_hash, model_id, save_model
-from ml.selection import drop_correlated, feature_importance_table, permutation_ranking
-from ml.split import TEST, TRAIN, VALIDATION, extend_split, holds_out_every_class, split_patients
+from metorigin.core.study import SplitSettings
+from metorigin.study.evaluation import bootstrap_intervals, point_estimates, roc_auc
+from metorigin.study.registry import data_hash, model_id, save_model
+from metorigin.study.selection import drop_correlated, feature_importance_table, permutation_ranking
+from metorigin.study.split import TEST, TRAIN, VALIDATION, extend_split, holds_out_every_class, split_patients
 
 
 def _patients(n_colorectal: int, n_pancreatic: int) -> pd.DataFrame:
@@ -131,8 +131,8 @@ def test_model_ids_follow_the_training_data_and_cards_are_written(tmp_path):
 
 
 def test_the_study_file_names_exactly_the_classifiers_and_resamplers_ml_builds():
-    from base import study
-    from ml.classifiers import CLASSIFIERS, RESAMPLERS
+    from metorigin.core import study
+    from metorigin.study.classifiers import CLASSIFIERS, RESAMPLERS
 
     assert tuple(c.name for c in CLASSIFIERS) == study.CLASSIFIERS and tuple(RESAMPLERS) == study.RESAMPLERS
 
@@ -166,7 +166,7 @@ def test_the_balanced_densenet_output_moved_to_the_training_prevalence_matches_a
     log odds of the training prevalence, and nothing else (the ranking stays)."""
     from sklearn.linear_model import LogisticRegression
 
-    from ml.densenet import at_training_prevalence
+    from metorigin.study.densenet import at_training_prevalence
 
     rng = np.random.default_rng(0)
     y = (rng.random(4000) < 0.75).astype(int)  # three positives to one, as the study's test lesions

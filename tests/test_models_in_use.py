@@ -19,21 +19,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from assets.synth import SynthConfig, append_patients, generate_cohort
-from base.store import Store
-from base.study import load_study
-from ml.combined import best_radiomics_model
-from ml.evaluation import labels
-from ml.evaluation import test_metrics as table3_metrics  # not `test_*`: pytest would collect it
-from ml.scoring import ScoringRefused, load, require_inputs
-from orchestration.cohort_assets import cohort_fingerprint
-from orchestration.definitions import build_definitions
-from orchestration.execution import RunReport, executor, reconstructable_job
-from orchestration.model_assets import registry_models
-from orchestration.partitions import scan_partitions
-from orchestration.resources import resources_from_env
-from orchestration.runner import external_validation, promote, run_selection, validate_with
-from orchestration.sensors import new_scans_sensor
+from metorigin.core.store import Store
+from metorigin.core.study import load_study
+from metorigin.definitions import build_definitions
+from metorigin.imaging.synth import SynthConfig, append_patients, generate_cohort
+from metorigin.orchestration.cohort_assets import cohort_fingerprint
+from metorigin.orchestration.execution import RunReport, executor, reconstructable_job
+from metorigin.orchestration.model_assets import registry_models
+from metorigin.orchestration.partitions import scan_partitions
+from metorigin.orchestration.resources import resources_from_env
+from metorigin.orchestration.runner import external_validation, promote, run_selection, validate_with
+from metorigin.orchestration.sensors import new_scans_sensor
+from metorigin.study.combined import best_radiomics_model
+from metorigin.study.evaluation import labels
+from metorigin.study.evaluation import test_metrics as table3_metrics  # not `test_*`: pytest would collect it
+from metorigin.study.scoring import ScoringRefused, load, require_inputs
 from tests.test_cli import _cli
 
 pytestmark = pytest.mark.slow

@@ -7,10 +7,10 @@ import pandas as pd
 from joblib import Parallel
 from sklearn.model_selection import StratifiedGroupKFold
 
-from base.study import LabelSettings, ModelSettings
-from ml.classifiers import build_pipeline, classifier, tune
-from ml.evaluation import corrected_interval, labels, roc_auc
-from ml.radiomics_arm import nested_cv
+from metorigin.core.study import LabelSettings, ModelSettings
+from metorigin.study.classifiers import build_pipeline, classifier, tune
+from metorigin.study.evaluation import corrected_interval, labels, roc_auc
+from metorigin.study.radiomics_arm import nested_cv
 
 from .helpers import noise_matrix
 

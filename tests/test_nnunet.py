@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from assets.nnunet import nnunet_segmentation
-from base.errors import ScanProcessingError
-from base.store import Store
-from orchestration.definitions import build_definitions
-from orchestration.resources import resources_from_env
-from orchestration.runner import run_selection
+from metorigin.core.errors import ScanProcessingError
+from metorigin.core.store import Store
+from metorigin.definitions import build_definitions
+from metorigin.imaging.nnunet import nnunet_segmentation
+from metorigin.orchestration.resources import resources_from_env
+from metorigin.orchestration.runner import run_selection
 from tests.nnunet_model import build_tiny_model
 
 pytestmark = pytest.mark.slow

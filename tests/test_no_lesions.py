@@ -7,11 +7,11 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from assets.radiomics import feature_names
-from base.store import Store
-from orchestration.definitions import build_definitions
-from orchestration.resources import resources_from_env
-from orchestration.runner import run_selection
+from metorigin.core.store import Store
+from metorigin.definitions import build_definitions
+from metorigin.imaging.radiomics import feature_names
+from metorigin.orchestration.resources import resources_from_env
+from metorigin.orchestration.runner import run_selection
 
 pytestmark = pytest.mark.slow
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from base.store import Store
-from orchestration.definitions import build_definitions
-from orchestration.resources import resources_from_env
-from orchestration.runner import run_selection
+from metorigin.core.store import Store
+from metorigin.definitions import build_definitions
+from metorigin.orchestration.resources import resources_from_env
+from metorigin.orchestration.runner import run_selection
 from tests.helpers import NOT_STUDY
 
 # Every test here runs the pipeline or a subprocess: `make test`, not `make test-fast`.

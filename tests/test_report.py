@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from base.study import LabelSettings
-from ml.evaluation import patient_scores
-from ml.report import readable_feature
-from ml.report_curves import (
+from metorigin.core.study import LabelSettings
+from metorigin.study.evaluation import patient_scores
+from metorigin.study.report import readable_feature
+from metorigin.study.report_curves import (
     GRID,
     _tpr_on_grid,
     auc_from_points,
@@ -21,7 +21,7 @@ from ml.report_curves import (
     roc_points,
     with_truth,
 )
-from ml.report_data import ReportTables, anonymised
+from metorigin.study.report_data import ReportTables, anonymised
 
 
 def _predictions(seed: int = 3, patients: int = 12) -> pd.DataFrame:

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from base.study import LabelSettings, ModelSettings, SplitSettings
-from ml.report import permutation_summary
-from ml.robustness import (
+from metorigin.core.study import LabelSettings, ModelSettings, SplitSettings
+from metorigin.study.report import permutation_summary
+from metorigin.study.robustness import (
     permutation_null,
     permuted_labels,
     robustness_rounds,
@@ -18,8 +18,8 @@ from ml.robustness import (
     split_repeat_aucs,
     split_spread,
 )
-from ml.split import split_patients
-from ml.split import test_patients as held_out_patients
+from metorigin.study.split import split_patients
+from metorigin.study.split import test_patients as held_out_patients
 
 from .helpers import noise_matrix
 

@@ -12,12 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from base.store import Store
-from base.study import get_settings, load_study, with_run_choices
+from metorigin.core.package import EXAMPLES_DIR
+from metorigin.core.store import Store
+from metorigin.core.study import get_settings, load_study, with_run_choices
 from tests.helpers import append_row
 from tests.test_cli import _cli
 
-SECOND = Path(__file__).resolve().parents[1] / "examples" / "sharp_kernels_colorectal_positive.yaml"
+SECOND = EXAMPLES_DIR / "sharp_kernels_colorectal_positive.yaml"
 # Seed 132: its two DenseNet training patients have 22 lesions (66 with seed 5), a shorter epoch;
 # and it has lesions of 5 to 10 mm, which the seed paper keeps and this study must not.
 SEED = "132"

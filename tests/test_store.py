@@ -6,7 +6,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from base.store import Store, StoreLockTimeout
+from metorigin.core.store import Store, StoreLockTimeout
 
 
 def test_lake_writes_replace_whole_files_and_leave_no_temporaries(tmp_path):

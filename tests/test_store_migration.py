@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from base.errors import StoreVersionError
-from base.manifest import MANIFEST, SCHEMA_VERSION, migrate, read_manifest, schema_version
-from base.schemas import LAKE_TABLES
-from base.store import Store
+from metorigin.core.errors import StoreVersionError
+from metorigin.core.manifest import MANIFEST, SCHEMA_VERSION, migrate, read_manifest, schema_version
+from metorigin.core.schemas import LAKE_TABLES
+from metorigin.core.store import Store
 
 STORE_V1 = Path(__file__).parent / "data" / "store_v1"
 
@@ -53,9 +53,9 @@ def test_the_feature_store_builds_from_a_migrated_store(old_store, monkeypatch):
     """The `study_settings` asset migrates the store (as a run from the UI would), then dbt builds."""
     from dagster import DagsterInstance
 
-    from orchestration.definitions import build_definitions
-    from orchestration.resources import resources_from_env
-    from orchestration.runner import run_selection
+    from metorigin.definitions import build_definitions
+    from metorigin.orchestration.resources import resources_from_env
+    from metorigin.orchestration.runner import run_selection
 
     monkeypatch.setenv("METORIGIN_STORE", str(old_store.root))
     defs = build_definitions(resources_from_env())

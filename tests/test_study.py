@@ -21,19 +21,19 @@ import torch
 from PIL import Image
 from scipy.stats import t as student_t
 
-from assets.synth import SynthConfig, generate_cohort
-from base.store import Store
-from base.study import get_settings
-from ml.densenet import pick_slices
-from ml.evaluation import labels
-from ml.radiomics_arm import feature_columns, split_effect
-from ml.registry import data_hash
-from ml.report_curves import auc_from_points
-from ml.selection import drop_correlated
-from orchestration.definitions import build_definitions
-from orchestration.report_assets import RESULT_TABLES
-from orchestration.resources import resources_from_env
-from orchestration.runner import run_selection
+from metorigin.core.store import Store
+from metorigin.core.study import get_settings
+from metorigin.definitions import build_definitions
+from metorigin.imaging.synth import SynthConfig, generate_cohort
+from metorigin.orchestration.report_assets import RESULT_TABLES
+from metorigin.orchestration.resources import resources_from_env
+from metorigin.orchestration.runner import run_selection
+from metorigin.study.densenet import pick_slices
+from metorigin.study.evaluation import labels
+from metorigin.study.radiomics_arm import feature_columns, split_effect
+from metorigin.study.registry import data_hash
+from metorigin.study.report_curves import auc_from_points
+from metorigin.study.selection import drop_correlated
 
 pytestmark = pytest.mark.slow
 
@@ -316,7 +316,7 @@ def test_study_report_renders_in_chromium(study, tmp_path):
 
 
 def test_report_without_study_results_or_with_one_class_says_why(study, tmp_path, capsys):
-    from orchestration.cli import main
+    from metorigin.orchestration.cli import main
 
     _, _, store = study
     # A store with only the feature store: the study's tables dropped from a copy of its DuckDB file.

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assets.cohort import study_problems
-from base.errors import StoreStudyMismatch, StudyFileError
-from base.manifest import bind_study, read_manifest, settings_table
-from base.store import Store
-from base.study import STEP_SETTINGS, as_dict, get_settings, load_study, with_run_choices
-from orchestration.cli import main
+from metorigin.core.errors import StoreStudyMismatch, StudyFileError
+from metorigin.core.manifest import bind_study, read_manifest, settings_table
+from metorigin.core.package import EXAMPLES_DIR, RADIOMICS_PARAMS
+from metorigin.core.store import Store
+from metorigin.core.study import STEP_SETTINGS, as_dict, get_settings, load_study, with_run_choices
+from metorigin.imaging.cohort import study_problems
+from metorigin.orchestration.cli import main
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = EXAMPLES_DIR
 
 
 def _study(tmp_path: Path, text: str, name: str = "study.yaml") -> Path:
@@ -93,7 +94,7 @@ def test_each_step_hash_covers_exactly_the_settings_the_step_reads(tmp_path):
 
 def test_the_radiomics_hash_follows_the_parameter_file_content(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text((EXAMPLES.parent / "assets" / "radiomics_params.yaml").read_text())
+    params.write_text(RADIOMICS_PARAMS.read_text())
     study = _study(tmp_path, "radiomics: {params_file: params.yaml}\n")
     assert load_study(study).step_hash("radiomics") == get_settings("quick").step_hash("radiomics")
     params.write_text(params.read_text().replace("binWidth: 25", "binWidth: 10"))
@@ -155,8 +156,8 @@ def test_the_effective_settings_are_themselves_a_study_file(tmp_path):
 
 
 def test_what_a_run_lacks_and_unknown_grid_parameters_are_refused_by_key(tmp_path):
-    from base.study import run_problems
-    from ml.classifiers import grid_problems
+    from metorigin.core.study import run_problems
+    from metorigin.study.classifiers import grid_problems
 
     nnunet = load_study(_study(tmp_path, "segmentation: {method: nnunet}\n"))
     assert [p.key for p in run_problems(nnunet, "s.yaml")] == ["segmentation.method"]
@@ -167,7 +168,7 @@ def test_what_a_run_lacks_and_unknown_grid_parameters_are_refused_by_key(tmp_pat
 
 
 def test_the_command_line_sets_or_clears_every_variable_it_hands_to_dagster(tmp_path, monkeypatch):
-    from orchestration.cli import _export_environment
+    from metorigin.orchestration.cli import _export_environment
 
     for name in ("COHORT", "STORE", "PROFILE", "STUDY", "NNUNET_MODEL", "WORKERS"):
         monkeypatch.delenv(f"METORIGIN_{name}", raising=False)  # restored after the test, whatever it sets
@@ -178,7 +179,7 @@ def test_the_command_line_sets_or_clears_every_variable_it_hands_to_dagster(tmp_
 
 
 def test_a_retrain_schedule_dagster_cannot_run_is_refused_and_retrain_is_in_no_hash(tmp_path):
-    from orchestration.automation import retrain_problems
+    from metorigin.orchestration.automation import retrain_problems
 
     weekly = load_study(_study(tmp_path, "retrain: '0 3 * * 1'\n"))
     assert weekly.study_hash() == get_settings("quick").study_hash()  # when, not what: the same study
@@ -189,7 +190,7 @@ def test_a_retrain_schedule_dagster_cannot_run_is_refused_and_retrain_is_in_no_h
 
 def test_metorigin_demo_is_metorigin_run_with_every_run_default(tmp_path):
     """`demo` once built its own argument set for `run` and missed a run option added later (--force)."""
-    from orchestration.cli import _parser, demo_run_arguments, demo_synth_arguments
+    from metorigin.orchestration.cli import _parser, demo_run_arguments, demo_synth_arguments
 
     demo = _parser().parse_args(["demo", "--cohort", str(tmp_path / "c"), "--store", str(tmp_path / "s"), "--no-wait"])
     as_demo = vars(_parser().parse_args(demo_run_arguments(demo)))

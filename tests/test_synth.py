@@ -8,10 +8,10 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from assets.cohort import load_cohort
-from assets.imaging.io import read_image
-from assets.synth import SynthConfig, generate_cohort
-from assets.synth.demographics import TABLE1, allocate
+from metorigin.imaging.cohort import load_cohort
+from metorigin.imaging.io import read_image
+from metorigin.imaging.synth import SynthConfig, generate_cohort
+from metorigin.imaging.synth.demographics import TABLE1, allocate
 
 
 def _measure(cohort_dir) -> pd.DataFrame:

@@ -22,7 +22,7 @@ def _env(cohort, store, home) -> dict:
 @pytest.mark.slow
 def test_definitions_validate(cohort, tmp_path):
     result = subprocess.run(
-        [str(BIN / "dagster"), "definitions", "validate", "-m", "orchestration.definitions"],
+        [str(BIN / "dagster"), "definitions", "validate", "-m", "metorigin.definitions"],
         capture_output=True,
         encoding="utf-8",
         timeout=300,

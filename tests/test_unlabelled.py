@@ -17,19 +17,20 @@ import duckdb
 import pandas as pd
 import pytest
 
-from assets.cohort import load_cohort
-from assets.synth import append_patients
-from assets.synth.append import _free_numbers
-from base import errors
-from base.study import UNLABELLED, LabelSettings, get_settings
-from benchmarks.sql_scale import LESIONS_PER_SCAN, MEASURED, REPO, run_dbt, write_lake
-from ml import study_report
-from ml.paper_tables import paper_tables
-from ml.report import UNLABELLED_NOTE, table1_frame
-from ml.report_data import read_tables
-from ml.scoring import calls
-from orchestration.dbt import dbt_vars
-from orchestration.model_assets import score_lesions, wide_features
+from benchmarks.sql_scale import LESIONS_PER_SCAN, MEASURED, run_dbt, write_lake
+from metorigin.core import errors
+from metorigin.core.package import DBT_PROJECT_DIR
+from metorigin.core.study import UNLABELLED, LabelSettings, get_settings
+from metorigin.imaging.cohort import load_cohort
+from metorigin.imaging.synth import append_patients
+from metorigin.imaging.synth.append import _free_numbers
+from metorigin.orchestration.dbt import dbt_vars
+from metorigin.orchestration.model_assets import score_lesions, wide_features
+from metorigin.study import study_report
+from metorigin.study.paper_tables import paper_tables
+from metorigin.study.report import UNLABELLED_NOTE, table1_frame
+from metorigin.study.report_data import read_tables
+from metorigin.study.scoring import calls
 
 UNLABELLED_PATIENT = "P4"  # of the lake's five patients: P0-P2 the first class, P3 the second
 
@@ -75,7 +76,7 @@ def feature_store(tmp_path_factory) -> Path:
     database.parent.mkdir(parents=True)
     env = dict(os.environ, METORIGIN_STORE=str(store), METORIGIN_DUCKDB=str(database))
     dbt = str(Path(sys.executable).with_name("dbt"))
-    folders = ("--project-dir", str(REPO / "sql"), "--profiles-dir", str(REPO / "sql"))
+    folders = ("--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR))
     # cautious: a test also reading a table this lake lacks (lesion_slices) is left out
     args = [dbt, "build", "--select", MEASURED, "--indirect-selection", "cautious", "--vars", json.dumps(variables)]
     args += folders

@@ -1,3 +1,0 @@
-"""Pure imaging: the cohort contract, segmentation, lesions, radiomics, slices, IBSI, the synthetic cohort.
-
-No Dagster here: the assets that run these steps are in orchestration/ (scan_assets.py, cohort_assets.py)."""

@@ -1,1 +1,0 @@
-"""Reading CT images and reasoning about their geometry, independent of any orchestrator."""

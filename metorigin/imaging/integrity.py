@@ -1,0 +1,641 @@
+"""Full decode and plausibility checks of one scan's image and mask, before any result is written.
+
+"SimpleITK read it without an exception" proves little. Checked with SimpleITK 2.5.7:
+- a `.nii.gz` cut in half reads without error, the missing slices as zeros;
+- a `.nii.gz` whose compressed stream is corrupt may decode wrongly in nibabel, which stops
+  reading once it has the voxels and so never reaches the gzip checksum;
+- the NIfTI reader turns NaN and inf voxels into 0 and a zero pixdim into 1 mm, silently;
+- a truncated DICOM slice is silently left out of the series by GDCM's series scanner, so the
+  volume comes back one slice short (with at most a warning on stderr, none when the slice was
+  the first or last);
+- MHA and NRRD keep NaN, and a truncated MHA or NRRD raises.
+
+So every file is decoded in full here, with checks of its own where a reader is lenient, and its
+values are checked for what a CT in Hounsfield units and a label map can hold. A problem makes
+that one scan invalid, with a message that says what is wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import re
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.errors import InvalidDicomError
+
+from metorigin.core.files import file_digest
+
+from .geometry import grid_problem
+from .io import read_image
+
+# What a CT can store: DICOM CT pixel data is 16 bits, and after RescaleSlope/RescaleIntercept
+# every scanner's Hounsfield values fit a signed 16-bit integer (air -1000, dense metal ~ +3000,
+# extended-range scanners up to ~ +30000). A value outside this range is not a HU value.
+# Stored with each scan's check; a stored check is reused only while the files and this are unchanged,
+# so raise it whenever a check is added or changed and every scan is checked again.
+CHECKS_VERSION = 1
+
+HU_STORABLE_MIN = -32768.0
+HU_STORABLE_MAX = 32767.0
+
+# An abdominal CT always shows air (outside the body, in the bowel: -1000 HU) or at least fat
+# (-100 to -50 HU) somewhere, so its lowest value lies below -100 HU. A minimum at or above this
+# means stored values without the DICOM rescale (0..4095), a windowed export (0..255), or not a CT.
+HU_LOWEST_MUST_BE_BELOW = -100.0
+
+# Where the liver's median can lie: an unenhanced fatty liver is about -50 HU, an enhanced liver
+# 100-150 HU; lesions (counted with the liver here) pull it a little either way. A median outside
+# means the image is not in Hounsfield units, or the mask was drawn on another image.
+LIVER_MEDIAN_HU_MIN = -200.0
+LIVER_MEDIAN_HU_MAX = 400.0
+
+# Spacing and direction cosines are read as float32 from most headers: allow that much rounding.
+
+_GRID_TOLERANCE = 1e-4  # relative, mm: grids that differ by less are the same grid
+_CHUNK_VOXELS = 1 << 22  # label counting works on slabs of this many voxels to bound memory
+
+_REREAD_FIX = (
+    "copy the file again from its source, or re-export it from the scanner or PACS, "
+    "and check that it opens in a viewer; then run the step again"
+)
+_SPACING_FIX = "re-export the image with its true voxel spacing in millimetres (a positive number on every axis)"
+_DIRECTION_FIX = "re-export the image from the scanner's DICOM series with a converter that keeps its orientation"
+_HU_FIX = "export the CT in Hounsfield units (apply RescaleSlope and RescaleIntercept)"
+_TRUNCATED = "the file is truncated or was not copied completely"
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One image or mask, decoded in full, with what its reader may have hidden.
+
+    `image` is what the pipeline reads (SimpleITK). `n_nonfinite` counts NaN/inf voxels in the
+    file as stored, which for NIfTI differs from `image` because ITK writes 0 in their place.
+    `header_spacing` is the voxel spacing as the header stores it (NIfTI pixdim, MHA/MHD
+    ElementSpacing), before ITK turns 0 into 1 mm and negatives into positives; None where the
+    format gives none. `value_range` is the lowest and highest finite value of `image`, computed
+    once, on first use (NaN, NaN when there is none).
+    """
+
+    image: sitk.Image
+    n_nonfinite: int
+    header_spacing: tuple[float, ...] | None = None
+
+    @cached_property
+    def value_range(self) -> tuple[float, float]:
+        return _finite_range(sitk.GetArrayViewFromImage(self.image))
+
+
+class DamagedFileError(ValueError):
+    """A file whose voxels cannot be decoded in full; the message is the reason in plain words.
+
+    `fix` says what a person can do about it; most damage is a broken copy, so that is the default.
+    """
+
+    def __init__(self, reason: str, fix: str = _REREAD_FIX):
+        super().__init__(reason)
+        self.fix = fix
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem with a scan: what is wrong and what to do, both for a person."""
+
+    problem: str
+    fix: str
+
+
+@dataclass(frozen=True)
+class ScanCheck:
+    """The verdict on one scan: `passed` when there are no problems (warnings do not fail it)."""
+
+    passed: bool
+    problems: list[Finding]
+    warnings: list[str]
+    facts: dict
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+
+
+def decode(path: Path) -> Decoded:
+    """Decode an image file or DICOM series folder in full, or raise DamagedFileError."""
+    path = Path(path)
+    if not path.exists():
+        raise DamagedFileError(f"{path} does not exist", fix="check the path in scans.csv")
+    if path.is_dir():
+        return _decode_dicom(path)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        return _decode_nifti(path)
+    return _decode_itk(path)
+
+
+def _decode_nifti(path: Path) -> Decoded:
+    """NIfTI: check the bytes ourselves (ITK zero-fills a short file and zeroes NaN), then read with ITK."""
+    raw = _nifti_bytes(path)
+    header = _nifti_header(raw)
+    voxels = _nifti_voxels(raw, header)
+    n_nonfinite = _count_nonfinite(voxels)
+    n_axes = min(int(header["dim"][0]), 3)
+    header_spacing = tuple(float(v) for v in header["pixdim"][1 : 1 + n_axes])
+    del voxels, raw
+    return Decoded(_read_itk(path), n_nonfinite, header_spacing)
+
+
+def _nifti_bytes(path: Path) -> bytes:
+    """The uncompressed file, inflated to the end of every gzip member, which verifies each CRC-32.
+
+    nibabel stops inflating once it has the voxels, so it never sees the checksum of a corrupt file.
+    """
+    data = path.read_bytes()
+    if data[:2] != b"\x1f\x8b":  # ITK (zlib) reads a misnamed uncompressed .nii.gz as it is: so do we
+        return data
+    parts = []
+    while True:
+        inflater = zlib.decompressobj(wbits=31)  # 31: gzip wrapper, checks CRC-32 and length
+        try:
+            parts.append(inflater.decompress(data))
+        except zlib.error as exc:
+            raise DamagedFileError(
+                f"the compressed data is corrupt ({exc}; the file was damaged in storage or transfer)"
+            ) from exc
+        if not inflater.eof:
+            raise DamagedFileError(f"the compressed data ends early ({_TRUNCATED})")
+        data = inflater.unused_data
+        if not data.strip(b"\0"):  # another gzip member follows, or only padding
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _nifti_header(raw: bytes) -> nib.Nifti1Header:
+    """The header as stored (check=False: nibabel would otherwise 'fix' a zero or negative pixdim)."""
+    if len(raw) < 348:
+        raise DamagedFileError(f"the file is {len(raw)} bytes, shorter than a NIfTI header ({_TRUNCATED})")
+    sizes = {int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big")}
+    klass = nib.Nifti2Header if 540 in sizes else nib.Nifti1Header
+    try:
+        return klass.from_fileobj(io.BytesIO(raw), check=False)
+    except (ValueError, EOFError, nib.spatialimages.HeaderDataError) as exc:
+        raise DamagedFileError(f"its NIfTI header cannot be read ({exc})") from exc
+
+
+def _nifti_voxels(raw: bytes, header: nib.Nifti1Header) -> np.ndarray:
+    """The stored voxel values as a flat view on `raw` (unscaled: scl_slope cannot make NaN)."""
+    try:
+        dtype = header.get_data_dtype()
+    except nib.spatialimages.HeaderDataError as exc:
+        raise DamagedFileError(f"its NIfTI header names an unknown data type ({exc})") from exc
+    count = math.prod(int(v) for v in header.get_data_shape())
+    offset = int(header.get_data_offset())
+    want = count * dtype.itemsize
+    have = max(len(raw) - offset, 0)
+    if have < want:
+        raise DamagedFileError(
+            f"the file holds {have} of the {want} bytes of voxel data its header promises ({_TRUNCATED})"
+        )
+    return np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
+
+
+def _decode_itk(path: Path) -> Decoded:
+    """MHA, MHD, NRRD: ITK raises on short data and keeps NaN, so its own read is enough."""
+    image = _read_itk(path)
+    voxels = sitk.GetArrayViewFromImage(image)
+    return Decoded(image, _count_nonfinite(voxels), _text_header_spacing(path))
+
+
+def _read_itk(path: Path) -> sitk.Image:
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise _itk_error(exc, path) from exc
+
+
+def _itk_error(exc: RuntimeError, path: Path) -> DamagedFileError:
+    """ITK's C++ message turned into a reason a person can act on."""
+    text = str(exc)
+    spacing = re.search(r"Refusing to change spacing from \[[^\]]*\] to \[([^\]]*)\]", text)
+    if spacing:
+        return DamagedFileError(
+            f"its header gives a voxel spacing of [{spacing.group(1)}] mm, and a spacing must be a positive number",
+            fix=_SPACING_FIX,
+        )
+    detail = _itk_detail(text, path)
+    if re.search(r"expected \d+ bytes but received \d+|data not read completely|File cannot be read", text):
+        return DamagedFileError(
+            f"the voxel data ends early or cannot be read ({_TRUNCATED}, or the data file its header names "
+            f"is missing; ITK says: {detail})"
+        )
+    return DamagedFileError(f"ITK cannot read it ({detail})")
+
+
+def _itk_detail(text: str, path: Path) -> str:
+    """The last useful line of an ITK message, without C++ prefixes and stale errno text.
+
+    MetaImage ends a truncated-file error with "Reason: No such file or directory", a leftover
+    errno that would send a person looking for a file that is there: such lines are dropped.
+    """
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("Reason:")]
+    line = lines[-1] if lines else "no reason given"
+    line = re.sub(r"^(ITK ERROR: \w+\(0x[0-9a-f]+\):|sitk::ERROR:|\[\w+\] \w+:)\s*", "", line)
+    return line.replace(str(path), path.name)
+
+
+def _text_header_spacing(path: Path) -> tuple[float, ...] | None:
+    """ElementSpacing as an MHA/MHD header stores it (ITK reads -1 as 1 and refuses 0)."""
+    if path.suffix.lower() not in (".mha", ".mhd"):
+        return None
+    with open(path, "rb") as fh:
+        for _ in range(200):
+            line = fh.readline(4096).decode("latin-1")
+            key, _sep, value = line.partition("=")
+            key = key.strip().lower()
+            if key == "elementspacing":
+                try:
+                    return tuple(float(v) for v in value.split())
+                except ValueError:
+                    return None
+            if not line or key == "elementdatafile":
+                break
+    return None
+
+
+def _decode_dicom(folder: Path) -> Decoded:
+    """A DICOM series: verify each slice file's pixel data, read the series, compare slice counts."""
+    frames = _dicom_frames(folder)
+    try:
+        image = read_image(folder)
+    except RuntimeError as exc:
+        raise _itk_error(exc, folder) from exc
+    except ValueError as exc:  # no series, or more than one
+        raise DamagedFileError(str(exc), fix="keep exactly one CT series in the folder") from exc
+    depth = image.GetDepth()
+    if depth != frames:
+        raise DamagedFileError(
+            f"the folder holds {frames} DICOM slices but the series reads as {depth}: "
+            "GDCM left out slices it could not read"
+        )
+    return Decoded(image, _count_nonfinite(sitk.GetArrayViewFromImage(image)))
+
+
+def _dicom_frames(folder: Path) -> int:
+    """The number of image frames in the folder's DICOM files, after checking each one's pixel data.
+
+    GDCM drops a truncated slice from the series without an error, so each file is read here
+    with pydicom, which keeps whatever part of the pixel data is there, and measured.
+    """
+    frames = 0
+    for file in sorted(p for p in folder.iterdir() if p.is_file() and p.name.upper() != "DICOMDIR"):
+        try:
+            ds = pydicom.dcmread(file)
+        except InvalidDicomError as exc:
+            if file.suffix.lower() == ".dcm":  # named as a slice, too short or damaged to be one
+                raise DamagedFileError(f"DICOM file {file.name} is not a readable DICOM file ({_TRUNCATED})") from exc
+            continue  # not DICOM (a README, .DS_Store): GDCM ignores it too
+        except Exception as exc:  # pydicom raises many kinds on damaged files
+            raise DamagedFileError(f"DICOM file {file.name} cannot be read ({type(exc).__name__}: {exc})") from exc
+        frames += _dicom_file_frames(file, ds)
+    return frames
+
+
+def _dicom_file_frames(file: Path, ds) -> int:
+    """Frames in one DICOM file; raises when its uncompressed pixel data is shorter than its header says."""
+    if "PixelData" not in ds:
+        raise DamagedFileError(
+            f"DICOM file {file.name} holds no pixel data ({_TRUNCATED}, or it is not an image)",
+            fix=f"copy the series again, or remove {file.name} if it is not a slice of the CT",
+        )
+    n_frames = int(ds.get("NumberOfFrames") or 1)
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and syntax.is_encapsulated:
+        return n_frames  # compressed: its length says nothing; GDCM decodes it and the slice count is compared
+    bits = int(ds.get("Rows", 0)) * int(ds.get("Columns", 0)) * int(ds.get("SamplesPerPixel", 1))
+    want = (bits * int(ds.get("BitsAllocated", 0)) * n_frames + 7) // 8
+    have = len(ds.PixelData or b"")
+    if have < want:
+        raise DamagedFileError(
+            f"DICOM file {file.name} holds {have} of the {want} bytes of pixel data its header promises ({_TRUNCATED})"
+        )
+    return n_frames
+
+
+def _count_nonfinite(voxels: np.ndarray) -> int:
+    if voxels.dtype.kind not in "fc":
+        return 0
+    return int(voxels.size - np.count_nonzero(np.isfinite(voxels)))
+
+
+def _finite_range(voxels: np.ndarray) -> tuple[float, float]:
+    """Lowest and highest finite value; the copy of the finite values happens only when there are others."""
+    if voxels.size == 0:
+        return math.nan, math.nan
+    lo, hi = float(voxels.min()), float(voxels.max())
+    if math.isfinite(lo) and math.isfinite(hi):
+        return lo, hi
+    finite = voxels[np.isfinite(voxels)]
+    if finite.size == 0:
+        return math.nan, math.nan
+    return float(finite.min()), float(finite.max())
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprints
+
+
+def fingerprint(path: Path) -> str:
+    """sha256 of a file, or of a folder's sorted (relative name, file sha256) list.
+
+    Results are keyed to it: a scan re-exported or re-copied under the same name gets a new
+    fingerprint, so results computed from the old bytes can be told apart.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return file_digest(path, length=64)
+    digest = hashlib.sha256()
+    for file in sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).as_posix()):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{file_digest(file, length=64)}\n".encode())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Image checks
+
+
+def image_findings(decoded: Decoded) -> list[Finding]:
+    """Problems with a CT's grid and values: each would reach every number computed from it."""
+    return [
+        finding
+        for finding in (
+            _grid_finding(decoded),
+            _nonfinite_finding(decoded.n_nonfinite, "voxels", "image", "a CT in Hounsfield units"),
+            _hu_range_finding(*decoded.value_range),
+        )
+        if finding is not None
+    ]
+
+
+def _grid_finding(decoded: Decoded) -> Finding | None:
+    """Spacing and axes that cannot place voxels in space (geometry.grid_problem, as ingest checks
+    them), in ITK's image and in the header as stored: ITK reads a NIfTI pixdim of 0 as 1 mm and
+    a negative one as positive."""
+    direction = decoded.image.GetDirection()
+    for spacing, where in ((decoded.image.GetSpacing(), "the image"), (decoded.header_spacing, "its header")):
+        problem = grid_problem(spacing, direction) if spacing is not None else None
+        if problem:
+            fix = _SPACING_FIX if "spacing" in problem else _DIRECTION_FIX
+            return Finding(f"{where}: {problem} (volumes, diameters and positions would be wrong)", fix)
+    return None
+
+
+def _nonfinite_finding(n: int, what: str, kind: str, holder: str) -> Finding | None:
+    if not n:
+        return None
+    return Finding(
+        f"{n} {what} are NaN or infinite",
+        f"re-export the {kind}; {holder} has a finite value in every voxel",
+    )
+
+
+def _hu_range_finding(lo: float, hi: float) -> Finding | None:
+    if math.isnan(lo):
+        return None  # no finite value: the non-finite finding says it
+    if lo < HU_STORABLE_MIN or hi > HU_STORABLE_MAX:
+        return Finding(
+            f"the voxel values range from {lo:g} to {hi:g}, outside what a CT stores "
+            f"({HU_STORABLE_MIN:g} to {HU_STORABLE_MAX:g} HU): the image is not in Hounsfield units",
+            _HU_FIX,
+        )
+    if lo >= HU_LOWEST_MUST_BE_BELOW:
+        return Finding(
+            f"the lowest voxel value is {lo:g}, but an abdominal CT in Hounsfield units always holds fat or air "
+            f"below {HU_LOWEST_MUST_BE_BELOW:g} HU: these look like stored values without the DICOM rescale, "
+            "a windowed export (0..255), or not a CT at all",
+            _HU_FIX,
+        )
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Mask checks
+
+
+def mask_findings(
+    mask: sitk.Image,
+    image: sitk.Image | None,
+    liver_labels: tuple[int, ...],
+    lesion_labels: tuple[int, ...],
+    ignore_labels: tuple[int, ...] | None,
+    mask_nonfinite: int | None = None,
+) -> tuple[list[Finding], list[str], dict]:
+    """Problems, warnings and facts of a label mask against the labels scans.csv declares.
+
+    `ignore_labels=None` ignores every undeclared label (`*` in scans.csv, e.g. for an organ
+    segmentation); `()` ignores none. `image` None (it could not be decoded) skips the HU check.
+    `mask_nonfinite` is the count from `decode()`, which sees NaN that ITK's NIfTI reader zeroes;
+    None counts from `mask` itself.
+    """
+    voxels = sitk.GetArrayViewFromImage(mask)
+    n_nonfinite = _count_nonfinite(voxels) if mask_nonfinite is None else mask_nonfinite
+    facts = {"labels_present": "", "liver_median_hu": math.nan}
+    problems = [f for f in [_nonfinite_finding(n_nonfinite, "mask voxels", "mask", "a label map")] if f]
+    labels, fraction = _labels_present(voxels, n_nonfinite > 0)
+    if fraction is not None:
+        problems.append(
+            Finding(
+                f"the mask holds values that are not whole numbers (e.g. {fraction:g}): it is a probability map "
+                "or was resampled with interpolation, not a label map",
+                "export the mask as integer labels (threshold a probability map; resample with nearest neighbour)",
+            )
+        )
+        return problems, [], facts  # label values mean nothing in such a mask
+    facts["labels_present"] = ";".join(str(v) for v in labels)
+    problems += _label_problems(labels, liver_labels, lesion_labels, ignore_labels)
+    warnings = _lesion_warnings(labels, lesion_labels)
+    liver_present = bool(set(labels) & set(liver_labels))
+    if image is not None and liver_present:
+        median = _liver_median_hu(mask, image, tuple(liver_labels) + tuple(lesion_labels))
+        facts["liver_median_hu"] = median
+        finding = _liver_hu_finding(median)
+        if finding:
+            problems.append(finding)
+    return problems, warnings, facts
+
+
+def _labels_present(voxels: np.ndarray, has_nonfinite: bool) -> tuple[list[int], float | None]:
+    """Non-zero label values, in order, and a fractional value if there is one (then no labels).
+
+    Counts with bincount over slabs: linear time and bounded memory, where np.unique would sort
+    the whole volume.
+    """
+    flat = voxels.reshape(-1)
+    if has_nonfinite:
+        flat = flat[np.isfinite(flat)]
+    if flat.size == 0:
+        return [], None
+    lo, hi = float(flat.min()), float(flat.max())
+    is_float = flat.dtype.kind == "f"
+    if is_float and (lo < -(2.0**62) or hi > 2.0**62):
+        return [], hi if abs(hi) > abs(lo) else lo  # no integer label is this large
+    base = int(lo)
+    counts = np.zeros(int(hi) - base + 1, dtype=np.int64) if hi - lo < (1 << 20) else None
+    found: set[int] = set()
+    for start in range(0, flat.size, _CHUNK_VOXELS):
+        part = flat[start : start + _CHUNK_VOXELS]
+        whole = part.astype(np.int64)
+        if is_float:
+            off = whole != part
+            if off.any():
+                return [], float(part[off][0])
+        if counts is None:
+            found.update(int(v) for v in np.unique(whole))
+        else:
+            counts += np.bincount(whole - base, minlength=counts.size)
+    if counts is not None:
+        found = {int(v) + base for v in np.flatnonzero(counts)}
+    return sorted(v for v in found if v != 0), None
+
+
+def _label_problems(labels, liver_labels, lesion_labels, ignore_labels) -> list[Finding]:
+    problems = []
+    if not set(labels) & set(liver_labels):
+        present = _join(labels) or "none"
+        problems.append(
+            Finding(
+                f"the mask holds no liver label {_join(liver_labels)} (label values present: {present})",
+                "set liver_labels (and lesion_labels) in scans.csv to the values your masks use",
+            )
+        )
+    if ignore_labels is not None:
+        declared = set(liver_labels) | set(lesion_labels) | set(ignore_labels)
+        undeclared = [v for v in labels if v not in declared]
+        if undeclared:
+            problems.append(
+                Finding(
+                    f"the mask holds label value(s) {_join(undeclared)} that scans.csv does not declare",
+                    "declare them in liver_labels or lesion_labels, or list them in ignore_labels "
+                    "(`*` ignores every undeclared label, e.g. for an organ segmentation)",
+                )
+            )
+    return problems
+
+
+def _lesion_warnings(labels, lesion_labels) -> list[str]:
+    absent = [v for v in lesion_labels if v not in set(labels)]
+    if not absent:
+        return []
+    plural = len(absent) > 1
+    text = f"lesion label{'s' if plural else ''} {_join(absent)} {'are' if plural else 'is'} absent from the mask"
+    if len(absent) == len(lesion_labels):
+        text += ": the scan has 0 lesions"
+    return [text]
+
+
+def _liver_median_hu(mask: sitk.Image, image: sitk.Image, region_labels: tuple[int, ...]) -> float:
+    """Median HU of the liver with its lesions, on the image grid (nearest neighbour when grids differ)."""
+    if not _same_grid(mask, image):
+        mask = sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
+    labels = sitk.GetArrayViewFromImage(mask)
+    region = np.zeros(labels.shape, dtype=bool)
+    for value in set(region_labels):  # a few comparisons beat np.isin's sort on a large volume
+        region |= labels == value
+    values = sitk.GetArrayViewFromImage(image)[region]
+    return float(np.median(values)) if values.size else math.nan
+
+
+def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    if a.GetSize() != b.GetSize():
+        return False
+    return all(
+        np.allclose(x, y, rtol=_GRID_TOLERANCE, atol=_GRID_TOLERANCE)
+        for x, y in (
+            (a.GetSpacing(), b.GetSpacing()),
+            (a.GetOrigin(), b.GetOrigin()),
+            (a.GetDirection(), b.GetDirection()),
+        )
+    )
+
+
+def _liver_hu_finding(median: float) -> Finding | None:
+    if math.isnan(median) or LIVER_MEDIAN_HU_MIN <= median <= LIVER_MEDIAN_HU_MAX:
+        return None
+    return Finding(
+        f"the liver's median is {median:.0f} HU, outside {LIVER_MEDIAN_HU_MIN:g} to {LIVER_MEDIAN_HU_MAX:g} HU "
+        "where a liver lies (unenhanced fatty liver about -50 HU, enhanced liver 100-150 HU): the image is not "
+        "in Hounsfield units or the mask belongs to another image",
+        "check that the mask was drawn on this image and that the image is in Hounsfield units",
+    )
+
+
+def _join(values) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+# ---------------------------------------------------------------------------------------------
+# One scan
+
+
+def check_scan(
+    image_path: Path,
+    mask_path: Path | None,
+    liver_labels: tuple[int, ...],
+    lesion_labels: tuple[int, ...],
+    ignore_labels: tuple[int, ...] | None,
+) -> ScanCheck:
+    """Decode a scan's image and mask in full and collect every problem; never raises for bad input.
+
+    A file that cannot be decoded skips only the checks that need its voxels.
+    """
+    problems: list[Finding] = []
+    warnings: list[str] = []
+    facts = {
+        "min_hu": math.nan,
+        "max_hu": math.nan,
+        "n_nonfinite": None,
+        "labels_present": None,
+        "liver_median_hu": math.nan,
+        "image_sha256": fingerprint_or_none(image_path),
+        "mask_sha256": fingerprint_or_none(mask_path),
+    }
+    image = _decode_or_problem(Path(image_path), "image", problems)
+    if image is not None:
+        problems += image_findings(image)
+        facts["min_hu"], facts["max_hu"] = image.value_range
+        facts["n_nonfinite"] = image.n_nonfinite
+    if mask_path is not None:
+        mask = _decode_or_problem(Path(mask_path), "mask", problems)
+        if mask is not None:
+            mask_problems, warnings, mask_facts = mask_findings(
+                mask.image,
+                image.image if image is not None else None,
+                tuple(liver_labels),
+                tuple(lesion_labels),
+                None if ignore_labels is None else tuple(ignore_labels),
+                mask_nonfinite=mask.n_nonfinite,
+            )
+            problems += mask_problems
+            facts.update(mask_facts)
+    return ScanCheck(passed=not problems, problems=problems, warnings=warnings, facts=facts)
+
+
+def _decode_or_problem(path: Path, what: str, problems: list[Finding]) -> Decoded | None:
+    try:
+        return decode(path)
+    except DamagedFileError as exc:
+        problems.append(Finding(f"{what} {path.name} cannot be decoded fully: {exc}", exc.fix))
+        return None
+
+
+def fingerprint_or_none(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return fingerprint(Path(path))
+    except OSError:
+        return None  # missing or unreadable: decoding it reports the problem

@@ -1,0 +1,140 @@
+"""Image reading for every format the cohort contract allows: NIfTI, NRRD, MHA, or one DICOM series.
+
+Headers are read without pixel data wherever the format allows it, because validating a cohort
+should cost seconds, not a full decode of every volume. DICOM is the exception: a series' geometry
+is only known once all its slices are sorted, which SimpleITK does while reading.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from metorigin.core.study import CONTRAST_PHASES
+
+# Only these DICOM attributes are ever read from headers. Identifying tags (names, birth dates,
+# hospital IDs) are never touched, so they cannot leak into the store.
+DICOM_ATTRIBUTES = ("ConvolutionKernel", "SliceThickness", "SeriesDescription", "ProtocolName", "ContrastBolusAgent")
+
+
+# Free-text series descriptions seen in practice, mapped to the contract's phase names. Order
+# matters: "portal venous" must win over a bare "venous" in "arterial/venous" style descriptions.
+_PHASE_PATTERNS = (
+    ("portal_venous", re.compile(r"portal|\bpv\b|\bpvp\b|venous|\bven\b", re.I)),
+    ("arterial", re.compile(r"arter|\bart\b", re.I)),
+    ("delayed", re.compile(r"delay|late|equilib", re.I)),
+    ("native", re.compile(r"native|nativ|non[- ]?contrast|unenhanced|plain|\bnc\b", re.I)),
+)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Geometry and acquisition metadata of one image, enough to validate it against the contract."""
+
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+    pixel_type: str
+    header: dict[str, str] = field(default_factory=dict)
+
+
+def normalise_phase(text: str | None) -> str | None:
+    """Map a phase as people write it ("Portal venous", "PV", "art") to a contract phase name."""
+    if text is None:
+        return None
+    text = str(text).strip()
+    if not text:
+        return None
+    key = text.lower().replace("-", "_").replace(" ", "_")
+    if key in CONTRAST_PHASES:
+        return key
+    for phase, pattern in _PHASE_PATTERNS:
+        if pattern.search(text):
+            return phase
+    return None
+
+
+def _dicom_series_files(folder: Path) -> list[str]:
+    series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series_ids:
+        raise ValueError("the folder holds no DICOM series")
+    if len(series_ids) > 1:
+        raise ValueError(f"the folder holds {len(series_ids)} DICOM series; it must hold exactly one")
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
+
+
+def _dicom_header(first_file: str) -> dict[str, str]:
+    import pydicom
+
+    ds = pydicom.dcmread(first_file, stop_before_pixels=True, specific_tags=list(DICOM_ATTRIBUTES))
+    header = {}
+    for name in DICOM_ATTRIBUTES:
+        value = ds.get(name)
+        if value is not None and str(value).strip():
+            header[name] = str(value).strip()
+    return header
+
+
+def _info_from_image(image: sitk.Image | sitk.ImageFileReader, header: dict[str, str]) -> ImageInfo:
+    size = tuple(int(v) for v in image.GetSize())
+    if len(size) != 3:
+        raise ValueError(f"the image has {len(size)} dimensions; a CT volume must have 3")
+    pixel_type = (
+        sitk.GetPixelIDValueAsString(image.GetPixelID())
+        if isinstance(image, sitk.ImageFileReader)
+        else image.GetPixelIDTypeAsString()
+    )
+    return ImageInfo(
+        size=size,
+        spacing=tuple(float(v) for v in image.GetSpacing()),
+        origin=tuple(float(v) for v in image.GetOrigin()),
+        direction=tuple(float(v) for v in image.GetDirection()),
+        pixel_type=pixel_type,
+        header=header,
+    )
+
+
+def read_image_info(path: Path) -> ImageInfo:
+    """Geometry and header metadata of an image file or DICOM series folder.
+
+    Raises ValueError with a plain-language reason when the path is not a readable 3-D image.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValueError("the file does not exist")
+    if path.is_dir():
+        files = _dicom_series_files(path)
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        try:
+            image = reader.Execute()
+        except RuntimeError as exc:
+            raise ValueError(f"the DICOM series cannot be read ({_itk_reason(exc)})") from exc
+        return _info_from_image(image, _dicom_header(files[0]))
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise ValueError(f"the file is not a readable image ({_itk_reason(exc)})") from exc
+    return _info_from_image(reader, {})
+
+
+def read_image(path: Path) -> sitk.Image:
+    """The full image, from a file or a DICOM series folder."""
+    path = Path(path)
+    if path.is_dir():
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(_dicom_series_files(path))
+        return reader.Execute()
+    return sitk.ReadImage(str(path))
+
+
+def _itk_reason(exc: Exception) -> str:
+    """ITK exceptions carry a multi-line C++ trace; the last non-empty line is the useful part."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
