@@ -40,8 +40,8 @@ import dagster as dg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a plain checkout too
 
 from metorigin.core.store import Store  # noqa: E402
-from metorigin.orchestration.runner import LAUNCHED_HERE  # noqa: E402
-from metorigin.orchestration.scan_batches import BATCH_TAG  # noqa: E402
+from metorigin.defs.common.names import BATCH_TAG  # noqa: E402
+from metorigin.runtime.runner import LAUNCHED_HERE  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SENSOR_INTERVAL_S = 2

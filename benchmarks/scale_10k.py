@@ -55,14 +55,18 @@ from dagster._core.definitions.data_version import (
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
+from metorigin.defs.common.names import COHORT_FINGERPRINT, per_scan_keys  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a plain checkout too
 
 from benchmarks.daemon_speed import free_port, graphql  # noqa: E402
 from benchmarks.sql_scale import copy_table, lesion_id_sql, run_dbt, write_lake  # noqa: E402
 from metorigin.core.study import get_settings  # noqa: E402
 from metorigin.definitions import build_definitions  # noqa: E402
-from metorigin.orchestration.cohort_assets import COHORT_FINGERPRINT, cohort_fingerprint, scan_inputs  # noqa: E402
-from metorigin.orchestration.dbt import (  # noqa: E402
+from metorigin.defs.common.names import BATCH_OP  # noqa: E402
+from metorigin.defs.common.partitions import scan_partitions  # noqa: E402
+from metorigin.defs.common.resources import resources_from_env  # noqa: E402
+from metorigin.defs.feature_store.dbt import (  # noqa: E402
     DBT_DIR,
     EXTERNAL_MODELS,
     REGISTRY_MODELS,
@@ -70,12 +74,11 @@ from metorigin.orchestration.dbt import (  # noqa: E402
     ROBUSTNESS_MODELS,
     dbt_vars,
 )
-from metorigin.orchestration.home import use_store_instance  # noqa: E402
-from metorigin.orchestration.partitions import scan_partitions  # noqa: E402
-from metorigin.orchestration.resources import resources_from_env  # noqa: E402
-from metorigin.orchestration.scan_assets import per_scan_keys  # noqa: E402
-from metorigin.orchestration.scan_batches import OP_NAME, scans_awaiting_processing  # noqa: E402
-from metorigin.orchestration.sensors import new_scans_sensor, nightly_catch_up  # noqa: E402
+from metorigin.defs.imaging.assets import scan_inputs  # noqa: E402
+from metorigin.defs.imaging.sensors import new_scans_sensor, nightly_catch_up  # noqa: E402
+from metorigin.imaging.fingerprints import cohort_fingerprint  # noqa: E402
+from metorigin.runtime.batches import scans_awaiting_processing  # noqa: E402
+from metorigin.runtime.home import use_store_instance  # noqa: E402
 
 TARGET_TICK_S, TARGET_DBT_S, TARGET_DBT_GB = 10.0, 300.0, 4.0
 LESIONS_PER_SCAN, SLICES_PER_LESION = 8, 5
@@ -240,7 +243,7 @@ def requested_scans(result) -> set[str]:
 
 
 def _run_scans(request: dg.RunRequest) -> list[str]:
-    return request.run_config.get("ops", {}).get(OP_NAME, {}).get("config", {}).get("scans", [])
+    return request.run_config.get("ops", {}).get(BATCH_OP, {}).get("config", {}).get("scans", [])
 
 
 def definitions_load_s(env: dict) -> float:
@@ -249,7 +252,7 @@ def definitions_load_s(env: dict) -> float:
     code = (
         "import time; start = time.perf_counter()\n"
         "from metorigin.definitions import build_definitions\n"
-        "from metorigin.orchestration.resources import resources_from_env\n"
+        "from metorigin.defs.common.resources import resources_from_env\n"
         "build_definitions(resources_from_env()).get_repository_def().asset_graph\n"
         "print(time.perf_counter() - start)\n"
     )

@@ -33,13 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a plai
 from metorigin.core.store import Store  # noqa: E402
 from metorigin.core.study import get_settings  # noqa: E402
 from metorigin.imaging.slices import save_slices  # noqa: E402
-from metorigin.orchestration.model_assets import (  # noqa: E402
-    made_under,
-    promoted_models,
-    registry_models,
-    score_lesions,
-    wide_features,
-)
+from metorigin.inference.lesions import made_under, score_lesions, wide_features  # noqa: E402
+from metorigin.inference.registry import promoted_models, registry_models  # noqa: E402
 from metorigin.study.densenet import build_model, predict  # noqa: E402
 
 

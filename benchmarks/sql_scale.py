@@ -3,7 +3,7 @@
 A synthetic lake of the shape the imaging assets write (patients, scans, scan_integrity, segmentations, lesions,
 and the long radiomics table of 107,000,000 rows), each table with exactly the columns and types
 declared in metorigin/core/schemas.py, is generated with DuckDB. Then the real dbt project (metorigin/sql/) builds the
-marts from it with the variables the pipeline passes (`metorigin.orchestration.dbt.dbt_vars` of the `quick`
+marts from it with the variables the pipeline passes (`metorigin.defs.feature_store.dbt.dbt_vars` of the `quick`
 profile: the lake schemas the staging models cast to, the feature columns of the pivot): the
 staging tables, the `lesion_features` pivot, `tumor_burden`, `cohort_characteristics` and
 `training_matrix` (`dbt run --select +path:models/marts`: the models, not dbt's data tests, and not
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a plai
 from metorigin.core.package import DBT_PROJECT_DIR  # noqa: E402
 from metorigin.core.schemas import LAKE_TABLES  # noqa: E402
 from metorigin.core.study import get_settings  # noqa: E402
-from metorigin.orchestration.dbt import dbt_vars  # noqa: E402
+from metorigin.defs.feature_store.dbt import dbt_vars  # noqa: E402
 
 TARGET_SECONDS, TARGET_GB = 60.0, 4.0
 LESIONS_PER_SCAN = 20

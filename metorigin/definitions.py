@@ -1,37 +1,28 @@
-"""Everything Dagster loads: `dagster dev -m metorigin.definitions` and `metorigin run` alike."""
+"""Everything Dagster loads: `dagster dev -m metorigin.definitions` and `metorigin run` alike.
+
+Each group subpackage of `metorigin.defs` gives its own Definitions; this module merges them with
+the named jobs and the resources of one store and study.
+"""
 
 import os
 from functools import lru_cache
 
 import dagster as dg
 
-from .orchestration import cohort_assets, model_assets, report_assets, scan_assets, study_assets, validation_assets
-from .orchestration.automation import feature_store_after_a_batch, retrain_schedule
-from .orchestration.checks import ASSET_CHECKS
-from .orchestration.dbt import dbt_resource, dbt_steps
-from .orchestration.jobs import JOBS
-from .orchestration.resources import resources_from_env
-from .orchestration.scan_batches import process_scans_job
-from .orchestration.sensors import new_scans_sensor, nightly_catch_up
-from .orchestration.versions import with_code_versions
+from metorigin.defs import cohort, feature_store, imaging, study, validation
+from metorigin.defs.common.resources import resources_from_env
+from metorigin.defs.feature_store.dbt import dbt_resource
+from metorigin.defs.jobs import JOBS
+
+GROUPS = (cohort, imaging, feature_store, study, validation)
 
 
 def build_definitions(resources: dict) -> dg.Definitions:
-    """The definitions of one store and study: the study fixes the code versions (versions.py)."""
-    study = resources["settings"].settings()
-    modules = [cohort_assets, scan_assets, study_assets, model_assets, validation_assets, report_assets]
-    python_assets = dg.load_assets_from_modules(modules)
-    return dg.Definitions(
-        assets=[
-            *with_code_versions(python_assets, study),
-            cohort_assets.scan_inputs,
-            *dbt_steps(),
-        ],
-        asset_checks=ASSET_CHECKS,
-        jobs=[*JOBS, process_scans_job],
-        sensors=[new_scans_sensor, feature_store_after_a_batch],
-        schedules=[nightly_catch_up, *retrain_schedule(study)],
-        resources={"dbt": dbt_resource(), **resources},
+    """The definitions of one store and study: the study fixes the code versions (runtime/versions.py)."""
+    settings = resources["settings"].settings()
+    return dg.Definitions.merge(
+        *(group.definitions(settings) for group in GROUPS),
+        dg.Definitions(jobs=list(JOBS), resources={"dbt": dbt_resource(), **resources}),
     )
 
 

@@ -67,6 +67,6 @@ def _fresh_dagster_context():
 def _definitions_of_this_test():
     """Each test builds the definitions of its own store (from the environment it sets): Dagster's
     process-wide memo of the last loaded job must not hand it an earlier test's (execution.py)."""
-    from metorigin.orchestration.execution import forget_loaded_definitions
+    from metorigin.runtime.execution import forget_loaded_definitions
 
     forget_loaded_definitions()

@@ -125,7 +125,7 @@ def test_asset_graph_structure(defs):
 def test_a_bumped_output_of_a_multi_asset_reruns_its_siblings_and_what_follows():
     """One output's code version bumped (model_comparisons beside metric_intervals) leaves its
     siblings fresh; Dagster cannot run a multi-asset's output alone, so the stale set takes them."""
-    from metorigin.orchestration.staleness import stale_closure
+    from metorigin.runtime.staleness import stale_closure
 
     def definitions(version: str) -> dg.Definitions:
         @dg.multi_asset(specs=[dg.AssetSpec("first", code_version="1"), dg.AssetSpec("second", code_version=version)])

@@ -26,11 +26,11 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
+from metorigin.cli import main as cli
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
-from metorigin.orchestration import cli
-from metorigin.orchestration.resources import resources_from_env
-from metorigin.orchestration.runner import run_selection
+from metorigin.defs.common.resources import resources_from_env
+from metorigin.runtime.runner import run_selection
 from tests.helpers import NOT_STUDY, append_row, replace_in
 
 pytestmark = pytest.mark.slow

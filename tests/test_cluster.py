@@ -21,8 +21,8 @@ from metorigin.core.errors import ClusterError
 from metorigin.core.package import EXAMPLES_DIR
 from metorigin.core.store import Store
 from metorigin.core.study import SlurmSettings
-from metorigin.orchestration.cluster import prepare_workers, slurm_job_scripts
-from metorigin.orchestration.placement import DASK_RESOURCES_TAG
+from metorigin.runtime.cluster import prepare_workers, slurm_job_scripts
+from metorigin.runtime.placement import DASK_RESOURCES_TAG
 from tests.test_cli import _cli
 
 DASK = Path(sys.executable).with_name("dask")

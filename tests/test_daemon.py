@@ -25,7 +25,7 @@ from benchmarks.daemon_speed import (
     wait_until_built,
     wait_until_idle,
 )
-from metorigin.orchestration.scan_batches import BATCH_TAG
+from metorigin.defs.common.names import BATCH_TAG
 from tests.helpers import NOT_STUDY
 from tests.test_cli import _cli
 

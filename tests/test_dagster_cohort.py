@@ -11,22 +11,25 @@ import pytest
 
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
-from metorigin.orchestration import cohort_assets, model_assets, scan_batches
-from metorigin.orchestration.partitions import scan_partitions
-from metorigin.orchestration.resources import (
+from metorigin.defs.cohort import assets as cohort_assets
+from metorigin.defs.cohort import promotions
+from metorigin.defs.common.partitions import scan_partitions
+from metorigin.defs.common.resources import (
     CohortResource,
     LakeIOManager,
     SettingsResource,
     StoreResource,
     resources_from_env,
 )
-from metorigin.orchestration.sensors import cohort_fingerprint, new_scans_sensor, nightly_catch_up
+from metorigin.defs.imaging.sensors import new_scans_sensor, nightly_catch_up
+from metorigin.imaging.fingerprints import cohort_fingerprint
+from metorigin.runtime import batches as scan_batches
 from tests.helpers import append_row, replace_in
 
 # Every test here runs the pipeline or a subprocess: `make test`, not `make test-fast`.
 pytestmark = pytest.mark.slow
 
-ASSETS = [cohort_assets.patients, cohort_assets.scans, model_assets.model_promotions]  # what ingest materialises
+ASSETS = [cohort_assets.patients, cohort_assets.scans, promotions.model_promotions]  # what ingest materialises
 
 
 def _resources(cohort_dir, store_dir) -> dict:

@@ -14,12 +14,11 @@ from PIL import Image
 
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
-from metorigin.orchestration.execution import reconstructable_job
-from metorigin.orchestration.resources import resources_from_env
-from metorigin.orchestration.runner import run_selection
-from metorigin.orchestration.scan_assets import per_scan_keys
-from metorigin.orchestration.scan_batches import BATCH_TAG
-from metorigin.orchestration.staleness import fresh_partitions, stale_closure
+from metorigin.defs.common.names import BATCH_TAG, per_scan_keys
+from metorigin.defs.common.resources import resources_from_env
+from metorigin.runtime.execution import reconstructable_job
+from metorigin.runtime.runner import run_selection
+from metorigin.runtime.staleness import fresh_partitions, stale_closure
 from tests.helpers import NOT_STUDY
 
 PER_SCAN = ("segmentations", "lesions", "radiomics_features", "lesion_slices")

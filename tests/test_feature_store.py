@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from metorigin.cli.main import main
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
-from metorigin.orchestration.cli import main
-from metorigin.orchestration.resources import feature_store_reader, resources_from_env
-from metorigin.orchestration.runner import run_selection
+from metorigin.defs.common.resources import feature_store_reader, resources_from_env
+from metorigin.runtime.runner import run_selection
 from tests.helpers import NOT_STUDY
 
 pytestmark = pytest.mark.slow

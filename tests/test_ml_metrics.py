@@ -11,7 +11,7 @@ from scipy.special import expit, logit
 from metorigin.core.study import LabelSettings
 from metorigin.study.comparison import compare_with_best
 from metorigin.study.metrics import FIXED, at_threshold, calibration_line, metric_intervals, youden_threshold
-from metorigin.study.report import comparisons_table
+from metorigin.study.tables import comparisons_table
 
 LABEL = LabelSettings()
 
@@ -100,7 +100,7 @@ def test_a_clearly_worse_model_has_an_interval_that_excludes_zero():
 def test_a_table3_without_interval_rows_still_marks_a_degenerate_interval():
     """An external validation's Table 3 has no metric_intervals rows: a zero-width AUC interval is
     marked there too, with the test patients that made it so."""
-    from metorigin.study.report import DEGENERATE, table3
+    from metorigin.study.tables import DEGENERATE, table3
 
     metric = dict(arm="radiomics", model="knn", model_id="knn-1", resampler="smote", cv_auc=float("nan"))
     metric |= dict(auc=0.9, auc_ci_low=0.8, auc_ci_high=0.95, n_test_lesions=40, n_test_patients=8)

@@ -22,14 +22,19 @@ import pytest
 from metorigin.core.store import Store
 from metorigin.core.study import load_study
 from metorigin.definitions import build_definitions
+from metorigin.defs.common.partitions import scan_partitions
+from metorigin.defs.common.resources import resources_from_env
+from metorigin.defs.imaging.sensors import new_scans_sensor
+from metorigin.imaging.fingerprints import cohort_fingerprint
 from metorigin.imaging.synth import SynthConfig, append_patients, generate_cohort
-from metorigin.orchestration.cohort_assets import cohort_fingerprint
-from metorigin.orchestration.execution import RunReport, executor, reconstructable_job
-from metorigin.orchestration.model_assets import registry_models
-from metorigin.orchestration.partitions import scan_partitions
-from metorigin.orchestration.resources import resources_from_env
-from metorigin.orchestration.runner import external_validation, promote, run_selection, validate_with
-from metorigin.orchestration.sensors import new_scans_sensor
+from metorigin.inference.registry import registry_models
+from metorigin.runtime.execution import RunReport, executor, reconstructable_job
+from metorigin.runtime.runner import (
+    external_validation,
+    promote,
+    run_selection,
+    validate_with,
+)
 from metorigin.study.combined import best_radiomics_model
 from metorigin.study.evaluation import labels
 from metorigin.study.evaluation import test_metrics as table3_metrics  # not `test_*`: pytest would collect it

@@ -13,9 +13,9 @@ import SimpleITK as sitk
 from metorigin.core.errors import ScanProcessingError
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
+from metorigin.defs.common.resources import resources_from_env
 from metorigin.imaging.nnunet import nnunet_segmentation
-from metorigin.orchestration.resources import resources_from_env
-from metorigin.orchestration.runner import run_selection
+from metorigin.runtime.runner import run_selection
 from tests.nnunet_model import build_tiny_model
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,9 @@ import pytest
 
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
+from metorigin.defs.common.resources import resources_from_env
 from metorigin.imaging.radiomics import feature_names
-from metorigin.orchestration.resources import resources_from_env
-from metorigin.orchestration.runner import run_selection
+from metorigin.runtime.runner import run_selection
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ import SimpleITK as sitk
 
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
-from metorigin.orchestration.resources import resources_from_env
-from metorigin.orchestration.runner import run_selection
+from metorigin.defs.common.resources import resources_from_env
+from metorigin.runtime.runner import run_selection
 from tests.helpers import NOT_STUDY
 
 # Every test here runs the pipeline or a subprocess: `make test`, not `make test-fast`.

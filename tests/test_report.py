@@ -9,9 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from metorigin.core.study import LabelSettings
-from metorigin.study.evaluation import patient_scores
-from metorigin.study.report import readable_feature
-from metorigin.study.report_curves import (
+from metorigin.report.curves import (
     GRID,
     _tpr_on_grid,
     auc_from_points,
@@ -21,7 +19,9 @@ from metorigin.study.report_curves import (
     roc_points,
     with_truth,
 )
-from metorigin.study.report_data import ReportTables, anonymised
+from metorigin.report.report_data import ReportTables, anonymised
+from metorigin.study.evaluation import patient_scores
+from metorigin.study.tables import readable_feature
 
 
 def _predictions(seed: int = 3, patients: int = 12) -> pd.DataFrame:

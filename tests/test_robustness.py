@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from metorigin.core.study import LabelSettings, ModelSettings, SplitSettings
-from metorigin.study.report import permutation_summary
 from metorigin.study.robustness import (
     permutation_null,
     permuted_labels,
@@ -20,6 +19,7 @@ from metorigin.study.robustness import (
 )
 from metorigin.study.split import split_patients
 from metorigin.study.split import test_patients as held_out_patients
+from metorigin.study.tables import permutation_summary
 
 from .helpers import noise_matrix
 

@@ -54,8 +54,8 @@ def test_the_feature_store_builds_from_a_migrated_store(old_store, monkeypatch):
     from dagster import DagsterInstance
 
     from metorigin.definitions import build_definitions
-    from metorigin.orchestration.resources import resources_from_env
-    from metorigin.orchestration.runner import run_selection
+    from metorigin.defs.common.resources import resources_from_env
+    from metorigin.runtime.runner import run_selection
 
     monkeypatch.setenv("METORIGIN_STORE", str(old_store.root))
     defs = build_definitions(resources_from_env())

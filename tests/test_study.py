@@ -24,15 +24,15 @@ from scipy.stats import t as student_t
 from metorigin.core.store import Store
 from metorigin.core.study import get_settings
 from metorigin.definitions import build_definitions
+from metorigin.defs.common.resources import resources_from_env
+from metorigin.defs.study.report import RESULT_TABLES
 from metorigin.imaging.synth import SynthConfig, generate_cohort
-from metorigin.orchestration.report_assets import RESULT_TABLES
-from metorigin.orchestration.resources import resources_from_env
-from metorigin.orchestration.runner import run_selection
+from metorigin.report.curves import auc_from_points
+from metorigin.runtime.runner import run_selection
 from metorigin.study.densenet import pick_slices
 from metorigin.study.evaluation import labels
 from metorigin.study.radiomics_arm import feature_columns, split_effect
 from metorigin.study.registry import data_hash
-from metorigin.study.report_curves import auc_from_points
 from metorigin.study.selection import drop_correlated
 
 pytestmark = pytest.mark.slow
@@ -316,7 +316,7 @@ def test_study_report_renders_in_chromium(study, tmp_path):
 
 
 def test_report_without_study_results_or_with_one_class_says_why(study, tmp_path, capsys):
-    from metorigin.orchestration.cli import main
+    from metorigin.cli.main import main
 
     _, _, store = study
     # A store with only the feature store: the study's tables dropped from a copy of its DuckDB file.

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from metorigin.cli.main import main
 from metorigin.core.errors import StoreStudyMismatch, StudyFileError
 from metorigin.core.manifest import bind_study, read_manifest, settings_table
 from metorigin.core.package import EXAMPLES_DIR, RADIOMICS_PARAMS
 from metorigin.core.store import Store
 from metorigin.core.study import STEP_SETTINGS, as_dict, get_settings, load_study, with_run_choices
 from metorigin.imaging.cohort import study_problems
-from metorigin.orchestration.cli import main
 
 EXAMPLES = EXAMPLES_DIR
 
@@ -168,7 +168,7 @@ def test_what_a_run_lacks_and_unknown_grid_parameters_are_refused_by_key(tmp_pat
 
 
 def test_the_command_line_sets_or_clears_every_variable_it_hands_to_dagster(tmp_path, monkeypatch):
-    from metorigin.orchestration.cli import _export_environment
+    from metorigin.cli.main import _export_environment
 
     for name in ("COHORT", "STORE", "PROFILE", "STUDY", "NNUNET_MODEL", "WORKERS"):
         monkeypatch.delenv(f"METORIGIN_{name}", raising=False)  # restored after the test, whatever it sets
@@ -179,7 +179,7 @@ def test_the_command_line_sets_or_clears_every_variable_it_hands_to_dagster(tmp_
 
 
 def test_a_retrain_schedule_dagster_cannot_run_is_refused_and_retrain_is_in_no_hash(tmp_path):
-    from metorigin.orchestration.automation import retrain_problems
+    from metorigin.defs.study.schedules import retrain_problems
 
     weekly = load_study(_study(tmp_path, "retrain: '0 3 * * 1'\n"))
     assert weekly.study_hash() == get_settings("quick").study_hash()  # when, not what: the same study
@@ -190,7 +190,7 @@ def test_a_retrain_schedule_dagster_cannot_run_is_refused_and_retrain_is_in_no_h
 
 def test_metorigin_demo_is_metorigin_run_with_every_run_default(tmp_path):
     """`demo` once built its own argument set for `run` and missed a run option added later (--force)."""
-    from metorigin.orchestration.cli import _parser, demo_run_arguments, demo_synth_arguments
+    from metorigin.cli.main import _parser, demo_run_arguments, demo_synth_arguments
 
     demo = _parser().parse_args(["demo", "--cohort", str(tmp_path / "c"), "--store", str(tmp_path / "s"), "--no-wait"])
     as_demo = vars(_parser().parse_args(demo_run_arguments(demo)))

@@ -21,16 +21,16 @@ from benchmarks.sql_scale import LESIONS_PER_SCAN, MEASURED, run_dbt, write_lake
 from metorigin.core import errors
 from metorigin.core.package import DBT_PROJECT_DIR
 from metorigin.core.study import UNLABELLED, LabelSettings, get_settings
+from metorigin.defs.feature_store.dbt import dbt_vars
 from metorigin.imaging.cohort import load_cohort
 from metorigin.imaging.synth import append_patients
 from metorigin.imaging.synth.append import _free_numbers
-from metorigin.orchestration.dbt import dbt_vars
-from metorigin.orchestration.model_assets import score_lesions, wide_features
-from metorigin.study import study_report
-from metorigin.study.paper_tables import paper_tables
-from metorigin.study.report import UNLABELLED_NOTE, table1_frame
-from metorigin.study.report_data import read_tables
+from metorigin.inference.lesions import score_lesions, wide_features
+from metorigin.report import study_report
+from metorigin.report.paper_tables import paper_tables
+from metorigin.report.report_data import read_tables
 from metorigin.study.scoring import calls
+from metorigin.study.tables import UNLABELLED_NOTE, table1_frame
 
 UNLABELLED_PATIENT = "P4"  # of the lake's five patients: P0-P2 the first class, P3 the second
 

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import MetoriginError
+from metorigin.core.errors import MetoriginError
 
 LEASE_FILE = ".session.lock"
 _held: dict[Path, int] = {}  # lease file -> depth, for this process

@@ -40,9 +40,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from .errors import MetoriginError
-from .files import atomic_path
-from .store import UNPARTITIONED, Store
+from metorigin.core.errors import MetoriginError
+from metorigin.core.files import atomic_path
+from metorigin.core.store import UNPARTITIONED, Store
 
 RETIRED = "retired"
 RETIRED_LOG = "retired.jsonl"

@@ -17,11 +17,11 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from .errors import StoreStudyMismatch, StoreVersionError
-from .files import atomic_path
-from .schemas import LAKE_TABLES, SCAN_INTEGRITY, SCANS, STUDY_SETTINGS, conform
-from .store import Store
-from .study import STEP_SETTINGS, StudySettings, as_dict
+from metorigin.core.errors import StoreStudyMismatch, StoreVersionError
+from metorigin.core.files import atomic_path
+from metorigin.core.schemas import LAKE_TABLES, SCAN_INTEGRITY, SCANS, STUDY_SETTINGS, conform
+from metorigin.core.store import Store
+from metorigin.core.study import STEP_SETTINGS, StudySettings, as_dict
 
 SCHEMA_VERSION = 3
 MANIFEST = "store.json"

@@ -19,8 +19,8 @@ from typing import Iterator
 import duckdb
 import pandas as pd
 
-from .files import atomic_path
-from .ids import inside
+from metorigin.core.files import atomic_path
+from metorigin.core.ids import inside
 
 UNPARTITIONED = "all"
 DUCKDB_FILE = "feature_store.duckdb"

@@ -25,9 +25,9 @@ import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 from pydantic.dataclasses import dataclass
 
-from .errors import StudyFileError
-from .files import file_digest
-from .package import RADIOMICS_PARAMS
+from metorigin.core.errors import StudyFileError
+from metorigin.core.files import file_digest
+from metorigin.core.package import RADIOMICS_PARAMS
 
 DEFAULT_SEED = 20240613
 DEFAULT_RADIOMICS_PARAMS = RADIOMICS_PARAMS

@@ -32,9 +32,8 @@ from metorigin.core.errors import (
 from metorigin.core.ids import id_problem
 from metorigin.core.schemas import PATIENTS, SCANS
 from metorigin.core.study import CONTRAST_PHASES, InclusionCriteria, LabelSettings, StudySettings
-
-from .geometry import coverage_mismatch, grid_problem, slice_axis_tilt_deg
-from .io import ImageInfo, normalise_phase, read_image_info
+from metorigin.imaging.geometry import coverage_mismatch, grid_problem, slice_axis_tilt_deg
+from metorigin.imaging.io import ImageInfo, normalise_phase, read_image_info
 
 PATIENTS_CSV = "patients.csv"
 SCANS_CSV = "scans.csv"

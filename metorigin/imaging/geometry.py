@@ -13,8 +13,7 @@ import itertools
 import numpy as np
 
 from metorigin.core.geometry import index_to_physical
-
-from .io import ImageInfo
+from metorigin.imaging.io import ImageInfo
 
 
 def _matrix(info: ImageInfo) -> np.ndarray:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import SimpleITK as sitk
 
-from .radiomics import PARAMS_FILE, extract, make_extractor, pyradiomics_version
+from metorigin.imaging.radiomics import PARAMS_FILE, extract, make_extractor, pyradiomics_version
 
 PHANTOM_DIR = Path(__file__).with_name("ibsi_phantom")
 

@@ -33,9 +33,8 @@ import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
 from metorigin.core.files import file_digest
-
-from .geometry import grid_problem
-from .io import read_image
+from metorigin.imaging.geometry import grid_problem
+from metorigin.imaging.io import read_image
 
 # What a CT can store: DICOM CT pixel data is 16 bits, and after RescaleSlope/RescaleIntercept
 # every scanner's Hounsfield values fit a signed 16-bit integer (air -1000, dense metal ~ +3000,

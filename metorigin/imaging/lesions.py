@@ -14,8 +14,7 @@ from scipy.spatial.distance import pdist
 from metorigin.core.geometry import index_to_physical
 from metorigin.core.schemas import LESIONS
 from metorigin.core.store import Store
-
-from .segmentation import LESION
+from metorigin.imaging.segmentation import LESION
 
 CONNECTIVITY = {"face": 1, "edge": 2, "vertex": 3}
 LESION_MAPS = "lesions"  # artefact folder of the per-scan lesion maps

@@ -18,8 +18,7 @@ import SimpleITK as sitk
 from metorigin.core.devices import choose_device
 from metorigin.core.errors import ScanProcessingError
 from metorigin.core.files import file_digest
-
-from .segmentation import SegmentationResult, as_image, to_project_labels
+from metorigin.imaging.segmentation import SegmentationResult, as_image, to_project_labels
 
 LIVER_NAMES = {"liver"}
 LESION_NAMES = {"tumor", "tumour", "tumors", "tumours", "lesion", "lesions", "metastasis", "metastases"}

@@ -12,8 +12,8 @@ import pandas as pd
 import SimpleITK as sitk
 from matplotlib.figure import Figure
 
-from .segmentation import LESION, LIVER
-from .slices import window
+from metorigin.imaging.segmentation import LESION, LIVER
+from metorigin.imaging.slices import window
 
 QC_PICTURES = "qc"  # artefact folder: artifacts/qc/<scan>.png
 

@@ -11,9 +11,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from metorigin.core.errors import ScanProcessingError
-
-from .geometry import coverage_mismatch
-from .io import ImageInfo
+from metorigin.imaging.geometry import coverage_mismatch
+from metorigin.imaging.io import ImageInfo
 
 LIVER, LESION = 1, 2
 

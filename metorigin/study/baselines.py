@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 
 from metorigin.core.study import LabelSettings, ModelSettings
-
-from .radiomics_arm import ID_COLUMNS, ArmResult, ArmSpec, fit_radiomics_arm
+from metorigin.study.radiomics_arm import ID_COLUMNS, ArmResult, ArmSpec, fit_radiomics_arm
 
 BASELINES: dict[str, list[str]] = {
     "lesion_size": ["log_volume_ml", "max_diameter_mm"],

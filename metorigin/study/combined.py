@@ -19,8 +19,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from metorigin.core.study import LabelSettings
-
-from .evaluation import labels
+from metorigin.study.evaluation import labels
 
 # A stacker learns two weights from the validation patients; with fewer than this many patients of a
 # class, it would learn them from a handful of people (their lesions are not independent draws).

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.multitest import multipletests
 
-from .evaluation import degenerate_flag, patient_draws, roc_auc
+from metorigin.study.evaluation import degenerate_flag, patient_draws, roc_auc
 
 
 def _levels(best: pd.DataFrame, other: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tuple]]:

@@ -29,8 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from metorigin.core.devices import choose_device
 from metorigin.core.files import atomic_path
 from metorigin.core.study import DenseNetSettings, protocol_fields
-
-from .evaluation import patient_draws, roc_auc
+from metorigin.study.evaluation import patient_draws, roc_auc
 
 set_track_meta(False)  # plain tensors through the transforms: MONAI's metadata doubles their cost
 

@@ -25,8 +25,7 @@ from sklearn.metrics import roc_curve
 from statsmodels.tools.sm_exceptions import PerfectSeparationError, PerfectSeparationWarning
 
 from metorigin.core.study import LabelSettings
-
-from .evaluation import CUTOFF, degenerate_flag, patient_draws, patient_scores, roc_auc
+from metorigin.study.evaluation import CUTOFF, degenerate_flag, patient_draws, patient_scores, roc_auc
 
 LEVELS = ("lesion", "patient")
 EPSILON = 1e-6  # probabilities are clipped this far from 0 and 1 before their logit

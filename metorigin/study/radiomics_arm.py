@@ -25,13 +25,12 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
 
 from metorigin.core.study import LabelSettings, ModelSettings
-
-from .classifiers import build_pipeline, classifier, platt_scale, tune
-from .evaluation import accuracy, labels, predicted_labels, roc_auc, summarise_folds, test_metrics
-from .registry import data_hash, model_id
-from .scoring import feature_reference
-from .selection import drop_correlated
-from .split import test_patients, training_patients
+from metorigin.study.classifiers import build_pipeline, classifier, platt_scale, tune
+from metorigin.study.evaluation import accuracy, labels, predicted_labels, roc_auc, summarise_folds, test_metrics
+from metorigin.study.registry import data_hash, model_id
+from metorigin.study.scoring import feature_reference
+from metorigin.study.selection import drop_correlated
+from metorigin.study.split import test_patients, training_patients
 
 ID_COLUMNS = ["lesion_id", "scan_id", "patient_id", "label"]
 

@@ -28,12 +28,11 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from metorigin.core.study import LabelSettings, ModelSettings, SplitSettings
-
-from .classifiers import classifier, tune
-from .evaluation import labels, roc_auc
-from .radiomics_arm import feature_columns, fitting_settings
-from .selection import drop_correlated
-from .split import split_patients, test_patients, training_patients
+from metorigin.study.classifiers import classifier, tune
+from metorigin.study.evaluation import labels, roc_auc
+from metorigin.study.radiomics_arm import feature_columns, fitting_settings
+from metorigin.study.selection import drop_correlated
+from metorigin.study.split import split_patients, test_patients, training_patients
 
 OBSERVED, PERMUTED, SPLIT = "observed", "permuted", "split"
 

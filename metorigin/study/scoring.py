@@ -22,8 +22,7 @@ import numpy as np
 import pandas as pd
 
 from metorigin.core.errors import MetoriginError
-
-from .combined import combined_probability
+from metorigin.study.combined import combined_probability
 
 SCORED_ARMS = ("radiomics", "densenet", "combined")  # what scan_predictions scores with (one promoted model each)
 
@@ -115,7 +114,7 @@ def _load(path: Path, sha256: str) -> Any:
     if path.suffix == ".pt":
         import torch
 
-        from .densenet import build_model
+        from metorigin.study.densenet import build_model
 
         network = build_model(torch.device("cpu"), 0)
         network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -149,7 +148,7 @@ def radiomics_probability(fitted: Any, model: RegisteredModel, features: pd.Data
 
 def densenet_probability(network: Any, model: RegisteredModel, slices: pd.DataFrame, images: np.ndarray) -> pd.Series:
     """Per lesion: the mean of its slices' probabilities, moved to the training prevalence as at training."""
-    from .densenet import lesion_probabilities, predict, shift_to_prevalence
+    from metorigin.study.densenet import lesion_probabilities, predict, shift_to_prevalence
 
     if slices.empty:
         return pd.Series(dtype=float, index=pd.Index([], name="lesion_id"))
@@ -169,7 +168,7 @@ def combined_from(stacker: Any, radiomics: pd.Series, densenet: pd.Series) -> pd
 def calls(probability: pd.Series, label) -> list[str | None]:
     """The class at the cut-off 0.5 for each probability; None where there is none (e.g. a lesion
     without a slice for the DenseNet): a missing number never becomes a diagnosis."""
-    from .evaluation import predicted_labels
+    from metorigin.study.evaluation import predicted_labels
 
     values = probability.to_numpy(dtype=float)
     named = predicted_labels(np.nan_to_num(values), label)

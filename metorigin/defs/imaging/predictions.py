@@ -1,0 +1,73 @@
+"""`scan_predictions`: a scan that arrives after training scored in its own `process_scan` run by the
+promoted models, with nothing refitted (metorigin/inference/ does the scoring)."""
+
+import dagster as dg
+import pandas as pd
+
+from metorigin.core.errors import ScanProcessingError
+from metorigin.core.markdown import markdown_table
+from metorigin.defs.common.names import PER_SCAN_GROUP, PROMOTIONS
+from metorigin.defs.common.partitions import scan_partitions
+from metorigin.defs.common.resources import SettingsResource, StoreResource
+from metorigin.defs.imaging.assets import failing_only_this_scan
+from metorigin.inference.lesions import call_rows, finish, made_under, score_lesions, wide_features, with_notes
+from metorigin.inference.registry import NO_MODEL, has_lake_table, promoted_models, registry_models
+from metorigin.runtime.placement import GPU_STEP
+from metorigin.study.scoring import ScoringRefused
+
+
+@dg.asset(
+    partitions_def=scan_partitions,
+    group_name=PER_SCAN_GROUP,
+    kinds={"python", "parquet"},
+    op_tags=GPU_STEP,  # the DenseNet's forward passes
+    deps=[PROMOTIONS, dg.AssetKey("lesions")],
+    ins={"radiomics_features": dg.AssetIn("radiomics_features"), "lesion_slices": dg.AssetIn("lesion_slices")},
+)
+def scan_predictions(
+    context: dg.AssetExecutionContext,
+    store: StoreResource,
+    settings: SettingsResource,
+    radiomics_features: pd.DataFrame,
+    lesion_slices: pd.DataFrame,
+) -> pd.DataFrame:
+    """Every included lesion of the scan scored by the promoted radiomics model, DenseNet and combined
+    model (frozen: nothing is refitted), with the scan's out-of-distribution notes; the patient-level
+    call is `patient_predictions` in the feature store. No promoted model: no rows, and a note."""
+    target, study, scan_id = store.store(), settings.settings(), context.partition_key
+    registry = registry_models(target) if has_lake_table(target, "models") else {}
+    lesions = target.read_lake("lesions", [scan_id])
+    wide = wide_features(radiomics_features)
+    scans = target.read_lake("scans")
+    with failing_only_this_scan():
+        try:
+            models = promoted_models(target, registry)
+            if not models:
+                context.log.info(f"{scan_id}: {NO_MODEL}; nothing scored (metorigin models promote MODEL_ID ...)")
+                return finish(pd.DataFrame(), study)
+            predictions = score_lesions(
+                target.root,
+                target.root,
+                models,
+                registry,
+                wide,
+                lesion_slices,
+                made_under(
+                    radiomics_features["settings_hash"], lesion_slices["settings_hash"], lesions["settings_hash"]
+                ),
+            )
+        except ScoringRefused as refused:
+            raise ScanProcessingError(scan_id, "scoring", refused.problem, refused.fix) from refused
+    if predictions.empty:
+        return finish(predictions, study)
+    predictions = with_notes(predictions, models, registry, scans[scans["scan_id"] == scan_id], wide)
+    table = finish(predictions, study)
+    context.add_output_metadata(
+        {
+            "n_lesions": int(wide["lesion_id"].nunique()),
+            "models": ", ".join(sorted(table["model_id"].unique())),
+            "out_of_distribution": bool(table["out_of_distribution"].any()),
+            "predictions": dg.MetadataValue.md(markdown_table(call_rows(table, study))),
+        }
+    )
+    return table
