@@ -109,15 +109,15 @@ def drop(cohort: Path, patient_rows: list[str], scan_rows: list[str]) -> list[st
 
 
 @contextlib.contextmanager
-def serving(cohort: Path, store: Path, log_path: Path, env: dict | None = None):
+def serving(cohort: Path, store: Path, log_path: Path, args: tuple = ()):
     """`metorigin ui` on the store, yielding its port once the code location is loaded; stopped with
     SIGTERM (as a service manager stops it) when the block ends. The exit code is in `.returncode`."""
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("METORIGIN_", "DAGSTER_HOME"))}
-    environment |= {"METORIGIN_SENSOR_INTERVAL_S": str(SENSOR_INTERVAL_S), **(env or {})}
+    environment |= {"METORIGIN_SENSOR_INTERVAL_S": str(SENSOR_INTERVAL_S)}
     with open(log_path, "w") as log:
         server = subprocess.Popen(
-            [str(BIN / "metorigin"), "ui", "--cohort", str(cohort), "--store", str(store), "--port", str(port)],
+            [str(BIN / "metorigin"), "ui", "--cohort", str(cohort), "--store", str(store), "--port", str(port), *args],
             env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import csv
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -61,11 +60,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a plai
 
 from benchmarks.daemon_speed import free_port, graphql  # noqa: E402
 from benchmarks.sql_scale import copy_table, lesion_id_sql, run_dbt, write_lake  # noqa: E402
+from metorigin.core.config import RunConfig, child_environment  # noqa: E402
 from metorigin.core.study import get_settings  # noqa: E402
 from metorigin.definitions import build_definitions  # noqa: E402
 from metorigin.defs.common.names import BATCH_OP  # noqa: E402
 from metorigin.defs.common.partitions import scan_partitions  # noqa: E402
-from metorigin.defs.common.resources import resources_from_env  # noqa: E402
+from metorigin.defs.common.resources import resources_for  # noqa: E402
 from metorigin.defs.feature_store.dbt import (  # noqa: E402
     DBT_DIR,
     EXTERNAL_MODELS,
@@ -252,8 +252,8 @@ def definitions_load_s(env: dict) -> float:
     code = (
         "import time; start = time.perf_counter()\n"
         "from metorigin.definitions import build_definitions\n"
-        "from metorigin.defs.common.resources import resources_from_env\n"
-        "build_definitions(resources_from_env()).get_repository_def().asset_graph\n"
+        "from metorigin.core.config import for_code_location\n"
+        "build_definitions(for_code_location()).get_repository_def().asset_graph\n"
         "print(time.perf_counter() - start)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -327,9 +327,9 @@ def set_up(work: Path, processed: list[str], new: list[str], variables: dict) ->
             (store / "lake" / table / f"{scan}.parquet").unlink()
     write_more_tables(store / "lake", processed, n * LESIONS_PER_SCAN * SLICES_PER_LESION)
     print(f"lake and cohort written ({time.perf_counter() - start:.0f} s)")
-    use_store_instance(store)
-    repository = build_definitions(resources_from_env()).get_repository_def()
-    with dg.DagsterInstance.get() as instance:
+    home = use_store_instance(store)
+    repository = build_definitions(RunConfig(cohort=str(cohort), store=str(store))).get_repository_def()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         start = time.perf_counter()
         events = write_instance(instance, repository.asset_graph, cohort, processed, new)
         print(f"instance: {n + len(new):,} partitions, {events:,} events ({time.perf_counter() - start:.0f} s)")
@@ -353,17 +353,18 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="metorigin-scale-10k-"))
     store, cohort = work / "store", work / "cohort"
     variables = dbt_vars(get_settings("quick"))
-    os.environ.update(METORIGIN_STORE=str(store), METORIGIN_COHORT=str(cohort), METORIGIN_PROFILE="quick")
+    config = RunConfig(cohort=str(cohort), store=str(store), profile="quick")
     if not args.reuse:
         set_up(work, processed, new, variables)
-    use_store_instance(store)
+    home = use_store_instance(store)
+    config.write_for_instance(home)  # what the code location of the webserver and the new process build from
     files = sum(1 for _ in (store / "lake").glob("*/S*.parquet"))
     print(f"lake: {files:,} per-scan Parquet files for {n:,} processed scans")
 
-    env = dict(os.environ)
-    repository = build_definitions(resources_from_env()).get_repository_def()
-    resources = resources_from_env()
-    with dg.DagsterInstance.get() as instance:
+    env = child_environment(DAGSTER_HOME=str(home), METORIGIN_STORE=str(store))  # dbt's profile reads the store
+    repository = build_definitions(config).get_repository_def()
+    resources = resources_for(config)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
         figures = {"definitions load (new process)": (definitions_load_s(env), None)}
         context = dg.build_sensor_context(instance=instance, repository_def=repository, resources=resources)
         first, result = timed(lambda: new_scans_sensor(context))

@@ -4,38 +4,40 @@ Each group subpackage of `metorigin.defs` gives its own Definitions; this module
 the named jobs and the resources of one store and study.
 """
 
-import os
 from functools import lru_cache
 
 import dagster as dg
 
+from metorigin.core.config import RunConfig, activate, for_code_location
 from metorigin.defs import cohort, feature_store, imaging, study, validation
-from metorigin.defs.common.resources import resources_from_env
+from metorigin.defs.common.resources import resources_for
 from metorigin.defs.feature_store.dbt import dbt_resource
 from metorigin.defs.jobs import JOBS
 
 GROUPS = (cohort, imaging, feature_store, study, validation)
 
 
-def build_definitions(resources: dict) -> dg.Definitions:
-    """The definitions of one store and study: the study fixes the code versions (runtime/versions.py)."""
-    settings = resources["settings"].settings()
+def build_definitions(config: RunConfig) -> dg.Definitions:
+    """The definitions of one store and study: the study fixes the code versions (runtime/versions.py).
+    They become this process's: a job Dagster reconstructs here (`defs` below) is built from them."""
+    activate(config)
+    study = config.study()
     return dg.Definitions.merge(
-        *(group.definitions(settings) for group in GROUPS),
-        dg.Definitions(jobs=list(JOBS), resources={"dbt": dbt_resource(), **resources}),
+        *(group.definitions(study) for group in GROUPS),
+        dg.Definitions(jobs=list(JOBS), resources={"dbt": dbt_resource(), **resources_for(config)}),
     )
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    """What a code location loads, built when it loads (not at import): the environment it loads in
-    names the cohort, the store and the study (`metorigin ui` and the run processes set it)."""
-    return _definitions_in(tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("METORIGIN_"))))
+    """What a code location loads, built when it loads (not at import): this process's configuration,
+    or the instance's (`metorigin ui` writes it; core/config.py)."""
+    return _loaded(for_code_location())
 
 
 @lru_cache(maxsize=4)
-def _definitions_in(environment: tuple) -> dg.Definitions:
-    """One Definitions object per environment: Dagster loads a run's job again for each other asset
-    selection (its memo holds one job), and a Definitions object keeps the repository it resolved
-    (seconds), so loading it again is quick."""
-    return build_definitions(resources_from_env())
+def _loaded(config: RunConfig) -> dg.Definitions:
+    """One Definitions object per configuration: Dagster loads a run's job again for each other
+    asset selection (its memo holds one job), and a Definitions object keeps the repository it
+    resolved (seconds), so loading it again is quick."""
+    return build_definitions(config)

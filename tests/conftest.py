@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "true")
+from metorigin.core.config import quiet_libraries
+from metorigin.imaging.synth import SynthConfig, generate_cohort
 
-from metorigin.imaging.synth import SynthConfig, generate_cohort  # noqa: E402
+quiet_libraries()
 
 TINY = SynthConfig(seed=3, scale=0.05, matrix=80, workers=2)
 
@@ -65,7 +64,7 @@ def _fresh_dagster_context():
 
 @pytest.fixture(autouse=True)
 def _definitions_of_this_test():
-    """Each test builds the definitions of its own store (from the environment it sets): Dagster's
+    """Each test builds the definitions of its own store (from the configuration it gives): Dagster's
     process-wide memo of the last loaded job must not hand it an earlier test's (execution.py)."""
     from metorigin.runtime.execution import forget_loaded_definitions
 

@@ -8,20 +8,25 @@ weights; its output layer is set to favour the liver class so that its predictio
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import SimpleITK as sitk
+
+from metorigin.core.config import scoped_environment
 
 DATASET_ID = 901
 DATASET = f"Dataset{DATASET_ID}_TinyLiver"
 
 
 def build_tiny_model(work: Path, cases: list[tuple[Path, Path]]) -> Path:
-    os.environ["nnUNet_raw"] = str(work / "raw")
-    os.environ["nnUNet_preprocessed"] = str(work / "preprocessed")
-    os.environ["nnUNet_results"] = str(work / "results")
+    # nnU-Net reads its folders from the environment when its modules are imported (nnunetv2.paths).
+    folders = {f"nnUNet_{name}": str(work / name) for name in ("raw", "preprocessed", "results")}
+    with scoped_environment(**folders):
+        return _build(work, cases)
+
+
+def _build(work: Path, cases: list[tuple[Path, Path]]) -> Path:
     import torch
     from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer

@@ -27,9 +27,10 @@ import pytest
 import SimpleITK as sitk
 
 from metorigin.cli import main as cli
+from metorigin.cli.session import summary
+from metorigin.core.config import RunConfig
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
-from metorigin.defs.common.resources import resources_from_env
 from metorigin.runtime.runner import run_selection
 from tests.helpers import NOT_STUDY, append_row, replace_in
 
@@ -51,10 +52,9 @@ def _sql(store: Store, query: str) -> pd.DataFrame:
 
 def _run(cohort: Path, store: Path):
     """A `metorigin run` of the imaging and feature store, in this process, and its summary."""
-    os.environ.update(METORIGIN_COHORT=str(cohort), METORIGIN_STORE=str(store), METORIGIN_WORKERS="2")
-    defs = build_definitions(resources_from_env())
+    defs = build_definitions(RunConfig(cohort=str(cohort), store=str(store), workers=2))
     report = run_selection(defs, dg.DagsterInstance.ephemeral(), NOT_STUDY, progress=lambda _: None)
-    return report, cli._summary(report, store)
+    return report, summary(report, store)
 
 
 def _consistent(store: Store) -> None:
@@ -82,7 +82,6 @@ def _nifti_with_zero_spacing(source: Path, target: Path) -> None:
 @pytest.fixture(scope="module")
 def lab(tiny_cohort, tmp_path_factory):
     """The tiny cohort copied (its files too: they get damaged), a good run, and the state after it."""
-    saved = dict(os.environ)
     root = tmp_path_factory.mktemp("bad")
     cohort, store = root / "cohort", root / "store"
     shutil.copytree(tiny_cohort, cohort)
@@ -94,8 +93,6 @@ def lab(tiny_cohort, tmp_path_factory):
     report, summary = _run(cohort, store)
     assert report.ok, summary
     yield cohort, Store(store), root
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 def _semicolons(cohort: Path) -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 
 # Every test here runs the pipeline or a subprocess: `make test`, not `make test-fast`.
@@ -48,3 +49,22 @@ def test_each_store_has_its_own_instance_and_dagster_home_overrides_it(cohort, t
     other = _cli(*patients_only, "--store", tmp_path / "other", env={"DAGSTER_HOME": str(store / ".dagster")})
     assert other.returncode == 2 and "serves the store" in other.stderr and "unset DAGSTER_HOME" in other.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_a_cohort_of_one_class_builds_its_feature_store_and_only_the_study_is_refused(cohort, tmp_path):
+    """A group still collecting the other class (or checking one real case) ingests, segments,
+    measures and builds the feature store; only the study needs both classes."""
+    patients = (cohort / "patients.csv").read_text().splitlines(True)
+    keep = {row.split(",")[0] for row in patients[1:] if ",colorectal" in row}
+    (cohort / "patients.csv").write_text("".join(patients[:1] + [r for r in patients[1:] if r.split(",")[0] in keep]))
+    scans = (cohort / "scans.csv").read_text().splitlines(True)
+    (cohort / "scans.csv").write_text("".join(scans[:1] + [r for r in scans[1:] if r.split(",")[1] in keep]))
+    store = tmp_path / "store"
+    built = _cli("run", "--cohort", cohort, "--store", store, "--select", "not group:study", "--workers", "2")
+    assert built.returncode == 0, built.stdout + built.stderr
+    with duckdb.connect(str(store / "feature_store.duckdb"), read_only=True) as con:
+        labels = {r[0] for r in con.execute("select distinct label from training_matrix").fetchall()}
+        lesions = con.execute("select count(*) from lesion_features").fetchone()[0]
+    assert labels == {"colorectal"} and lesions > 0
+    study = _cli("run", "--cohort", cohort, "--store", store)
+    assert study.returncode == 2 and "has the class 'pancreatic'" in study.stderr, study.stderr

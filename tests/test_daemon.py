@@ -46,7 +46,7 @@ def _materialisations(instance: dg.DagsterInstance) -> dict[str, dict[str, int]]
 
 def _processes_of(store: Path) -> list[int]:
     """Processes started for this store (webserver, daemon, code servers, run workers)."""
-    marker = f"METORIGIN_STORE={store}".encode()
+    marker = f"DAGSTER_HOME={store / '.dagster'}".encode()
     found = []
     for proc in Path("/proc").iterdir():
         try:
@@ -71,7 +71,7 @@ def test_a_scan_dropped_into_the_cohort_reaches_the_feature_store_under_the_daem
     instance.dispose()
     assert sorted(before["lesions"]) == [f"S000{i}" for i in range(1, 5)]
 
-    with serving(cohort, store, log, env={"METORIGIN_WORKERS": "2"}) as (server, port):
+    with serving(cohort, store, log, args=("--workers", "2")) as (server, port):
         repos = graphql(
             port,
             "{ repositoriesOrError { ... on RepositoryConnection { nodes { sensors { name } jobs { name } } } } }",

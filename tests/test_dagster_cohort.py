@@ -9,6 +9,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from metorigin.core.config import RunConfig
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
 from metorigin.defs.cohort import assets as cohort_assets
@@ -19,7 +20,6 @@ from metorigin.defs.common.resources import (
     LakeIOManager,
     SettingsResource,
     StoreResource,
-    resources_from_env,
 )
 from metorigin.defs.imaging.sensors import new_scans_sensor, nightly_catch_up
 from metorigin.imaging.fingerprints import cohort_fingerprint
@@ -105,9 +105,7 @@ def test_unusable_csv_fails_the_run_and_loses_nothing_stored(cohort, tmp_path, i
 
 
 def test_sensor_and_schedule_ask_for_exactly_the_missing_work(cohort, tmp_path, monkeypatch):
-    monkeypatch.setenv("METORIGIN_COHORT", str(cohort))
-    monkeypatch.setenv("METORIGIN_STORE", str(tmp_path / "store"))
-    defs = build_definitions(resources_from_env())
+    defs = build_definitions(RunConfig(cohort=str(cohort), store=str(tmp_path / "store")))
     repository = defs.get_repository_def()
     with dg.instance_for_test() as instance:  # sensors need a persistent instance
         _ask_for_missing_work(cohort, tmp_path, instance, defs, repository, monkeypatch)

@@ -12,10 +12,10 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
+from metorigin.core.config import RunConfig
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
 from metorigin.defs.common.names import BATCH_TAG, per_scan_keys
-from metorigin.defs.common.resources import resources_from_env
 from metorigin.runtime.execution import reconstructable_job
 from metorigin.runtime.runner import run_selection
 from metorigin.runtime.staleness import fresh_partitions, stale_closure
@@ -27,11 +27,8 @@ INGEST = {"study_settings", "patients", "scans", "model_promotions"}  # what ing
 
 @pytest.fixture
 def defs(cohort, tmp_path, monkeypatch):
-    """The real Definitions, pointed at a private cohort copy and store through the environment."""
-    monkeypatch.setenv("METORIGIN_COHORT", str(cohort))
-    monkeypatch.setenv("METORIGIN_STORE", str(tmp_path / "store"))
-    monkeypatch.setenv("METORIGIN_WORKERS", "2")
-    return build_definitions(resources_from_env())
+    """The real Definitions, pointed at a private cohort copy and store."""
+    return build_definitions(RunConfig(cohort=str(cohort), store=str(tmp_path / "store"), workers=2))
 
 
 @pytest.mark.slow

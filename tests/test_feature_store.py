@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 
 from metorigin.cli.main import main
+from metorigin.core.config import RunConfig
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
-from metorigin.defs.common.resources import feature_store_reader, resources_from_env
+from metorigin.defs.common.resources import feature_store_reader
 from metorigin.runtime.runner import run_selection
 from tests.helpers import NOT_STUDY
 
@@ -30,14 +31,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def pipeline(tiny_cohort, tmp_path_factory):
     store_dir = tmp_path_factory.mktemp("fs") / "store"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("METORIGIN_COHORT", str(tiny_cohort))
-        mp.setenv("METORIGIN_STORE", str(store_dir))
-        mp.setenv("METORIGIN_WORKERS", "2")
-        defs = build_definitions(resources_from_env())
-        report = run_selection(defs, dg.DagsterInstance.ephemeral(), selection=NOT_STUDY, progress=lambda _: None)
-        assert report.ok, (report.step_failures, report.failed_checks)
-        yield defs, Store(store_dir), report
+    defs = build_definitions(RunConfig(cohort=str(tiny_cohort), store=str(store_dir), workers=2))
+    report = run_selection(defs, dg.DagsterInstance.ephemeral(), selection=NOT_STUDY, progress=lambda _: None)
+    assert report.ok, (report.step_failures, report.failed_checks)
+    yield defs, Store(store_dir), report
 
 
 def _sql(store: Store, query: str) -> pd.DataFrame:

@@ -19,11 +19,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from metorigin.core.config import RunConfig
 from metorigin.core.store import Store
 from metorigin.core.study import load_study
 from metorigin.definitions import build_definitions
 from metorigin.defs.common.partitions import scan_partitions
-from metorigin.defs.common.resources import resources_from_env
 from metorigin.defs.imaging.sensors import new_scans_sensor
 from metorigin.imaging.fingerprints import cohort_fingerprint
 from metorigin.imaging.synth import SynthConfig, append_patients, generate_cohort
@@ -69,15 +69,11 @@ def study(tmp_path_factory):
     # state would leak into the next module of this worker (see test_dagster_cohort's `instance`).
     (root / "dagster_home").mkdir()
     instance = dg.DagsterInstance.local_temp(str(root / "dagster_home"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("METORIGIN_COHORT", str(cohort))
-        mp.setenv("METORIGIN_STORE", str(root / "store"))
-        mp.setenv("METORIGIN_WORKERS", "2")
-        mp.setenv("METORIGIN_STUDY", str(root / "study.yaml"))
-        defs = build_definitions(resources_from_env())
-        report = run_selection(defs, instance, progress=lambda _: None)
-        assert report.ok, (report.step_failures, report.failed_checks)
-        yield defs, instance, Store(root / "store")
+    config = RunConfig(cohort=str(cohort), store=str(root / "store"), workers=2, study_file=str(root / "study.yaml"))
+    defs = build_definitions(config)
+    report = run_selection(defs, instance, progress=lambda _: None)
+    assert report.ok, (report.step_failures, report.failed_checks)
+    yield defs, instance, Store(root / "store")
     instance.dispose()
 
 
@@ -235,9 +231,9 @@ def test_external_validation_on_a_second_cohort_uses_the_frozen_models(
 ):
     _, _, store = study
     files = _model_files(store)
-    monkeypatch.setenv("METORIGIN_COHORT", str(tiny_cohort))  # another seed: another centre
-    monkeypatch.setenv("METORIGIN_STORE", str(tmp_path / "b"))
-    defs_b = build_definitions(resources_from_env())  # the same study file as store A
+    study_file = str(store.root.parent / "study.yaml")  # the same study file as store A
+    config_b = RunConfig(cohort=str(tiny_cohort), store=str(tmp_path / "b"), workers=2, study_file=study_file)
+    defs_b = build_definitions(config_b)  # another seed: another centre
     with dg.instance_for_test() as instance_b:
         report = validate_with(defs_b, instance_b, store.root)
     assert report.ok, (report.step_failures, report.failed_checks)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from metorigin.core.config import RunConfig
 from metorigin.core.errors import ScanProcessingError
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
-from metorigin.defs.common.resources import resources_from_env
 from metorigin.imaging.nnunet import nnunet_segmentation
 from metorigin.runtime.runner import run_selection
 from tests.nnunet_model import build_tiny_model
@@ -50,10 +50,7 @@ def test_incomplete_model_folder_is_a_clear_error(tiny_model, tmp_path, tiny_coh
 
 
 def test_pipeline_segments_with_nnunet_when_a_model_is_configured(tiny_model, cohort, tmp_path, monkeypatch):
-    monkeypatch.setenv("METORIGIN_COHORT", str(cohort))
-    monkeypatch.setenv("METORIGIN_STORE", str(tmp_path / "store"))
-    monkeypatch.setenv("METORIGIN_NNUNET_MODEL", str(tiny_model))
-    defs = build_definitions(resources_from_env())
+    defs = build_definitions(RunConfig(cohort=str(cohort), store=str(tmp_path / "store"), nnunet_model=str(tiny_model)))
     with dg.instance_for_test() as instance:
         report = run_selection(
             defs,

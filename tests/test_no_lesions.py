@@ -7,9 +7,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from metorigin.core.config import RunConfig
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
-from metorigin.defs.common.resources import resources_from_env
 from metorigin.imaging.radiomics import feature_names
 from metorigin.runtime.runner import run_selection
 
@@ -21,10 +21,7 @@ def test_a_cohort_without_lesions_gets_an_empty_feature_store_and_a_plain_messag
     scans["lesion_labels"] = ""  # no lesion label declared: liver only, as an organ model gives ...
     scans["ignore_labels"] = "2"  # ... and the masks' lesion label is ignored, as the cohort must say
     scans.to_csv(cohort / "scans.csv", index=False)
-    monkeypatch.setenv("METORIGIN_COHORT", str(cohort))
-    monkeypatch.setenv("METORIGIN_STORE", str(tmp_path / "store"))
-    monkeypatch.setenv("METORIGIN_WORKERS", "1")
-    defs = build_definitions(resources_from_env())
+    defs = build_definitions(RunConfig(cohort=str(cohort), store=str(tmp_path / "store"), workers=1))
     report = run_selection(defs, dg.DagsterInstance.ephemeral(), progress=lambda _: None)
     with Store(tmp_path / "store").connect_read_only() as con:
         wide = con.execute("select * from lesion_features").df()

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from metorigin.core.config import RunConfig
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
-from metorigin.defs.common.resources import resources_from_env
 from metorigin.runtime.runner import run_selection
 from tests.helpers import NOT_STUDY
 
@@ -53,13 +53,9 @@ def outcome(tmp_path_factory):
         shutil.copytree(DATA / folder, cohort / folder)
     (cohort / "scans.csv").write_text(SCANS)
     (cohort / "patients.csv").write_text(PATIENTS)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("METORIGIN_COHORT", str(cohort))
-        mp.setenv("METORIGIN_STORE", str(store))
-        mp.setenv("METORIGIN_WORKERS", "2")
-        defs = build_definitions(resources_from_env())
-        with dg.instance_for_test() as instance:
-            report = run_selection(defs, instance, selection=NOT_STUDY, progress=lambda _: None)
+    defs = build_definitions(RunConfig(cohort=str(cohort), store=str(store), workers=2))
+    with dg.instance_for_test() as instance:
+        report = run_selection(defs, instance, selection=NOT_STUDY, progress=lambda _: None)
     return report, Store(store), cohort
 
 

@@ -53,12 +53,11 @@ def test_the_feature_store_builds_from_a_migrated_store(old_store, monkeypatch):
     """The `study_settings` asset migrates the store (as a run from the UI would), then dbt builds."""
     from dagster import DagsterInstance
 
+    from metorigin.core.config import RunConfig
     from metorigin.definitions import build_definitions
-    from metorigin.defs.common.resources import resources_from_env
     from metorigin.runtime.runner import run_selection
 
-    monkeypatch.setenv("METORIGIN_STORE", str(old_store.root))
-    defs = build_definitions(resources_from_env())
+    defs = build_definitions(RunConfig(store=str(old_store.root)))
     with DagsterInstance.ephemeral() as instance:
         report = run_selection(defs, instance, "key:study_settings or group:feature_store")
     assert report.ok, report.step_failures + [c for c, _ in report.failed_checks]

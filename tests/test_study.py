@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 from scipy.stats import t as student_t
 
+from metorigin.core.config import RunConfig
 from metorigin.core.store import Store
 from metorigin.core.study import get_settings
 from metorigin.definitions import build_definitions
-from metorigin.defs.common.resources import resources_from_env
 from metorigin.defs.study.report import RESULT_TABLES
 from metorigin.imaging.synth import SynthConfig, generate_cohort
 from metorigin.report.curves import auc_from_points
@@ -45,24 +45,25 @@ STUDY = SynthConfig(seed=11, scale=0.3, matrix=64, workers=2)
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     cohort = generate_cohort(root / "cohort", STUDY)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("METORIGIN_COHORT", str(cohort))
-        mp.setenv("METORIGIN_STORE", str(root / "store"))
-        mp.setenv("METORIGIN_WORKERS", "2")
-        mp.setenv("METORIGIN_DENSENET_EPOCHS", "1")  # the loop itself is tested in test_densenet.py
-        # The quick study with 1 x 5 nested-CV folds (not 2 x 5), 300 bootstrap resamples, 3 importance
-        # repeats (not 10), 300 DenseNet training images an epoch (not 1000), 2 label permutations (not
-        # 20) and one split besides the study's: the same steps, less repetition.
-        (root / "study.yaml").write_text(
-            "base: quick\nmodels: {cv_repeats: 1, bootstrap_resamples: 300, importance_repeats: 3}\n"
-            "densenet: {max_train_images_per_epoch: 300}\nrobustness: {permutations: 2, split_repeats: 2}\n"
-        )
-        mp.setenv("METORIGIN_STUDY", str(root / "study.yaml"))
-        defs = build_definitions(resources_from_env())
-        instance = dg.DagsterInstance.ephemeral()
-        report = run_selection(defs, instance, progress=lambda _: None)
-        assert report.ok, (report.step_failures, report.failed_checks)
-        yield defs, instance, Store(root / "store")
+    # The quick study with 1 x 5 nested-CV folds (not 2 x 5), 300 bootstrap resamples, 3 importance
+    # repeats (not 10), 300 DenseNet training images an epoch (not 1000), 2 label permutations (not
+    # 20) and one split besides the study's: the same steps, less repetition.
+    (root / "study.yaml").write_text(
+        "base: quick\nmodels: {cv_repeats: 1, bootstrap_resamples: 300, importance_repeats: 3}\n"
+        "densenet: {max_train_images_per_epoch: 300}\nrobustness: {permutations: 2, split_repeats: 2}\n"
+    )
+    config = RunConfig(
+        cohort=str(cohort),
+        store=str(root / "store"),
+        study_file=str(root / "study.yaml"),
+        workers=2,
+        densenet_epochs=1,  # the loop itself is tested in test_densenet.py
+    )
+    defs = build_definitions(config)
+    instance = dg.DagsterInstance.ephemeral()
+    report = run_selection(defs, instance, progress=lambda _: None)
+    assert report.ok, (report.step_failures, report.failed_checks)
+    yield defs, instance, Store(root / "store")
 
 
 def _sql(store: Store, query: str) -> pd.DataFrame:

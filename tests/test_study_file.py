@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pytest
@@ -167,15 +166,25 @@ def test_what_a_run_lacks_and_unknown_grid_parameters_are_refused_by_key(tmp_pat
     assert [p.key for p in problems] == ["models.grids.knn.n_neighbours"] and "n_neighbors" in problems[0].fix
 
 
-def test_the_command_line_sets_or_clears_every_variable_it_hands_to_dagster(tmp_path, monkeypatch):
-    from metorigin.cli.main import _export_environment
+def test_the_run_configuration_comes_from_the_flags_and_travels_as_one_file(tmp_path, monkeypatch):
+    from metorigin.cli.main import parser
+    from metorigin.cli.session import run_config
+    from metorigin.core.config import CONFIG_FILE, RunConfig, for_code_location
 
-    for name in ("COHORT", "STORE", "PROFILE", "STUDY", "NNUNET_MODEL", "WORKERS"):
-        monkeypatch.delenv(f"METORIGIN_{name}", raising=False)  # restored after the test, whatever it sets
-    monkeypatch.setenv("METORIGIN_SEED", "5")
+    monkeypatch.setenv("METORIGIN_SEED", "5")  # variables of older versions change nothing now
     monkeypatch.setenv("METORIGIN_DENSENET_EPOCHS", "9")
-    _export_environment(tmp_path, tmp_path / "store", "quick", None, densenet_epochs=2)
-    assert "METORIGIN_SEED" not in os.environ and os.environ["METORIGIN_DENSENET_EPOCHS"] == "2"
+    args = parser().parse_args(["run", "--cohort", "c", "--store", "s", "--densenet-epochs", "2"])
+    config = run_config(args)
+    assert config.seed is None and config.densenet_epochs == 2 and Path(config.store).is_absolute()
+    assert config.study().densenet.epochs == 2 and config.study() is config.study()  # parsed once
+    # A code location (`metorigin ui`'s) reads it from the instance folder, and only there.
+    config.write_for_instance(tmp_path)
+    assert RunConfig.from_json((tmp_path / CONFIG_FILE).read_text()) == config
+    monkeypatch.setattr("metorigin.core.config._active", [])
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    assert for_code_location() == config
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.seed = 3
 
 
 def test_a_retrain_schedule_dagster_cannot_run_is_refused_and_retrain_is_in_no_hash(tmp_path):
@@ -190,7 +199,8 @@ def test_a_retrain_schedule_dagster_cannot_run_is_refused_and_retrain_is_in_no_h
 
 def test_metorigin_demo_is_metorigin_run_with_every_run_default(tmp_path):
     """`demo` once built its own argument set for `run` and missed a run option added later (--force)."""
-    from metorigin.cli.main import _parser, demo_run_arguments, demo_synth_arguments
+    from metorigin.cli.main import parser as _parser
+    from metorigin.cli.run import demo_run_arguments, demo_synth_arguments
 
     demo = _parser().parse_args(["demo", "--cohort", str(tmp_path / "c"), "--store", str(tmp_path / "s"), "--no-wait"])
     as_demo = vars(_parser().parse_args(demo_run_arguments(demo)))

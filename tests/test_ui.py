@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from metorigin.core.config import RunConfig
+
 BIN = Path(sys.executable).parent
 
 
 def _env(cohort, store, home) -> dict:
-    env = dict(os.environ, METORIGIN_COHORT=str(cohort), METORIGIN_STORE=str(store), DAGSTER_HOME=str(home))
+    RunConfig(cohort=str(cohort), store=str(store)).write_for_instance(home)  # what `metorigin ui` writes
+    env = dict(os.environ, DAGSTER_HOME=str(home))
     env["DAGSTER_DISABLE_TELEMETRY"] = "true"
     return env
 

@@ -88,7 +88,7 @@ def process_scans_op(
         per_scan_keys(repository.asset_graph),
         report,
         context.log.info,
-        settings.settings().cluster,
+        settings.run_config(),
         tags={BATCH_TAG: context.run_id},
         scans={scan.scan_id: {REQUEST_TAG: scan.key} for scan in waiting},
     )

@@ -573,9 +573,30 @@ def load_cohort(
     return Cohort(patients=patients, scans=scans, errors=patient_errors + scan_errors)
 
 
-def study_problems(cohort_dir: Path, study: StudySettings, study_file: str) -> list[StudyFileError]:
+def class_problems(cohort_dir: Path, study: StudySettings, study_file: str) -> list[StudyFileError]:
+    """A class of the study that no patient has: the split and the models need both."""
+    # As written in the cohort, before validation drops the rows whose class is not one of the two.
+    present = set(read_patients_csv(cohort_dir, study.label)[study.label.column].str.lower()) - {""}
+    return [
+        StudyFileError(
+            study_file,
+            "label.classes",
+            f"no patient of {cohort_dir / PATIENTS_CSV} has the class {name!r} "
+            f"(found: {', '.join(sorted(present)) or 'none'})",
+            "list the two classes as the label column spells them, or add patients of both classes",
+        )
+        for name in study.label.classes
+        if name not in present
+    ]
+
+
+def study_problems(
+    cohort_dir: Path, study: StudySettings, study_file: str, classes: bool = True
+) -> list[StudyFileError]:
     """What makes a study unusable on this cohort, found before any work: a label column the
-    cohort lacks, a class no patient has, inclusion criteria that exclude every readable scan.
+    cohort lacks, a class no patient has (`classes`: only what the study's own steps need; a cohort
+    of one class still ingests and builds its feature store), inclusion criteria that exclude every
+    readable scan.
 
     Each problem names the study file's key to change (or the cohort to fix)."""
     path = Path(cohort_dir) / PATIENTS_CSV
@@ -595,20 +616,7 @@ def study_problems(cohort_dir: Path, study: StudySettings, study_file: str) -> l
             )
         ]
     cohort = load_cohort(cohort_dir, study.inclusion, study.label)
-    # As written in the cohort, before validation drops the rows whose class is not one of the two.
-    present = set(read_patients_csv(cohort_dir, study.label)[study.label.column].str.lower()) - {""}
-    problems = []
-    for name in study.label.classes:
-        if name not in present:
-            problems.append(
-                StudyFileError(
-                    study_file,
-                    "label.classes",
-                    f"no patient of {cohort_dir / PATIENTS_CSV} has the class {name!r} "
-                    f"(found: {', '.join(sorted(present)) or 'none'})",
-                    "list the two classes as the label column spells them, or add patients of both classes",
-                )
-            )
+    problems = class_problems(cohort_dir, study, study_file) if classes else []
     valid = cohort.scans[cohort.scans["valid"]]
     if len(valid) and not valid["included"].any():
         reasons = [str(why).split("; ") for why in valid["exclusion_reason"]]

@@ -9,12 +9,12 @@ so each rule stays one plain expectation with its failing row ids.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from metorigin.core.config import quiet_libraries
 from metorigin.core.geometry import index_to_physical
 from metorigin.core.schemas import LESIONS, SCANS, TableSchema
 
@@ -54,7 +54,7 @@ class SuiteResult:
 
 
 def run_suite(name: str, frame: pd.DataFrame, expectations: list, id_column: str) -> SuiteResult:
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    quiet_libraries()
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

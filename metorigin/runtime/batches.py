@@ -10,13 +10,13 @@ a failure that is its own), tagged with the batch run that made it.
 """
 
 import hashlib
-import os
 from collections import Counter
 from dataclasses import dataclass
 
 import dagster as dg
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
+from metorigin.core.config import SCANS_PER_RUN
 from metorigin.core.lifecycle import read_retired_log, scans_with_results
 from metorigin.defs.common.names import (
     BATCH_OP,
@@ -33,7 +33,6 @@ from metorigin.runtime.staleness import fresh_partitions, stale_closure, status_
 
 # Scans per `process_scans` run: long enough to spread a run's start over many scans, short enough
 # that two runs (dagster.yaml admits two at a time) share a big batch and a failure shows early.
-SCANS_PER_RUN = int(os.environ.get("METORIGIN_SCANS_PER_RUN", "25"))
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from dask import config as dask_config
 from distributed import as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from metorigin.core.config import RunConfig, activate, for_code_location, worker_config
 from metorigin.core.errors import ClusterError
 from metorigin.core.study import ClusterSettings, SlurmSettings
 from metorigin.runtime.execution import forget_loaded_definitions
@@ -49,27 +50,26 @@ def _resource_text(resources: Mapping[str, int]) -> str:
     return " ".join(f"{name}={count}" for name, count in resources.items())
 
 
-def _give_environment(environment: Mapping[str, str]) -> None:
-    """Also forgets the definitions the worker loaded last (a worker that served another store)."""
-    if {k: v for k, v in os.environ.items() if k.startswith("METORIGIN_")} == environment:
+def _use_config(text: str) -> None:
+    """This worker's configuration (core/config.py); forgets the definitions it loaded for another."""
+    config = worker_config(text)
+    if config == for_code_location():
         return
-    for name in [name for name in os.environ if name.startswith("METORIGIN_") and name not in environment]:
-        del os.environ[name]  # one left from another store's run must not change this one's definitions
-    os.environ.update(environment)
+    activate(config)
     forget_loaded_definitions()
 
 
-class _Environment(WorkerPlugin):
+class _Configuration(WorkerPlugin):
     """A Dask worker plugin: every worker, also one that joins later (a Slurm job that starts late),
-    builds its definitions from this run's environment (cohort, store, study)."""
+    builds its definitions from this run's configuration (cohort, store, study)."""
 
-    name = "metorigin-environment"
+    name = "metorigin-configuration"
 
-    def __init__(self, environment: Mapping[str, str]):
-        self.environment = dict(environment)
+    def __init__(self, config: RunConfig):
+        self.config = config.to_json()
 
     def setup(self, worker) -> None:
-        _give_environment(self.environment)
+        _use_config(self.config)
 
 
 def _store_problem(root: str) -> str | None:
@@ -97,21 +97,21 @@ def connect(address: str):
         ) from None
 
 
-def share_environment(client, timeout_s: float) -> None:
-    """Every worker (one that joins later too) gets this process's metorigin environment, what the
-    definitions are built from (resources.py: the cohort, the store, the study); a task whose
-    resource no worker offers fails after `timeout_s` (the scheduler's no-workers timeout)."""
-    environment = {name: value for name, value in os.environ.items() if name.startswith("METORIGIN_")}
-    client.register_plugin(_Environment(environment))
+def share_config(client, config: RunConfig, timeout_s: float) -> None:
+    """Every worker (one that joins later too) gets this process's run configuration, what the
+    definitions are built from (the cohort, the store, the study); a task whose resource no worker
+    offers fails after `timeout_s` (the scheduler's no-workers timeout)."""
+    client.register_plugin(_Configuration(config))
     client.run_on_scheduler(_no_workers_timeout, float(timeout_s))
 
 
-def prepare_workers(address: str, store_root: str, timeout_s: float, needed: set[str] = frozenset({"CPU"})) -> None:
-    """Before any run (`metorigin run`): the environment shared, some worker offering each
+def prepare_workers(address: str, config: RunConfig, timeout_s: float, needed: set[str] = frozenset({"CPU"})) -> None:
+    """Before any run (`metorigin run`): the configuration shared, some worker offering each
     resource in `needed` (waiting up to `timeout_s` for workers to join), and every worker able to
     see and write the store root."""
     with connect(address) as client:
-        share_environment(client, timeout_s)
+        share_config(client, config, timeout_s)
+        store_root = config.store
         require_resources(client, address, needed, timeout_s, "the per-scan steps")
         blind = {worker: problem for worker, problem in client.run(_store_problem, store_root).items() if problem}
         if blind:
@@ -186,7 +186,7 @@ class DaskStepExecutor(dg.Executor):
         steps = ", ".join(sorted(step.key for step in execution_plan.steps))
         run = plan_context.dagster_run
         with connect(self.address) as client:
-            share_environment(client, self.timeout_s)  # a run the daemon or the UI launched has its own
+            share_config(client, for_code_location(), self.timeout_s)  # a run the daemon or the UI launched has its own
             require_resources(client, self.address, steps_resources(execution_plan), self.timeout_s, steps)
             futures = {}
             for level in execution_plan.get_steps_to_execute_by_level():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from metorigin.core.config import dagster_home_override
 from metorigin.core.errors import MetoriginError
 from metorigin.core.package import DAGSTER_YAML
 
@@ -27,7 +28,7 @@ class InstanceMismatchError(MetoriginError):
 
 def instance_home(store: Path) -> Path:
     """Where the store's instance lives: $DAGSTER_HOME when set, else `<store>/.dagster`."""
-    override = os.environ.get("DAGSTER_HOME")
+    override = dagster_home_override()
     return Path(override).absolute() if override else Path(store).absolute() / INSTANCE_DIR
 
 
@@ -41,8 +42,8 @@ def prepare_dagster_home(home: Path) -> Path:
 
 
 def use_store_instance(store: Path) -> Path:
-    """Prepare the store's instance and point $DAGSTER_HOME at it, for this process and every
-    process it starts (the UI's webserver and daemon, the runs they launch).
+    """Prepare the store's instance folder and return it (a process started for the store, such as
+    `dagster dev`, gets it as its $DAGSTER_HOME through the `env=` of the call that starts it).
 
     The store is recorded by its folder name relative to the instance when the instance is inside
     it, so a copied or moved store keeps its own instance."""
@@ -58,11 +59,9 @@ def use_store_instance(store: Path) -> Path:
             f"DAGSTER_HOME (each store then uses its own {INSTANCE_DIR}/ folder), or point it at an empty folder"
         )
     marker.write_text(served + "\n")
-    os.environ["DAGSTER_HOME"] = str(home)
     return home
 
 
 def get_instance(store: Path) -> dg.DagsterInstance:
     """The store's persistent instance (see `use_store_instance`)."""
-    use_store_instance(store)
-    return dg.DagsterInstance.get()
+    return dg.DagsterInstance.from_config(str(use_store_instance(store)))

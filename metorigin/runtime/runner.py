@@ -64,7 +64,7 @@ def run_selection(
         )
     report = RunReport()
     execute = executor(defs.resolve_job_def, instance, report, tags=LAUNCHED_HERE)
-    cluster = defs.resources["settings"].settings().cluster
+    config = defs.resources["settings"].run_config()
 
     for group, job_name in PHASES:
         phase = {k for k in keys if graph.get(k).group_name == group}
@@ -73,7 +73,7 @@ def run_selection(
         if group == PER_SCAN_GROUP:
             store = defs.resources["store"].store()
             repository = defs.get_repository_def()
-            process_scans(repository, instance, store, phase, report, progress, cluster, LAUNCHED_HERE, force)
+            process_scans(repository, instance, store, phase, report, progress, config, LAUNCHED_HERE, force)
             continue
         # The cohort always; the feature store all of it once scans were processed or retired, or its
         # inputs changed before (`feature_store_is_stale`: past 100 scans Dagster's staleness stops

@@ -10,7 +10,6 @@ check first where only its files' times changed, then the rest), so a scan's run
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sys
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -19,12 +18,11 @@ from typing import Callable
 
 import dagster as dg
 
+from metorigin.core.config import RunConfig, activate, for_code_location
 from metorigin.core.lifecycle import scans_with_results
 from metorigin.core.store import Store
-from metorigin.core.study import ClusterSettings
 from metorigin.defs.common.names import PER_SCAN_GROUP, PROCESS_SCAN_JOB, SCAN_INTEGRITY
 from metorigin.defs.common.partitions import included_scan_partitions
-from metorigin.defs.common.resources import resources_from_env
 from metorigin.runtime.execution import (
     Execute,
     RunReport,
@@ -41,7 +39,6 @@ from metorigin.runtime.staleness import (
 # Below this many scans to process, `multiprocess` processes them here: starting the worker
 # processes (each imports the stack and loads the definitions) costs about what 5 scans do.
 POOL_MIN_SCANS = 10
-RUN_LOG = "METORIGIN_RUN_LOG"  # the CLI's log file: worker processes write their Dagster log there
 
 
 def process_scan_once(
@@ -81,15 +78,16 @@ def process_scans(
     phase: set,
     report: RunReport,
     progress: Callable[[str], None],
-    cluster: ClusterSettings,
+    config: RunConfig,
     tags: Mapping[str, str] | None = None,
     force: bool = False,
     scans: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
     """One `process_scan` run per scan (`scans`, each with the tags of its runs; by default every
     included scan) that has stale or missing assets among `phase` (all of them: `force`), where
-    `cluster` says; each run tagged `tags` too."""
+    the run configuration's study says (`cluster`); each run tagged `tags` too."""
     graph = repository.asset_graph
+    cluster = config.study().cluster
     ids = list(scans) if scans is not None else included_scan_partitions(instance, store)
     present = scans_with_results(store)
     work = [
@@ -107,7 +105,7 @@ def process_scans(
     if cluster.executor == "multiprocess" and len(work) < POOL_MIN_SCANS:
         at_once = 1
     if at_once > 1:
-        outcomes = _in_worker_processes(work, phase, instance, report, at_once)
+        outcomes = _in_worker_processes(config, work, phase, instance, report, at_once)
     else:
         execute = executor(repository.get_job, instance, report, steps_elsewhere=cluster.executor == "dask")
         outcomes = (
@@ -123,11 +121,15 @@ def process_scans(
         progress(f"{report.skipped[PER_SCAN_GROUP]} of {len(ids)} scans unchanged: skipped")
 
 
-def _in_worker_processes(work, phase, instance, report: RunReport, at_once: int) -> Iterator[tuple[str, str]]:
+def _in_worker_processes(
+    config: RunConfig, work, phase, instance, report: RunReport, at_once: int
+) -> Iterator[tuple[str, str]]:
     """The scans `at_once` at a time in as many new processes (spawned: a forked Dagster process
     would share its parent's database connections), each loading the definitions once."""
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(at_once, context, initializer=_start_worker, initargs=(instance.get_ref(),)) as pool:
+    with ProcessPoolExecutor(
+        at_once, context, initializer=_start_worker, initargs=(instance.get_ref(), for_code_location().to_json())
+    ) as pool:
         futures = [pool.submit(_run_scan, scan_id, tags, full, phase) for scan_id, tags, full in work]
         for future in as_completed(futures):
             scan_id, outcome, theirs = future.result()
@@ -138,15 +140,18 @@ def _in_worker_processes(work, phase, instance, report: RunReport, at_once: int)
 _worker: dict = {}  # a worker process's definitions, graph and instance, loaded once
 
 
-def _start_worker(instance_ref) -> None:
-    if os.environ.get(RUN_LOG):  # Dagster's console log looks up sys.stderr at every write
-        sys.stderr = open(os.environ[RUN_LOG], "a", buffering=1)
+def _start_worker(instance_ref, config: str) -> None:
+    """A pool worker: this run's configuration (core/config.py), its log in the run's log file."""
+    run_config = RunConfig.from_json(config)
+    activate(run_config)
+    if run_config.run_log:  # Dagster's console log looks up sys.stderr at every write
+        sys.stderr = open(run_config.run_log, "a", buffering=1)
     # The definitions as a run process loads them: from the code location, in this environment.
     repository = reconstructable_job(PROCESS_SCAN_JOB).get_repository_definition()
     _worker.update(
         repository=repository,
         instance=dg.DagsterInstance.from_ref(instance_ref),
-        dask=resources_from_env()["settings"].settings().cluster.executor == "dask",
+        dask=run_config.study().cluster.executor == "dask",
     )
 
 

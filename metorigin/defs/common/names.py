@@ -7,8 +7,6 @@ must agree on is named here once. The group of an asset is the folder its module
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 COHORT_GROUP = "cohort"
@@ -37,9 +35,6 @@ REQUEST_TAG = "metorigin/request"  # on each scan's run: the version of what it 
 # `AssetObservation` takes no data version argument).
 DATA_VERSION_TAG = "dagster/data_version"
 COHORT_FINGERPRINT = "cohort_fingerprint"  # metadata of `scans`: the cohort as that ingest read it
-
-# How often the sensors tick (METORIGIN_SENSOR_INTERVAL_S, a variable a user may set; tests use a few seconds).
-SENSOR_INTERVAL_S = int(os.environ.get("METORIGIN_SENSOR_INTERVAL_S", "60"))
 
 KINDS = {"python", "parquet"}
 SCAN_INPUTS = dg.AssetKey("scan_inputs")

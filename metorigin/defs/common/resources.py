@@ -1,16 +1,13 @@
 """Dagster resources: where the cohort is, where the store is, which study runs.
 
-Defaults come from the environment (METORIGIN_COHORT, METORIGIN_STORE, METORIGIN_STUDY,
-METORIGIN_PROFILE, METORIGIN_SEED, METORIGIN_NNUNET_MODEL, METORIGIN_WORKERS,
-METORIGIN_DENSENET_EPOCHS, METORIGIN_SPLIT_REPEATS, METORIGIN_EXECUTOR, METORIGIN_DASK_ADDRESS,
-METORIGIN_SCANS_AT_ONCE), which the CLI sets, so `dagster dev`,
-`metorigin run` and the sensor all see the same folders and study without repeating them in run config.
+All built from one `RunConfig` (core/config.py) by `resources_for`, so `metorigin run`, the UI's
+code location and the daemon's runs see the same folders and study without repeating them in run
+config.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -18,12 +15,10 @@ import pandas as pd
 from dagster import ConfigurableIOManager, ConfigurableResource, InputContext, OutputContext
 from dagster_duckdb import DuckDBResource
 
+from metorigin.core.config import RunConfig
 from metorigin.core.lease import store_session
 from metorigin.core.store import Store
-from metorigin.core.study import StudySettings, get_settings, load_study, with_run_choices
-
-DEFAULT_COHORT = "demo/cohort"
-DEFAULT_STORE = "demo/store"
+from metorigin.core.study import StudySettings
 
 
 class CohortResource(ConfigurableResource):
@@ -47,8 +42,12 @@ class StoreResource(ConfigurableResource):
 
 
 class SettingsResource(ConfigurableResource):
-    """The study (a study file, or a built-in profile) with the few choices users make per run."""
+    """The study (a study file, or a built-in profile) with the few choices users make per run: the
+    run configuration (core/config.py) these definitions were built from."""
 
+    cohort: str = ""
+    store: str = ""
+    run_log: str = ""
     study_file: str = ""  # a study YAML; empty: the built-in study of the seed paper, `profile`
     profile: str = "quick"
     seed: int | None = None  # None: the study's seed
@@ -60,18 +59,26 @@ class SettingsResource(ConfigurableResource):
     dask_address: str = ""  # a Dask scheduler (the executor is then dask); empty: the study's
     scans_at_once: int = 0  # 0 = the study's `cluster.scans_at_once`
 
-    def settings(self) -> StudySettings:
-        settings = load_study(self.study_file, self.seed) if self.study_file else get_settings(self.profile, self.seed)
-        return with_run_choices(
-            settings,
-            self.nnunet_model_dir,
-            self.workers,
-            self.densenet_epochs,
-            self.split_repeats,
-            self.executor,
-            self.dask_address,
-            self.scans_at_once,
+    def run_config(self) -> RunConfig:
+        return RunConfig(
+            cohort=self.cohort,
+            store=self.store,
+            run_log=self.run_log,
+            study_file=self.study_file,
+            profile=self.profile,
+            seed=self.seed,
+            nnunet_model=self.nnunet_model_dir,
+            workers=self.workers,
+            densenet_epochs=self.densenet_epochs,
+            split_repeats=self.split_repeats,
+            executor=self.executor,
+            dask_address=self.dask_address,
+            scans_at_once=self.scans_at_once,
         )
+
+    def settings(self) -> StudySettings:
+        """The study, parsed and validated once per process (RunConfig.study)."""
+        return self.run_config().study()
 
 
 class LakeIOManager(ConfigurableIOManager):
@@ -110,25 +117,28 @@ def feature_store_reader(store_path: str) -> DuckDBResource:
     return DuckDBResource(database=str(Store(store_path).duckdb_path), connection_config=dict(READ_ONLY_CONFIG))
 
 
-def resources_from_env() -> dict:
-    store_path = os.environ.get("METORIGIN_STORE", DEFAULT_STORE)
+def resources_for(config: RunConfig) -> dict:
+    """The resources of one run configuration."""
     return {
-        "cohort": CohortResource(path=os.environ.get("METORIGIN_COHORT", DEFAULT_COHORT)),
-        "store": StoreResource(path=store_path),
-        "feature_store": feature_store_reader(store_path),
+        "cohort": CohortResource(path=config.cohort),
+        "store": StoreResource(path=config.store),
+        "feature_store": feature_store_reader(config.store),
         "settings": SettingsResource(
-            study_file=os.environ.get("METORIGIN_STUDY", ""),
-            profile=os.environ.get("METORIGIN_PROFILE", "quick"),
-            seed=int(os.environ["METORIGIN_SEED"]) if os.environ.get("METORIGIN_SEED") else None,
-            nnunet_model_dir=os.environ.get("METORIGIN_NNUNET_MODEL", ""),
-            workers=int(os.environ.get("METORIGIN_WORKERS", 0)),
-            densenet_epochs=int(os.environ.get("METORIGIN_DENSENET_EPOCHS", 0)),
-            split_repeats=int(os.environ.get("METORIGIN_SPLIT_REPEATS", 0)),
-            executor=os.environ.get("METORIGIN_EXECUTOR", ""),
-            dask_address=os.environ.get("METORIGIN_DASK_ADDRESS", ""),
-            scans_at_once=int(os.environ.get("METORIGIN_SCANS_AT_ONCE", 0)),
+            cohort=config.cohort,
+            store=config.store,
+            run_log=config.run_log,
+            study_file=config.study_file,
+            profile=config.profile,
+            seed=config.seed,
+            nnunet_model_dir=config.nnunet_model,
+            workers=config.workers,
+            densenet_epochs=config.densenet_epochs,
+            split_repeats=config.split_repeats,
+            executor=config.executor,
+            dask_address=config.dask_address,
+            scans_at_once=config.scans_at_once,
         ),
-        "io_manager": LakeIOManager(path=store_path),
+        "io_manager": LakeIOManager(path=config.store),
     }
 
 

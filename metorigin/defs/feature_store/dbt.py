@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from metorigin.core.config import scoped_environment
 from metorigin.core.errors import MetoriginError
 from metorigin.core.package import DBT_PROJECT_DIR, in_checkout
 from metorigin.core.schemas import LAKE_TABLES, dbt_columns
@@ -96,20 +97,6 @@ class FeatureStoreTranslator(DagsterDbtTranslator):
 
 
 @contextmanager
-def _environment(**values: str):
-    previous = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextmanager
 def _restored_cwd(cwd: str):
     try:
         yield
@@ -139,7 +126,7 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreR
         # step: the project folder stays clean, and every event is in the Dagster run's log.
         work = build_path.parent / f"dbt-{context.run_id}-{context.op_def.name}"
         try:
-            with _environment(METORIGIN_STORE=str(target.root), METORIGIN_DUCKDB=str(build_path)):
+            with scoped_environment(METORIGIN_STORE=str(target.root), METORIGIN_DUCKDB=str(build_path)):
                 yield from (
                     dbt.cli(["build", "--vars", variables], context=context, target_path=work)
                     .stream()

@@ -24,7 +24,7 @@ import dagster as dg
 from dagster._core.storage.dagster_run import FINISHED_STATUSES as FINISHED
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES as NOT_FINISHED
 
-from metorigin.defs.common.names import SENSOR_INTERVAL_S
+from metorigin.core.config import SENSOR_INTERVAL_S
 from metorigin.defs.common.resources import SettingsResource
 from metorigin.defs.jobs import (
     build_feature_store_job,

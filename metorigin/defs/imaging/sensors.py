@@ -24,8 +24,9 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
+from metorigin.core.config import SENSOR_INTERVAL_S
 from metorigin.core.errors import CohortError
-from metorigin.defs.common.names import COHORT_FINGERPRINT, REQUEST_TAG, SENSOR_INTERVAL_S
+from metorigin.defs.common.names import COHORT_FINGERPRINT, REQUEST_TAG
 from metorigin.defs.common.partitions import scan_partitions
 from metorigin.defs.common.resources import CohortResource, SettingsResource, StoreResource
 from metorigin.defs.jobs import ingest_cohort_job, process_scan_job, process_scans_job
