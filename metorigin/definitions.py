@@ -13,6 +13,7 @@ from metorigin.defs import cohort, feature_store, imaging, study, validation
 from metorigin.defs.common.resources import resources_for
 from metorigin.defs.feature_store.dbt import dbt_resource
 from metorigin.defs.jobs import JOBS
+from metorigin.runtime.placement import per_scan_executor
 
 GROUPS = (cohort, imaging, feature_store, study, validation)
 
@@ -24,7 +25,11 @@ def build_definitions(config: RunConfig) -> dg.Definitions:
     study = config.study()
     return dg.Definitions.merge(
         *(group.definitions(study) for group in GROUPS),
-        dg.Definitions(jobs=list(JOBS), resources={"dbt": dbt_resource(), **resources_for(config)}),
+        # The default executor of every job, Dagster's implicit one for the UI's launches included:
+        # in the run's process unless the study sends the steps to a Dask cluster (placement.py).
+        dg.Definitions(
+            jobs=list(JOBS), executor=per_scan_executor, resources={"dbt": dbt_resource(), **resources_for(config)}
+        ),
     )
 
 

@@ -7,6 +7,7 @@ this test is that benchmark's smoke run."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -42,6 +43,19 @@ def _materialisations(instance: dg.DagsterInstance) -> dict[str, dict[str, int]]
         }
         for asset in PER_SCAN
     }
+
+
+def launch_as_the_ui(port: int, key: list[str]) -> str:
+    """The mutation the UI sends for "Materialize" on an asset page: a run of `__ASSET_JOB`."""
+    path = json.dumps(key)
+    result = graphql(
+        port,
+        'mutation { launchRun(executionParams: {selector: {repositoryLocationName: "metorigin.definitions", '
+        f'repositoryName: "__repository__", pipelineName: "__ASSET_JOB", assetSelection: [{{path: {path}}}]}}}}) '
+        "{ __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }",
+    )["launchRun"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return result["run"]["runId"]
 
 
 def _processes_of(store: Path) -> list[int]:
@@ -86,6 +100,8 @@ def test_a_scan_dropped_into_the_cohort_reaches_the_feature_store_under_the_daem
         published = wait_until_built(server, port, store, [NEW_SCAN], 150, log)  # its rows in lesion_features
         print(f"\ndropped scan -> its rows in lesion_features under the daemon: {published - dropped:.0f} s")
         wait_until_idle(port, 60)  # the build's last step, then nothing more: the batch is done
+        ui_run = launch_as_the_ui(port, ["feature_store", "tumor_burden"])  # "Materialize" on its asset page
+        wait_until_idle(port, 120)
     assert server.returncode == 0, log.read_text()[-3000:]  # SIGTERM stops it cleanly ...
     deadline = time.time() + 20
     while _processes_of(store) and time.time() < deadline:
@@ -109,6 +125,13 @@ def test_a_scan_dropped_into_the_cohort_reaches_the_feature_store_under_the_daem
         assert len(instance.get_runs(batch)) == 1  # the feature store rebuilt once, after the scan
         assert len(daemon_scan_seconds(instance)) == 1
         assert len(run_seconds(instance, "ingest_cohort")) == 1  # the drop, not the start
+        # The UI's launch is a run of Dagster's implicit job; it ran as the named jobs do: queued as a
+        # store writer (one at a time), its steps in the run's own process, and it succeeded.
+        launched = instance.get_run_by_id(ui_run)
+        assert launched.job_name == "__ASSET_JOB" and launched.status == dg.DagsterRunStatus.SUCCESS
+        assert launched.tags.get("metorigin/writes_store") == "true"
+        engine = [e.message for e in instance.all_logs(ui_run) if e.dagster_event and e.dagster_event.is_engine_event]
+        assert any("in process" in m for m in engine) and not any("multiprocess" in m for m in engine), engine
     finally:
         instance.dispose()
     assert os.path.exists(store / ".dagster" / "metorigin_store.txt")

@@ -14,6 +14,7 @@ from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
 from metorigin.defs.cohort import assets as cohort_assets
 from metorigin.defs.cohort import promotions
+from metorigin.defs.common.names import REQUEST_TAG
 from metorigin.defs.common.partitions import scan_partitions
 from metorigin.defs.common.resources import (
     CohortResource,
@@ -165,7 +166,7 @@ def _ask_for_missing_work(cohort, tmp_path, instance, defs, repository, monkeypa
     # A scan whose run failed is not asked for again (until it changes); one a running batch holds waits.
     failed, queued, left = scan_batches.scans_awaiting_processing(instance, defs.resources["store"], repository)
     batch = repository.get_job("process_scans")
-    instance.create_run_for_job(batch, tags={scan_batches.REQUEST_TAG: failed.key}, status=dg.DagsterRunStatus.FAILURE)
+    instance.create_run_for_job(batch, tags={REQUEST_TAG: failed.key}, status=dg.DagsterRunStatus.FAILURE)
     instance.create_run_for_job(batch, run_config=_batch_config([queued.scan_id]), status=dg.DagsterRunStatus.STARTED)
     assert _batched(tick(cursor=fingerprint).run_requests) == [[left.scan_id]]
     # From its own cursor, the sensor asks again only about scans with new events since its last look.

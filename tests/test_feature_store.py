@@ -32,9 +32,10 @@ pytestmark = pytest.mark.slow
 def pipeline(tiny_cohort, tmp_path_factory):
     store_dir = tmp_path_factory.mktemp("fs") / "store"
     defs = build_definitions(RunConfig(cohort=str(tiny_cohort), store=str(store_dir), workers=2))
-    report = run_selection(defs, dg.DagsterInstance.ephemeral(), selection=NOT_STUDY, progress=lambda _: None)
+    instance = dg.DagsterInstance.ephemeral()
+    report = run_selection(defs, instance, selection=NOT_STUDY, progress=lambda _: None)
     assert report.ok, (report.step_failures, report.failed_checks)
-    yield defs, Store(store_dir), report
+    yield defs, Store(store_dir), report, instance
 
 
 def _sql(store: Store, query: str) -> pd.DataFrame:
@@ -63,12 +64,29 @@ def _lake_patients(store: Store) -> pd.DataFrame:
 
 
 def test_dbt_tests_ran_as_checks(pipeline):
-    _, _, report = pipeline
+    _, _, report, _ = pipeline
     assert report.checks_passed >= 30  # dbt's data tests surface as Dagster asset checks
 
 
+def test_the_ui_shows_table1_and_the_burden_by_class_and_each_models_yml_description(pipeline):
+    defs, _, _, instance = pipeline
+
+    def metadata(name: str) -> dict:
+        event = instance.get_latest_materialization_event(dg.AssetKey(["feature_store", name]))
+        return event.asset_materialization.metadata
+
+    table1 = metadata("cohort_characteristics")["table_1"].value
+    assert table1.startswith("| characteristic | level |") and "colorectal" in table1 and "pancreatic" in table1
+    burden = metadata("tumor_burden")["by_class"].value
+    assert "median tumour burden [IQR]" in burden and "| colorectal | 4 |" in burden
+    graph = defs.resolve_asset_graph()
+    description = graph.get(dg.AssetKey(["feature_store", "tumor_burden"])).description
+    assert description.startswith("Liver volume") and "Raw SQL" not in description and "select" not in description
+    assert "dagster_dbt/project" not in graph.get(dg.AssetKey(["feature_store", "tumor_burden"])).metadata
+
+
 def test_tumor_burden_matches_the_lake(pipeline):
-    _, store, _ = pipeline
+    _, store, _, _ = pipeline
     expected = _lake_patients(store)
     mart = _sql(store, "select * from tumor_burden where level = 'patient'").set_index("patient_id")
     assert sorted(mart.index) == sorted(expected.index)
@@ -79,7 +97,7 @@ def test_tumor_burden_matches_the_lake(pipeline):
 
 
 def test_cohort_characteristics_is_table1_of_the_lake(pipeline):
-    _, store, _ = pipeline
+    _, store, _, _ = pipeline
     expected = _lake_patients(store)
     table = _sql(store, "select * from cohort_characteristics")
     cell = lambda c, lvl, cohort: table.query("characteristic == @c and level == @lvl and cohort == @cohort").iloc[0]  # noqa: E731
@@ -98,7 +116,7 @@ def test_cohort_characteristics_is_table1_of_the_lake(pipeline):
 
 
 def test_lesion_features_and_training_matrix_match_the_long_table(pipeline):
-    _, store, _ = pipeline
+    _, store, _, _ = pipeline
     long = store.read_lake("radiomics_features")
     wide = _sql(store, "select * from lesion_features").set_index("lesion_id")
     assert len(wide.columns) == 2 + 107 and len(wide) == long["lesion_id"].nunique()
@@ -129,7 +147,7 @@ def _analyst_session(store: Store) -> subprocess.Popen:
 
 
 def test_corrupt_feature_fails_the_check_and_stops_training_matrix(pipeline):
-    defs, store, _ = pipeline
+    defs, store, _, _ = pipeline
     before = _sql(store, "select * from training_matrix order by lesion_id")
     analyst = _analyst_session(store)
     scan = store.lake_partitions("radiomics_features")[0]
@@ -199,7 +217,7 @@ def _metorigin_sql(capsys, store: Store, query: str, *options: str) -> tuple[int
 
 @pytest.mark.parametrize("query", REFUSED_QUERIES)
 def test_metorigin_sql_refuses_file_access(pipeline, capsys, tmp_path, monkeypatch, query):
-    _, store, _ = pipeline
+    _, store, _, _ = pipeline
     monkeypatch.chdir(tmp_path)
     store_before, cwd_before = _files(store.root), _files(tmp_path)
     code, out, err = _metorigin_sql(capsys, store, query.format(store=store.root, lake=store.lake))
@@ -228,7 +246,7 @@ def _readme_relations() -> list[tuple[str, str]]:
 
 
 def test_published_store_is_tables_only_and_still_answers(pipeline, capsys):
-    _, store, _ = pipeline
+    _, store, _, _ = pipeline
     relations = _readme_relations()
     assert len(relations) >= 17 and {kind for _, kind in relations} == {"table"}
     with store.connect_read_only() as con:

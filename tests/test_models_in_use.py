@@ -178,7 +178,13 @@ def test_every_scan_is_scored_by_the_frozen_promoted_models(study, promoted):
     test = _sql(store, "select model_id, lesion_id, probability from lesion_predictions where evaluation = 'test'")
     both = rows.merge(test, on=["model_id", "lesion_id"], suffixes=("", "_table3"))
     assert len(both) == len(test[test["model_id"].isin(ids)]) > 0
-    assert np.allclose(both["probability"], both["probability_table3"], rtol=0, atol=1e-12)
+    # Exactly for the radiomics models; to float32's precision for the DenseNet and the combined model
+    # on it: a scan's slices are a batch of their own here, and a batch's composition changes the
+    # order of the network's sums (seen: 1e-7 on this machine, CPU).
+    network = both["model_id"].str.contains("densenet")
+    exact, close = both[~network], both[network]
+    assert np.allclose(exact["probability"], exact["probability_table3"], rtol=0, atol=1e-12) and len(exact)
+    assert np.allclose(close["probability"], close["probability_table3"], rtol=0, atol=1e-6) and len(close)
     calls = _sql(store, f"select * from patient_predictions where patient_id = '{UNLABELLED}'")
     assert set(calls["arm"]) == {"radiomics", "densenet", "combined"}
     assert set(calls["patient_status"]) == {"unlabelled"} and calls["label"].isna().all()
@@ -222,7 +228,13 @@ def test_validating_on_the_store_own_cohort_reproduces_its_test_probabilities(st
     table3 = _sql(store, "select model_id, lesion_id, probability from lesion_predictions where evaluation = 'test'")
     both = external.merge(table3, on=["model_id", "lesion_id"], suffixes=("", "_table3"))
     assert both["model_id"].nunique() == _n_models(store) and len(both) == len(table3)
-    assert np.allclose(both["probability"], both["probability_table3"], rtol=0, atol=1e-12)
+    # Exactly for the radiomics models; to float32's precision for the DenseNet and the combined model
+    # on it: a scan's slices are a batch of their own here, and a batch's composition changes the
+    # order of the network's sums (seen: 1e-7 on this machine, CPU).
+    network = both["model_id"].str.contains("densenet")
+    exact, close = both[~network], both[network]
+    assert np.allclose(exact["probability"], exact["probability_table3"], rtol=0, atol=1e-12) and len(exact)
+    assert np.allclose(close["probability"], close["probability_table3"], rtol=0, atol=1e-6) and len(close)
     assert set(external["models_store"]) == {"."}
 
 

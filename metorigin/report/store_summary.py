@@ -75,3 +75,32 @@ def has_views_over_lake(store: Store) -> int:
     """Views over the lake in a feature store published by an older metorigin (tables only now)."""
     with store.connect_read_only() as con:
         return con.execute("select count(*) from duckdb_views() where not internal").fetchone()[0]
+
+
+def table1_rows(frame: pd.DataFrame) -> list[dict]:
+    """`cohort_characteristics` (long) as Table 1 reads: one row per characteristic and level, one
+    column per cohort, the display text in each cell."""
+    if frame.empty:
+        return []
+    wide = frame.pivot_table(
+        index=["characteristic", "level"], columns="cohort", values="display", aggfunc="first", sort=False
+    )
+    return wide.reset_index().rename_axis(columns=None).fillna("").to_dict("records")
+
+
+def tumor_burden_rows(frame: pd.DataFrame) -> list[dict]:
+    """`tumor_burden` per patient, by class: patients, median lesions and median burden (with IQR)."""
+    patients = frame[frame["level"] == "patient"]
+    rows = []
+    for label, group in patients.groupby(patients["label"].fillna("unlabelled"), sort=True):
+        burden = group["tumor_burden"].dropna()
+        q1, median, q3 = (burden.quantile(q) for q in (0.25, 0.5, 0.75)) if len(burden) else (float("nan"),) * 3
+        rows.append(
+            {
+                "class": label,
+                "patients": len(group),
+                "median lesions": f"{group['n_lesions'].median():.0f}",
+                "median tumour burden [IQR]": f"{median:.1%} [{q1:.1%}, {q3:.1%}]",
+            }
+        )
+    return rows

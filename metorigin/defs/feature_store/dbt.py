@@ -26,12 +26,14 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 
 from metorigin.core.config import scoped_environment
 from metorigin.core.errors import MetoriginError
+from metorigin.core.markdown import markdown_table
 from metorigin.core.package import DBT_PROJECT_DIR, in_checkout
 from metorigin.core.schemas import LAKE_TABLES, dbt_columns
 from metorigin.core.study import StudySettings
 from metorigin.defs.common.names import FEATURE_STORE_GROUP, STUDY_GROUP, VALIDATION_GROUP
 from metorigin.defs.common.resources import SettingsResource, StoreResource
 from metorigin.imaging.radiomics import feature_names
+from metorigin.report.store_summary import table1_rows, tumor_burden_rows
 
 DBT_DIR = DBT_PROJECT_DIR
 DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))  # the venv's, whatever PATH says
@@ -72,10 +74,11 @@ def prepare_manifest() -> Path:
 
 
 GATED_MODELS = "training_matrix"
-RESULT_MODELS = "path:models/results"
-ROBUSTNESS_MODELS = "path:models/robustness"  # its own step: the slow permutation test never holds up Table 3
-REGISTRY_MODELS = "path:models/registry"  # the model registry and promotions (group study)
-EXTERNAL_MODELS = "path:models/external"  # external validation (group validation, `metorigin validate`)
+# Folders by their dbt fully qualified names (`path:` would be resolved against the working folder).
+RESULT_MODELS = "fqn:metorigin.results"
+ROBUSTNESS_MODELS = "fqn:metorigin.robustness"  # its own step: the slow permutation test never holds up Table 3
+REGISTRY_MODELS = "fqn:metorigin.registry"  # the model registry and promotions (group study)
+EXTERNAL_MODELS = "fqn:metorigin.external"  # external validation (group validation, `metorigin validate`)
 STUDY_FOLDERS = ("models/results/", "models/robustness/", "models/registry/")
 
 
@@ -86,6 +89,11 @@ class FeatureStoreTranslator(DagsterDbtTranslator):
         if dbt_resource_props["resource_type"] == "source":
             return super().get_asset_key(dbt_resource_props)
         return dg.AssetKey([FEATURE_STORE_GROUP, dbt_resource_props["name"]])
+
+    def get_description(self, dbt_resource_props: Mapping[str, Any]) -> str:
+        """What SQL users read in the yml (dagster-dbt's default appends the model's raw SQL)."""
+        where = dbt_resource_props.get("original_file_path", "")
+        return dbt_resource_props.get("description") or f"dbt {dbt_resource_props['resource_type']} ({where})"
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         path = dbt_resource_props.get("original_file_path", "")
@@ -127,21 +135,48 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreR
         work = build_path.parent / f"dbt-{context.run_id}-{context.op_def.name}"
         try:
             with scoped_environment(METORIGIN_STORE=str(target.root), METORIGIN_DUCKDB=str(build_path)):
-                yield from (
+                events = (
                     dbt.cli(["build", "--vars", variables], context=context, target_path=work)
                     .stream()
                     .fetch_column_metadata(with_column_lineage=False)
                 )
+                held = []  # the summarised tables' outputs, completed from the published file
+                for event in events:
+                    if isinstance(event, dg.Output) and _model(event) in SUMMARIES:
+                        held.append(event)
+                    else:
+                        yield event
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    yield from (_with_summary(event, target) for event in held)
+
+
+# What the UI shows of a table on its asset page, besides dbt's metadata: what SQL users query it for.
+SUMMARIES = {
+    "cohort_characteristics": ("table_1", table1_rows),
+    "tumor_burden": ("by_class", tumor_burden_rows),
+}
+
+
+def _model(event: dg.Output) -> str:
+    """The dbt model of a step's output (its output name is the asset key joined by `__`)."""
+    return event.output_name.split("__")[-1]
+
+
+def _with_summary(event: dg.Output, store) -> dg.Output:
+    """The output with its table's summary, read from the published feature store (dbt's own
+    connection to the build copy is still open in this process)."""
+    label, rows = SUMMARIES[_model(event)]
+    with store.connect_read_only() as con:
+        frame = con.execute(f"select * from {_model(event)}").df()
+    return event.with_metadata({**event.metadata, label: dg.MetadataValue.md(markdown_table(rows(frame)))})
 
 
 def _dbt_step(name: str, **selection: str) -> dg.AssetsDefinition:
     """One `dbt build` step over the models `selection` picks (select= or exclude=)."""
 
     @dbt_assets(
-        manifest=dbt_project.manifest_path,
-        project=dbt_project,
+        manifest=dbt_project.manifest_path,  # not `project=`: the UI would show it as unserializable metadata
         dagster_dbt_translator=FeatureStoreTranslator(),
         pool="duckdb_write",
         name=name,
