@@ -218,7 +218,8 @@ def test_the_slurm_block_gives_the_job_scripts_dask_jobqueue_submits():
 
 def test_the_cluster_block_changes_where_not_what(tmp_path):
     from metorigin.core.errors import StudyFileError
-    from metorigin.core.study import get_settings, load_study
+    from metorigin.core.study import get_settings
+    from metorigin.core.study_file import load_study
 
     example = load_study(EXAMPLES_DIR / "cluster" / "slurm.yaml")
     assert example.cluster.executor == "dask" and example.cluster.slurm.gpu_jobs == 2

@@ -228,10 +228,10 @@ def test_metorigin_sql_refuses_file_access(pipeline, capsys, tmp_path, monkeypat
     assert _files(tmp_path) == cwd_before and not list(tmp_path.iterdir())
 
 
-def _readme_relations() -> list[tuple[str, str]]:
-    """(relation, kind) for each relation in the README's table of the feature store's relations."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### The feature store (dbt, `sql/`)")[1].split("\n### ")[0]
+def _documented_relations() -> list[tuple[str, str]]:
+    """(relation, kind) for each relation in docs/pipeline.md's table of the feature store's relations."""
+    page = (Path(__file__).parents[1] / "docs" / "pipeline.md").read_text(encoding="utf-8")
+    section = page.split("## The feature store (dbt, `metorigin/sql/`)")[1].split("\n## ")[0]
     relations = []
     for row in (line for line in section.splitlines() if line.startswith("| `")):
         names, kind, what = (cell.strip() for cell in row.strip("|").split("|")[:3])
@@ -247,7 +247,7 @@ def _readme_relations() -> list[tuple[str, str]]:
 
 def test_published_store_is_tables_only_and_still_answers(pipeline, capsys):
     _, store, _, _ = pipeline
-    relations = _readme_relations()
+    relations = _documented_relations()
     assert len(relations) >= 17 and {kind for _, kind in relations} == {"table"}
     with store.connect_read_only() as con:
         assert con.execute("select view_name from duckdb_views() where not internal").fetchall() == []

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from metorigin.imaging import integrity
-from metorigin.imaging.integrity import check_scan, decode, fingerprint, mask_findings
+from metorigin.imaging import decoding
+from metorigin.imaging.decoding import decode
+from metorigin.imaging.integrity import check_scan, fingerprint, mask_findings
 from metorigin.imaging.synth.dicom import write_dicom_series
 
 FORMATS = [".nii.gz", ".nii", ".mha", ".nrrd"]
@@ -126,7 +127,7 @@ def test_a_damaged_file_cannot_be_decoded(tmp_path, ext, spoil, reason):
     assert reason in problem.problem
     assert "copy the file again" in problem.fix
     assert result.facts["min_hu"] != result.facts["min_hu"]  # NaN: no voxel checks on an undecoded file
-    with pytest.raises(integrity.DamagedFileError, match=reason):
+    with pytest.raises(decoding.DamagedFileError, match=reason):
         decode(path)
 
 
@@ -303,7 +304,7 @@ def test_a_dicom_slice_cut_before_its_pixels_is_named(tmp_path, keep, reason):
 def test_slices_that_gdcm_leaves_out_are_a_problem(tmp_path, monkeypatch):
     _dicom_series(tmp_path / "series")
     # One frame more than GDCM reads: what a slice GDCM cannot decode, but pydicom can, looks like.
-    monkeypatch.setattr(integrity, "_dicom_frames", lambda folder: SHAPE[0] + 1)
+    monkeypatch.setattr(decoding, "_dicom_frames", lambda folder: SHAPE[0] + 1)
 
     result = _check(tmp_path / "series")
 

@@ -15,16 +15,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from metorigin.core.lifecycle import (
-    ErasureRefused,
-    PatientNotFoundError,
-    erased_patient_hashes,
-    forget_patient,
-    patient_hash,
-    read_retired_log,
-    retire_scans,
-    scans_with_results,
-)
+from metorigin.core.forgetting import ErasureRefused, PatientNotFoundError, erased_patient_hashes, forget_patient
+from metorigin.core.lifecycle import patient_hash, read_retired_log, retire_scans, scans_with_results
 from metorigin.core.store import Store
 
 DAY = datetime(2024, 5, 1, 10, 30)

@@ -21,7 +21,7 @@ import pytest
 
 from metorigin.core.config import RunConfig
 from metorigin.core.store import Store
-from metorigin.core.study import load_study
+from metorigin.core.study_file import load_study
 from metorigin.definitions import build_definitions
 from metorigin.defs.common.partitions import scan_partitions
 from metorigin.defs.imaging.sensors import new_scans_sensor

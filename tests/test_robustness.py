@@ -1,4 +1,4 @@
-"""The permutation null and the split repeats (ml/robustness.py) on synthetic matrices: chance
+"""The permutation null and the split repeats (metorigin/study/robustness.py) on synthetic matrices: chance
 looks like chance, a planted signal gets the smallest p-value the permutations allow, and every
 split holds out whole patients."""
 

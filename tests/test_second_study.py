@@ -14,7 +14,8 @@ import pytest
 
 from metorigin.core.package import EXAMPLES_DIR
 from metorigin.core.store import Store
-from metorigin.core.study import get_settings, load_study, with_run_choices
+from metorigin.core.study import get_settings, with_run_choices
+from metorigin.core.study_file import load_study
 from tests.helpers import append_row
 from tests.test_cli import _cli
 

@@ -13,8 +13,9 @@ from metorigin.core.errors import StoreStudyMismatch, StudyFileError
 from metorigin.core.manifest import bind_study, read_manifest, settings_table
 from metorigin.core.package import EXAMPLES_DIR, RADIOMICS_PARAMS
 from metorigin.core.store import Store
-from metorigin.core.study import STEP_SETTINGS, as_dict, get_settings, load_study, with_run_choices
-from metorigin.imaging.cohort import study_problems
+from metorigin.core.study import STEP_SETTINGS, as_dict, get_settings, with_run_choices
+from metorigin.core.study_file import load_study
+from metorigin.imaging.study_fit import study_problems
 
 EXAMPLES = EXAMPLES_DIR
 

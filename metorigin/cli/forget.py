@@ -8,8 +8,8 @@ from datetime import datetime
 
 from metorigin.cli.session import new_log_path, run_log, store_definitions, summary, tell
 from metorigin.core.errors import MetoriginError
+from metorigin.core.forgetting import forget_patient
 from metorigin.core.lease import store_session
-from metorigin.core.lifecycle import forget_patient
 from metorigin.core.store import Store
 from metorigin.runtime.erasure import forget_in_instance, require_instance_free
 from metorigin.runtime.home import get_instance, use_store_instance

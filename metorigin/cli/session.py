@@ -20,11 +20,12 @@ from metorigin.core.errors import MetoriginError, StudyFileError
 from metorigin.core.lease import store_session
 from metorigin.core.manifest import bind_study
 from metorigin.core.store import Store
-from metorigin.core.study import get_settings, load_study, run_problems
+from metorigin.core.study import get_settings, run_problems
+from metorigin.core.study_file import load_study
 from metorigin.definitions import build_definitions
 from metorigin.defs.common.names import STUDY_GROUP
 from metorigin.defs.study.schedules import retrain_problems
-from metorigin.imaging.cohort import class_problems, study_problems
+from metorigin.imaging.study_fit import class_problems, study_problems
 from metorigin.report.store_summary import summary_lines
 from metorigin.runtime.home import get_instance
 from metorigin.study.classifiers import grid_problems

@@ -25,7 +25,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from .files import atomic_path
-from .study import StudySettings, get_settings, load_study, with_run_choices
+from .study import StudySettings, get_settings, with_run_choices
+from .study_file import load_study
 
 CONFIG_FILE = "metorigin_config.json"  # in the instance folder: what the code location builds its definitions from
 DEFAULT_COHORT = "demo/cohort"

@@ -50,7 +50,7 @@ def _write_manifest(store: Store, manifest: dict) -> None:
 
 
 def _migrate_1_to_2(store: Store) -> str:
-    """Version 2 declares every lake table's columns once (base/schemas.py): the class column of
+    """Version 2 declares every lake table's columns once (core/schemas.py): the class column of
     `patients` is `label` (it was `primary_site`), and every table carries `settings_hash`
     (unknown, hence empty, for rows written before hashes existed)."""
     for name, schema in LAKE_TABLES.items():

@@ -26,12 +26,11 @@ from metorigin.core.errors import (
     MaskGeometryError,
     MissingColumnError,
     PathOutsideCohortError,
-    StudyFileError,
     UnknownPatientError,
 )
 from metorigin.core.ids import id_problem
 from metorigin.core.schemas import PATIENTS, SCANS
-from metorigin.core.study import CONTRAST_PHASES, InclusionCriteria, LabelSettings, StudySettings
+from metorigin.core.study import CONTRAST_PHASES, InclusionCriteria, LabelSettings
 from metorigin.imaging.geometry import coverage_mismatch, grid_problem, slice_axis_tilt_deg
 from metorigin.imaging.io import ImageInfo, normalise_phase, read_image_info
 
@@ -79,7 +78,7 @@ def read_contract_csv(path: Path, required: tuple[str, ...], optional: tuple[str
         raise CohortFileError(
             name, f"the file is missing from {path.parent}", f"create {name} with the columns {', '.join(required)}"
         )
-    text = _utf8_text(path)
+    text = utf8_text(path)
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -93,7 +92,7 @@ def read_contract_csv(path: Path, required: tuple[str, ...], optional: tuple[str
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        _refuse_other_delimiter(name, text, required)
+        refuse_other_delimiter(name, text, required)
         raise MissingColumnError(
             name,
             f"required column(s) {', '.join(missing)} missing (found: {', '.join(frame.columns) or 'none'})",
@@ -128,7 +127,7 @@ def _refuse_extra_fields(name: str, text: str) -> None:
             )
 
 
-def _utf8_text(path: Path) -> str:
+def utf8_text(path: Path) -> str:
     """The file as text; a byte that is not UTF-8 is reported with its line, since spreadsheets
     often save in a local encoding (a name with an accent in Latin-1 is one byte, 0xE9)."""
     data = path.read_bytes()
@@ -146,7 +145,7 @@ def _utf8_text(path: Path) -> str:
         ) from None
 
 
-def _refuse_other_delimiter(name: str, text: str, required: tuple[str, ...]) -> None:
+def refuse_other_delimiter(name: str, text: str, required: tuple[str, ...]) -> None:
     """A header that holds the required columns once split by ';' or a tab: the file uses another
     delimiter (a spreadsheet in a locale whose decimal mark is a comma), so the fix is the
     delimiter, not the columns."""
@@ -461,7 +460,7 @@ def read_qc_csv(cohort_dir: Path) -> pd.DataFrame | None:
     """qc.csv when the cohort has one with any row; None otherwise. A file that cannot be read as a
     whole (no scan_id or verdict column, a row with extra fields) raises like the other two CSVs."""
     path = Path(cohort_dir) / QC_CSV
-    if not path.is_file() or len(_utf8_text(path).strip().splitlines()) < 2:
+    if not path.is_file() or len(utf8_text(path).strip().splitlines()) < 2:
         return None
     return read_contract_csv(path, QC_REQUIRED, QC_OPTIONAL)
 
@@ -571,85 +570,3 @@ def load_cohort(
     qc = read_qc_csv(cohort_dir)
     scans, scan_errors = validate_scans(scan_frame, patients, patient_frame, cohort_dir, criteria, qc)
     return Cohort(patients=patients, scans=scans, errors=patient_errors + scan_errors)
-
-
-def class_problems(cohort_dir: Path, study: StudySettings, study_file: str) -> list[StudyFileError]:
-    """A class of the study that no patient has: the split and the models need both."""
-    # As written in the cohort, before validation drops the rows whose class is not one of the two.
-    present = set(read_patients_csv(cohort_dir, study.label)[study.label.column].str.lower()) - {""}
-    return [
-        StudyFileError(
-            study_file,
-            "label.classes",
-            f"no patient of {cohort_dir / PATIENTS_CSV} has the class {name!r} "
-            f"(found: {', '.join(sorted(present)) or 'none'})",
-            "list the two classes as the label column spells them, or add patients of both classes",
-        )
-        for name in study.label.classes
-        if name not in present
-    ]
-
-
-def study_problems(
-    cohort_dir: Path, study: StudySettings, study_file: str, classes: bool = True
-) -> list[StudyFileError]:
-    """What makes a study unusable on this cohort, found before any work: a label column the
-    cohort lacks, a class no patient has (`classes`: only what the study's own steps need; a cohort
-    of one class still ingests and builds its feature store), inclusion criteria that exclude every
-    readable scan.
-
-    Each problem names the study file's key to change (or the cohort to fix)."""
-    path = Path(cohort_dir) / PATIENTS_CSV
-    try:
-        text = _utf8_text(path)
-        _refuse_other_delimiter(PATIENTS_CSV, text, patient_required(study.label))
-        header = [str(c).strip() for c in pd.read_csv(io.StringIO(text), nrows=0).columns]
-    except (OSError, ValueError, CohortError):
-        header = None  # load_cohort below says what is wrong with the file
-    if header is not None and study.label.column not in header:
-        return [
-            StudyFileError(
-                study_file,
-                "label.column",
-                f"{PATIENTS_CSV} has no column {study.label.column!r} (found: {', '.join(header)})",
-                f"name the column of {PATIENTS_CSV} that holds the class, or add it there",
-            )
-        ]
-    cohort = load_cohort(cohort_dir, study.inclusion, study.label)
-    problems = class_problems(cohort_dir, study, study_file) if classes else []
-    valid = cohort.scans[cohort.scans["valid"]]
-    if len(valid) and not valid["included"].any():
-        reasons = [str(why).split("; ") for why in valid["exclusion_reason"]]
-        keys = (
-            ", ".join(
-                sorted(
-                    {
-                        f"inclusion.{key}"
-                        for start, key in _CRITERIA.items()
-                        if all(any(r.startswith(start) for r in rs) for rs in reasons)
-                    }
-                )
-            )
-            or "inclusion"
-        )
-        problems.append(
-            StudyFileError(
-                study_file,
-                keys,
-                f"not one of the {len(valid)} readable scans meets the inclusion criteria "
-                f"(e.g. {valid['scan_id'].iloc[0]}: {valid['exclusion_reason'].iloc[0]})",
-                "widen the criteria to what the cohort was acquired with "
-                "(`metorigin study --study FILE --cohort DIR` checks a study)",
-            )
-        )
-    return problems
-
-
-# The start of each exclusion reason, and the study file key that sets the criterion behind it.
-_CRITERIA = {
-    "contrast phase": "contrast_phases",
-    "reconstruction kernel unknown": "kernels",
-    "kernel": "kernels",
-    "slice thickness": "slice_thickness_mm",
-    "not axial": "max_slice_tilt_deg",
-}

@@ -1,1 +1,1 @@
-"""Great Expectations 1.x suites (suites.py); orchestration/checks.py registers the checks that run them."""
+"""Great Expectations 1.x suites (suites.py); metorigin/defs/common/checks.py builds the checks that run them."""

@@ -1,0 +1,1 @@
+"""The study report (tables, curves, figures, the page) and what the CLI prints of a store, outside Dagster."""

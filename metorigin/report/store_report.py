@@ -1,6 +1,6 @@
 """The study report from a store: what the `study_report` asset and `metorigin report` share.
 
-The pure report (ml/study_report.py) gets its tables from the published feature store, its example
+The pure report (study_report.py) gets its tables from the published feature store, its example
 lesions from the slice artefacts (assets/slices.py), and its provenance from here: the cohort's
 CSVs, the store's study, the code and library versions.
 """

@@ -1,8 +1,8 @@
 """Code versions of the Python assets: the revision of the code that computes each, plus the hash
-of the study settings it reads (base/study.py `STEP_SETTINGS`).
+of the study settings it reads (metorigin/core/study.py `STEP_SETTINGS`).
 
 Dagster calls an asset stale when its code version or an input's data version changed since it
-was materialised, and `metorigin run` (orchestration/runner.py), the sensor and automation
+was materialised, and `metorigin run` (runtime/runner.py), the sensor and automation
 recompute only what is stale. So a changed radiomics setting re-extracts features but does not
 re-segment, and changed code re-runs only the assets whose revision was bumped.
 """

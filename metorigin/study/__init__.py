@@ -1,0 +1,1 @@
+"""Pure study code: split, selection, classifiers, the arms, evaluation, robustness, the model files."""

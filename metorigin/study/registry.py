@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from metorigin.core.files import atomic_path
+from metorigin.core.study import StudySettings, protocol
 
 LIBRARIES = ("metorigin", "numpy", "pandas", "scikit-learn", "imbalanced-learn", "xgboost", "torch", "monai")
 
@@ -72,3 +73,14 @@ def save_model(
             json.dumps({"model_id": identifier, **card, "libraries": library_versions()}, indent=2, default=str)
         )
     return path
+
+
+def provenance(study: StudySettings, *inputs: str) -> dict:
+    """What a model card records so that the model can later score other rows honestly: the settings
+    hash of each step that made its inputs (scoring refuses rows made otherwise), and the acquisition
+    protocol of its training scans (scoring flags a scan outside it)."""
+    return {
+        "input_settings": {step: study.step_hash(step) for step in inputs},
+        "inclusion": protocol(study, "inclusion"),
+        "label_classes": list(study.label.classes),
+    }

@@ -31,7 +31,7 @@ def _interval(value: float, low: float, high: float) -> str:
     return "n/a" if pd.isna(value) else f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
 
-# Table 1's cohort UNLABELLED (base/study.py; cohort_characteristics.sql names it): the patients
+# Table 1's cohort UNLABELLED (core/study.py; cohort_characteristics.sql names it): the patients
 # whose label cell is empty, measured and scored like the others, never trained on.
 UNLABELLED_NOTE = (
     "unlabelled: patients with an empty label cell; measured and scored, never trained, tuned or tested on."

@@ -1,5 +1,5 @@
 """The cohort assets: `study_settings` (the study a store holds), then `patients` and `scans`, thin
-shells over the cohort contract (assets/cohort.py), and `scan_inputs`, each scan's own inputs.
+shells over the cohort contract (metorigin/imaging/cohort.py), and `scan_inputs`, each scan's own inputs.
 
 Each returns a data version computed from its content, so an ingest that finds the cohort as it
 was leaves everything downstream fresh. `scans` is one table for the whole cohort, so the per-scan
@@ -18,7 +18,8 @@ import dagster as dg
 import pandas as pd
 
 from metorigin.core.errors import CohortError, InvalidValueError, MetoriginError
-from metorigin.core.lifecycle import erased_patient_hashes, patient_hash, retire_scans, scans_with_results
+from metorigin.core.forgetting import erased_patient_hashes
+from metorigin.core.lifecycle import patient_hash, retire_scans, scans_with_results
 from metorigin.core.manifest import bind_study, settings_table
 from metorigin.core.markdown import markdown_table
 from metorigin.core.schemas import PATIENTS, SCANS, STUDY_SETTINGS, conform

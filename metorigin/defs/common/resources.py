@@ -36,7 +36,7 @@ class StoreResource(ConfigurableResource):
         return Store(self.path)
 
     def session(self, holder: str):
-        """The store's writer lease (base/lease.py) for a step that writes the whole store: waits
+        """The store's writer lease (core/lease.py) for a step that writes the whole store: waits
         for another session; re-entered at once inside the `metorigin run` that already holds it."""
         return store_session(Path(self.path), holder, on_wait=logging.getLogger("metorigin").warning)
 

@@ -1,6 +1,6 @@
 """The per-scan assets (one partition per included scan): the full-decode check of its files,
 then segmentation, lesions, radiomics features and DenseNet slices, each a thin shell over the
-pure imaging steps in `assets/`.
+pure imaging steps in `metorigin/imaging/`.
 
 `scan_integrity` runs first: ingest reads headers only (seconds for a cohort), so a truncated or
 damaged file is found here, in the scan's own run, before any of its results is written; its

@@ -4,7 +4,7 @@ retraining schedule (when the study file sets one)."""
 import dagster as dg
 
 from metorigin.core.study import StudySettings
-from metorigin.defs.study import assets, registry, report
+from metorigin.defs.study import assets, deep, evaluation, registry, report
 from metorigin.defs.study.schedules import retrain_schedule
 from metorigin.runtime.versions import with_code_versions
 
@@ -12,7 +12,7 @@ from metorigin.runtime.versions import with_code_versions
 def definitions(study: StudySettings) -> dg.Definitions:
     """This group's assets (with the study's code versions), checks, sensors and schedules."""
     return dg.Definitions(
-        assets=with_code_versions(dg.load_assets_from_modules([assets, registry, report]), study),
+        assets=with_code_versions(dg.load_assets_from_modules([assets, deep, evaluation, registry, report]), study),
         asset_checks=[],
         sensors=[],
         schedules=[*retrain_schedule(study)],

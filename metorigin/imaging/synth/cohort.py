@@ -402,6 +402,6 @@ def _write_readme(out: Path, config: SynthConfig, n_patients: int, n_scans: int)
     (out / "README.md").write_text(
         f"# Synthetic cohort (generated, not patient data)\n\n"
         f"Made by `metorigin synth` with seed {config.seed}, scale {config.scale}, matrix {config.matrix}: "
-        f"{n_patients} patients, {n_scans} scans. Mimics Table 1 of the study; see assets/synth/.\n"
+        f"{n_patients} patients, {n_scans} scans. Mimics Table 1 of the study; see metorigin/imaging/synth/.\n"
         f"`truth/` holds what the generator drew (lesion centres, sizes, traits), for tests only.\n"
     )
