@@ -67,7 +67,8 @@ def copy_table(
     extra = [c for c in columns if c not in schema.names]
     if missing or extra:
         raise ValueError(
-            f"{table}: the benchmark's lake does not match base/schemas.py (missing {missing}, unexpected {extra})"
+            f"{table}: the benchmark's lake does not match metorigin/core/schemas.py "
+            f"(missing {missing}, unexpected {extra})"
         )
     select = ", ".join(f'cast({columns[c.name]} as {c.type}) as "{c.name}"' for c in schema.columns)
     (lake / table).mkdir(parents=True, exist_ok=True)

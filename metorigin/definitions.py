@@ -28,7 +28,9 @@ def build_definitions(config: RunConfig) -> dg.Definitions:
         # The default executor of every job, Dagster's implicit one for the UI's launches included:
         # in the run's process unless the study sends the steps to a Dask cluster (placement.py).
         dg.Definitions(
-            jobs=list(JOBS), executor=per_scan_executor, resources={"dbt": dbt_resource(), **resources_for(config)}
+            jobs=list(JOBS),
+            executor=per_scan_executor(config),
+            resources={"dbt": dbt_resource(), **resources_for(config)},
         ),
     )
 

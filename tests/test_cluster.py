@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from dagster._core.events import DagsterEventType
 
+from metorigin.core.config import RunConfig
 from metorigin.core.errors import ClusterError
 from metorigin.core.package import EXAMPLES_DIR
 from metorigin.core.store import Store
@@ -158,9 +159,9 @@ def test_per_scan_steps_on_a_dask_cluster_match_an_in_process_run_and_survive_a_
     # With the GPU worker alone, a run needing a CPU worker is refused naming the resource, and a store
     # root the workers cannot see is refused (one cluster for the whole test: each start costs seconds).
     with pytest.raises(ClusterError, match="offers the resource CPU .*the workers offer: GPU"):
-        prepare_workers(cluster.address, str(there), timeout_s=1, needed={"CPU", "GPU"})
+        prepare_workers(cluster.address, RunConfig(store=str(there)), timeout_s=1, needed={"CPU", "GPU"})
     with pytest.raises(ClusterError, match="does not see the store root"):
-        prepare_workers(cluster.address, str(tmp_path / "not-mounted"), timeout_s=1, needed={"GPU"})
+        prepare_workers(cluster.address, RunConfig(store=str(tmp_path / "not-mounted")), timeout_s=1, needed={"GPU"})
 
     # A new CPU worker, and the same command again: the rest of the scans, equal to the in-process run.
     cpu_again = cluster.start_worker("cpu-again", "CPU=1")

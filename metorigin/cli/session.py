@@ -8,6 +8,7 @@ the report modules for what to print.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -224,8 +225,9 @@ def clip(text: str) -> str:
 
 
 def new_log_path(store: Path) -> Path:
-    """A run's log file, `<store>/logs/run-<time>.log` (created when the run starts)."""
-    return Path(store) / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    """A run's log file, `<store>/logs/run-<time>-<pid>.log` (created when the run starts; the pid
+    keeps two sessions started in the same second apart, one waiting for the other's lease)."""
+    return Path(store) / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
 
 
 @contextlib.contextmanager

@@ -76,13 +76,6 @@ class RunConfig:
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
-    def for_store_study(self, store: Path) -> RunConfig:
-        """The store's own study (`<store>/study.yaml`), for steps outside `metorigin run` (promote,
-        forget): what the shell or the flags say of seed, profile or epochs does not apply."""
-        return RunConfig(
-            cohort=self.cohort, store=str(store), study_file=str(Path(store) / "study.yaml"), run_log=self.run_log
-        )
-
     def study(self) -> StudySettings:
         """The study with this run's choices, parsed and validated once per process."""
         return _study(

@@ -291,7 +291,7 @@ def conform(frame: pd.DataFrame, schema: TableSchema) -> pd.DataFrame:
     if missing or extra:
         raise ValueError(
             f"{schema.name}: the frame does not match the declared schema "
-            f"(missing {missing}, unexpected {extra}); declare columns in base/schemas.py"
+            f"(missing {missing}, unexpected {extra}); declare columns in metorigin/core/schemas.py"
         )
     out = frame[schema.names].copy()
     for column in schema.columns:

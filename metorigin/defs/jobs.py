@@ -36,7 +36,6 @@ from metorigin.defs.common.partitions import scan_partitions
 from metorigin.defs.common.resources import SettingsResource, StoreResource
 from metorigin.runtime.batches import scans_awaiting_processing
 from metorigin.runtime.execution import RunReport
-from metorigin.runtime.placement import per_scan_executor
 from metorigin.runtime.scan_runs import process_scans
 
 # group cohort
@@ -56,7 +55,7 @@ process_scan_job = dg.define_asset_job(
     partitions_def=scan_partitions,
     description="The full-decode check, segmentation, lesions, radiomics features, CNN slices and predictions "
     "of one scan.",
-    executor_def=per_scan_executor,  # in the run's process, or on a Dask cluster (placement.py)
+    # No executor of its own: the definitions' default, in the run's process or on a Dask cluster (placement.py).
 )
 
 

@@ -173,20 +173,28 @@ class DaskStepExecutor(dg.Executor):
     only: the second run would get the first one's results); and the arguments reach the worker
     sealed (`_Sealed`)."""
 
-    def __init__(self, address: str, timeout_s: float):
-        self.address, self.timeout_s = address, timeout_s
+    def __init__(self, config: RunConfig, address: str, timeout_s: float, elsewhere: dg.Executor):
+        self.config, self.address, self.timeout_s = config, address, timeout_s
+        self.elsewhere = elsewhere  # runs of whole-store assets (the UI's): in their process, as the named jobs
+
+    @staticmethod
+    def per_scan(run: dg.DagsterRun) -> bool:
+        return "dagster/partition" in run.tags
 
     @property
     def retries(self) -> RetryMode:
         return RetryMode.DISABLED
 
     def execute(self, plan_context, execution_plan):
+        if not self.per_scan(plan_context.dagster_run):
+            yield from self.elsewhere.execute(plan_context, execution_plan)
+            return
         if not plan_context.instance.is_persistent:
             raise ClusterError("steps on a Dask cluster need a persistent Dagster instance (the store's)")
         steps = ", ".join(sorted(step.key for step in execution_plan.steps))
         run = plan_context.dagster_run
         with connect(self.address) as client:
-            share_config(client, for_code_location(), self.timeout_s)  # a run the daemon or the UI launched has its own
+            share_config(client, self.config, self.timeout_s)  # a run the daemon or the UI launched has its own
             require_resources(client, self.address, steps_resources(execution_plan), self.timeout_s, steps)
             futures = {}
             for level in execution_plan.get_steps_to_execute_by_level():

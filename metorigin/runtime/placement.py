@@ -11,21 +11,29 @@ import json
 
 import dagster as dg
 
-from metorigin.core.config import for_code_location
+from metorigin.core.config import RunConfig
 
 DASK_RESOURCES_TAG = "dagster-dask/resource_requirements"
 GPU_STEP = {DASK_RESOURCES_TAG: json.dumps({"GPU": 1})}  # nnU-Net segmentation, DenseNet scoring
 CPU_STEP = {DASK_RESOURCES_TAG: json.dumps({"CPU": 1})}  # the rest: never in a GPU worker's slot
 
 
-@dg.executor(name="per_scan")
-def per_scan_executor(init_context) -> dg.Executor:
-    """In the run's process (executor in_process or multiprocess: those place whole scans), or each
-    step on the Dask cluster (dask), as the study's cluster settings say when the run starts."""
-    config = for_code_location()
-    cluster = config.study().cluster
-    if cluster.executor != "dask":
-        return dg.in_process_executor.executor_creation_fn(init_context)
-    from metorigin.runtime.cluster import DaskStepExecutor
+def per_scan_executor(config: RunConfig) -> dg.ExecutorDefinition:
+    """The executor of these definitions' jobs that have none of their own (`process_scan`, and the
+    UI's implicit `__ASSET_JOB`): in the run's process (executor in_process or multiprocess: those
+    place whole scans), or, for a run of a scan's partition, each step on the Dask cluster (dask),
+    as `config`'s study says when the run starts. A run of other assets stays in its process."""
 
-    return DaskStepExecutor(config.dask_address or cluster.address, cluster.resource_timeout_s)
+    # The in-process executor's own config (retries, marker file), which it reads when it is created.
+    @dg.executor(name="per_scan", config_schema=dg.in_process_executor.config_schema.config_type)
+    def per_scan(init_context) -> dg.Executor:
+        cluster = config.study().cluster
+        in_process = dg.in_process_executor.executor_creation_fn(init_context)
+        if cluster.executor != "dask":
+            return in_process
+        from metorigin.runtime.cluster import DaskStepExecutor
+
+        address = config.dask_address or cluster.address
+        return DaskStepExecutor(config, address, cluster.resource_timeout_s, in_process)
+
+    return per_scan

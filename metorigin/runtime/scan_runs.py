@@ -1,6 +1,6 @@
 """One `process_scan` run per scan that needs it, one scan after another or several at a time.
 
-Where the scans run is the study's `cluster` (machine settings, base/study.py): `in_process`, one
+Where the scans run is the study's `cluster` (machine settings, core/study.py): `in_process`, one
 scan after another in this process; `multiprocess`, `scans_at_once` scans at a time, each in one of
 as many worker processes that load the definitions once; `dask`, the same concurrency, each run's
 steps on a Dask cluster (cluster.py). A worker process coordinates a whole scan (its integrity
@@ -18,7 +18,7 @@ from typing import Callable
 
 import dagster as dg
 
-from metorigin.core.config import RunConfig, activate, for_code_location
+from metorigin.core.config import RunConfig, activate
 from metorigin.core.lifecycle import scans_with_results
 from metorigin.core.store import Store
 from metorigin.defs.common.names import PER_SCAN_GROUP, PROCESS_SCAN_JOB, SCAN_INTEGRITY
@@ -128,7 +128,7 @@ def _in_worker_processes(
     would share its parent's database connections), each loading the definitions once."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        at_once, context, initializer=_start_worker, initargs=(instance.get_ref(), for_code_location().to_json())
+        at_once, context, initializer=_start_worker, initargs=(instance.get_ref(), config.to_json())
     ) as pool:
         futures = [pool.submit(_run_scan, scan_id, tags, full, phase) for scan_id, tags, full in work]
         for future in as_completed(futures):

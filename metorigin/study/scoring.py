@@ -11,7 +11,10 @@ fix; a scan that merely looks unlike the training data is scored and flagged.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -108,6 +111,24 @@ def require_inputs(model: RegisteredModel, made_under: dict[str, set[str]], feat
             )
 
 
+# Model files written before metorigin was one package name the classes they hold by the module
+# they had then (`ml.classifiers.PlattScaled`, say); a store trained then must still score.
+RENAMED_MODULES = {"ml": "metorigin.study", "ml.classifiers": "metorigin.study.classifiers"}
+
+
+@contextmanager
+def old_module_names():
+    """The modules of RENAMED_MODULES also under their old names, while a model file is read."""
+    added = [name for name in RENAMED_MODULES if name not in sys.modules]
+    for name in added:
+        sys.modules[name] = importlib.import_module(RENAMED_MODULES[name])
+    try:
+        yield
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)
+
+
 @lru_cache(maxsize=64)
 def _load(path: Path, sha256: str) -> Any:
     """A model file loaded once per process (a scan's run scores many lesions, a batch many scans)."""
@@ -119,7 +140,8 @@ def _load(path: Path, sha256: str) -> Any:
         network = build_model(torch.device("cpu"), 0)
         network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return network.eval()
-    return joblib.load(path)
+    with old_module_names():
+        return joblib.load(path)
 
 
 def load(store_root: Path, model: RegisteredModel) -> Any:

@@ -1,4 +1,4 @@
-"""The dbt project in sql/ as Dagster assets, building the DuckDB feature store from the lake.
+"""The dbt project in metorigin/sql/ as Dagster assets, building the DuckDB feature store from the lake.
 
 dbt writes the store's private working copy under the store's build lock and the `duckdb_write`
 pool; the copy is published only when the whole build (models and dbt tests) succeeds, so
