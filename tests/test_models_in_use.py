@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metorigin.core.config import RunConfig
+from metorigin.core.config import RunConfig, activate
 from metorigin.core.store import Store
 from metorigin.core.study_file import load_study
 from metorigin.definitions import build_definitions
@@ -286,6 +286,10 @@ def test_a_scan_added_after_training_is_scored_by_a_sensor_launched_run(study, p
     def tick(cursor=None):
         with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources) as c:
             return new_scans_sensor(c)
+
+    # The runs below are reconstructed as a code location's are, from the process's configuration:
+    # this store's (an earlier test of the module built another store's definitions).
+    activate(defs.resources["settings"].run_config())
 
     first = tick()
     assert [r.job_name for r in first.run_requests] == ["ingest_cohort"]
