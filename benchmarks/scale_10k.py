@@ -45,16 +45,16 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-from dagster._core.definitions.data_version import (
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+from metorigin.defs.common.names import COHORT_FINGERPRINT, per_scan_keys  # noqa: E402
+from metorigin.runtime.dagster_internals import (
     CODE_VERSION_TAG,
     DATA_VERSION_TAG,
     get_input_data_version_tag,
     get_input_event_pointer_tag,
 )
-from sqlalchemy import create_engine
-from sqlalchemy.pool import NullPool
-
-from metorigin.defs.common.names import COHORT_FINGERPRINT, per_scan_keys  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a plain checkout too
 

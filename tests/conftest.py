@@ -56,7 +56,7 @@ def _fresh_dagster_context():
     instance: it lives in a context variable that outlives the instance when pytest tears fixtures
     down in another context, and a later in-process run would try to open the deleted instance.
     (A `metorigin` process has one instance, so only the test process needs this; private API.)"""
-    from dagster._core.storage.defs_state.base import set_defs_state_storage
+    from metorigin.runtime.dagster_internals import set_defs_state_storage
 
     with set_defs_state_storage(None):
         yield

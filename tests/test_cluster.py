@@ -15,7 +15,6 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from dagster._core.events import DagsterEventType
 
 from metorigin.core.config import RunConfig
 from metorigin.core.errors import ClusterError
@@ -112,7 +111,7 @@ def _step_pids(store: Path) -> dict[str, set[int]]:
     pids: dict[str, set[int]] = {}
     with dg.DagsterInstance.from_config(str(store / ".dagster")) as instance:
         for run in instance.get_runs(dg.RunsFilter(job_name="process_scan")):
-            for record in instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_START).records:
+            for record in instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_START).records:
                 entry = record.event_log_entry
                 pids.setdefault(entry.step_key, set()).add(entry.dagster_event.pid)
     return pids

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.definitions.asset_selection import DagsterInvalidAssetSelectionError
 
 from metorigin.core.config import RunConfig
 from metorigin.core.errors import MetoriginError, StudyFileError
@@ -28,6 +27,7 @@ from metorigin.defs.common.names import STUDY_GROUP
 from metorigin.defs.study.schedules import retrain_problems
 from metorigin.imaging.study_fit import class_problems, study_problems
 from metorigin.report.store_summary import summary_lines
+from metorigin.runtime.dagster_internals import DagsterInvalidAssetSelectionError
 from metorigin.runtime.home import get_instance
 from metorigin.study.classifiers import grid_problems
 

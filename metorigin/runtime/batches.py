@@ -14,7 +14,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
 from metorigin.core.config import SCANS_PER_RUN
 from metorigin.core.lifecycle import read_retired_log, scans_with_results
@@ -29,6 +28,7 @@ from metorigin.defs.common.names import (
 )
 from metorigin.defs.common.partitions import included_scan_partitions
 from metorigin.defs.common.resources import StoreResource
+from metorigin.runtime.dagster_internals import NOT_FINISHED_STATUSES
 from metorigin.runtime.staleness import fresh_partitions, stale_closure, status_resolver
 
 # Scans per `process_scans` run: long enough to spread a run's start over many scans, short enough

@@ -21,9 +21,6 @@ import time
 from collections.abc import Iterator, Mapping
 
 import dagster as dg
-from dagster._core.errors import raise_execution_interrupts
-from dagster._core.execution.retries import RetryMode
-from dagster._utils import iterate_with_context
 from dagster_dask.executor import get_dask_resource_requirements, query_on_dask_worker
 from dask import config as dask_config
 from distributed import as_completed
@@ -32,6 +29,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from metorigin.core.config import RunConfig, activate, for_code_location, worker_config
 from metorigin.core.errors import ClusterError
 from metorigin.core.study import ClusterSettings, SlurmSettings
+from metorigin.runtime.dagster_internals import RetryMode, iterate_with_context, raise_execution_interrupts
 from metorigin.runtime.execution import forget_loaded_definitions
 
 CONNECT_TIMEOUT_S = 10

@@ -16,10 +16,10 @@ import sqlite3
 from pathlib import Path
 
 import dagster as dg
-from dagster._serdes import serialize_value
 
 from metorigin.core.errors import MetoriginError
 from metorigin.defs.common.partitions import scan_partitions
+from metorigin.runtime.dagster_internals import serialize_value
 
 
 class InstanceInUseError(MetoriginError):

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import dagster as dg
-from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
-from dagster._core.events import DagsterEventType
-from dagster._core.execution.execution_result import ExecutionResult
 
 from metorigin.defs.common.metadata import N_RETIRED, NOTICE
+from metorigin.runtime.dagster_internals import (
+    ExecutionResult,
+    ReconstructableJob,
+    ReconstructableRepository,
+)
 
 
 @dataclass
@@ -66,7 +68,7 @@ class RunReport:
             if error.cls_name != "DagsterAssetCheckFailedError":  # reported below, as the check it is
                 self.step_failures.append(f"{where}{event.step_key}: {_error_text(error)}")
         if not result.success and not failures:  # the run failed outside its steps: in its executor
-            ended = result.filter_events(lambda event: event.event_type == DagsterEventType.RUN_FAILURE)
+            ended = result.filter_events(lambda event: event.event_type == dg.DagsterEventType.RUN_FAILURE)
             error = ended[0].event_specific_data.error if ended and ended[0].event_specific_data else None
             self.step_failures.append(f"{where}run: {_error_text(error)}")
         for evaluation in result.get_asset_check_evaluations():

@@ -16,8 +16,9 @@ from typing import NamedTuple
 
 import dagster as dg
 import sqlalchemy as sa
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.data_version import (
+
+from metorigin.defs.common.names import SCAN_INTEGRITY
+from metorigin.runtime.dagster_internals import (
     CODE_VERSION_TAG,
     DATA_VERSION_TAG,
     DEFAULT_DATA_VERSION,
@@ -25,17 +26,16 @@ from dagster._core.definitions.data_version import (
     INPUT_EVENT_POINTER_TAG_PREFIX,
     NULL_DATA_VERSION,
     NULL_EVENT_POINTER,
+    AssetGraphView,
     CachingStaleStatusResolver,
-    DataVersion,
+    IdentityPartitionMapping,
+    SqlEventLogStorage,
     StaleStatus,
+    TemporalContext,
     extract_data_version_from_entry,
+    get_current_datetime,
 )
-from dagster._core.definitions.partitions.mapping import IdentityPartitionMapping
-from dagster._core.storage.event_log.schema import SqlEventLogStorageTable as EVENTS
-from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
-from dagster._time import get_current_datetime
-
-from metorigin.defs.common.names import SCAN_INTEGRITY
+from metorigin.runtime.dagster_internals import SqlEventLogStorageTable as EVENTS
 
 __all__ = [
     "StaleStatus",
@@ -132,9 +132,9 @@ def _latest_events(instance: dg.DagsterInstance, graph, key, partitions: set[str
     }
 
 
-def _data_version(tags: dict | None) -> DataVersion | None:
+def _data_version(tags: dict | None) -> dg.DataVersion | None:
     value = (tags or {}).get(DATA_VERSION_TAG)
-    return DataVersion(value) if value else None
+    return dg.DataVersion(value) if value else None
 
 
 def _event_tags(instance: dg.DagsterInstance, graph, key, storage_ids: list[int]) -> dict:
@@ -167,7 +167,7 @@ def _partition_and_tags(text: str) -> tuple[str | None, dict | None]:
         return None, None
 
 
-def _current_version(instance: dg.DagsterInstance, graph, key) -> DataVersion:
+def _current_version(instance: dg.DagsterInstance, graph, key) -> dg.DataVersion:
     """An unpartitioned asset's data version now, as the resolver takes it."""
     record = instance.get_latest_data_version_record(key, is_source=graph.get(key).is_external)
     if record is None:
@@ -192,7 +192,7 @@ class _Read(NamedTuple):
         for tag, value in tags.items():
             kind, key = _input_tag(tag)
             if kind == INPUT_DATA_VERSION_TAG_PREFIX:
-                versions[key] = DataVersion(value)
+                versions[key] = dg.DataVersion(value)
             elif kind == INPUT_EVENT_POINTER_TAG_PREFIX:
                 pointers[key] = int(value) if value != NULL_EVENT_POINTER else None
         return cls(tags[CODE_VERSION_TAG], versions, pointers)

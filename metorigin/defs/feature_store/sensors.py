@@ -21,8 +21,6 @@ from __future__ import annotations
 import time
 
 import dagster as dg
-from dagster._core.storage.dagster_run import FINISHED_STATUSES as FINISHED
-from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES as NOT_FINISHED
 
 from metorigin.core.config import SENSOR_INTERVAL_S
 from metorigin.defs.common.resources import SettingsResource
@@ -33,6 +31,8 @@ from metorigin.defs.jobs import (
     process_scans_job,
     run_study_job,
 )
+from metorigin.runtime.dagster_internals import FINISHED_STATUSES as FINISHED
+from metorigin.runtime.dagster_internals import NOT_FINISHED_STATUSES as NOT_FINISHED
 from metorigin.runtime.staleness import feature_store_is_stale, job_asset_keys, latest_storage_id, stale_closure
 
 QUIET_S = 2 * SENSOR_INTERVAL_S

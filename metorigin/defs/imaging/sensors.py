@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
 from metorigin.core.config import SENSOR_INTERVAL_S
 from metorigin.core.errors import CohortError
@@ -41,6 +40,7 @@ from metorigin.runtime.batches import (
     scans_in_flight,
     scans_with_events_after,
 )
+from metorigin.runtime.dagster_internals import NOT_FINISHED_STATUSES
 
 
 def _last_ingested(instance: dg.DagsterInstance) -> str | None:

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import dagster as dg
-from dagster._utils.schedules import is_valid_cron_string
 
 from metorigin.core.errors import StudyFileError
 from metorigin.core.study import RETRAIN_POLICIES, StudySettings
 from metorigin.defs.jobs import run_study_job
+from metorigin.runtime.dagster_internals import is_valid_cron_string
 from metorigin.runtime.staleness import job_asset_keys, stale_closure
 
 
