@@ -1,6 +1,9 @@
 """The build step pyproject.toml cannot declare: what the wheel must carry beyond the sources.
 
-`build_py` adds two generated files to the package before it is copied into the wheel:
+`build_py` adds generated files to the package before it is copied into the wheel:
+- the model arms' dbt sources and the lists Table 3's unions iterate over (one arm per module of
+  `metorigin/arms/`), written by `metorigin/core/arm_sources.py`, loaded here by its path: the
+  build environment has dbt but none of the platform's dependencies, so the package cannot be imported;
 - `metorigin/sql/target/manifest.json`: dagster-dbt builds the feature store's assets from the dbt
   manifest, so an installed package must ship one (it never writes inside itself). `dbt parse`
   runs here, with the dbt that `build-system.requires` installs.
@@ -12,6 +15,7 @@ commit itself, and re-parses the dbt project when an edit made the manifest stal
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -37,6 +41,13 @@ def _commit() -> str:
         return ""  # a source tree without git (an sdist): the version alone
 
 
+def _write_arm_files() -> None:
+    spec = importlib.util.spec_from_file_location("arm_sources", PACKAGE / "core" / "arm_sources.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.write_arm_files(PACKAGE / "sql", module.arm_module_names(PACKAGE / "arms"))
+
+
 def _parse_dbt_project() -> None:
     sql = PACKAGE / "sql"
     dbt = Path(sys.executable).with_name("dbt")
@@ -46,6 +57,7 @@ def _parse_dbt_project() -> None:
 
 class BuildPy(build_py):
     def run(self):
+        _write_arm_files()
         _parse_dbt_project()
         (PACKAGE / "_build_info.json").write_text(json.dumps({"commit": _commit()}) + "\n")
         super().run()

@@ -35,6 +35,7 @@ from metorigin.core.study import get_settings  # noqa: E402
 from metorigin.imaging.slices import save_slices  # noqa: E402
 from metorigin.inference.lesions import made_under, score_lesions, wide_features  # noqa: E402
 from metorigin.inference.registry import promoted_models, registry_models  # noqa: E402
+from metorigin.study.arm import LesionData  # noqa: E402
 from metorigin.study.densenet import build_model, predict  # noqa: E402
 
 
@@ -52,7 +53,7 @@ def scan_timings(store: Store, scans: list[str]) -> tuple[list[float], list[int]
         wide = wide_features(features)
         under = made_under(features["settings_hash"], slices["settings_hash"], rows["settings_hash"])
         start = time.perf_counter()
-        score_lesions(store.root, store.root, models, registry, wide, slices, under)
+        score_lesions(store.root, models, registry, LesionData(wide, rows[rows["included"]], slices, store.root), under)
         seconds.append(time.perf_counter() - start)
         lesions.append(len(wide))
     return seconds, lesions

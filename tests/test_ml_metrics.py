@@ -10,7 +10,14 @@ from scipy.special import expit, logit
 
 from metorigin.core.study import LabelSettings
 from metorigin.study.comparison import compare_with_best
-from metorigin.study.metrics import FIXED, at_threshold, calibration_line, metric_intervals, youden_threshold
+from metorigin.study.metrics import (
+    FIXED,
+    at_threshold,
+    calibration_line,
+    every_model_intervals,
+    metric_intervals,
+    youden_threshold,
+)
 from metorigin.study.tables import comparisons_table
 
 LABEL = LabelSettings()
@@ -45,6 +52,24 @@ def test_youden_threshold_falls_between_the_two_groups():
     p = np.concatenate([np.linspace(0.05, 0.3, 50), np.linspace(0.4, 0.6, 50)])
     threshold = youden_threshold(y, p, "out-of-fold, training patients")
     assert 0.3 < threshold.value <= 0.4 and threshold.name == "youden (out-of-fold, training patients)"
+
+
+def test_each_model_s_second_cut_off_comes_from_the_rows_its_arm_names_never_the_test_rows():
+    def rows(model_id: str, arm: str, fit: str, fit_classes: tuple) -> pd.DataFrame:
+        test = _lesions(model_id, lambda y, rng: np.where(y == 1, 0.9, 0.1)).assign(evaluation="test")
+        chosen = _lesions(model_id, lambda y, rng: np.where(y == 1, 0.35, 0.2), seed=1).assign(evaluation=fit)
+        return pd.concat([test, chosen[chosen["y_true"].isin(fit_classes)]]).assign(arm=arm, model="m", resampler=None)
+
+    predictions = pd.concat([rows("a", "oof_arm", "out_of_fold", (0, 1)), rows("b", "val_arm", "validation", (1,))])
+    sources = {"oof_arm": ("out_of_fold", "out-of-fold"), "val_arm": ("validation", "validation patients")}
+    table = every_model_intervals(predictions, sources, LABEL, resamples=50, seed=0)
+    thresholds = table.dropna(subset=["threshold"]).groupby("model_id")["threshold"].unique().map(sorted).to_dict()
+    assert thresholds["b"] == ["0.5"]  # its validation rows hold one class: no second cut-off
+    (youden,) = [t for t in thresholds["a"] if t != "0.5"]
+    assert youden.startswith("youden (out-of-fold)")
+    cut = table.loc[(table["model_id"] == "a") & (table["threshold"] == youden), "threshold_value"].iloc[0]
+    assert 0.2 < cut <= 0.35  # between the out-of-fold rows' groups, not the test rows' (0.1 and 0.9)
+    assert set(table["arm"]) == {"oof_arm", "val_arm"} and table["model"].eq("m").all()
 
 
 def test_calibration_line_of_true_probabilities_is_the_diagonal_and_overconfidence_flattens_it():

@@ -198,5 +198,5 @@ def test_a_model_file_written_before_the_package_was_one_still_loads(tmp_path):
     assert b"ml.classifiers" in old.read_bytes() and b"metorigin.study" not in old.read_bytes()
     with pytest.raises(ModuleNotFoundError):
         joblib.load(old)  # what plain loading does with it
-    assert isinstance(scoring._load(old, "any"), classifiers.PlattScaled)
+    assert isinstance(scoring._load(old, "any", joblib.load), classifiers.PlattScaled)
     assert "ml" not in sys.modules  # the old names are gone again

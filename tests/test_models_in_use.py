@@ -38,7 +38,7 @@ from metorigin.runtime.runner import (
 from metorigin.study.combined import best_radiomics_model
 from metorigin.study.evaluation import labels
 from metorigin.study.evaluation import test_metrics as table3_metrics  # not `test_*`: pytest would collect it
-from metorigin.study.scoring import ScoringRefused, load, require_inputs
+from metorigin.study.scoring import ScoringRefused, load, require_features, require_inputs
 from tests.test_cli import _cli
 
 pytestmark = pytest.mark.slow
@@ -210,10 +210,10 @@ def test_a_model_trained_under_other_settings_or_a_changed_file_is_refused(study
     model = registry[ids[0]]
     other = {step: {"another-hash"} for step in model.input_settings}
     with pytest.raises(ScoringRefused, match="trained on .* settings .* Fix: score with a model trained under"):
-        require_inputs(model, other, None)
+        require_inputs(model, other)
     wide = _sql(store, "select * from training_matrix")
     with pytest.raises(ScoringRefused, match="features are not in the feature store"):
-        require_inputs(model, {}, [c for c in wide.columns if c != model.card["features"][0]])
+        require_features(model, [c for c in wide.columns if c != model.card["features"][0]])
     copy = tmp_path / model.model_file
     copy.parent.mkdir(parents=True)
     copy.write_bytes((store.root / model.model_file).read_bytes() + b"\0")

@@ -29,6 +29,7 @@ from metorigin.inference.lesions import score_lesions, wide_features
 from metorigin.report import study_report
 from metorigin.report.paper_tables import paper_tables
 from metorigin.report.report_data import read_tables
+from metorigin.study.arm import LesionData
 from metorigin.study.scoring import calls
 from metorigin.study.tables import UNLABELLED_NOTE, table1_frame
 
@@ -161,4 +162,5 @@ def test_appended_patients_are_valid_rows_with_new_ids(tiny_cohort, tmp_path):
 def test_a_missing_probability_gets_no_call_and_a_scan_without_lesions_scores_nothing():
     assert calls(pd.Series([0.2, float("nan"), 0.7]), LabelSettings()) == ["colorectal", None, "pancreatic"]
     empty = wide_features(pd.DataFrame(columns=["lesion_id", "scan_id", "patient_id", "feature_name", "feature_value"]))
-    assert score_lesions(Path("."), Path("."), {}, {}, empty, pd.DataFrame(), {}).empty
+    nothing = LesionData(empty, pd.DataFrame(), pd.DataFrame(), Path("."))
+    assert score_lesions(Path("."), {}, {}, nothing, {}).empty

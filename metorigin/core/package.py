@@ -19,6 +19,7 @@ DAGSTER_YAML = PACKAGE_DIR / "dagster.yaml"
 DBT_PROJECT_DIR = PACKAGE_DIR / "sql"
 EXAMPLES_DIR = PACKAGE_DIR / "examples"
 RADIOMICS_PARAMS = PACKAGE_DIR / "imaging" / "radiomics_params.yaml"
+ARMS_DIR = PACKAGE_DIR / "arms"  # one module per model arm (metorigin/arms/__init__.py)
 BUILD_INFO = PACKAGE_DIR / "_build_info.json"  # written by setup.py when the wheel is built
 
 

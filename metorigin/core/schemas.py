@@ -202,7 +202,7 @@ MODELS = _table(
     "models",
     "the model registry: every model the study trained, kept across retrainings (its card beside its file)",
     ("model_id", V),
-    ("arm", V, "radiomics, baseline, densenet or combined"),
+    ("arm", V, "the model arm that trained it (a module of metorigin/arms/: docs/arms.md)"),
     ("model", V),
     ("resampler", V),
     ("created_at", V, "when the model was first registered (UTC)"),

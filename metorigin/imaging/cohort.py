@@ -5,10 +5,10 @@ Validation never stops at the first bad row: a cohort of hundreds of scans with 
 run, and the researcher wants the whole list of problems at once. Each problem becomes a
 `CohortError` naming file, line and fix; bad rows are kept in the `scans` table as not included,
 so that SQL users see every scan the cohort lists and why it was left out.
+
+Reading a file as a text table is contract_csv.py's; this module says what its rows must hold.
 """
 
-import csv
-import io
 import math
 import os
 from dataclasses import dataclass, field
@@ -18,19 +18,17 @@ import pandas as pd
 
 from metorigin.core.errors import (
     CohortError,
-    CohortFileError,
-    DuplicateIdError,
     ImageGeometryError,
     ImageUnreadableError,
     InvalidValueError,
     MaskGeometryError,
-    MissingColumnError,
     PathOutsideCohortError,
     UnknownPatientError,
 )
 from metorigin.core.ids import id_problem
 from metorigin.core.schemas import PATIENTS, SCANS
 from metorigin.core.study import CONTRAST_PHASES, InclusionCriteria, LabelSettings
+from metorigin.imaging.contract_csv import duplicate_errors, read_contract_csv, utf8_text
 from metorigin.imaging.geometry import coverage_mismatch, grid_problem, slice_axis_tilt_deg
 from metorigin.imaging.io import ImageInfo, normalise_phase, read_image_info
 
@@ -71,115 +69,6 @@ class Cohort:
         return sorted(self.scans.loc[self.scans["included"], "scan_id"])
 
 
-def read_contract_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> pd.DataFrame:
-    """Read a contract CSV as text, with each row's line number kept for error messages."""
-    name = path.name
-    if not path.is_file():
-        raise CohortFileError(
-            name, f"the file is missing from {path.parent}", f"create {name} with the columns {', '.join(required)}"
-        )
-    text = utf8_text(path)
-    try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise CohortFileError(
-            name,
-            f"the file cannot be parsed as CSV ({str(exc).strip()})",
-            "save it as comma-separated UTF-8 text with one header line",
-        ) from exc
-    if not isinstance(frame.index, pd.RangeIndex):  # pandas took a row's extra fields for an index
-        _refuse_extra_fields(name, text)
-    frame.columns = [str(c).strip() for c in frame.columns]
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        refuse_other_delimiter(name, text, required)
-        raise MissingColumnError(
-            name,
-            f"required column(s) {', '.join(missing)} missing (found: {', '.join(frame.columns) or 'none'})",
-            f"add the column(s) {', '.join(missing)} to the header line",
-        )
-    present = [c for c in optional if c in frame.columns]
-    frame = frame[list(required) + present].apply(lambda col: col.str.strip())
-    for column in optional:
-        if column not in frame.columns:
-            frame[column] = None  # absent column (default applies), unlike an empty cell
-    frame.insert(0, "line", frame.index + 2)  # line 1 is the header
-    if frame.empty:
-        raise CohortFileError(
-            name,
-            f"no {name.removesuffix('.csv')} to process: the file has a header line and no rows",
-            f"add one row per {name.removesuffix('s.csv')} under the header ({', '.join(required)}, ...)",
-        )
-    return frame.reset_index(drop=True)
-
-
-def _refuse_extra_fields(name: str, text: str) -> None:
-    """A row with more fields than the header (an unquoted comma in free text) would shift its
-    cells into the wrong columns: refused, with the first such line."""
-    rows = list(csv.reader(io.StringIO(text)))
-    width = len(rows[0])
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) > width:
-            raise CohortFileError(
-                name,
-                f"line {line} has {len(row)} fields, the header {width}",
-                'put a cell that holds a comma in double quotes ("motion, streak artefacts")',
-            )
-
-
-def utf8_text(path: Path) -> str:
-    """The file as text; a byte that is not UTF-8 is reported with its line, since spreadsheets
-    often save in a local encoding (a name with an accent in Latin-1 is one byte, 0xE9)."""
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise CohortFileError(
-            path.name,
-            f"line {line} is not UTF-8 text (byte 0x{data[exc.start]:02X} at column {column})",
-            "save the file as UTF-8 (Excel: 'CSV UTF-8 (Comma delimited)'; LibreOffice: character set "
-            "'Unicode (UTF-8)')",
-            row=line,
-        ) from None
-
-
-def refuse_other_delimiter(name: str, text: str, required: tuple[str, ...]) -> None:
-    """A header that holds the required columns once split by ';' or a tab: the file uses another
-    delimiter (a spreadsheet in a locale whose decimal mark is a comma), so the fix is the
-    delimiter, not the columns."""
-    header = text.splitlines()[0] if text else ""
-    for delimiter, spoken in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
-        if all(c in [h.strip() for h in header.split(delimiter)] for c in required):
-            raise CohortFileError(
-                name,
-                f"the columns are separated by {spoken}, not commas",
-                "save it as comma-separated values (Excel: 'CSV UTF-8 (Comma delimited)'), with '.' as decimal mark",
-                row=1,
-            )
-
-
-def _duplicate_errors(frame: pd.DataFrame, file: str, id_column: str) -> tuple[set[str], list[CohortError]]:
-    """Ids that occur more than once; every one of their rows is rejected, since none can be trusted."""
-    counts = frame[id_column].value_counts()
-    duplicated = set(counts[counts > 1].index) - {""}
-    errors = []
-    for ident in sorted(duplicated):
-        lines = frame.loc[frame[id_column] == ident, "line"].tolist()
-        for line in lines:
-            errors.append(
-                DuplicateIdError(
-                    file,
-                    f"{id_column} {ident!r} appears on lines {', '.join(map(str, lines))}",
-                    f"give each row its own {id_column}, or delete the extra row",
-                    row=line,
-                    row_id=ident,
-                )
-            )
-    return duplicated, errors
-
-
 def patient_required(label: LabelSettings) -> tuple[str, str]:
     """The columns patients.csv must have: the id and the study's label column."""
     return ("patient_id", label.column)
@@ -199,7 +88,7 @@ def validate_patients(frame: pd.DataFrame, label: LabelSettings) -> tuple[pd.Dat
     The class comes from the study's label column (e.g. `primary_site`) and is stored as `label`.
     An empty cell is a patient whose class is not known (yet): stored with a NULL label, measured
     like every other patient, never trained on (training_matrix keeps labelled patients only)."""
-    duplicated, errors = _duplicate_errors(frame, PATIENTS_CSV, "patient_id")
+    duplicated, errors = duplicate_errors(frame, PATIENTS_CSV, "patient_id")
     rows = []
     for rec in frame.to_dict("records"):
         pid = rec["patient_id"]
@@ -471,7 +360,7 @@ def qc_verdicts(frame: pd.DataFrame | None, scan_ids: set[str]) -> tuple[dict[st
     too: a reviewer meant something by it, and the scan waits until the row says what."""
     if frame is None:
         return {}, []
-    duplicated, errors = _duplicate_errors(frame, QC_CSV, "scan_id")
+    duplicated, errors = duplicate_errors(frame, QC_CSV, "scan_id")
     failed = {}
     for rec in frame.to_dict("records"):
         sid, verdict, reason = rec["scan_id"], (rec["verdict"] or "").lower(), rec["reason"] or ""
@@ -506,7 +395,7 @@ def validate_scans(
     """One row per scan listed, each either included or carrying the reason it is not (the study's
     inclusion criteria, and a failed verdict in `qc`, the cohort's qc.csv)."""
     failed_qc, qc_errors = qc_verdicts(qc, set(frame["scan_id"]))
-    duplicated, errors = _duplicate_errors(frame, SCANS_CSV, "scan_id")
+    duplicated, errors = duplicate_errors(frame, SCANS_CSV, "scan_id")
     known = set(patients["patient_id"])
     listed = set(patient_frame["patient_id"])
     rows = []

@@ -13,14 +13,8 @@ from metorigin.core.errors import (
     StudyFileError,
 )
 from metorigin.core.study import StudySettings
-from metorigin.imaging.cohort import (
-    PATIENTS_CSV,
-    load_cohort,
-    patient_required,
-    read_patients_csv,
-    refuse_other_delimiter,
-    utf8_text,
-)
+from metorigin.imaging.cohort import PATIENTS_CSV, load_cohort, patient_required, read_patients_csv
+from metorigin.imaging.contract_csv import refuse_other_delimiter, utf8_text
 
 
 def class_problems(cohort_dir: Path, study: StudySettings, study_file: str) -> list[StudyFileError]:

@@ -5,90 +5,52 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from metorigin.core.schemas import SCAN_PREDICTIONS, conform
 from metorigin.core.study import InclusionCriteria, StudySettings
 from metorigin.imaging.cohort import exclusion_reasons
-from metorigin.imaging.slices import load_slices
-from metorigin.inference.registry import registered
+from metorigin.inference.registry import registered, registered_arm
+from metorigin.study.arm import LesionData
 from metorigin.study.scoring import (
     RegisteredModel,
     calls,
-    combined_from,
-    densenet_probability,
     input_settings_hash,
     load,
-    radiomics_probability,
     require_inputs,
     unlike_training,
 )
 
 
-def slice_arrays(root: Path, rows: pd.DataFrame, size: int) -> np.ndarray:
-    """The chosen slices (`rows`, indexed 0..n-1) from the per-scan .npz files of the store at `root`,
-    resized once, in the rows' order; one file in memory at a time. Training and scoring share it."""
-    from metorigin.study.densenet import resize
-
-    groups = list(rows.groupby("slices_file", sort=False))
-    if not groups:
-        return np.empty((0, size, size), np.uint8)
-    stacked = np.concatenate(
-        [resize(load_slices(root / file)[group["array_row"].to_numpy()], size) for file, group in groups]
-    )
-    return stacked[np.argsort(np.concatenate([group.index.to_numpy() for _, group in groups]))]
-
-
-def scan_images(root: Path, slices: pd.DataFrame, card: dict) -> tuple[pd.DataFrame, np.ndarray]:
-    """The slices the DenseNet scores (its card's slices per lesion and image size), as at training."""
-    from metorigin.study.densenet import pick_slices
-
-    params = card["params"]
-    chosen = pick_slices(slices, params.get("max_slices_per_lesion"))
-    return chosen, slice_arrays(root, chosen, params["image_size"])
-
-
 def score_lesions(
     models_root: Path,
-    data_root: Path,
     models: dict[str, RegisteredModel],
     registry: dict[str, RegisteredModel],
-    wide: pd.DataFrame,
-    slices: pd.DataFrame,
+    lesions: LesionData,
     made_under: dict[str, set[str]],
 ) -> pd.DataFrame:
-    """Every lesion of `wide` (one row per lesion: ids and features) scored by each model of `models`
-    (a combined model also needs its two components, from the registry), the models from the store
-    at `models_root`, the slice files from the one at `data_root`. Long: one row per lesion and
-    model, with the model's id, arm and settings hash."""
+    """Every lesion of `lesions.wide` (one row per lesion: ids and features) scored by each model of
+    `models`, as its arm scores (metorigin/arms/), the models' files from the store at `models_root`;
+    a model built on others (the combined one) gets their probabilities, from the registry. Long:
+    one row per lesion and model, with the model's id, arm and settings hash."""
     cache: dict[str, pd.Series] = {}
+    chosen = {model.model_id: model for model in models.values()}
+    wide = lesions.wide
     if wide.empty:  # a scan without an included lesion: nothing to score
         return pd.DataFrame()
 
-    def probabilities(model: RegisteredModel) -> pd.Series:
-        if model.model_id in cache:
-            return cache[model.model_id]
-        require_inputs(model, made_under, list(wide.columns))
-        fitted = load(models_root, model)
-        if model.arm == "combined":
-            parts = model.card["components"]
-            result = combined_from(
-                fitted,
-                probabilities(registered(registry, parts["radiomics"])),
-                probabilities(registered(registry, parts["densenet"])),
-            )
-        elif model.arm == "densenet":
-            chosen, images = scan_images(data_root, slices, model.card)
-            result = densenet_probability(fitted, model, chosen, images)
-        else:
-            result = pd.Series(radiomics_probability(fitted, model, wide), index=wide["lesion_id"].to_numpy())
-        cache[model.model_id] = result.rename_axis("lesion_id")
-        return cache[model.model_id]
+    def probabilities(model_id: str) -> pd.Series:
+        if model_id not in cache:
+            model = chosen[model_id] if model_id in chosen else registered(registry, model_id)
+            require_inputs(model, made_under)
+            arm = registered_arm(model)
+            fitted = load(models_root, model, arm.load)
+            cache[model_id] = arm.score(fitted, model, lesions, probabilities).rename_axis("lesion_id")
+        return cache[model_id]
 
     rows = []
     for model in models.values():
-        probability = probabilities(model)
+        probability = probabilities(model.model_id)
         rows.append(
             wide[["lesion_id", "scan_id", "patient_id"]].assign(
                 probability=wide["lesion_id"].map(probability).to_numpy(),
@@ -133,15 +95,17 @@ def with_notes(
     models: dict[str, RegisteredModel],
     registry: dict[str, RegisteredModel],
     scans: pd.DataFrame,
-    wide: pd.DataFrame,
+    lesions: LesionData,
 ) -> pd.DataFrame:
-    """Each prediction row with its scan's out-of-distribution notes under that model, and whether the
-    patient was among the model's training or validation patients (then the number is not a test)."""
+    """Each prediction row with its scan's out-of-distribution notes under that model (on the
+    features its arm reads), and whether the patient was among the model's training or validation
+    patients (then the number is not a test)."""
     notes = {}
     for model in models.values():
+        features = registered_arm(model).lesion_features(lesions)
         for scan in scans.to_dict("records"):
-            lesions = wide[wide["scan_id"] == scan["scan_id"]]
-            notes[(model.model_id, scan["scan_id"])] = "; ".join(distribution_notes(model, scan, lesions)) or None
+            ours = features[features["scan_id"] == scan["scan_id"]]
+            notes[(model.model_id, scan["scan_id"])] = "; ".join(distribution_notes(model, scan, ours)) or None
     seen = {m.model_id: learnt_from(m, registry) for m in models.values()}
     keys = list(zip(predictions["model_id"], predictions["scan_id"]))
     return predictions.assign(

@@ -16,11 +16,12 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
+from metorigin.arms import BY_NAME, PROMOTABLE
 from metorigin.core.errors import MetoriginError
 from metorigin.core.markdown import markdown_table
 from metorigin.core.store import Store
+from metorigin.study.arm import Arm
 from metorigin.study.scoring import (
-    SCORED_ARMS,
     RegisteredModel,
     ScoringRefused,
     feature_list_hash,
@@ -30,7 +31,6 @@ from metorigin.study.scoring import (
 )
 
 PROMOTIONS_LOG = "promotions.jsonl"  # <store>/promotions.jsonl: every promotion, appended, never rewritten
-METRIC_TABLES = ("radiomics_metrics", "baseline_metrics", "densenet_metrics", "combined_metrics")
 NO_MODEL = "no model is promoted"
 
 
@@ -99,9 +99,9 @@ def append_promotions(
             f"no model {', '.join(unknown)} in the registry: `metorigin models list --store {store.root}` lists the ids"
         )
     arms = [rows.loc[m, "arm"] for m in promote]
-    if any(arm not in SCORED_ARMS for arm in arms) or len(set(arms)) < len(arms):
+    if any(arm not in PROMOTABLE for arm in arms) or len(set(arms)) < len(arms):
         raise PromotionError(
-            f"promote at most one model per arm, of the arms that score patients ({', '.join(SCORED_ARMS)}); "
+            f"promote at most one model per arm, of the arms that score patients ({', '.join(PROMOTABLE)}); "
             f"asked: {', '.join(f'{m} ({a})' for m, a in zip(promote, arms))}"
         )
     if not why.strip():
@@ -143,7 +143,7 @@ def promoted_models(store: Store, registry: dict[str, RegisteredModel]) -> dict[
     against the sha256 recorded when it was promoted (not the registry's, which a study run rereads)."""
     chosen = {}
     for entry in read_promotions(store):
-        if entry["arm"] in SCORED_ARMS:
+        if entry["arm"] in PROMOTABLE:
             model = registered(registry, entry["model_id"])
             chosen[entry["arm"]] = replace(model, file_sha256=entry.get("file_sha256") or model.file_sha256)
     return chosen
@@ -157,6 +157,19 @@ def registered(registry: dict[str, RegisteredModel], model_id: str) -> Registere
             "materialise `models` (a study run does), or promote a registered model",
         )
     return registry[model_id]
+
+
+def registered_arm(model: RegisteredModel) -> Arm:
+    """The arm that scores a registered model, or the refusal: a model of an arm this installation
+    lacks (trained with a group's own arm), or of one whose models never score."""
+    arm = BY_NAME.get(model.arm)
+    if arm is None or arm.score is None:
+        raise ScoringRefused(
+            model.model_id,
+            f"its arm {model.arm!r} is not one that scores here (arms: {', '.join(BY_NAME)})",
+            f"install the module of the arm {model.arm!r} in metorigin/arms/, or score with another model",
+        )
+    return arm
 
 
 def registry_models(store: Store) -> dict[str, RegisteredModel]:

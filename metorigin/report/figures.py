@@ -215,29 +215,6 @@ def correlation_heatmap(values: pd.DataFrame) -> Figure:
     return fig
 
 
-def training_curves(history: pd.DataFrame, best_epoch: int) -> Figure:
-    """The DenseNet's loss and validation AUC (with its interval) per epoch, the chosen epoch marked."""
-    fig = Figure(figsize=(7, 2.6), layout="constrained")
-    loss, auc = fig.subplots(1, 2)
-    loss.plot(history["epoch"], history["loss"], "o-")
-    loss.set(xlabel="epoch", ylabel="training loss")
-    auc.plot(history["epoch"], history["validation_auc"], "o-", color="#ff7f0e")
-    if {"validation_auc_ci_low", "validation_auc_ci_high"} <= set(history):
-        auc.fill_between(
-            history["epoch"],
-            history["validation_auc_ci_low"],
-            history["validation_auc_ci_high"],
-            color="#ff7f0e",
-            alpha=0.2,
-        )
-    auc.set(xlabel="epoch", ylabel="validation AUC (patient bootstrap 95%)", ylim=(0, 1))
-    for ax in (loss, auc):
-        ax.axvline(best_epoch, color="black", linestyle=":", label=f"chosen epoch {best_epoch}")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    auc.legend(loc="lower right")
-    return fig
-
-
 def burden_by_class(burden: pd.DataFrame, classes: tuple[str, ...]) -> Figure:
     """Table 1's lesion quantities as distributions: tumour burden and lesions per patient, per
     class and, as in Table 1, for the unlabelled patients (NULL label) apart when there are any."""

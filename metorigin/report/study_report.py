@@ -19,11 +19,13 @@ import pandas as pd
 from markupsafe import Markup
 from matplotlib.figure import Figure
 
+from metorigin.arms import ARMS
 from metorigin.report import figures
 from metorigin.report.curves import cv_roc, lesion_grid, reliability, roc_points, with_truth
 from metorigin.report.page import render
 from metorigin.report.paper_tables import PaperTable, external_table3, paper_tables
 from metorigin.report.report_data import ReportTables
+from metorigin.study.arm import Arm, ReportSection
 
 EXAMPLES_PER_CLASS = 3
 SETS = ("train", "validation", "test")
@@ -371,34 +373,27 @@ def _test_curves(tables: ReportTables, out: _Writer, seed: int) -> list[Section]
     return [grid, roc, calibration]
 
 
-def _densenet(tables: ReportTables, out: _Writer, store_root: Path) -> Section:
-    section = Section("densenet", "DenseNet-121 training")
+def _arm_section(tables: ReportTables, out: _Writer, store_root: Path, arm: Arm, declared: ReportSection) -> Section:
+    """A section an arm declares (metorigin/arms/): its figures, drawn from its Table 3 rows and
+    their model cards."""
+    section = Section(declared.key, declared.title)
     if not _needs(section, tables, "table3"):
         return section
     rows = tables.get("table3")
-    rows = rows[rows["arm"] == "densenet"]
+    rows = rows[rows["arm"] == arm.name]
     if rows.empty:
-        section.missing.append("no DenseNet in model_metrics: the study's densenet step has not run")
+        section.missing.append(f"no {arm.title} in model_metrics: the study's {arm.asset} step has not run")
         return section
-    card_file = (store_root / rows["model_file"].iloc[0]).with_suffix(".json")
-    if not card_file.is_file():
+    card_files = [(store_root / file).with_suffix(".json") for file in rows["model_file"]]
+    absent = [file for file in card_files if not file.is_file()]
+    if absent:
         section.missing.append(
-            f"the DenseNet's model card ({rows['model_file'].iloc[0]}, .json) is not in the store: "
-            "its training is unknown"
+            f"the model card {absent[0].relative_to(store_root)} is not in the store: its training is unknown"
         )
         return section
-    card = json.loads(card_file.read_text())
-    history = pd.DataFrame(card["history"])
-    section.items.append(
-        out.figure(
-            "densenet_training",
-            "DenseNet-121 training curves",
-            "Training loss and validation AUC (95% patient-bootstrap interval) per epoch; the model kept is the "
-            f"one of epoch {card['best_epoch']} (dotted), chosen on the validation patients.",
-            figures.training_curves(history, int(card["best_epoch"])),
-            history,
-        )
-    )
+    cards = [json.loads(file.read_text()) for file in card_files]
+    for figure in declared.draw(rows, cards):
+        section.items.append(out.figure(figure.name, figure.title, figure.caption, figure.figure, figure.data))
     return section
 
 
@@ -424,7 +419,7 @@ def write_report(
             _features(tables, paper, out),
             _table3(tables, paper, out),
             *_test_curves(tables, out, seed),
-            _densenet(tables, out, store_root),
+            *(_arm_section(tables, out, store_root, arm, section) for arm in ARMS for section in arm.report_sections),
         ]
     return _page(out, tables, sections, provenance, title, images is None, paper)
 

@@ -14,6 +14,7 @@ from typing import Iterable
 
 import dagster as dg
 
+from metorigin.arms import ARMS
 from metorigin.core.study import StudySettings
 
 # Data versions from content (cohort_assets.py, scan_integrity) are the point of this module; Dagster
@@ -21,7 +22,8 @@ from metorigin.core.study import StudySettings
 warnings.filterwarnings("ignore", message="Parameter `data_version`", category=dg.BetaWarning)
 
 # asset -> (revision, the settings step it reads). Bump an asset's revision when a change to its
-# code changes what it computes; the dbt models are versioned by dagster-dbt (the SQL's checksum).
+# code changes what it computes; the dbt models are versioned by dagster-dbt (the SQL's checksum),
+# and each model arm declares the revisions of its own tables (metorigin/arms/).
 REVISIONS: dict[str, tuple[int, str]] = {
     "scan_integrity": (1, "segmentation"),  # the checks themselves: CHECKS_VERSION, in its data version
     "segmentations": (1, "segmentation"),
@@ -30,22 +32,6 @@ REVISIONS: dict[str, tuple[int, str]] = {
     "lesion_slices": (1, "slices"),
     "patient_split": (1, "split"),
     "feature_importance": (1, "selection"),
-    # 2: nested CV on the training patients, Platt scaling on its out-of-fold probabilities.
-    # 3: Platt on every repeat's held-out probability, not on their mean over repeats.
-    # 4 (and the other arms' next revision): cards record the training patients, the settings their
-    # inputs were made under and the training features' spread, which scoring checks.
-    "radiomics_metrics": (4, "radiomics_models"),
-    "radiomics_predictions": (4, "radiomics_models"),
-    "radiomics_cv_folds": (1, "radiomics_models"),
-    "radiomics_cv_predictions": (1, "radiomics_models"),
-    "baseline_metrics": (3, "radiomics_models"),  # 2: as radiomics 3; 3: as radiomics 4
-    "baseline_predictions": (3, "radiomics_models"),
-    # 2: probabilities moved from the class weights' balance to the training prevalence.
-    "densenet_metrics": (3, "densenet"),
-    "densenet_predictions": (3, "densenet"),
-    # 2: the best radiomics model by nested CV; validation rows scored too (their threshold).
-    "combined_metrics": (4, "combined"),  # 3: as densenet 2; 4: as radiomics 4
-    "combined_predictions": (4, "combined"),
     # The evaluation reads the same settings as the radiomics models (seed, label, models).
     "metric_intervals": (1, "radiomics_models"),
     "model_comparisons": (2, "radiomics_models"),  # 2: flag on a zero-width interval
@@ -54,7 +40,7 @@ REVISIONS: dict[str, tuple[int, str]] = {
     "scan_predictions": (1, "cohort"),  # the label classes of its calls; the models it uses by data version
     "permutation_null": (1, "robustness"),
     "split_repeats": (1, "robustness"),
-}
+} | {table: (revision, arm.settings_step) for arm in ARMS for table, revision in arm.revisions.items()}
 
 
 def code_version(name: str, study: StudySettings) -> str:

@@ -105,6 +105,20 @@ def bootstrap_intervals(predictions: pd.DataFrame, resamples: int, seed: int, le
     return out
 
 
+def one_models_rows(
+    scored: pd.DataFrame, identity: dict, label: LabelSettings, settings_hash: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One model's per-lesion probabilities with its identity (`model_id`, `arm`, `model`,
+    `resampler`), its calls at 0.5 and its settings hash; and its test rows with `y_true`, what
+    `test_metrics` takes."""
+    predictions = scored.assign(
+        **identity,
+        predicted_label=lambda f: predicted_labels(f["probability"], label),
+        settings_hash=settings_hash,
+    )
+    return predictions, predictions[predictions["evaluation"] == "test"].assign(y_true=lambda f: labels(f, label))
+
+
 def test_metrics(tested: pd.DataFrame, resamples: int, seed: int) -> dict[str, float]:
     """The Table 3 columns every arm shares, from one model's test lesions (patient_id, y_true, probability)."""
     return {

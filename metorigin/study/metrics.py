@@ -148,3 +148,26 @@ def metric_intervals(
         n_lesions=len(frame),
         flag=np.where(table["degenerate"], flag, None),
     ).drop(columns="degenerate")
+
+
+def every_model_intervals(
+    predictions: pd.DataFrame,
+    threshold_from: dict[str, tuple[str, str]],
+    label: LabelSettings,
+    resamples: int,
+    seed: int,
+) -> pd.DataFrame:
+    """`metric_intervals` of every model of `predictions` (all arms' rows, with `y_true`) on its test
+    lesions, at 0.5 and at the Youden cut-off of the rows its arm chooses thresholds on
+    (`threshold_from`: arm -> (evaluation, in words); never the test rows), where those hold both classes."""
+    tables = []
+    for _, rows in predictions.groupby("model_id", sort=True):
+        first = rows.iloc[0]
+        evaluation, chosen_on = threshold_from[first["arm"]]
+        fit = rows[rows["evaluation"] == evaluation]
+        thresholds = [FIXED]
+        if fit["y_true"].nunique() == 2:
+            thresholds.append(youden_threshold(fit["y_true"], fit["probability"], chosen_on))
+        table = metric_intervals(rows[rows["evaluation"] == "test"], thresholds, label, resamples, seed)
+        tables.append(table.assign(**first[["model_id", "arm", "model", "resampler"]].to_dict()))
+    return pd.concat(tables, ignore_index=True)

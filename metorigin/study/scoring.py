@@ -18,16 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import joblib
 import numpy as np
 import pandas as pd
 
 from metorigin.core.errors import MetoriginError
-from metorigin.study.combined import combined_probability
-
-SCORED_ARMS = ("radiomics", "densenet", "combined")  # what scan_predictions scores with (one promoted model each)
 
 # A scan is flagged as unlike the training data when the mean of its lesions' value of a model
 # feature lies more than this many training standard deviations from the training lesions' mean.
@@ -80,9 +77,9 @@ def read_card(store_root: Path, model_file: str) -> dict:
     return json.loads((store_root / model_file).with_suffix(".json").read_text())
 
 
-def require_inputs(model: RegisteredModel, made_under: dict[str, set[str]], features: list[str] | None = None) -> None:
+def require_inputs(model: RegisteredModel, made_under: dict[str, set[str]]) -> None:
     """Refuse a model whose inputs were made under other settings than these features (`made_under`:
-    step -> the settings hashes found on the rows to score), or that needs a feature they lack."""
+    step -> the settings hashes found on the rows to score)."""
     if not model.input_settings:
         raise ScoringRefused(
             model.model_id,
@@ -99,8 +96,12 @@ def require_inputs(model: RegisteredModel, made_under: dict[str, set[str]], feat
                 f"score with a model trained under the same {step} settings (retrain on this store and promote the "
                 f"new model), or extract the features again under the model's study (its card: {model.model_file})",
             )
-    wanted = model.card.get("features") if model.arm in ("radiomics", "baseline") else None
-    if features is not None and isinstance(wanted, list):
+
+
+def require_features(model: RegisteredModel, features: list[str]) -> None:
+    """Refuse a model (of an arm that scores named features) that needs a feature these rows lack."""
+    wanted = model.card.get("features")
+    if isinstance(wanted, list):
         missing = sorted(set(wanted) - set(features))
         if missing:
             raise ScoringRefused(
@@ -130,23 +131,15 @@ def old_module_names():
 
 
 @lru_cache(maxsize=64)
-def _load(path: Path, sha256: str) -> Any:
+def _load(path: Path, sha256: str, read: Callable[[Path], Any]) -> Any:
     """A model file loaded once per process (a scan's run scores many lesions, a batch many scans)."""
-    if path.suffix == ".pt":
-        import torch
-
-        from metorigin.study.densenet import build_model
-
-        network = build_model(torch.device("cpu"), 0)
-        network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        return network.eval()
     with old_module_names():
-        return joblib.load(path)
+        return read(path)
 
 
-def load(store_root: Path, model: RegisteredModel) -> Any:
-    """The fitted model, after checking that its file is byte for byte the one registered: a
-    promoted model never changes unless promoted again."""
+def load(store_root: Path, model: RegisteredModel, read: Callable[[Path], Any] = joblib.load) -> Any:
+    """The fitted model (`read`: how its arm reads its file), after checking that its file is byte
+    for byte the one registered: a promoted model never changes unless promoted again."""
     path = store_root / model.model_file
     if not path.is_file():
         raise ScoringRefused(
@@ -158,33 +151,7 @@ def load(store_root: Path, model: RegisteredModel) -> Any:
             f"its file {path} is not the one registered (sha256 differs)",
             "restore the original file, or retrain and promote a new model",
         )
-    return _load(path, model.file_sha256)
-
-
-def radiomics_probability(fitted: Any, model: RegisteredModel, features: pd.DataFrame) -> np.ndarray:
-    """The frozen pipeline (imputer, scaler, classifier, Platt scaling) on the model's own features."""
-    if features.empty:
-        return np.empty(0)
-    return fitted.predict_proba(features[model.card["features"]])[:, 1]
-
-
-def densenet_probability(network: Any, model: RegisteredModel, slices: pd.DataFrame, images: np.ndarray) -> pd.Series:
-    """Per lesion: the mean of its slices' probabilities, moved to the training prevalence as at training."""
-    from metorigin.study.densenet import lesion_probabilities, predict, shift_to_prevalence
-
-    if slices.empty:
-        return pd.Series(dtype=float, index=pd.Index([], name="lesion_id"))
-    import torch
-
-    raw = predict(network, images, torch.device("cpu"))
-    shifted = shift_to_prevalence(raw, model.card["calibration"]["positive_share"])
-    return lesion_probabilities(slices["lesion_id"].to_numpy(), shifted)
-
-
-def combined_from(stacker: Any, radiomics: pd.Series, densenet: pd.Series) -> pd.Series:
-    """The saved combined model (a stacker, or the description of a plain mean) on its two inputs."""
-    pairs = pd.DataFrame({"probability_radiomics": radiomics, "probability_densenet": densenet}).dropna()
-    return pd.Series(combined_probability(stacker if not isinstance(stacker, dict) else None, pairs), index=pairs.index)
+    return _load(path, model.file_sha256, read)
 
 
 def calls(probability: pd.Series, label) -> list[str | None]:

@@ -19,6 +19,7 @@ from metorigin.core.config import RunConfig
 from metorigin.core.lease import store_session
 from metorigin.core.store import Store
 from metorigin.core.study import StudySettings
+from metorigin.study.arm import TRAINING_MATRIX_QUERY, NoLesionsToLearnFrom, checked_training_matrix
 
 
 class CohortResource(ConfigurableResource):
@@ -144,12 +145,8 @@ def resources_for(config: RunConfig) -> dict:
 
 def read_training_matrix(feature_store: DuckDBResource) -> pd.DataFrame:
     with feature_store.get_connection() as con:
-        matrix = con.execute("select * from training_matrix order by lesion_id").df()
-    if matrix.empty:
-        raise dg.Failure(
-            "no lesions to learn from: training_matrix has no included lesion of an included scan "
-            "(no scan met the inclusion criteria, or no lesion reached the minimum diameter, or the "
-            'segmentations found none); see `metorigin sql --store STORE "select scan_id, '
-            'exclusion_reason from scans"` and the lesions table'
-        )
-    return matrix
+        matrix = con.execute(TRAINING_MATRIX_QUERY).df()
+    try:
+        return checked_training_matrix(matrix)
+    except NoLesionsToLearnFrom as empty:
+        raise dg.Failure(str(empty)) from empty

@@ -24,6 +24,8 @@ from typing import Any, Mapping
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from metorigin.arms import ARMS
+from metorigin.core.arm_sources import write_arm_files
 from metorigin.core.config import scoped_environment
 from metorigin.core.errors import MetoriginError
 from metorigin.core.markdown import markdown_table
@@ -58,7 +60,9 @@ def prepare_manifest() -> Path:
     """The manifest the dbt assets are built from: re-parsed in a checkout when stale (our
     `DbtProject.prepare_if_dev()`, which dagster-dbt runs only under `dagster dev`), never in an
     installed package, which must not write inside itself. Called when the definitions are built,
-    not at import."""
+    not at import. A checkout first writes the arms' generated dbt files (core/arm_sources.py)."""
+    if in_checkout():
+        write_arm_files(DBT_DIR, [arm.name for arm in ARMS])
     if in_checkout() and _manifest_is_stale():
         subprocess.run(
             [DBT_EXECUTABLE, "parse", "--quiet", "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR)],

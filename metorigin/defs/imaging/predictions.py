@@ -13,6 +13,7 @@ from metorigin.defs.imaging.assets import failing_only_this_scan
 from metorigin.inference.lesions import call_rows, finish, made_under, score_lesions, wide_features, with_notes
 from metorigin.inference.registry import NO_MODEL, has_lake_table, promoted_models, registry_models
 from metorigin.runtime.placement import GPU_STEP
+from metorigin.study.arm import LesionData
 from metorigin.study.scoring import ScoringRefused
 
 
@@ -31,8 +32,8 @@ def scan_predictions(
     radiomics_features: pd.DataFrame,
     lesion_slices: pd.DataFrame,
 ) -> pd.DataFrame:
-    """Every included lesion of the scan scored by the promoted radiomics model, DenseNet and combined
-    model (frozen: nothing is refitted), with the scan's out-of-distribution notes; the patient-level
+    """Every included lesion of the scan scored by the promoted models, one per arm that scores new
+    patients (frozen: nothing is refitted), with the scan's out-of-distribution notes; the patient-level
     call is `patient_predictions` in the feature store. No promoted model: no rows, and a note."""
     target, study, scan_id = store.store(), settings.settings(), context.partition_key
     registry = registry_models(target) if has_lake_table(target, "models") else {}
@@ -45,22 +46,16 @@ def scan_predictions(
             if not models:
                 context.log.info(f"{scan_id}: {NO_MODEL}; nothing scored (metorigin models promote MODEL_ID ...)")
                 return finish(pd.DataFrame(), study)
-            predictions = score_lesions(
-                target.root,
-                target.root,
-                models,
-                registry,
-                wide,
-                lesion_slices,
-                made_under(
-                    radiomics_features["settings_hash"], lesion_slices["settings_hash"], lesions["settings_hash"]
-                ),
+            under = made_under(
+                radiomics_features["settings_hash"], lesion_slices["settings_hash"], lesions["settings_hash"]
             )
+            scored = LesionData(wide, lesions[lesions["included"]], lesion_slices, target.root)
+            predictions = score_lesions(target.root, models, registry, scored, under)
         except ScoringRefused as refused:
             raise ScanProcessingError(scan_id, "scoring", refused.problem, refused.fix) from refused
     if predictions.empty:
         return finish(predictions, study)
-    predictions = with_notes(predictions, models, registry, scans[scans["scan_id"] == scan_id], wide)
+    predictions = with_notes(predictions, models, registry, scans[scans["scan_id"] == scan_id], scored)
     table = finish(predictions, study)
     context.add_output_metadata(
         {

@@ -1,6 +1,5 @@
-"""The study's first steps as Dagster assets: the patient split, the feature selection, the radiomics
-arm and the baselines (the DenseNet and the combined model: deep.py; Table 3 and robustness:
-evaluation.py).
+"""The study's first steps as Dagster assets: the patient split and the feature selection (the model
+arms: arms.py; Table 3 and robustness: evaluation.py).
 
 They read `training_matrix` from the published feature store through a read-only `DuckDBResource`
 and write their results to the lake; dbt then exposes them in DuckDB (`metorigin/sql/models/results/`),
@@ -19,10 +18,8 @@ from metorigin.core.markdown import markdown_table
 from metorigin.core.store import Store
 from metorigin.defs.common.names import KINDS, STUDY_GROUP, TRAINING_MATRIX
 from metorigin.defs.common.resources import SettingsResource, StoreResource, read_training_matrix
-from metorigin.study.baselines import baseline_matrix, fit_baselines
 from metorigin.study.evaluation import labels
-from metorigin.study.radiomics_arm import ArmResult, feature_columns, fit_radiomics_arm, fitting_settings, split_effect
-from metorigin.study.registry import provenance, save_model
+from metorigin.study.radiomics_arm import feature_columns, fitting_settings
 from metorigin.study.selection import drop_correlated, feature_importance_table, permutation_ranking
 from metorigin.study.split import (
     TEST,
@@ -31,7 +28,7 @@ from metorigin.study.split import (
     split_patients,
     training_patients,
 )
-from metorigin.study.tables import auc_metadata, table2, table3
+from metorigin.study.tables import table2
 
 SPLIT_LEDGER = ("split", "assignments.json")  # artifacts/split/: every patient's set, ever
 
@@ -116,100 +113,3 @@ def feature_importance(
         {"table_2": dg.MetadataValue.md(table2(table)), "n_features": len(table), "n_kept": len(redundancy.kept)}
     )
     return table
-
-
-@dg.multi_asset(
-    group_name=STUDY_GROUP,
-    deps=[TRAINING_MATRIX],
-    outs={
-        "radiomics_metrics": dg.AssetOut(kinds=KINDS, description="Table 3, radiomics arm: one row per model"),
-        "radiomics_predictions": dg.AssetOut(kinds=KINDS, description="per-lesion probabilities of every model"),
-        "radiomics_cv_folds": dg.AssetOut(
-            kinds=KINDS, description="nested CV on the training patients: one row per model, repeat and outer fold"
-        ),
-        "radiomics_cv_predictions": dg.AssetOut(
-            kinds=KINDS, description="nested CV: every training lesion's held-out probability, per model and repeat"
-        ),
-    },
-)
-def radiomics_models(
-    context: dg.AssetExecutionContext,
-    store: StoreResource,
-    feature_store: DuckDBResource,
-    settings: SettingsResource,
-    patient_split: pd.DataFrame,
-    feature_importance: pd.DataFrame,
-):
-    """Every classifier x resampler the study names (the paper's 8 x {SMOTE, undersampling}): nested
-    CV on the training patients, then tuned on all of them, Platt-scaled on the nested out-of-fold
-    probabilities, and scored on the test patients with bootstrap intervals."""
-    study = settings.settings()
-    matrix = read_training_matrix(feature_store)
-    features = feature_importance.loc[feature_importance["kept"], "feature_name"].tolist()
-    context.log.info(
-        f"fitting {study.models.n_pipelines} pipelines on {len(features)} features, {study.models.workers} worker(s)"
-    )
-    result = fit_radiomics_arm(matrix, patient_split, features, study.models, study.label, study.seed)
-    leakage = split_effect(matrix, features, fitting_settings(study.models, matrix), study.label, study.seed)
-    settings_hash = study.step_hash("radiomics_models")
-    metrics = _saved(store.store(), result, settings_hash, provenance(study, "lesions", "radiomics"))
-    yield dg.Output(
-        metrics,
-        "radiomics_metrics",
-        metadata={"table_3": dg.MetadataValue.md(table3(metrics)), **auc_metadata(metrics), **leakage},
-    )
-    yield dg.Output(
-        result.predictions.assign(settings_hash=settings_hash),
-        "radiomics_predictions",
-        metadata={"n_test_rows": int((result.predictions["evaluation"] == "test").sum())},
-    )
-    yield dg.Output(
-        result.cv_folds.assign(settings_hash=settings_hash),
-        "radiomics_cv_folds",
-        metadata={"outer_folds": int(result.cv_folds.groupby("model_id").size().max())},
-    )
-    yield dg.Output(result.cv_predictions.assign(settings_hash=settings_hash), "radiomics_cv_predictions")
-
-
-def _saved(store: Store, result: ArmResult, settings_hash: str, origin: dict) -> pd.DataFrame:
-    """Each fitted model and its card under artifacts/models/<arm>/; the metrics with their files."""
-    folder = store.artifact_path("models", result.metrics["arm"].iloc[0])
-    paths = {
-        m.model_id: save_model(folder, m.model_id, m.pipeline, {**m.card, "settings_hash": settings_hash, **origin})
-        for m in result.models
-    }
-    return result.metrics.assign(
-        model_file=lambda f: f["model_id"].map(lambda i: store.relative(paths[i])), settings_hash=settings_hash
-    )
-
-
-@dg.multi_asset(
-    group_name=STUDY_GROUP,
-    deps=[TRAINING_MATRIX],
-    outs={
-        "baseline_metrics": dg.AssetOut(kinds=KINDS, description="Table 3, baseline rows: lesion size, lesion count"),
-        "baseline_predictions": dg.AssetOut(kinds=KINDS, description="per-lesion probabilities of the baselines"),
-    },
-)
-def baseline_models(
-    context: dg.AssetExecutionContext,
-    store: StoreResource,
-    feature_store: DuckDBResource,
-    settings: SettingsResource,
-    patient_split: pd.DataFrame,
-):
-    """What the radiomics models must beat: lesion size and the patient's lesion count, each a
-    logistic regression fitted, calibrated and scored exactly like them (metorigin/study/baselines.py)."""
-    study = settings.settings()
-    matrix = read_training_matrix(feature_store)
-    with feature_store.get_connection() as con:
-        lesions = con.execute("select lesion_id, volume_ml, max_diameter_mm from lesions").df()
-    frame = baseline_matrix(matrix, lesions)
-    results = fit_baselines(frame, patient_split, study.models, study.label, study.seed)
-    settings_hash = study.step_hash("radiomics_models")
-    origin = provenance(study, "lesions")
-    metrics = pd.concat([_saved(store.store(), result, settings_hash, origin) for result in results], ignore_index=True)
-    predictions = pd.concat([result.predictions for result in results], ignore_index=True)
-    context.log.info(", ".join(f"{m['model']}: test AUC {m['auc']:.2f}" for _, m in metrics.iterrows()))
-    yield dg.Output(metrics, "baseline_metrics", metadata={"table_3": dg.MetadataValue.md(table3(metrics))})
-    yield dg.Output(predictions.assign(settings_hash=settings_hash), "baseline_predictions")

@@ -5,25 +5,20 @@ import dagster as dg
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from metorigin.arms import ARMS, PREDICTION_TABLES
 from metorigin.defs.common.names import KINDS, STUDY_GROUP, TRAINING_MATRIX
 from metorigin.defs.common.resources import SettingsResource, read_training_matrix
 from metorigin.study.combined import best_radiomics_model
 from metorigin.study.comparison import compare_with_best
 from metorigin.study.evaluation import labels
-from metorigin.study.metrics import FIXED, metric_intervals, youden_threshold
+from metorigin.study.metrics import every_model_intervals
 from metorigin.study.robustness import permutation_null, robustness_rounds, round_aucs, split_repeat_aucs, split_spread
 from metorigin.study.tables import comparisons_table, permutation_summary, split_table
-
-THRESHOLD_SOURCE = {
-    "radiomics": ("out_of_fold", "out-of-fold, training patients"),
-    "baseline": ("out_of_fold", "out-of-fold, training patients"),
-    "densenet": ("validation", "validation patients"),
-    "combined": ("validation", "validation patients"),  # in-sample when they fitted a stacker
-}
 
 
 @dg.multi_asset(
     group_name=STUDY_GROUP,
+    ins={"radiomics_metrics": dg.AssetIn(), **{table: dg.AssetIn() for table in PREDICTION_TABLES}},
     outs={
         "metric_intervals": dg.AssetOut(
             kinds=KINDS,
@@ -41,29 +36,17 @@ def model_evaluation(
     context: dg.AssetExecutionContext,
     settings: SettingsResource,
     radiomics_metrics: pd.DataFrame,
-    radiomics_predictions: pd.DataFrame,
-    baseline_predictions: pd.DataFrame,
-    densenet_predictions: pd.DataFrame,
-    combined_predictions: pd.DataFrame,
+    **arm_predictions: pd.DataFrame,
 ):
     """What a reviewer asks of Table 3: per-class metrics, calibration and degenerate intervals for
     every row, and whether any model is distinguishable from the one the training patients chose."""
     study = settings.settings()
-    arms = [radiomics_predictions, baseline_predictions, densenet_predictions, combined_predictions]
-    predictions = pd.concat(arms, ignore_index=True)
+    predictions = pd.concat([arm_predictions[name] for name in PREDICTION_TABLES], ignore_index=True)
     predictions = predictions.assign(y_true=labels(predictions, study.label))
     resamples, seed, settings_hash = study.models.bootstrap_resamples, study.seed, study.step_hash("radiomics_models")
-    tables = []
-    for _, rows in predictions.groupby("model_id", sort=True):
-        first = rows.iloc[0]
-        evaluation, chosen_on = THRESHOLD_SOURCE[first["arm"]]
-        fit = rows[rows["evaluation"] == evaluation]
-        thresholds = [FIXED]
-        if fit["y_true"].nunique() == 2:
-            thresholds.append(youden_threshold(fit["y_true"], fit["probability"], chosen_on))
-        table = metric_intervals(rows[rows["evaluation"] == "test"], thresholds, study.label, resamples, seed)
-        tables.append(table.assign(**first[["model_id", "arm", "model", "resampler"]].to_dict()))
-    intervals = pd.concat(tables, ignore_index=True).assign(settings_hash=settings_hash)
+    sources = {arm.name: arm.threshold_from for arm in ARMS}
+    intervals = every_model_intervals(predictions, sources, study.label, resamples, seed)
+    intervals = intervals.assign(settings_hash=settings_hash)
     best = best_radiomics_model(radiomics_metrics)["model_id"]
     comparisons = compare_with_best(predictions[predictions["evaluation"] == "test"], best, resamples, seed)
     degenerate = intervals.dropna(subset=["flag"])

@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 import dagster as dg
 import pandas as pd
 
+from metorigin.arms import METRIC_TABLES
 from metorigin.core.schemas import MODELS, conform
 from metorigin.defs.common.names import KINDS, STUDY_GROUP
 from metorigin.defs.common.resources import StoreResource
 from metorigin.inference.registry import (
-    METRIC_TABLES,
     has_lake_table,
     promoted_ids,
     promoted_table,

@@ -1,4 +1,5 @@
-"""External validation: another store's frozen models on this store's labelled cohort.
+"""External validation: another store's frozen models on this store's labelled cohort
+(metorigin/inference/external.py does the scoring and the metrics).
 
 `metorigin validate --models STORE_A --cohort COHORT_B --store STORE_B` builds store B's feature
 store under A's study (the same lesion, radiomics and slice settings) and then runs
@@ -9,57 +10,27 @@ classifier, Platt scaling, DenseNet weights and prevalence shift, stacker. Nothi
 Table 3's, and A's own test AUC beside them.
 """
 
-from pathlib import Path
-
 import dagster as dg
-import pandas as pd
 from dagster_duckdb import DuckDBResource
 
+from metorigin.core.errors import MetoriginError
 from metorigin.core.markdown import markdown_table
 from metorigin.core.store import Store
 from metorigin.defs.common.names import KINDS, TRAINING_MATRIX, VALIDATION_GROUP
 from metorigin.defs.common.resources import SettingsResource, StoreResource, read_training_matrix
-from metorigin.inference.lesions import learnt_from, made_under, score_lesions, with_notes
-from metorigin.inference.registry import METRIC_TABLES, registered, registry_models
+from metorigin.inference.external import (
+    QUERIES,
+    external_metrics,
+    external_rows,
+    labelled_predictions,
+    shared_patients,
+    trained_models,
+)
 from metorigin.report.store_report import build_external_report
-from metorigin.study.baselines import baseline_matrix
-from metorigin.study.evaluation import labels, test_metrics
-from metorigin.study.scoring import ScoringRefused, calls
 
 
 class ExternalValidationConfig(dg.Config):
     models_store: str  # the store whose trained models are validated here (frozen)
-
-
-def trained_models(models_store: Store) -> pd.DataFrame:
-    """Table 3's rows of the models store: the models of its latest training."""
-    frames = [models_store.read_lake(name) for name in METRIC_TABLES if models_store.lake_partitions(name)]
-    if not frames or not models_store.lake_partitions("models"):
-        raise dg.Failure(
-            f"{models_store.root} holds no registered models: train there first (`metorigin run`), then validate"
-        )
-    return pd.concat(frames, ignore_index=True)
-
-
-def external_rows(
-    models_root: Path,
-    data_root: Path,
-    metrics: pd.DataFrame,
-    matrix: pd.DataFrame,
-    tables: dict[str, pd.DataFrame],
-) -> pd.DataFrame:
-    """Every lesion of `matrix` scored by every model of `metrics` (with its out-of-distribution notes);
-    `tables`: this store's included `lesions`, their `slices`, the `scans`, and the `radiomics`
-    features' settings hashes."""
-    registry = registry_models(Store(models_root))
-    models = {mid: registered(registry, mid) for mid in metrics["model_id"]}
-    lesions, slices = tables["lesions"], tables["slices"]
-    size = baseline_matrix(matrix, lesions).drop(columns=["scan_id", "patient_id", "label"])
-    wide = matrix.merge(size, on="lesion_id")
-    under = made_under(tables["radiomics"]["settings_hash"], slices["settings_hash"], lesions["settings_hash"])
-    predictions = score_lesions(models_root, data_root, models, registry, wide, slices, under)
-    predictions = with_notes(predictions, models, registry, tables["scans"], wide)
-    return predictions.merge(matrix[["lesion_id", "label"]], on="lesion_id")
 
 
 @dg.multi_asset(
@@ -82,62 +53,26 @@ def external_validation(
     settings: SettingsResource,
 ):
     """Scores this store's labelled lesions with the frozen models of `models_store`; no refit."""
-    study = settings.settings()
-    source = Store(config.models_store)
-    metrics = trained_models(source)
-    matrix = read_training_matrix(feature_store)
-    queries = {
-        "lesions": "select * from lesions where included",
-        "slices": "select s.* from lesion_slices s semi join training_matrix t using (lesion_id) "
-        "order by lesion_id, slice_index",
-        "radiomics": "select distinct settings_hash from radiomics_features",
-        "scans": "select * from scans where included",
-    }
-    with feature_store.get_connection() as con:
-        tables = {name: con.execute(query).df() for name, query in queries.items()}
+    study, source, here = settings.settings(), Store(config.models_store), store.store()
     try:
-        predictions = external_rows(source.root, store.store().root, metrics, matrix, tables)
-    except ScoringRefused as refused:
+        metrics = trained_models(source)
+        matrix = read_training_matrix(feature_store)
+        with feature_store.get_connection() as con:
+            tables = {name: con.execute(query).df() for name, query in QUERIES.items()}
+        predictions = external_rows(source.root, here.root, metrics, matrix, tables)
+    except MetoriginError as refused:
         raise dg.Failure(str(refused)) from refused
-    registry = registry_models(source)
-    learnt = set().union(*(learnt_from(registry[m], registry) for m in metrics["model_id"]))
-    shared = sorted(set(predictions["patient_id"]) & learnt)
+    shared = shared_patients(predictions, source, metrics)
     if shared:
         context.log.warning(
             f"{len(shared)} patient id(s) of this cohort are among the models' training or validation patients "
             f"({', '.join(shared[:5])}{', ...' if len(shared) > 5 else ''}): the same people, or only the same "
             "pseudonyms? external_metrics counts them (shared_patient_ids)"
         )
-    here = store.store().root.resolve()
     # Relative when the models are this store's own (a copied store names no old place), else as given.
-    origin = "." if source.root.resolve() == here else str(source.root)
-    if origin != ".":  # another centre's patient ids say nothing about who trained the models
-        predictions = predictions.assign(seen_in_training=False)
-    predictions = predictions.merge(metrics[["model_id", "resampler"]], on="model_id").assign(
-        predicted_label=lambda f: calls(f["probability"], study.label), models_store=origin
-    )
-    rows = []
-    for model_id, group in predictions.groupby("model_id", sort=True):
-        internal = metrics[metrics["model_id"] == model_id].iloc[0]
-        scored = group.dropna(subset=["probability"]).assign(y_true=lambda f: labels(f, study.label))
-        rows.append(
-            {
-                "model_id": model_id,
-                "arm": internal["arm"],
-                "model": internal["model"],
-                "resampler": internal.get("resampler"),
-                **test_metrics(scored, study.models.bootstrap_resamples, study.seed),
-                "internal_auc": internal["auc"],
-                # The model's own nested-CV estimate on its training patients, as in its Table 3 row.
-                **{k: internal.get(k) for k in ("cv_auc", "cv_auc_ci_low", "cv_auc_ci_high")},
-                "out_of_distribution_scans": int(group.loc[group["out_of_distribution"], "scan_id"].nunique()),
-                "shared_patient_ids": len(shared),
-                "models_store": origin,
-                "model_file": internal["model_file"],
-                "settings_hash": internal["settings_hash"],
-            }
-        )
-    table = pd.DataFrame(rows)
+    origin = "." if source.root.resolve() == here.root.resolve() else str(source.root)
+    predictions = labelled_predictions(predictions, metrics, study, origin)
+    table = external_metrics(predictions, metrics, study, len(shared), origin)
     context.log.info(
         f"{len(table)} frozen models of {source.root} on {predictions['patient_id'].nunique()} patients, "
         f"{predictions['lesion_id'].nunique()} lesions"

@@ -1,0 +1,126 @@
+"""The CSV files of the cohort contract read as text tables, and the row problems every one of them
+can have (a duplicated id).
+
+Kept apart from the contract itself (cohort.py: which files, which columns, what a valid row is)
+because the reading is the same for every file: `patients.csv`, `scans.csv`, `qc.csv`, and the
+study-fit checks that look at `patients.csv` before a cohort is loaded. A file that cannot be read
+as a whole is refused here with the fix a spreadsheet user needs (encoding, delimiter, an unquoted
+comma), since pandas' own messages do not name one.
+"""
+
+import csv
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from metorigin.core.errors import CohortError, CohortFileError, DuplicateIdError, MissingColumnError
+
+
+def read_contract_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> pd.DataFrame:
+    """Read a contract CSV as text, with each row's line number kept for error messages."""
+    name = path.name
+    if not path.is_file():
+        raise CohortFileError(
+            name, f"the file is missing from {path.parent}", f"create {name} with the columns {', '.join(required)}"
+        )
+    text = utf8_text(path)
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise CohortFileError(
+            name,
+            f"the file cannot be parsed as CSV ({str(exc).strip()})",
+            "save it as comma-separated UTF-8 text with one header line",
+        ) from exc
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas took a row's extra fields for an index
+        _refuse_extra_fields(name, text)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        refuse_other_delimiter(name, text, required)
+        raise MissingColumnError(
+            name,
+            f"required column(s) {', '.join(missing)} missing (found: {', '.join(frame.columns) or 'none'})",
+            f"add the column(s) {', '.join(missing)} to the header line",
+        )
+    present = [c for c in optional if c in frame.columns]
+    frame = frame[list(required) + present].apply(lambda col: col.str.strip())
+    for column in optional:
+        if column not in frame.columns:
+            frame[column] = None  # absent column (default applies), unlike an empty cell
+    frame.insert(0, "line", frame.index + 2)  # line 1 is the header
+    if frame.empty:
+        raise CohortFileError(
+            name,
+            f"no {name.removesuffix('.csv')} to process: the file has a header line and no rows",
+            f"add one row per {name.removesuffix('s.csv')} under the header ({', '.join(required)}, ...)",
+        )
+    return frame.reset_index(drop=True)
+
+
+def _refuse_extra_fields(name: str, text: str) -> None:
+    """A row with more fields than the header (an unquoted comma in free text) would shift its
+    cells into the wrong columns: refused, with the first such line."""
+    rows = list(csv.reader(io.StringIO(text)))
+    width = len(rows[0])
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) > width:
+            raise CohortFileError(
+                name,
+                f"line {line} has {len(row)} fields, the header {width}",
+                'put a cell that holds a comma in double quotes ("motion, streak artefacts")',
+            )
+
+
+def utf8_text(path: Path) -> str:
+    """The file as text; a byte that is not UTF-8 is reported with its line, since spreadsheets
+    often save in a local encoding (a name with an accent in Latin-1 is one byte, 0xE9)."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise CohortFileError(
+            path.name,
+            f"line {line} is not UTF-8 text (byte 0x{data[exc.start]:02X} at column {column})",
+            "save the file as UTF-8 (Excel: 'CSV UTF-8 (Comma delimited)'; LibreOffice: character set "
+            "'Unicode (UTF-8)')",
+            row=line,
+        ) from None
+
+
+def refuse_other_delimiter(name: str, text: str, required: tuple[str, ...]) -> None:
+    """A header that holds the required columns once split by ';' or a tab: the file uses another
+    delimiter (a spreadsheet in a locale whose decimal mark is a comma), so the fix is the
+    delimiter, not the columns."""
+    header = text.splitlines()[0] if text else ""
+    for delimiter, spoken in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'")):
+        if all(c in [h.strip() for h in header.split(delimiter)] for c in required):
+            raise CohortFileError(
+                name,
+                f"the columns are separated by {spoken}, not commas",
+                "save it as comma-separated values (Excel: 'CSV UTF-8 (Comma delimited)'), with '.' as decimal mark",
+                row=1,
+            )
+
+
+def duplicate_errors(frame: pd.DataFrame, file: str, id_column: str) -> tuple[set[str], list[CohortError]]:
+    """Ids that occur more than once; every one of their rows is rejected, since none can be trusted."""
+    counts = frame[id_column].value_counts()
+    duplicated = set(counts[counts > 1].index) - {""}
+    errors = []
+    for ident in sorted(duplicated):
+        lines = frame.loc[frame[id_column] == ident, "line"].tolist()
+        for line in lines:
+            errors.append(
+                DuplicateIdError(
+                    file,
+                    f"{id_column} {ident!r} appears on lines {', '.join(map(str, lines))}",
+                    f"give each row its own {id_column}, or delete the extra row",
+                    row=line,
+                    row_id=ident,
+                )
+            )
+    return duplicated, errors
