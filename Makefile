@@ -17,9 +17,11 @@ $(VENV)/.installed: pyproject.toml setup.py constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
-# dagster-dbt loads the dbt project from its manifest; prepare it here, not only under `dagster dev`.
-metorigin/sql/target/manifest.json: $(VENV)/.installed $(wildcard metorigin/sql/*.yml metorigin/sql/models/*/*.sql metorigin/sql/models/*/*.yml metorigin/sql/macros/*.sql)
-	cd metorigin/sql && ../../$(BIN)/dbt parse --quiet --project-dir . --profiles-dir .
+# dagster-dbt loads the dbt project from its manifest; prepare it here, not only under `dagster dev`:
+# the model arms' generated dbt files first (metorigin/arms/), then `dbt parse` where stale.
+metorigin/sql/target/manifest.json: $(VENV)/.installed $(wildcard metorigin/arms/*.py metorigin/sql/*.yml metorigin/sql/models/*/*.sql metorigin/sql/models/*/*.yml metorigin/sql/macros/*.sql)
+	$(BIN)/python -c "from metorigin.defs.feature_store.dbt import prepare_manifest; prepare_manifest()"
+	touch $@
 
 demo: install
 	$(BIN)/metorigin demo --cohort demo/cohort --store demo/store
