@@ -4,6 +4,8 @@ arms in a real run are test_study.py's, and a new arm from one module is test_wh
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,23 +17,56 @@ import yaml
 
 from metorigin.arms import ARMS, BY_NAME, METRIC_TABLES, PROMOTABLE, _problems
 from metorigin.arms import combined as combined_arm
+from metorigin.core import arm_sources
 from metorigin.core.arm_sources import MACRO_FILE, SOURCES_FILE, arm_files, arm_module_names, write_arm_files
 from metorigin.core.package import ARMS_DIR
 from metorigin.core.store import Store
 from metorigin.core.study import get_settings
 from metorigin.defs.study.arms import arm_asset, outputs
+from metorigin.inference.registry import registered_arm
 from metorigin.runtime.versions import REVISIONS
 from metorigin.study.arm import ArmInputs, ArmOutput, LesionData, Markdown
-from metorigin.study.scoring import RegisteredModel, read_card
+from metorigin.study.scoring import RegisteredModel, ScoringRefused, read_card
+
+# The code versions the arms' tables had when they were listed by hand (runtime/versions.py before
+# the registry): a store trained then must find its models fresh, so these must not move by accident.
+REVISIONS_BEFORE = {
+    "radiomics_metrics": (4, "radiomics_models"),
+    "radiomics_predictions": (4, "radiomics_models"),
+    "radiomics_cv_folds": (1, "radiomics_models"),
+    "radiomics_cv_predictions": (1, "radiomics_models"),
+    "baseline_metrics": (3, "radiomics_models"),
+    "baseline_predictions": (3, "radiomics_models"),
+    "densenet_metrics": (3, "densenet"),
+    "densenet_predictions": (3, "densenet"),
+    "combined_metrics": (4, "combined"),
+    "combined_predictions": (4, "combined"),
+}
 
 
-def test_every_module_is_an_arm_and_every_table_it_writes_has_a_code_version():
+def test_every_module_is_an_arm_and_its_tables_keep_their_code_versions():
     assert [arm.name for arm in ARMS] == arm_module_names(ARMS_DIR) == ["baseline", "combined", "densenet", "radiomics"]
-    for arm in ARMS:
-        assert arm.tables[:2] == (f"{arm.name}_metrics", f"{arm.name}_predictions")
-        assert {REVISIONS[table] for table in arm.tables} <= {(r, arm.settings_step) for r in arm.revisions.values()}
-    assert METRIC_TABLES == tuple(f"{arm.name}_metrics" for arm in ARMS)
-    assert "baseline" not in PROMOTABLE and {"radiomics", "densenet", "combined"} <= set(PROMOTABLE)
+    assert {table: REVISIONS[table] for arm in ARMS for table in arm.tables} == REVISIONS_BEFORE
+    assert METRIC_TABLES == ("baseline_metrics", "combined_metrics", "densenet_metrics", "radiomics_metrics")
+    assert PROMOTABLE == ("combined", "densenet", "radiomics")  # the baselines are yardsticks, never promoted
+
+
+def test_the_dbt_generator_runs_on_the_standard_library_alone(tmp_path):
+    """setup.py loads it by path in the wheel's isolated build, where none of our dependencies is."""
+    (tmp_path / "models" / "results").mkdir(parents=True)
+    (tmp_path / "macros").mkdir()
+    script = (
+        "import importlib.util, sys; from pathlib import Path; "
+        "spec = importlib.util.spec_from_file_location('s', sys.argv[1]); "
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+        "print(m.write_arm_files(Path(sys.argv[2]), m.arm_module_names(Path(sys.argv[3]))))"
+    )
+    source = Path(arm_sources.__file__)
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", script, source, tmp_path, ARMS_DIR], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
+    assert (tmp_path / SOURCES_FILE).read_text() == arm_files([arm.name for arm in ARMS])[SOURCES_FILE]
 
 
 def test_the_dbt_sources_and_unions_are_written_from_the_arms_and_only_when_they_change(tmp_path):
@@ -57,6 +92,15 @@ def test_a_wrongly_declared_arm_is_refused_with_what_to_fix():
     assert problems[0] == "its arm is named 'toy': name it 'other', as the module"
     assert "`revisions` lacks toy_predictions" in problems[1]
     assert "`descriptions` must describe exactly the tables of `revisions`" in problems[2]
+    hostile = replace(BY_NAME["baseline"], name="scan", revisions={"scan_metrics": 1, "scan_predictions": 1})
+    hostile = replace(hostile, descriptions=dict.fromkeys(hostile.revisions, ""), settings_step="nowhere")
+    hostile = replace(hostile, threshold_from=("test", "the test patients"), reads=("patient_split", "store"))
+    problems = _problems("scan", hostile)
+    assert problems[0].startswith("`settings_step` 'nowhere' is none of ") and "radiomics_models" in problems[0]
+    assert problems[1] == "`threshold_from` must name `out_of_fold` or `validation` rows, never the test patients"
+    assert problems[2] == "scan_predictions is already a table of the pipeline: name the arm otherwise"
+    assert problems[3] == "`reads` names store, which the step's resources use"
+    assert _problems("baseline", BY_NAME["baseline"]) == []
 
 
 def test_an_arm_becomes_one_step_with_its_inputs_and_tables():
@@ -82,6 +126,9 @@ def test_an_arm_output_is_written_table_by_table_with_its_metadata():
     assert [o.output_name for o in written] == list(arm.tables)
     assert all(o.value is frames[o.output_name] for o in written)
     assert written[0].metadata["table_3"] == dg.MetadataValue.md("| a |") and written[0].metadata["auc"].value == 0.5
+    short = replace(output, extras={"radiomics_cv_folds": frames["radiomics_cv_folds"]})
+    with pytest.raises(dg.Failure, match="declares radiomics_metrics, .*radiomics_cv_predictions. Fix: return exactly"):
+        list(outputs(arm, short))
 
 
 def _lesions(patients: int, evaluation: str) -> pd.DataFrame:
@@ -128,3 +175,10 @@ def test_the_combined_arm_averages_when_the_validation_patients_are_few_and_scor
     nothing = LesionData(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), Path("."))
     scored = combined_arm.score(saved, model, nothing, parts.__getitem__)
     pd.testing.assert_series_equal(scored.sort_index(), expected.sort_index(), check_names=False)
+
+
+def test_a_model_of_an_arm_that_cannot_score_here_is_refused_with_the_fix():
+    stranger = RegisteredModel("toy-1", "toy", "toy", "artifacts/models/toy/toy-1.joblib", "", {})
+    with pytest.raises(ScoringRefused, match="its arm 'toy' is not one that scores here .* Fix: install the module"):
+        registered_arm(stranger)
+    assert registered_arm(replace(stranger, arm="densenet")) is BY_NAME["densenet"]

@@ -16,7 +16,11 @@ import importlib
 from metorigin.core.arm_sources import arm_module_names
 from metorigin.core.errors import MetoriginError
 from metorigin.core.package import ARMS_DIR
+from metorigin.core.schemas import LAKE_TABLES
+from metorigin.core.study import STEP_SETTINGS
 from metorigin.study.arm import Arm
+
+RESERVED_INPUTS = {"context", "store", "settings", "feature_store"}  # the arms' step's own parameters
 
 
 class ArmDeclarationError(MetoriginError):
@@ -33,6 +37,16 @@ def _problems(module: str, arm: object) -> list[str]:
         problems.append(f"`revisions` lacks {', '.join(sorted(missing))} (every table it writes has a revision)")
     if set(arm.descriptions) != tables:
         problems.append("`descriptions` must describe exactly the tables of `revisions`")
+    if arm.settings_step not in STEP_SETTINGS:
+        problems.append(f"`settings_step` {arm.settings_step!r} is none of {', '.join(STEP_SETTINGS)}")
+    if arm.threshold_from[0] not in ("out_of_fold", "validation"):
+        problems.append("`threshold_from` must name `out_of_fold` or `validation` rows, never the test patients")
+    taken = sorted(tables & set(LAKE_TABLES))
+    if taken:
+        problems.append(f"{', '.join(taken)} is already a table of the pipeline: name the arm otherwise")
+    reserved = sorted(set(arm.reads) & RESERVED_INPUTS)
+    if reserved:
+        problems.append(f"`reads` names {', '.join(reserved)}, which the step's resources use")
     return problems
 
 

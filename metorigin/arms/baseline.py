@@ -8,10 +8,11 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from metorigin.arms.radiomics import saved_metrics, score_features, table3_metadata
-from metorigin.study.arm import Arm, ArmInputs, ArmOutput, LesionData
+from metorigin.arms._shared import saved_metrics, score_features
+from metorigin.study.arm import Arm, ArmInputs, ArmOutput, LesionData, Markdown
 from metorigin.study.baselines import baseline_matrix, fit_baselines
 from metorigin.study.registry import provenance
+from metorigin.study.tables import table3
 
 LESION_SIZES = "select lesion_id, volume_ml, max_diameter_mm from lesions"
 
@@ -32,7 +33,7 @@ def train(inputs: ArmInputs) -> ArmOutput:
     return ArmOutput(
         metrics=metrics,
         predictions=predictions.assign(settings_hash=settings_hash),
-        metadata={"baseline_metrics": {"table_3": table3_metadata(metrics)["table_3"]}},
+        metadata={"baseline_metrics": {"table_3": Markdown(table3(metrics))}},
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from metorigin.arms.radiomics import table3_metadata
+from metorigin.arms._shared import table3_metadata
 from metorigin.study.arm import Arm, ArmInputs, ArmOutput, LesionData
 from metorigin.study.combined import best_radiomics_model, combined_probability, stack
 from metorigin.study.evaluation import labels, one_models_rows, test_metrics

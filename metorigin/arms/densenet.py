@@ -259,7 +259,7 @@ def training_figures(rows: pd.DataFrame, cards: list[dict]) -> list[ReportFigure
 
 ARM = Arm(
     name="densenet",
-    title="DenseNet-121",
+    title="DenseNet",
     asset="densenet",
     train=train,
     settings_step="densenet",

@@ -14,6 +14,7 @@ writes them in a checkout before it re-parses a stale manifest (defs/feature_sto
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 SOURCES_FILE = Path("models") / "results" / "arms.yml"
@@ -61,6 +62,9 @@ def write_arm_files(project_dir: Path, arms: list[str]) -> bool:
     for relative, text in arm_files(arms).items():
         path = project_dir / relative
         if not path.is_file() or path.read_text() != text:
-            path.write_text(text)
+            # Whole or not at all: another process (a test worker, a run) may be parsing the project.
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, path)
             changed = True
     return changed

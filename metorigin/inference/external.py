@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from metorigin.arms import METRIC_TABLES
+from metorigin.arms import ARMS, METRIC_TABLES
 from metorigin.core.errors import MetoriginError
 from metorigin.core.store import Store
 from metorigin.core.study import StudySettings
@@ -33,13 +33,16 @@ QUERIES = {
 
 
 def trained_models(models_store: Store) -> pd.DataFrame:
-    """Table 3's rows of the models store: the models of its latest training."""
+    """Table 3's rows of the models store: the models of its latest training, but those of an arm
+    this installation declares without `score` (its rows are not models that score)."""
     frames = [models_store.read_lake(name) for name in METRIC_TABLES if models_store.lake_partitions(name)]
     if not frames or not models_store.lake_partitions("models"):
         raise MetoriginError(
             f"{models_store.root} holds no registered models: train there first (`metorigin run`), then validate"
         )
-    return pd.concat(frames, ignore_index=True)
+    metrics = pd.concat(frames, ignore_index=True)
+    unscored = {arm.name for arm in ARMS if arm.score is None}
+    return metrics[~metrics["arm"].isin(unscored)].reset_index(drop=True)
 
 
 def external_rows(

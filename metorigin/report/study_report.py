@@ -385,10 +385,10 @@ def _arm_section(tables: ReportTables, out: _Writer, store_root: Path, arm: Arm,
         section.missing.append(f"no {arm.title} in model_metrics: the study's {arm.asset} step has not run")
         return section
     card_files = [(store_root / file).with_suffix(".json") for file in rows["model_file"]]
-    absent = [file for file in card_files if not file.is_file()]
+    absent = [file for file, card in zip(rows["model_file"], card_files) if not card.is_file()]
     if absent:
         section.missing.append(
-            f"the model card {absent[0].relative_to(store_root)} is not in the store: its training is unknown"
+            f"the {arm.title}'s model card ({absent[0]}, .json) is not in the store: its training is unknown"
         )
         return section
     cards = [json.loads(file.read_text()) for file in card_files]

@@ -131,14 +131,14 @@ class Arm:
     descriptions: Mapping[str, str]  # each table it writes -> what a row is (the asset page)
     reads: tuple[str, ...] = ()  # the Python assets it takes as inputs (the split, other arms' tables)
     feature_store: tuple[str, ...] = ("training_matrix",)  # the feature-store tables its SQL reads
-    score: Scorer | None = None  # None: its models never score (external validation skips them)
-    # The lesions' features (`lesion_id` and a column each) its models read, for scoring and the
-    # out-of-distribution notes; None: the radiomics features (`LesionData.wide`) as they are.
+    score: Scorer | None = None  # None: its models never score (external validation leaves them out)
+    # The lesions' features (`lesion_id` and a column each) its models read, for the
+    # out-of-distribution notes (and for `score`, where it uses them); None: the radiomics
+    # features (`LesionData.wide`) as they are.
     features: Callable[[LesionData], pd.DataFrame] | None = None
     load: Callable[[Path], Any] = read_joblib  # a model file as `score` takes it
     scores_new_patients: bool = True  # promotable: scan_predictions scores new scans with it
     report_sections: tuple[ReportSection, ...] = ()
-    op_tags: Mapping[str, str] = field(default_factory=dict)
 
     def lesion_features(self, lesions: LesionData) -> pd.DataFrame:
         return self.features(lesions) if self.features is not None else lesions.wide

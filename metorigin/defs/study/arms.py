@@ -5,6 +5,7 @@ reads (the lake tables it names, read-only SQL on the published feature store) a
 returns, with its metadata, to the lake.
 """
 
+import inspect
 from typing import Any, Iterator
 
 import dagster as dg
@@ -23,6 +24,12 @@ def _metadata(values: dict[str, Any]) -> dict[str, Any]:
 def outputs(arm: Arm, output: ArmOutput) -> Iterator[dg.Output]:
     """The arm's tables in the order it declares them, each with its metadata."""
     frames = {arm.metrics_table: output.metrics, arm.predictions_table: output.predictions, **output.extras}
+    if set(frames) != set(arm.tables) or not set(output.metadata) <= set(arm.tables):
+        raise dg.Failure(
+            f"the {arm.name} arm's train returned the tables {', '.join(sorted(frames))} (metadata for "
+            f"{', '.join(sorted(output.metadata)) or 'none'}), but declares {', '.join(arm.tables)}. Fix: return "
+            f"exactly the tables of its `revisions` (metorigin/arms/{arm.name}.py)"
+        )
     for table in arm.tables:
         yield dg.Output(frames[table], table, metadata=_metadata(output.metadata.get(table, {})))
 
@@ -33,11 +40,10 @@ def arm_asset(arm: Arm) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name=arm.asset,
         group_name=STUDY_GROUP,
-        description=arm.train.__doc__,
+        description=inspect.cleandoc(arm.train.__doc__ or arm.title),
         deps=[dg.AssetKey([FEATURE_STORE_GROUP, table]) for table in arm.feature_store],
         ins={name: dg.AssetIn(name) for name in arm.reads},
         outs={table: dg.AssetOut(kinds=KINDS, description=arm.descriptions[table]) for table in arm.tables},
-        op_tags=dict(arm.op_tags),
     )
     def train(
         context: dg.AssetExecutionContext,

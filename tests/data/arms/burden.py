@@ -3,7 +3,8 @@ metorigin/arms/ of the sources the wheel is built from, and changes nothing else
 
 A logistic regression on the patient's tumour burden (the log of the summed volume of its included
 lesions) and lesion count (log), fitted, calibrated and scored like the baselines; promotable, so
-it scores new scans too, and with a report section of its own: its coefficients as a figure.
+it scores new scans too (on the lesions of the scan it scores: a toy), and with a report section
+of its own: its models' test AUC as a figure.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from metorigin.arms.radiomics import saved_metrics, score_features, table3_metadata
+from metorigin.arms._shared import saved_metrics, score_features, table3_metadata
 from metorigin.study.arm import Arm, ArmInputs, ArmOutput, LesionData, ReportFigure, ReportSection
 from metorigin.study.radiomics_arm import ArmSpec, fit_radiomics_arm
 from metorigin.study.registry import provenance
@@ -65,7 +66,7 @@ def score(pipeline: Any, model: Any, lesions: LesionData, component: Callable[[s
     return score_features(pipeline, model, features(lesions))
 
 
-def coefficients(rows: pd.DataFrame, cards: list[dict]) -> list[ReportFigure]:
+def auc_bars(rows: pd.DataFrame, cards: list[dict]) -> list[ReportFigure]:
     """The test AUC of each of the arm's models as bars: enough to show the section is the arm's."""
     fig = Figure(figsize=(4, 2), layout="constrained")
     ax = fig.subplots()
@@ -91,5 +92,5 @@ ARM = Arm(
     reads=("patient_split",),
     score=score,
     features=features,
-    report_sections=(ReportSection("burden", "Burden arm", coefficients),),
+    report_sections=(ReportSection("burden", "Burden arm", auc_bars),),
 )
