@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from metorigin.arms import ARMS
 from metorigin.core.config import RunConfig, activate
 from metorigin.core.store import Store
 from metorigin.core.study_file import load_study
@@ -103,7 +104,7 @@ def test_an_unlabelled_patient_is_measured_and_stored_but_never_learnt_from(stud
         assert _sql(store, f"select count(*) n from {table} where patient_id = '{UNLABELLED}'")["n"][0] == 0, table
     cards = _cards(store)
     learnt = [c for c in cards if "training_patient_ids" in c]
-    assert {c["arm"] for c in learnt} == {"radiomics", "baseline", "densenet", "combined"}
+    assert {c["arm"] for c in learnt} == {arm.name for arm in ARMS}
     for card in learnt:
         assert UNLABELLED not in card["training_patient_ids"] + card.get("validation_patient_ids", [])
     table1 = _sql(store, "select cohort, value from cohort_characteristics where characteristic = 'n'")

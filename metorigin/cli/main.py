@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from metorigin.core.errors import MetoriginError
 from metorigin.core.study import EXECUTORS, PROFILES
 
 DEMO_COHORT = Path("demo/cohort")
@@ -26,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     _write_utf8()
     args = parser().parse_args(argv)
     module, name = args.handler.split(":")
-    handler = getattr(importlib.import_module(f"metorigin.cli.{module}"), name)
+    try:
+        handler = getattr(importlib.import_module(f"metorigin.cli.{module}"), name)
+    except MetoriginError as exc:  # the installation itself refuses to load (a model arm declared wrongly)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         return handler(args)
     except KeyboardInterrupt:

@@ -101,10 +101,11 @@ def with_notes(
     features its arm reads), and whether the patient was among the model's training or validation
     patients (then the number is not a test)."""
     notes = {}
+    scan_of = lesions.wide.set_index("lesion_id")["scan_id"]
     for model in models.values():
         features = registered_arm(model).lesion_features(lesions)
         for scan in scans.to_dict("records"):
-            ours = features[features["scan_id"] == scan["scan_id"]]
+            ours = features[features["lesion_id"].map(scan_of).eq(scan["scan_id"]).to_numpy()]
             notes[(model.model_id, scan["scan_id"])] = "; ".join(distribution_notes(model, scan, ours)) or None
     seen = {m.model_id: learnt_from(m, registry) for m in models.values()}
     keys = list(zip(predictions["model_id"], predictions["scan_id"]))

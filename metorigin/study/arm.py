@@ -122,7 +122,7 @@ class Arm:
     (Table 3 and `lesion_predictions` union them), and the extras named in `revisions`."""
 
     name: str  # the `arm` column of its rows; its models go under artifacts/models/<name>/
-    title: str  # how the docs and the report name it
+    title: str  # how messages name it ("no DenseNet in model_metrics: ...")
     asset: str  # the Dagster step that trains it
     train: Callable[[ArmInputs], ArmOutput]
     settings_step: str  # the study settings step it reads (metorigin/core/study.py STEP_SETTINGS)
@@ -132,7 +132,7 @@ class Arm:
     reads: tuple[str, ...] = ()  # the Python assets it takes as inputs (the split, other arms' tables)
     feature_store: tuple[str, ...] = ("training_matrix",)  # the feature-store tables its SQL reads
     score: Scorer | None = None  # None: its models never score (external validation leaves them out)
-    # The lesions' features (`lesion_id` and a column each) its models read, for the
+    # The lesions' features (`lesion_id` and a column each; other columns are ignored) its models read, for the
     # out-of-distribution notes (and for `score`, where it uses them); None: the radiomics
     # features (`LesionData.wide`) as they are.
     features: Callable[[LesionData], pd.DataFrame] | None = None

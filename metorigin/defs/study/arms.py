@@ -28,7 +28,8 @@ def outputs(arm: Arm, output: ArmOutput) -> Iterator[dg.Output]:
         raise dg.Failure(
             f"the {arm.name} arm's train returned the tables {', '.join(sorted(frames))} (metadata for "
             f"{', '.join(sorted(output.metadata)) or 'none'}), but declares {', '.join(arm.tables)}. Fix: return "
-            f"exactly the tables of its `revisions` (metorigin/arms/{arm.name}.py)"
+            f"exactly the tables of its `revisions`, or give a table it returns a revision and a description "
+            f"(metorigin/arms/{arm.name}.py)"
         )
     for table in arm.tables:
         yield dg.Output(frames[table], table, metadata=_metadata(output.metadata.get(table, {})))
