@@ -92,3 +92,13 @@ def test_scale_10k_smoke():
     assert len(figures) == 6, lines  # three ticks, the listing, the dbt build's time and memory
     values = result_values(lines[-1], ["ticks_s", "dbt_s", "dbt_gb"])
     assert all(v > 0 for v in values.values()), lines[-1]
+
+
+@pytest.mark.slow
+def test_imaging_overhead_smoke():
+    """The platform and the plain loop of the same domain functions ran on one tiny cohort and left
+    equal lake tables and artefacts (the benchmark exits otherwise)."""
+    lines = run_smoke("imaging_overhead.py")
+    assert any("the stores are equal" in line for line in lines), lines
+    values = result_values(lines[-1], ["platform_vs_floor", "platform_s", "floor_s"])
+    assert all(v > 0 for v in values.values()), lines[-1]
