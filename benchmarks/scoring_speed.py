@@ -53,7 +53,7 @@ def scan_timings(store: Store, scans: list[str]) -> tuple[list[float], list[int]
         wide = wide_features(features)
         under = made_under(features["settings_hash"], slices["settings_hash"], rows["settings_hash"])
         start = time.perf_counter()
-        score_lesions(store.root, models, registry, LesionData(wide, rows[rows["included"]], slices, store.root), under)
+        score_lesions(store.root, models, registry, LesionData(wide, rows, slices, store.root), under)
         seconds.append(time.perf_counter() - start)
         lesions.append(len(wide))
     return seconds, lesions

@@ -49,7 +49,7 @@ def scan_predictions(
             under = made_under(
                 radiomics_features["settings_hash"], lesion_slices["settings_hash"], lesions["settings_hash"]
             )
-            scored = LesionData(wide, lesions[lesions["included"]], lesion_slices, target.root)
+            scored = LesionData(wide, lesions, lesion_slices, target.root)
             predictions = score_lesions(target.root, models, registry, scored, under)
         except ScoringRefused as refused:
             raise ScanProcessingError(scan_id, "scoring", refused.problem, refused.fix) from refused
