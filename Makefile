@@ -31,8 +31,9 @@ demo: install
 # built once): much of the suite waits on subprocesses (dbt, the UI, run workers), not on a core.
 # (Three were measured slower on two cores: 999 s against 944 s.)
 TEST_PROCESSES ?= 2
+# `--durations=25`: every run shows where its time goes (the budget is 12 minutes of pytest).
 test: install lint chromium
-	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile --durations=25
 
 # The study report's browser test opens the page in headless Chromium: Debian's package, installed
 # here when missing (as root, or with sudo), so a fresh machine needs nothing by hand.
