@@ -54,6 +54,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a plain checkout too
 
+from benchmarks.radiomics_throughput import spin  # noqa: E402  (the same pure CPU work, the same scaling)
+
 BIN = Path(sys.executable).parent
 SELECTION = "group:cohort or group:imaging"
 SMOKE_PATIENTS = 4  # their scans: the DICOM series, the mask on another grid, an excluded scan
@@ -76,14 +78,6 @@ OPENS_THE_SCAN = ("segmentations", "lesions", "radiomics_features", "lesion_slic
 
 # ---------------------------------------------------------------------------------------------
 # The machine's two-process scaling
-
-
-def spin(_: int = 0) -> int:
-    """Pure CPU work, no memory traffic or I/O: the best two processes can do on this machine."""
-    total = 0
-    for i in range(1_500_000):
-        total += i * i
-    return total
 
 
 def spinners() -> ProcessPoolExecutor:

@@ -111,10 +111,6 @@ class ReportSection:
     draw: Callable[[pd.DataFrame, list[dict]], list[ReportFigure]]
 
 
-def read_joblib(path: Path) -> Any:
-    return joblib.load(path)
-
-
 @dataclass(frozen=True)
 class Arm:
     """One model arm, declared once in its module of metorigin/arms/ (as `ARM`; the module's name
@@ -136,7 +132,7 @@ class Arm:
     # out-of-distribution notes (and for `score`, where it uses them); None: the radiomics
     # features (`LesionData.wide`) as they are.
     features: Callable[[LesionData], pd.DataFrame] | None = None
-    load: Callable[[Path], Any] = read_joblib  # a model file as `score` takes it
+    load: Callable[[Path], Any] = joblib.load  # a model file as `score` takes it
     scores_new_patients: bool = True  # promotable: scan_predictions scores new scans with it
     report_sections: tuple[ReportSection, ...] = ()
 
