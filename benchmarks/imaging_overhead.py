@@ -8,13 +8,12 @@ seed 7, scale 1, 78 included scans of 256 x 256). Then, each timed end to end as
   --scans-at-once W` on a fresh store, then the same command again, unchanged (the re-run);
 - the floor: this file with `--floor`, a plain loop over the included scans in W spawned
   processes. It writes the cohort tables with the functions the cohort assets call, then for each
-  scan reads the image and the mask once and calls what the per-scan assets call: the sha256
-  fingerprints, the full decode and its checks (`check_scan`'s parts, without its second hashing
-  of both files), the provided segmentation's alignment and label mapping, `summarise`,
-  `measure_lesions`, the QC picture, the radiomics crop and extraction (one process per scan:
-  W scans at a time on W cores), `long_table` and the DenseNet slices; it writes the same label
+  scan calls, in order, the functions the per-scan step calls (metorigin/imaging/scan_steps.py):
+  the sha256 fingerprints, the full decode and its checks, the segmentation, the lesions and their
+  QC picture, the radiomics crops and extraction (one core per scan: W scans at a time on W cores,
+  as the platform shares them) and the DenseNet slices; each file is read once, and the same label
   maps, lesion maps, QC pictures, slice stacks and Parquet rows (conformed, with the same settings
-  hashes) into a second store. A fresh store promotes no model: `model_promotions` and each scan's
+  hashes) go into a second store. A fresh store promotes no model: `model_promotions` and each scan's
   `scan_predictions` are empty tables of their schemas, written without importing the study's
   stack. It leaves out what produces no row: the Great Expectations checks, data versions, cohort
   fingerprints and the scans' input observations, Dagster metadata (the QC picture as base64).
@@ -22,8 +21,8 @@ seed 7, scale 1, 78 included scans of 256 x 256). Then, each timed end to end as
 Both stores must then hold equal lake tables (every table, every partition, every value; only
 `scan_integrity.checked_at`, the time of the check, is ignored) and equal artefacts (the benchmark
 exits with an error otherwise). The platform's time is split by the events of its store's Dagster
-instance and the times its output lines arrived (the phases printed say what each holds; reading
-the scan, which no event marks, is timed apart with `open_scan`'s own calls). The
+instance and the times its output lines arrived (the phases printed say what each holds; finding
+the scan's row, which no event marks, is timed apart with the step's own call). The
 machine's own two-process scaling (two copies of pure CPU work on 2 processes against one after
 the other, as radiomics_throughput.py does) is measured before, between and after the runs: on a
 shared machine a ratio counts where that scaling is at least 1.7.
@@ -64,16 +63,8 @@ TARGET_RERUN_S = 10.0
 MIN_SCALING = 1.7
 # Columns that legitimately differ between two stores computed from the same cohort.
 IGNORED = {"scan_integrity": ["checked_at"]}
-PER_SCAN_STEPS = (
-    "scan_integrity",
-    "segmentations",
-    "lesions",
-    "lesion_slices",
-    "radiomics_features",
-    "scan_predictions",
-)
+PER_SCAN_STEPS = ("scan_imaging", "scan_predictions")  # a scan's run: its imaging assets, then its predictions
 PROMOTIONS_LOG = "promotions.jsonl"  # inference/registry.py's (importing it imports the study's stack)
-OPENS_THE_SCAN = ("segmentations", "lesions", "radiomics_features", "lesion_slices")  # open_scan() each
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,10 +109,6 @@ def keep_patients(cohort: Path, n: int) -> None:
 # The floor: the same work in a plain loop
 
 
-def _text(value) -> str:
-    return value if isinstance(value, str) else ""
-
-
 def floor_config(cohort: str, store: str, workers: int):
     """The configuration (so the study) `metorigin run --workers W --scans-at-once W` runs with (core/config.py)."""
     from metorigin.core.config import RunConfig
@@ -144,40 +131,13 @@ def _ready(_: int = 0) -> int:
     return os.getpid()
 
 
-def _decoded(path: Path, what: str, problems: list):
-    from metorigin.imaging.decoding import DamagedFileError, decode
-    from metorigin.imaging.integrity import Finding
-
-    try:
-        return decode(path)
-    except DamagedFileError as exc:
-        problems.append(Finding(f"{what} {path.name} cannot be decoded fully: {exc}", exc.fix))
-        return None
-
-
 def floor_scan(row: dict, cohort: str, store_root: str, workers: int) -> tuple[str, bool, dict]:
-    """One scan's per-scan work, each file read once: (scan id, passed its checks, seconds per phase)."""
-    import numpy as np
-    import pandas as pd
-    import SimpleITK as sitk
+    """One scan's per-scan work, each file read once: (scan id, passed its checks, seconds per phase).
 
-    from metorigin.core.files import atomic_path
-    from metorigin.core.schemas import (
-        LESION_SLICES,
-        LESIONS,
-        RADIOMICS_FEATURES,
-        SCAN_INTEGRITY,
-        SEGMENTATIONS,
-        conform,
-    )
+    The functions the per-scan assets call (imaging/scan_steps.py), in their order, without Dagster:
+    the check always decodes (a fresh store has no check to reuse), each lake table is written here."""
     from metorigin.core.store import Store
-    from metorigin.imaging.cohort import IGNORE_ALL
-    from metorigin.imaging.integrity import CHECKS_VERSION, fingerprint_or_none, image_findings, mask_findings
-    from metorigin.imaging.lesions import LESION_MAPS, measure_lesions
-    from metorigin.imaging.qc import QC_PICTURES, qc_png, qc_slice
-    from metorigin.imaging.radiomics import crop_lesion, extract_lesions, feature_names, long_table, pyradiomics_version
-    from metorigin.imaging.segmentation import align_to_image, as_image, parse_labels, summarise, to_project_labels
-    from metorigin.imaging.slices import cut_lesion_slices, save_slices
+    from metorigin.imaging import scan_steps
 
     seconds: dict[str, float] = {}
     clock = [time.perf_counter()]
@@ -187,122 +147,31 @@ def floor_scan(row: dict, cohort: str, store_root: str, workers: int) -> tuple[s
         seconds[phase] = seconds.get(phase, 0.0) + now - clock[0]
         clock[0] = now
 
-    study = floor_config(cohort, store_root, workers).study()
-    store, cohort_dir, scan_id = Store(store_root), Path(cohort), row["scan_id"]
+    # W scans at a time on W cores, each extracting on one (the platform gives each scan its share too).
+    study = floor_config(cohort, store_root, workers).replace(workers=1).study()
     assert study.segmentation.method == "provided", "the floor reads the cohort's masks"
-    image_path = cohort_dir / row["image"]
-    mask_path = cohort_dir / row["mask"] if _text(row["mask"]) else None
-    ignore = _text(row["ignore_labels"])
-    liver, lesion = parse_labels(row["liver_labels"]), parse_labels(row["lesion_labels"])
-    ignored = None if ignore == IGNORE_ALL else parse_labels(ignore)
-
-    # scan_integrity: fingerprints, the full decode of both files, their checks
-    fingerprints = {
-        "image_sha256": fingerprint_or_none(image_path),
-        "mask_sha256": fingerprint_or_none(mask_path),
-        "declared_labels": " | ".join(_text(row[c]) for c in ("liver_labels", "lesion_labels", "ignore_labels"))
-        if mask_path
-        else None,
-        "checks_version": CHECKS_VERSION,
-    }
+    scan = scan_steps.Scan(row, Path(cohort), Store(store_root), study)
+    fingerprints = scan_steps.file_fingerprints(scan)
     lap("hash")
-    problems: list = []
-    warnings: list[str] = []
-    facts = {"min_hu": np.nan, "max_hu": np.nan, "n_nonfinite": None, "labels_present": None}
-    facts["liver_median_hu"] = np.nan
-    image = _decoded(image_path, "image", problems)
-    mask = _decoded(mask_path, "mask", problems) if mask_path else None
-    lap("read (decode)")
-    if image is not None:
-        problems += image_findings(image)
-        facts["min_hu"], facts["max_hu"] = image.value_range
-        facts["n_nonfinite"] = image.n_nonfinite
-    if mask is not None:
-        found, warnings, mask_facts = mask_findings(
-            mask.image, image.image if image else None, liver, lesion, ignored, mask_nonfinite=mask.n_nonfinite
-        )
-        problems += found
-        facts.update(mask_facts)
-    record = {
-        "scan_id": scan_id,
-        "patient_id": row["patient_id"],
-        "status": "failed" if problems else "passed",
-        "problems": "\n".join(f"{p.problem}. Fix: {p.fix}" for p in problems) or None,
-        "warnings": "\n".join(warnings) or None,
-        **{k: facts.get(k) for k in ("labels_present", "min_hu", "max_hu", "n_nonfinite", "liver_median_hu")},
-        **fingerprints,
-        "checked_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    tables = {
-        "scan_integrity": conform(
-            pd.DataFrame([record]).assign(settings_hash=study.step_hash("segmentation")), SCAN_INTEGRITY
-        )
-    }
-    lap("checks")
-    if problems or mask is None:  # the blocking check stops the scan's other steps
-        store.write_lake("scan_integrity", tables["scan_integrity"], scan_id)
+    record = scan_steps.check_files(scan, fingerprints)
+    tables = {"scan_integrity": scan_steps.integrity_rows(scan, record)}
+    lap("decode and checks")
+    if record["status"] != "passed":  # the blocking check stops the scan's other steps
+        scan.store.write_lake("scan_integrity", tables["scan_integrity"], scan.scan_id)
         lap("lake")
-        return scan_id, False, seconds
-
-    def rows(frame: pd.DataFrame, schema, step: str) -> pd.DataFrame:
-        return conform(frame.assign(settings_hash=study.step_hash(step)), schema)
-
-    # segmentations: the provided mask on the image grid, with the project's labels
-    ct = image.image
-    aligned, resampled = align_to_image(mask.image, ct, scan_id)
-    labels = as_image(to_project_labels(sitk.GetArrayViewFromImage(aligned), liver, lesion, scan_id), ct)
-    segmentation = {
-        "scan_id": scan_id,
-        "patient_id": row["patient_id"],
-        "method": "provided",
-        "model_id": None,
-        "resampled": resampled,
-        "label_map": store.relative(store.artifact_path("segmentations", f"{scan_id}.nii.gz")),
-        **summarise(ct, labels),
-    }
-    tables["segmentations"] = rows(pd.DataFrame([segmentation]), SEGMENTATIONS, "segmentation")
+        return scan.scan_id, False, seconds
+    tables["segmentations"], labels = scan_steps.segment(scan)
     lap("segmentation")
-    store.write_image(labels, "segmentations", f"{scan_id}.nii.gz")
-    lap("artefacts")
-
-    # lesions, and the QC picture
-    config = study.lesions
-    table, lesion_map = measure_lesions(
-        ct, labels, scan_id, row["patient_id"], config.connectivity, config.min_diameter_mm
-    )
-    table = tables["lesions"] = rows(table, LESIONS, "lesions")
-    lap("lesions")
-    store.write_image(as_image(lesion_map, ct), LESION_MAPS, f"{scan_id}.nii.gz")
-    lap("artefacts")
-    z, what = qc_slice(labels, lesion_map, table)
-    picture = qc_png(ct, labels, z, what, study.slices.window_width, study.slices.window_level)
-    lap("qc picture")
-    with atomic_path(store.artifact_path(QC_PICTURES, f"{scan_id}.png")) as tmp:
-        tmp.write_bytes(picture)
-    lap("artefacts")
-
-    # radiomics_features: every included lesion, cropped, extracted in this process
-    radiomics = study.radiomics
-    chosen = table[table["included"]]
-    crops = [crop_lesion(ct, lesion_map, les, radiomics.crop_margin_voxels) for les in chosen.to_dict("records")]
-    results = extract_lesions(crops, 1, Path(radiomics.params_file))
-    features = long_table(chosen, results, list(feature_names(Path(radiomics.params_file))), pyradiomics_version())
-    tables["radiomics_features"] = rows(features, RADIOMICS_FEATURES, "radiomics")
+    tables["lesions"], lesion_map, _picture = scan_steps.find_lesions(scan, labels)
+    lap("lesions and QC picture")
+    tables["radiomics_features"] = scan_steps.radiomics_rows(scan, lesion_map, tables["lesions"])
     lap("radiomics")
-
-    # lesion_slices
-    stack, index = cut_lesion_slices(ct, lesion_map, table, study.slices)
-    path = store.artifact_path("lesion_slices", f"{scan_id}.npz")
-    index["slices_file"] = store.relative(path)
-    tables["lesion_slices"] = rows(index, LESION_SLICES, "slices")
+    tables["lesion_slices"] = scan_steps.slice_rows(scan, lesion_map, tables["lesions"])
     lap("slices")
-    save_slices(path, stack)
-    lap("artefacts")
-
     for name, frame in tables.items():
-        store.write_lake(name, frame, scan_id)
+        scan.store.write_lake(name, frame, scan.scan_id)
     lap("lake")
-    return scan_id, True, seconds
+    return scan.scan_id, True, seconds
 
 
 def floor_cohort_tables(cohort: Path, store_root: Path, workers: int):
@@ -454,32 +323,36 @@ def run_events(home: Path, since: float, until: float) -> list[tuple]:
 
 
 def step_phases(logs: list[tuple]) -> dict[str, dict[str, float]]:
-    """step -> seconds of: its inputs loaded (start to the last STEP_INPUT), its compute (to its
-    first output), writing its lake file (the IO manager: to the materialisation event), the
-    materialisation event's own write (to HANDLED_OUTPUT), and what follows (its checks, the
-    check events and STEP_SUCCESS)."""
+    """step -> seconds of: its inputs loaded (start to the last STEP_INPUT), its compute (what is
+    left), writing its lake files (the IO manager: each STEP_OUTPUT to its materialisation event),
+    the materialisation events' own writes (to each HANDLED_OUTPUT), and what follows its last
+    output (its last checks, the check events and STEP_SUCCESS)."""
     steps: dict[str, dict[str, float]] = {}
     by_step: dict[str, list] = {}
     for at, kind, step in logs:
         if step:
             by_step.setdefault(step, []).append((at, kind))
     for step, events in by_step.items():
-        times = {}
+        times: dict[str, list[float]] = {}
         for at, kind in events:
             times.setdefault(kind, []).append(at)
         if "STEP_START" not in times or "STEP_OUTPUT" not in times:
             continue
         start, end = times["STEP_START"][0], (times.get("STEP_SUCCESS") or times.get("STEP_FAILURE"))[-1]
         loaded = max(times.get("STEP_INPUT", [start]))
-        output = times["STEP_OUTPUT"][0]
-        materialised = min((t for t in times.get("ASSET_MATERIALIZATION", []) if t >= output), default=output)
-        handled = min((t for t in times.get("HANDLED_OUTPUT", []) if t >= materialised), default=materialised)
+        lake = event = 0.0
+        handled = loaded
+        # An output's STEP_OUTPUT, its ASSET_MATERIALIZATION, its HANDLED_OUTPUT, one after the other
+        # (a check's STEP_OUTPUT is followed by its evaluation instead).
+        for (out_at, out), (mat_at, mat), (done_at, done) in zip(events, events[1:], events[2:]):
+            if (out, mat, done) == ("STEP_OUTPUT", "ASSET_MATERIALIZATION", "HANDLED_OUTPUT"):
+                lake, event, handled = lake + mat_at - out_at, event + done_at - mat_at, done_at
         steps[step] = {
             "total": end - start,
             "inputs": loaded - start,
-            "compute": output - loaded,
-            "lake": materialised - output,
-            "event": handled - materialised,
+            "compute": handled - loaded - lake - event,
+            "lake": lake,
+            "event": event,
             "checks": end - handled,
         }
     return steps
@@ -518,22 +391,19 @@ def platform_phases(runs: list[tuple]) -> dict:
     return out
 
 
-def reading_the_scan(store_root: Path, cohort: Path, sample: int) -> tuple[float, int]:
-    """Seconds `open_scan` (imaging/assets.py) spends per scan before any work: its row of the
-    stored `scans` table, the stored check and the image's sha256 again, the full image read;
-    timed here with the same calls on up to `sample` scans (warm cache). Returns (per scan, sampled)."""
+def reading_the_scan(store_root: Path, sample: int) -> tuple[float, int]:
+    """Seconds the scan's step spends finding its row of the stored `scans` table (the floor has the
+    row in memory; both hash and decode the files once), timed here with the same call on up to
+    `sample` scans (warm cache). Returns (per scan, sampled)."""
     from metorigin.core.store import Store
-    from metorigin.defs.imaging.assets import _require_checked_files, scan_row
-    from metorigin.imaging.io import read_image
+    from metorigin.defs.imaging.assets import scan_row
 
     store = Store(store_root)
     scans = store.read_lake("scans")
     ids = sorted(scans.loc[scans["included"], "scan_id"])[:sample]
     start = time.perf_counter()
     for scan_id in ids:
-        row = scan_row(store, scan_id)
-        _require_checked_files(store, row, cohort / row["image"])
-        read_image(cohort / row["image"])
+        scan_row(store, scan_id)
     return (time.perf_counter() - start) / len(ids), len(ids)
 
 
@@ -649,13 +519,11 @@ def main() -> None:
     fresh = run_events(home, fresh_at, rerun_at)
     rerun = run_events(home, rerun_at, time.time())
     report_platform(fresh, fresh_at, platform_s, fresh_lines, args.workers)
-    per_scan_read, sampled = reading_the_scan(platform, cohort, 5 if args.smoke else 10)
-    opened = per_scan_read * len(OPENS_THE_SCAN) * n_scans
+    per_scan_read, sampled = reading_the_scan(platform, 5 if args.smoke else 10)
     print(
-        f"  reading the scan: each of {', '.join(OPENS_THE_SCAN)} opens it anew (its row of the scans table, "
-        f"the stored check and the image's sha256, the full image): {per_scan_read:.2f} s a time (timed here on "
-        f"{sampled} scans) x {len(OPENS_THE_SCAN)} x {n_scans} scans = ~{opened:.1f} s of the steps' compute, "
-        "beside scan_integrity's own hashing and decoding (the floor reads and hashes once)"
+        f"  reading the scan: its row of the stored scans table {per_scan_read * 1000:.0f} ms a scan (timed here "
+        f"on {sampled} scans), ~{per_scan_read * n_scans:.1f} s of the steps' compute; its files are hashed and "
+        "decoded once, by scan_integrity, as the floor does"
     )
     report_rerun(rerun, rerun_at, rerun_s, rerun_lines)
     summed = floor_phases["summed"]

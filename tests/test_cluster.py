@@ -28,7 +28,7 @@ from tests.test_cli import _cli
 DASK = Path(sys.executable).with_name("dask")
 REPOSITORY = Path(__file__).resolve().parents[1]
 PER_SCAN = ("scan_integrity", "segmentations", "lesions", "radiomics_features", "lesion_slices", "scan_predictions")
-GPU_STEPS = {"segmentations", "scan_predictions"}
+GPU_STEPS = {"scan_predictions"}  # and scan_imaging where nnU-Net segments: these scans have their masks
 SCANS = "group:cohort or group:imaging"  # ingest and the per-scan assets: no feature store, no study
 WHEN = {"scan_integrity": ["checked_at"]}  # when a scan was checked: the only column that may differ
 
@@ -171,7 +171,7 @@ def test_per_scan_steps_on_a_dask_cluster_match_an_in_process_run_and_survive_a_
 
     # Steps tagged for a GPU ran on the GPU worker, the others on a CPU worker, never on the GPU one.
     pids = _step_pids(there)
-    assert set(pids) == set(PER_SCAN)
+    assert set(pids) == {"scan_imaging", "scan_predictions"}  # a scan's run: two steps
     for step, ran_in in pids.items():
         assert ran_in == {gpu} if step in GPU_STEPS else ran_in <= {cpu, cpu_again}, (step, ran_in)
 
@@ -229,3 +229,17 @@ def test_the_cluster_block_changes_where_not_what(tmp_path):
     wrong.write_text("base: quick\ncluster: {executor: spark}\n")
     with pytest.raises(StudyFileError, match="cluster.executor"):
         load_study(wrong)
+
+
+def test_a_scan_step_asks_a_cluster_for_a_gpu_only_where_nnunet_segments():
+    """A scan's imaging assets are one step: it takes a GPU worker's slot when nnU-Net segments, a CPU
+    worker's when the cohort's masks are read; the predictions always want the GPU (the DenseNet)."""
+    from metorigin.core.study import get_settings, with_run_choices
+    from metorigin.defs.imaging.assets import scan_imaging_assets
+    from metorigin.defs.imaging.predictions import scan_predictions
+    from metorigin.runtime.placement import CPU_STEP, GPU_STEP
+
+    quick = get_settings("quick")
+    assert scan_imaging_assets(quick).op.tags == CPU_STEP
+    assert scan_imaging_assets(with_run_choices(quick, nnunet_model_dir="/models/liver")).op.tags == GPU_STEP
+    assert scan_predictions.op.tags == GPU_STEP

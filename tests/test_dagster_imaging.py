@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from metorigin.core.config import RunConfig
+from metorigin.core.manifest import bind_study
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
 from metorigin.defs.common.names import BATCH_TAG, per_scan_keys
@@ -150,3 +151,34 @@ def incremental_runs(defs, instance, cohort, included: list[str]) -> None:
     # `touched`'s integrity check is newer than what its segmentation read, with the same data version.
     assert fresh_as_the_resolver_says(defs, instance, included) == set(included)
     assert fourth.materialized["scan_integrity"] == 1 and fourth.skipped["feature_store"] > 0
+
+
+def test_a_changed_radiomics_setting_re_extracts_the_features_alone(cohort, tmp_path):
+    """A scan's imaging assets are one step, run on the subset that is stale: another crop margin
+    re-extracts the features from the stored lesions (its settings hash on every row); the check, the
+    segmentation, the lesions and the slices are not made again, and their files are not rewritten."""
+    scans_csv = cohort / "scans.csv"
+    scans_csv.write_text("\n".join(scans_csv.read_text().splitlines()[:3]) + "\n")  # two scans show it
+    store = Store(tmp_path / "store")
+    wider = tmp_path / "wider.yaml"
+    wider.write_text("base: paper\nradiomics:\n  crop_margin_voxels: 3\n")
+    selection = "group:cohort or group:imaging"
+    with dg.instance_for_test() as instance:
+        first = build_definitions(RunConfig(cohort=str(cohort), store=str(store.root), workers=1))
+        assert run_selection(first, instance, selection=selection, progress=lambda _: None).ok
+        scans = store.lake_partitions("lesions")
+        kept = ("scan_integrity", "segmentations", "lesions", "lesion_slices")
+        history = {a: _materialized_partitions(instance, a) for a in kept}
+        mtimes = {(a, s): os.path.getmtime(store.lake_file(a, s)) for a in kept for s in scans}
+        old_hash = store.read_lake("radiomics_features")["settings_hash"].unique()
+
+        config = RunConfig(cohort=str(cohort), store=str(store.root), workers=1, study_file=str(wider))
+        bind_study(store, config.study(), replace=True)  # as `metorigin run --replace-study` does
+        second = build_definitions(config)
+        report = run_selection(second, instance, selection=selection, progress=lambda _: None)
+        assert report.ok, report.step_failures
+        assert report.materialized["radiomics_features"] == len(scans) and not set(kept) & set(report.materialized)
+        assert {a: _materialized_partitions(instance, a) for a in kept} == history
+        assert {(a, s): os.path.getmtime(store.lake_file(a, s)) for a in kept for s in scans} == mtimes
+        new_hash = store.read_lake("radiomics_features")["settings_hash"].unique()
+        assert len(new_hash) == 1 and new_hash[0] != old_hash[0]

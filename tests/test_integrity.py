@@ -19,7 +19,7 @@ import SimpleITK as sitk
 
 from metorigin.imaging import decoding
 from metorigin.imaging.decoding import decode
-from metorigin.imaging.integrity import check_scan, fingerprint, mask_findings
+from metorigin.imaging.integrity import check_scan, fingerprint, fingerprint_or_none, mask_findings
 from metorigin.imaging.synth.dicom import write_dicom_series
 
 FORMATS = [".nii.gz", ".nii", ".mha", ".nrrd"]
@@ -81,8 +81,9 @@ def test_a_good_ct_passes(tmp_path, ext, dtype):
     assert result.facts["min_hu"] == -1000
     assert result.facts["max_hu"] == 70
     assert result.facts["n_nonfinite"] == 0
-    assert result.facts["image_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert result.facts["mask_sha256"] is None
+    assert fingerprint(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert result.image is not None and result.mask is None  # the decoded image, for the steps after the check
+    assert sitk.GetArrayViewFromImage(result.image.image).max() == 70
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,7 +369,7 @@ def test_mask_labels_against_the_declared_ones(tmp_path, ct_path, labels, liver,
     assert [f.problem for f in result.problems] == problems
     assert result.warnings == ([warning] if warning else [])
     assert result.facts["labels_present"] == ";".join(str(v) for v in sorted(labels))
-    assert result.facts["mask_sha256"] == fingerprint(mask_path)
+    assert result.mask is not None and result.mask.image.GetSize() == result.image.image.GetSize()  # decoded, kept
 
 
 def test_the_fixes_for_label_problems_say_what_to_change(tmp_path, ct_path):
@@ -469,7 +470,7 @@ def test_check_scan_reports_a_missing_image_and_still_checks_the_mask(tmp_path):
     assert "does not exist" in problems[0]
     assert result.problems[0].fix == "check the path in scans.csv"
     assert problems[1:] == ["the mask holds label value(s) 3 that scans.csv does not declare"]
-    assert result.facts["image_sha256"] is None
+    assert fingerprint_or_none(tmp_path / "nowhere.nii.gz") is None and result.image is None
     assert result.facts["labels_present"] == "1;3"
 
 

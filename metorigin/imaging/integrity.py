@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +75,10 @@ class ScanCheck:
     problems: list[Finding]
     warnings: list[str]
     facts: dict
+    # The files as decoded (None where one could not be, or was not given): the steps after the
+    # check read these rather than the files again.
+    image: Decoded | None = field(default=None, repr=False, compare=False)
+    mask: Decoded | None = field(default=None, repr=False, compare=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,7 +330,8 @@ def check_scan(
 ) -> ScanCheck:
     """Decode a scan's image and mask in full and collect every problem; never raises for bad input.
 
-    A file that cannot be decoded skips only the checks that need its voxels.
+    A file that cannot be decoded skips only the checks that need its voxels. The files' hashes
+    are the caller's (`fingerprint`): they key the stored check, which is reused while they hold.
     """
     problems: list[Finding] = []
     warnings: list[str] = []
@@ -336,14 +341,13 @@ def check_scan(
         "n_nonfinite": None,
         "labels_present": None,
         "liver_median_hu": math.nan,
-        "image_sha256": fingerprint_or_none(image_path),
-        "mask_sha256": fingerprint_or_none(mask_path),
     }
     image = _decode_or_problem(Path(image_path), "image", problems)
     if image is not None:
         problems += image_findings(image)
         facts["min_hu"], facts["max_hu"] = image.value_range
         facts["n_nonfinite"] = image.n_nonfinite
+    mask = None
     if mask_path is not None:
         mask = _decode_or_problem(Path(mask_path), "mask", problems)
         if mask is not None:
@@ -357,7 +361,7 @@ def check_scan(
             )
             problems += mask_problems
             facts.update(mask_facts)
-    return ScanCheck(passed=not problems, problems=problems, warnings=warnings, facts=facts)
+    return ScanCheck(not problems, problems, warnings, facts, image, mask)
 
 
 def _decode_or_problem(path: Path, what: str, problems: list[Finding]) -> Decoded | None:

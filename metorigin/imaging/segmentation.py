@@ -93,15 +93,25 @@ def to_project_labels(
 def provided_segmentation(
     mask_path: Path, image: sitk.Image, liver_labels, lesion_labels, scan_id: str
 ) -> SegmentationResult:
+    return labels_from_mask(read_mask(mask_path, scan_id), image, liver_labels, lesion_labels, scan_id)
+
+
+def read_mask(mask_path: Path, scan_id: str) -> sitk.Image:
     try:
-        mask = sitk.ReadImage(str(mask_path))
+        return sitk.ReadImage(str(mask_path))
     except RuntimeError as exc:
         raise ScanProcessingError(
             scan_id,
             "segmentation",
-            f"the mask {mask_path.name} cannot be read ({exc})",
+            f"the mask {Path(mask_path).name} cannot be read ({exc})",
             "re-export the mask as NIfTI, NRRD or MHA",
         ) from None
+
+
+def labels_from_mask(
+    mask: sitk.Image, image: sitk.Image, liver_labels, lesion_labels, scan_id: str
+) -> SegmentationResult:
+    """The cohort's mask on the image grid, with the project's labels."""
     aligned, resampled = align_to_image(mask, image, scan_id)
     labels = to_project_labels(sitk.GetArrayViewFromImage(aligned), liver_labels, lesion_labels, scan_id)
     return SegmentationResult(labels=as_image(labels, image), method="provided", model_id=None, resampled=resampled)

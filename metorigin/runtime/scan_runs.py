@@ -49,7 +49,6 @@ def process_scan_once(
     A scan whose files changed by time only (a copied cohort) first re-runs `scan_integrity`
     alone: it hashes the content, and when the bytes are the same its data version is too, so
     nothing after it is recomputed."""
-    checked = False
     if full:
         selected = phase
     else:
@@ -57,12 +56,11 @@ def process_scan_once(
         if SCAN_INTEGRITY in selected and len(selected) > 1 and not _missing(instance, graph, phase, scan_id):
             if not execute(PROCESS_SCAN_JOB, {SCAN_INTEGRITY}, scan_id, tags).success:
                 return "FAILED"
-            checked = True
             selected = stale_closure(instance, graph, phase - {SCAN_INTEGRITY}, scan_id)
     if not selected:
         return "skipped"
-    if SCAN_INTEGRITY in phase and not checked:
-        selected = selected | {SCAN_INTEGRITY}  # its blocking check gates the rest (the check is cached)
+    # Without `scan_integrity` selected, the scan's step still reads only files whose stored check
+    # passed as they are now (defs/imaging/assets.py hashes them against it).
     return "ok" if execute(PROCESS_SCAN_JOB, selected, scan_id, tags).success else "FAILED"
 
 
@@ -105,7 +103,10 @@ def process_scans(
     if cluster.executor == "multiprocess" and len(work) < POOL_MIN_SCANS:
         at_once = 1
     if at_once > 1:
-        outcomes = _in_worker_processes(config, work, phase, instance, report, at_once)
+        # Each scan at a time gets its share of the cores for its per-lesion work: two scans each
+        # extracting with a pool of two on two cores thrash (benchmarks/imaging_overhead.py).
+        share = config.replace(workers=max(1, config.study().radiomics.workers // at_once))
+        outcomes = _in_worker_processes(share, work, phase, instance, report, at_once)
     else:
         execute = executor(repository.get_job, instance, report, steps_elsewhere=cluster.executor == "dask")
         outcomes = (

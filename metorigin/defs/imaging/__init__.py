@@ -12,7 +12,10 @@ from metorigin.runtime.versions import with_code_versions
 def definitions(study: StudySettings) -> dg.Definitions:
     """This group's assets (with the study's code versions), checks, sensors and schedules."""
     return dg.Definitions(
-        assets=[*with_code_versions(dg.load_assets_from_modules([assets, predictions]), study), assets.scan_inputs],
+        assets=[
+            *with_code_versions([assets.scan_imaging_assets(study), predictions.scan_predictions], study),
+            assets.scan_inputs,
+        ],
         asset_checks=[],
         sensors=[new_scans_sensor],
         schedules=[nightly_catch_up],

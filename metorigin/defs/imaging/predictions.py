@@ -22,30 +22,27 @@ from metorigin.study.scoring import ScoringRefused
     group_name=PER_SCAN_GROUP,
     kinds={"python", "parquet"},
     op_tags=GPU_STEP,  # the DenseNet's forward passes
-    deps=[PROMOTIONS, dg.AssetKey("lesions")],
-    ins={"radiomics_features": dg.AssetIn("radiomics_features"), "lesion_slices": dg.AssetIn("lesion_slices")},
+    # Read in the body, once a model is promoted: most scans of a cohort being built are scored by none.
+    deps=[PROMOTIONS, *(dg.AssetKey(name) for name in ("lesions", "radiomics_features", "lesion_slices"))],
 )
 def scan_predictions(
-    context: dg.AssetExecutionContext,
-    store: StoreResource,
-    settings: SettingsResource,
-    radiomics_features: pd.DataFrame,
-    lesion_slices: pd.DataFrame,
+    context: dg.AssetExecutionContext, store: StoreResource, settings: SettingsResource
 ) -> pd.DataFrame:
     """Every included lesion of the scan scored by the promoted models, one per arm that scores new
     patients (frozen: nothing is refitted), with the scan's out-of-distribution notes; the patient-level
     call is `patient_predictions` in the feature store. No promoted model: no rows, and a note."""
     target, study, scan_id = store.store(), settings.settings(), context.partition_key
     registry = registry_models(target) if has_lake_table(target, "models") else {}
-    lesions = target.read_lake("lesions", [scan_id])
-    wide = wide_features(radiomics_features)
-    scans = target.read_lake("scans")
     with failing_only_this_scan():
         try:
             models = promoted_models(target, registry)
             if not models:
                 context.log.info(f"{scan_id}: {NO_MODEL}; nothing scored (metorigin models promote MODEL_ID ...)")
                 return finish(pd.DataFrame(), study)
+            lesions, radiomics_features, lesion_slices = (
+                target.read_lake(name, [scan_id]) for name in ("lesions", "radiomics_features", "lesion_slices")
+            )
+            wide = wide_features(radiomics_features)
             under = made_under(
                 radiomics_features["settings_hash"], lesion_slices["settings_hash"], lesions["settings_hash"]
             )
@@ -55,6 +52,7 @@ def scan_predictions(
             raise ScanProcessingError(scan_id, "scoring", refused.problem, refused.fix) from refused
     if predictions.empty:
         return finish(predictions, study)
+    scans = target.read_lake("scans")
     predictions = with_notes(predictions, models, registry, scans[scans["scan_id"] == scan_id], scored)
     table = finish(predictions, study)
     context.add_output_metadata(

@@ -25,7 +25,7 @@ import dagster as dg
 
 from metorigin.core.config import SENSOR_INTERVAL_S
 from metorigin.core.errors import CohortError
-from metorigin.defs.common.names import COHORT_FINGERPRINT, REQUEST_TAG
+from metorigin.defs.common.names import COHORT_FINGERPRINT, NOT_FINISHED_STATUSES, REQUEST_TAG
 from metorigin.defs.common.partitions import scan_partitions
 from metorigin.defs.common.resources import CohortResource, SettingsResource, StoreResource
 from metorigin.defs.jobs import ingest_cohort_job, process_scan_job, process_scans_job
@@ -40,7 +40,6 @@ from metorigin.runtime.batches import (
     scans_in_flight,
     scans_with_events_after,
 )
-from metorigin.runtime.dagster_internals import NOT_FINISHED_STATUSES
 
 
 def _last_ingested(instance: dg.DagsterInstance) -> str | None:
