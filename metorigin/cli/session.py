@@ -27,7 +27,6 @@ from metorigin.defs.common.names import STUDY_GROUP
 from metorigin.defs.study.schedules import retrain_problems
 from metorigin.imaging.study_fit import class_problems, study_problems
 from metorigin.report.store_summary import summary_lines
-from metorigin.runtime.dagster_internals import DagsterInvalidAssetSelectionError
 from metorigin.runtime.home import get_instance
 from metorigin.study.classifiers import grid_problems
 
@@ -136,7 +135,7 @@ def selection_problem(selection: str | None) -> str | None:
         return None
     try:
         dg.AssetSelection.from_string(selection)
-    except DagsterInvalidAssetSelectionError as exc:
+    except dg.DagsterError as exc:  # Dagster's selection error subclasses it (its own class is private)
         reason = str(exc).strip().splitlines()[0]
         return (
             f"--select {selection!r} is not an asset selection ({reason}). Fix: e.g. --select 'key:scans', "

@@ -20,6 +20,7 @@ from metorigin.core.lifecycle import read_retired_log, scans_with_results
 from metorigin.defs.common.names import (
     BATCH_OP,
     DATA_VERSION_TAG,
+    NOT_FINISHED_STATUSES,
     PROCESS_SCAN_JOB,
     PROCESS_SCANS_JOB,
     PROMOTIONS,
@@ -28,7 +29,6 @@ from metorigin.defs.common.names import (
 )
 from metorigin.defs.common.partitions import included_scan_partitions
 from metorigin.defs.common.resources import StoreResource
-from metorigin.runtime.dagster_internals import NOT_FINISHED_STATUSES
 from metorigin.runtime.staleness import fresh_partitions, stale_closure, status_resolver
 
 # Scans per `process_scans` run: long enough to spread a run's start over many scans, short enough

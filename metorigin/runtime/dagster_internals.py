@@ -2,15 +2,15 @@
 
 Dagster offers no public way to do these: read the stale/fresh resolver and the event log's
 tables in batches (staleness.py), run a step on a Dask worker as dagster-dask does (cluster.py),
-reconstruct a job from its code pointer and forget Dagster's memo of it (execution.py), rewrite a
-run's serialized events (erasure.py), list the run statuses that are (not) finished, validate a
-cron string, and reset the definitions-state storage between test modules. A patch release of
+reconstruct a job from its code pointer and forget Dagster's memo of it (execution.py), and reset
+the definitions-state storage between test modules. (Run statuses, cron strings, selection errors
+and serialisation have public ways: defs/common/names.py, defs/study/schedules.py, cli/session.py,
+runtime/erasure.py use them.) A patch release of
 Dagster may move any of them: tests/test_dagster_internals.py imports and exercises each, so an
 upgrade that changes one fails there, by name, rather than somewhere in a run.
 """
 
 from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.asset_selection import DagsterInvalidAssetSelectionError
 from dagster._core.definitions.data_version import (
     CODE_VERSION_TAG,
     DATA_VERSION_TAG,
@@ -28,16 +28,11 @@ from dagster._core.definitions.data_version import (
 from dagster._core.definitions.partitions.mapping import IdentityPartitionMapping
 from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
 from dagster._core.errors import raise_execution_interrupts
-from dagster._core.execution.execution_result import ExecutionResult
 from dagster._core.execution.retries import RetryMode
-from dagster._core.storage.dagster_run import FINISHED_STATUSES, NOT_FINISHED_STATUSES
 from dagster._core.storage.defs_state.base import set_defs_state_storage
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
-from dagster._serdes import serialize_value
-from dagster._time import get_current_datetime
 from dagster._utils import iterate_with_context
-from dagster._utils.schedules import is_valid_cron_string
 
 __all__ = [
     "AssetGraphView",
@@ -45,13 +40,9 @@ __all__ = [
     "CachingStaleStatusResolver",
     "DATA_VERSION_TAG",
     "DEFAULT_DATA_VERSION",
-    "DagsterInvalidAssetSelectionError",
-    "ExecutionResult",
-    "FINISHED_STATUSES",
     "INPUT_DATA_VERSION_TAG_PREFIX",
     "INPUT_EVENT_POINTER_TAG_PREFIX",
     "IdentityPartitionMapping",
-    "NOT_FINISHED_STATUSES",
     "NULL_DATA_VERSION",
     "NULL_EVENT_POINTER",
     "ReconstructableJob",
@@ -62,12 +53,9 @@ __all__ = [
     "StaleStatus",
     "TemporalContext",
     "extract_data_version_from_entry",
-    "get_current_datetime",
     "get_input_data_version_tag",
     "get_input_event_pointer_tag",
-    "is_valid_cron_string",
     "iterate_with_context",
     "raise_execution_interrupts",
-    "serialize_value",
     "set_defs_state_storage",
 ]

@@ -19,7 +19,6 @@ import dagster as dg
 
 from metorigin.core.errors import MetoriginError
 from metorigin.defs.common.partitions import scan_partitions
-from metorigin.runtime.dagster_internals import serialize_value
 
 
 class InstanceInUseError(MetoriginError):
@@ -37,7 +36,7 @@ def _refresh_latest_materializations(instance: dg.DagsterInstance, home: Path, n
         for key_text, latest in con.execute("select asset_key, last_materialization from asset_keys").fetchall():
             if latest and names.search(latest.encode()):
                 records = instance.fetch_materializations(dg.AssetKey.from_db_string(key_text), limit=1).records
-                value = serialize_value(records[0].event_log_entry) if records else None
+                value = dg.serialize_value(records[0].event_log_entry) if records else None
                 con.execute("update asset_keys set last_materialization = ? where asset_key = ?", (value, key_text))
 
 
@@ -67,7 +66,7 @@ def forget_in_instance(instance: dg.DagsterInstance, home: Path, patient_id: str
     deleted = 0
     for record in instance.get_run_records():
         run = record.dagster_run
-        text = serialize_value(run) + "".join(serialize_value(entry) for entry in instance.all_logs(run.run_id))
+        text = dg.serialize_value(run) + "".join(dg.serialize_value(entry) for entry in instance.all_logs(run.run_id))
         if names.search(text.encode()):
             instance.delete_run(run.run_id)
             shutil.rmtree(home / "storage" / run.run_id, ignore_errors=True)  # its compute logs

@@ -5,16 +5,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import dagster as dg
 
 from metorigin.defs.common.metadata import N_RETIRED, NOTICE
-from metorigin.runtime.dagster_internals import (
-    ExecutionResult,
-    ReconstructableJob,
-    ReconstructableRepository,
-)
+from metorigin.runtime.dagster_internals import ReconstructableJob, ReconstructableRepository
+
+
+class ExecutionResult(Protocol):
+    """What a run's result offers (`execute_in_process`'s and `execute_job`'s alike; their common
+    base class is private)."""
+
+    run_id: str
+    success: bool
+
+    def get_asset_materialization_events(self) -> list[dg.DagsterEvent]: ...
+    def get_step_failure_events(self) -> list[dg.DagsterEvent]: ...
+    def get_asset_check_evaluations(self) -> list[dg.AssetCheckEvaluation]: ...
+    def filter_events(self, event_filter: Callable[[dg.DagsterEvent], bool]) -> list[dg.DagsterEvent]: ...
 
 
 @dataclass

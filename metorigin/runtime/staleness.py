@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -33,7 +34,6 @@ from metorigin.runtime.dagster_internals import (
     StaleStatus,
     TemporalContext,
     extract_data_version_from_entry,
-    get_current_datetime,
 )
 from metorigin.runtime.dagster_internals import SqlEventLogStorageTable as EVENTS
 
@@ -52,7 +52,7 @@ UNREAD = object()  # the data version of an event whose stored JSON is not in th
 def status_resolver(instance: dg.DagsterInstance, graph) -> CachingStaleStatusResolver:
     """A resolver for now: it caches, so make a new one after each run."""
     view = AssetGraphView(
-        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+        temporal_context=TemporalContext(effective_dt=datetime.now(timezone.utc), last_event_id=None),
         instance=instance,
         asset_graph=graph,
     )

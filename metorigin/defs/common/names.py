@@ -36,6 +36,19 @@ REQUEST_TAG = "metorigin/request"  # on each scan's run: the version of what it 
 DATA_VERSION_TAG = "dagster/data_version"
 COHORT_FINGERPRINT = "cohort_fingerprint"  # metadata of `scans`: the cohort as that ingest read it
 
+# A run that has not finished holds its scans (or the store): Dagster's public statuses, split as
+# Dagster splits them (tests/test_dagster_internals.py compares; MANAGED runs are neither).
+_status = dg.DagsterRunStatus
+FINISHED_STATUSES = (_status.SUCCESS, _status.FAILURE, _status.CANCELED)
+NOT_FINISHED_STATUSES = (
+    _status.QUEUED,
+    _status.NOT_STARTED,
+    _status.STARTING,
+    _status.STARTED,
+    _status.SUSPENDED,
+    _status.CANCELING,
+)
+
 KINDS = {"python", "parquet"}
 SCAN_INPUTS = dg.AssetKey("scan_inputs")
 SCAN_INTEGRITY = dg.AssetKey("scan_integrity")

@@ -23,6 +23,7 @@ import time
 import dagster as dg
 
 from metorigin.core.config import SENSOR_INTERVAL_S
+from metorigin.defs.common.names import FINISHED_STATUSES, NOT_FINISHED_STATUSES
 from metorigin.defs.common.resources import SettingsResource
 from metorigin.defs.jobs import (
     build_feature_store_job,
@@ -31,8 +32,6 @@ from metorigin.defs.jobs import (
     process_scans_job,
     run_study_job,
 )
-from metorigin.runtime.dagster_internals import FINISHED_STATUSES as FINISHED
-from metorigin.runtime.dagster_internals import NOT_FINISHED_STATUSES as NOT_FINISHED
 from metorigin.runtime.staleness import feature_store_is_stale, job_asset_keys, latest_storage_id, stale_closure
 
 QUIET_S = 2 * SENSOR_INTERVAL_S
@@ -41,7 +40,7 @@ WRITING_JOBS = (*FEEDING_JOBS, build_feature_store_job.name, run_study_job.name)
 
 
 def _in_flight(instance: dg.DagsterInstance, jobs: tuple[str, ...]) -> list[str]:
-    records = instance.get_run_records(dg.RunsFilter(statuses=[*NOT_FINISHED]))
+    records = instance.get_run_records(dg.RunsFilter(statuses=[*NOT_FINISHED_STATUSES]))
     return [r.dagster_run.job_name for r in records if r.dagster_run.job_name in jobs]
 
 
@@ -49,7 +48,7 @@ def _seconds_since_last(instance: dg.DagsterInstance, jobs: tuple[str, ...]) -> 
     ends = [
         record.end_time
         for job in jobs
-        for record in instance.get_run_records(dg.RunsFilter(job_name=job, statuses=[*FINISHED]), limit=1)
+        for record in instance.get_run_records(dg.RunsFilter(job_name=job, statuses=[*FINISHED_STATUSES]), limit=1)
         if record.end_time
     ]
     return time.time() - max(ends) if ends else float("inf")

@@ -8,13 +8,12 @@ import dagster as dg
 from metorigin.core.errors import StudyFileError
 from metorigin.core.study import RETRAIN_POLICIES, StudySettings
 from metorigin.defs.jobs import run_study_job
-from metorigin.runtime.dagster_internals import is_valid_cron_string
 from metorigin.runtime.staleness import job_asset_keys, stale_closure
 
 
 def retrain_problems(study: StudySettings, source: str) -> list[StudyFileError]:
     """A `retrain` cron schedule Dagster cannot run (e.g. `99 99 * * *`), caught before any work."""
-    if study.retrain in RETRAIN_POLICIES or is_valid_cron_string(study.retrain):
+    if study.retrain in RETRAIN_POLICIES or _runs_as_a_schedule(study.retrain):
         return []
     return [
         StudyFileError(
@@ -24,6 +23,15 @@ def retrain_problems(study: StudySettings, source: str) -> list[StudyFileError]:
             "use manual, on_change, or five cron fields such as '0 3 * * 1' (minute hour day month weekday)",
         )
     ]
+
+
+def _runs_as_a_schedule(cron: str) -> bool:
+    """Whether Dagster accepts `cron` for a schedule: it validates it when the schedule is defined."""
+    try:
+        dg.ScheduleDefinition(name="retrain_check", cron_schedule=cron, job_name=run_study_job.name)
+    except dg.DagsterInvalidDefinitionError:
+        return False
+    return True
 
 
 def retrain_schedule(study: StudySettings) -> list[dg.ScheduleDefinition]:
