@@ -19,7 +19,7 @@ from metorigin.definitions import build_definitions
 from metorigin.defs.common.names import BATCH_TAG, per_scan_keys
 from metorigin.runtime.execution import reconstructable_job
 from metorigin.runtime.runner import run_selection
-from metorigin.runtime.staleness import fresh_partitions, stale_closure
+from metorigin.runtime.staleness import settled_partitions, stale_closure
 from tests.helpers import NOT_STUDY
 
 PER_SCAN = ("segmentations", "lesions", "radiomics_features", "lesion_slices")
@@ -89,12 +89,14 @@ def _materialized_partitions(instance: dg.DagsterInstance, asset: str) -> list[s
 
 
 def fresh_as_the_resolver_says(defs, instance, scans: list[str]) -> set[str]:
-    """The scans whose per-scan assets are all fresh, read in batches (`fresh_partitions`, what the
-    sensor, the schedule and `metorigin run` ask first), asserted to be those Dagster's resolver calls fresh."""
+    """The scans whose per-scan assets are all fresh, read in batches (`settled_partitions`, what the
+    sensor, the schedule and `metorigin run` ask first), asserted to be those Dagster's resolver calls
+    fresh, and the others those it calls stale."""
     graph = defs.get_repository_def().asset_graph
     keys = per_scan_keys(graph)
-    fresh = fresh_partitions(instance, graph, keys, scans)
-    assert fresh == {scan for scan in scans if not stale_closure(instance, graph, keys, scan)}
+    fresh, stale = settled_partitions(instance, graph, keys, scans)
+    resolver_fresh = {scan for scan in scans if not stale_closure(instance, graph, keys, scan)}
+    assert fresh == resolver_fresh and stale == set(scans) - resolver_fresh  # these events settle every scan
     return fresh
 
 

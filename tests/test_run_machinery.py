@@ -45,6 +45,7 @@ from metorigin.runtime.staleness import (
     feature_store_is_stale,
     fresh_partitions,
     latest_storage_id,
+    settled_partitions,
     stale_closure,
     status_resolver,
 )
@@ -124,11 +125,20 @@ def resolver_fresh(instance, graph, keys=KEYS, scans=SCANS) -> set[str]:
     return {s for s in scans if all(resolver.get_status(k, s) == StaleStatus.FRESH for k in keys)}
 
 
+def settled(instance, graph, keys=KEYS, scans=SCANS) -> tuple[set[str], set[str]]:
+    """`settled_partitions`' (fresh, stale), each checked against the resolver: what the batched
+    reading settles, the resolver says too (it may leave a scan to the resolver, never contradict it)."""
+    fresh, stale = settled_partitions(instance, graph, keys, scans)
+    expected = resolver_fresh(instance, graph, keys, scans)
+    assert fresh <= expected and stale <= set(scans) - expected and not fresh & stale
+    return fresh, stale
+
+
 def test_unchanged_partitions_are_fresh_as_the_resolver_says(instance):
     """Nothing changed since each scan was made: every scan is fresh, so `metorigin run` and the
     sensor skip all of them without asking the resolver partition by partition."""
     graph = graph_of()
-    assert fresh_partitions(instance, graph, KEYS, SCANS) == set(SCANS) == resolver_fresh(instance, graph)
+    assert settled(instance, graph) == (set(SCANS), set())
     assert all(not stale_closure(instance, graph, KEYS, scan) for scan in SCANS)
 
 
@@ -138,7 +148,7 @@ def test_a_scan_never_materialised_is_not_fresh(instance):
     instance.add_dynamic_partitions(PARTITIONS.name, ["s4", "s5"])
     materialise(instance, graph, RAW, "raw-s5", "s5")  # `made` never materialised for s5
     scans = [*SCANS, "s4", "s5"]
-    assert fresh_partitions(instance, graph, KEYS, scans) == set(SCANS)
+    assert settled(instance, graph, scans=scans) == (set(SCANS), {"s4", "s5"})
     resolver = status_resolver(instance, graph)
     assert resolver.get_status(MADE, "s4") == resolver.get_status(MADE, "s5") == StaleStatus.MISSING
     assert stale_closure(instance, graph, KEYS, "s5") == {MADE}  # `raw` is fresh there: only `made` runs
@@ -148,8 +158,8 @@ def test_a_new_code_version_makes_every_partition_of_that_asset_stale(instance):
     """A bumped revision (another code version in the graph): every made scan of that asset is
     stale, and its input, whose code did not change, stays fresh."""
     bumped = graph_of(made="2")
-    assert fresh_partitions(instance, bumped, KEYS, SCANS) == set() == resolver_fresh(instance, bumped)
-    assert fresh_partitions(instance, bumped, {RAW}, SCANS) == set(SCANS)
+    assert settled(instance, bumped) == (set(), set(SCANS))
+    assert settled(instance, bumped, {RAW}) == (set(SCANS), set())
     assert {stale_closure(instance, bumped, KEYS, scan) == {MADE} for scan in SCANS} == {True}
 
 
@@ -157,7 +167,7 @@ def test_an_input_with_a_new_data_version_makes_its_scan_stale_alone(instance):
     """One scan's input re-made with other content: that scan is stale, the others are not."""
     graph = graph_of()
     materialise(instance, graph, RAW, "raw-s2-changed", "s2")
-    assert fresh_partitions(instance, graph, KEYS, SCANS) == {"s1", "s3"} == resolver_fresh(instance, graph)
+    assert settled(instance, graph) == ({"s1", "s3"}, {"s2"})
     assert stale_closure(instance, graph, KEYS, "s2") == {MADE}
 
 
@@ -168,7 +178,7 @@ def test_an_input_re_made_with_the_same_data_version_leaves_its_scan_fresh(insta
     graph = graph_of()
     before = latest_record(instance, RAW, "s2").storage_id
     assert materialise(instance, graph, RAW, "raw-s2", "s2") > before
-    assert fresh_partitions(instance, graph, KEYS, SCANS) == set(SCANS) == resolver_fresh(instance, graph)
+    assert settled(instance, graph) == (set(SCANS), set())
 
 
 def test_a_changed_unpartitioned_input_makes_every_scan_stale_until_its_version_returns(instance):
@@ -176,9 +186,9 @@ def test_a_changed_unpartitioned_input_makes_every_scan_stale_until_its_version_
     of it makes all of them stale; its earlier version back (the same content) makes them fresh again."""
     graph = graph_of()
     materialise(instance, graph, TABLE, "table-2")
-    assert fresh_partitions(instance, graph, KEYS, SCANS) == set() == resolver_fresh(instance, graph)
+    assert settled(instance, graph) == (set(), set(SCANS))
     materialise(instance, graph, TABLE, "table-1")
-    assert fresh_partitions(instance, graph, KEYS, SCANS) == set(SCANS) == resolver_fresh(instance, graph)
+    assert settled(instance, graph) == (set(SCANS), set())
 
 
 def test_an_input_added_since_makes_every_made_scan_stale(instance):
@@ -186,7 +196,7 @@ def test_an_input_added_since_makes_every_made_scan_stale(instance):
     describes how it is computed."""
     graph = graph_of(made_also_reads_extra=True)
     materialise(instance, graph, EXTRA, "extra-1")
-    assert fresh_partitions(instance, graph, KEYS, SCANS) == set() == resolver_fresh(instance, graph)
+    assert settled(instance, graph) == (set(), set(SCANS))
 
 
 def test_what_the_batched_reading_cannot_settle_is_left_to_the_resolver(instance):
@@ -197,7 +207,7 @@ def test_what_the_batched_reading_cannot_settle_is_left_to_the_resolver(instance
     graph = graph_of()
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=MADE, partition="s3"))
     assert resolver_fresh(instance, graph) == set(SCANS)
-    assert fresh_partitions(instance, graph, KEYS, SCANS) == {"s1", "s2"}
+    assert settled(instance, graph) == ({"s1", "s2"}, set())  # s3: neither, the resolver's to say
     assert not stale_closure(instance, graph, KEYS, "s3")  # the callers' second question: fresh, skipped
     assert fresh_partitions(instance, graph, KEYS | {TABLE}, SCANS) == set()
     assert fresh_partitions(instance, graph, KEYS, []) == set()
@@ -209,7 +219,7 @@ def test_events_are_read_in_batches_across_queries(instance, monkeypatch):
     monkeypatch.setattr(staleness, "RECORDS_PER_QUERY", 2)
     graph = graph_of()
     materialise(instance, graph, RAW, "raw-s3-changed", "s3")
-    assert fresh_partitions(instance, graph, KEYS, SCANS) == {"s1", "s2"} == resolver_fresh(instance, graph)
+    assert settled(instance, graph) == ({"s1", "s2"}, {"s3"})
 
 
 def test_the_stale_closure_takes_what_is_downstream_among_the_keys(instance):

@@ -29,7 +29,7 @@ from metorigin.defs.common.names import (
 )
 from metorigin.defs.common.partitions import included_scan_partitions
 from metorigin.defs.common.resources import StoreResource
-from metorigin.runtime.staleness import fresh_partitions, stale_closure, status_resolver
+from metorigin.runtime.staleness import settled_partitions, stale_closure, status_resolver
 
 # Scans per `process_scans` run: long enough to spread a run's start over many scans, short enough
 # that two runs (dagster.yaml admits two at a time) share a big batch and a failure shows early.
@@ -87,9 +87,11 @@ def scans_awaiting_processing(
         for scan_id in included_scan_partitions(instance, store.store())
         if (only is None or scan_id in only) and scan_id not in skip
     ]
-    fresh = fresh_partitions(instance, graph, per_scan, [s for s in candidates if s in present]) if stale_only else ()
+    # Settled from the event log in batches; the resolver, scan by scan, only for what they cannot settle.
+    processed = [s for s in candidates if s in present]
+    fresh, stale = settled_partitions(instance, graph, per_scan, processed) if stale_only else ((), ())
     for scan_id in candidates:
-        if stale_only and scan_id in present:
+        if stale_only and scan_id in present and scan_id not in stale:
             if scan_id in fresh or not stale_closure(instance, graph, per_scan, scan_id, resolver):
                 continue
         inputs = instance.get_latest_data_version_record(SCAN_INPUTS, is_source=True, partition_key=scan_id)
