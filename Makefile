@@ -41,8 +41,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
+# Without the slow tests and those that start a server of their own (markers in pyproject.toml).
 test-fast: install lint
-	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile -m "not slow"
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile -m "not (slow or pacs or slurm or postgres)"
 
 # ruff (lint and format) and the import-linter contracts in pyproject.toml (the layers).
 lint: install

@@ -132,6 +132,9 @@ def _content_version(row: dict, fingerprints: dict) -> dg.DataVersion:
     return dg.DataVersion(hashlib.sha256(text.encode()).hexdigest()[:24])
 
 
+PROGRESS_EVERY = 50  # lesions between two progress lines of a scan's radiomics
+
+
 def _out(schema, description: str, kinds=frozenset({"python", "parquet"})) -> dg.AssetOut:
     # Not required: a subset run yields only what is selected, a failed check stops the rest.
     return dg.AssetOut(is_required=False, metadata=table_metadata(schema), description=description, kinds=set(kinds))
@@ -237,10 +240,13 @@ def _after_the_check(context: dg.AssetExecutionContext, scan: Scan, selected: se
     if "lesions" in selected:
         lesions, lesion_map, picture = scan_steps.find_lesions(scan, labels)
         n_included = int(lesions["included"].sum())
-        minimum = scan.study.lesions.min_diameter_mm
-        context.log.info(f"{scan.scan_id}: {len(lesions)} lesions, {n_included} included (>= {minimum:g} mm)")
         qc = f"![QC: {scan.scan_id}](data:image/png;base64,{base64.b64encode(picture.read_bytes()).decode()})"
-        metadata = {"n_lesions": len(lesions), "n_included": n_included, "qc_image": dg.MetadataValue.md(qc)}
+        metadata = {
+            "n_lesions": len(lesions),
+            "n_included": n_included,
+            "min_diameter_mm": scan.study.lesions.min_diameter_mm,
+            "qc_image": dg.MetadataValue.md(qc),
+        }
         yield dg.Output(
             lesions, output_name="lesions", metadata={**metadata, "qc_file": dg.MetadataValue.path(str(picture))}
         )
@@ -253,7 +259,8 @@ def _after_the_check(context: dg.AssetExecutionContext, scan: Scan, selected: se
     if "radiomics_features" in selected:
 
         def progress(done: int, total: int) -> None:
-            if done == total or done % 25 == 0:
+            # Progress where a scan's extraction is long; a log line is an event (~10 ms) in every scan's run.
+            if done % PROGRESS_EVERY == 0 and done < total:
                 context.log.info(f"{scan.scan_id}: radiomics {done}/{total} lesions")
 
         features = scan_steps.radiomics_rows(scan, lesion_map, lesions, progress)

@@ -36,8 +36,10 @@ def scan_predictions(
     with failing_only_this_scan():
         try:
             models = promoted_models(target, registry)
-            if not models:
-                context.log.info(f"{scan_id}: {NO_MODEL}; nothing scored (metorigin models promote MODEL_ID ...)")
+            if not models:  # said on the materialisation, not as a log line: an event each, for every scan
+                context.add_output_metadata(
+                    {"note": f"{NO_MODEL}; nothing scored (metorigin models promote MODEL_ID ...)"}
+                )
                 return finish(pd.DataFrame(), study)
             lesions, radiomics_features, lesion_slices = (
                 target.read_lake(name, [scan_id]) for name in ("lesions", "radiomics_features", "lesion_slices")
