@@ -68,3 +68,17 @@ def test_a_cohort_of_one_class_builds_its_feature_store_and_only_the_study_is_re
     assert labels == {"colorectal"} and lesions > 0
     study = _cli("run", "--cohort", cohort, "--store", store)
     assert study.returncode == 2 and "has the class 'pancreatic'" in study.stderr, study.stderr
+
+
+def test_the_console_script_keeps_exit_codes_and_every_line(tmp_path):
+    """`metorigin` ends with os._exit once the exit handlers ran (cli/main.py `command`): the exit
+    code, a usage error's message and every printed line still arrive, to a file as to a pipe."""
+    bad = _cli("run")
+    assert bad.returncode == 2 and "the following arguments are required: --cohort, --store" in bad.stderr
+    study = tmp_path / "paper.yaml"
+    assert _cli("study", "--example", "paper", "--out", study).returncode == 0 and study.is_file()
+    shown = _cli("study", "--study", study)
+    assert shown.returncode == 0, shown.stderr
+    with open(tmp_path / "out.txt", "w") as out:
+        to_file = subprocess.run([METORIGIN, "study", "--study", str(study)], stdout=out, timeout=600)
+    assert to_file.returncode == 0 and (tmp_path / "out.txt").read_text() == shown.stdout != ""
