@@ -29,7 +29,7 @@ from metorigin.defs.common.names import (
 )
 from metorigin.defs.common.partitions import included_scan_partitions
 from metorigin.defs.common.resources import StoreResource
-from metorigin.runtime.staleness import settled_partitions, stale_closure, status_resolver
+from metorigin.runtime.staleness import latest_data_versions, settled_partitions, stale_closure, status_resolver
 
 # Scans per `process_scans` run: long enough to spread a run's start over many scans, short enough
 # that two runs (dagster.yaml admits two at a time) share a big batch and a failure shows early.
@@ -90,15 +90,18 @@ def scans_awaiting_processing(
     # Settled from the event log in batches; the resolver, scan by scan, only for what they cannot settle.
     processed = [s for s in candidates if s in present]
     fresh, stale = settled_partitions(instance, graph, per_scan, processed) if stale_only else ((), ())
+    awaiting = []
     for scan_id in candidates:
         if stale_only and scan_id in present and scan_id not in stale:
             if scan_id in fresh or not stale_closure(instance, graph, per_scan, scan_id, resolver):
                 continue
-        inputs = instance.get_latest_data_version_record(SCAN_INPUTS, is_source=True, partition_key=scan_id)
+        awaiting.append(scan_id)
+    inputs = latest_data_versions(instance, graph, SCAN_INPUTS, awaiting)  # in batches: all of them may be
+    for scan_id in awaiting:
         key = "-".join(
             [
                 f"scan-{scan_id}",
-                (inputs.event_log_entry.tags or {}).get(DATA_VERSION_TAG, "none") if inputs else "none",
+                inputs[scan_id].value if inputs[scan_id] else "none",
                 code,
                 promotions,  # another promoted model: its predictions are a new request
                 str(retirements[scan_id]),  # back in the cohort after its results were retired: a new request
