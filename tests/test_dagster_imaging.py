@@ -184,3 +184,26 @@ def test_a_changed_radiomics_setting_re_extracts_the_features_alone(cohort, tmp_
         assert {(a, s): os.path.getmtime(store.lake_file(a, s)) for a in kept for s in scans} == mtimes
         new_hash = store.read_lake("radiomics_features")["settings_hash"].unique()
         assert len(new_hash) == 1 and new_hash[0] != old_hash[0]
+
+        # A mask changed behind ingest's back, and a later asset run alone (as the UI or the schedule
+        # can): the step refuses files its stored check does not cover, naming the scan and the fix,
+        # and writes nothing.
+        masks = cohort / "masks"  # the fixture links the shared masks: edit a private copy
+        shared = masks.resolve()
+        masks.unlink()
+        shutil.copytree(shared, masks)
+        victim = scans[-1]
+        mask = cohort / store.read_lake("scans", None).set_index("scan_id").loc[victim, "mask"]
+        mask.write_bytes(mask.read_bytes() + b"\0")  # other bytes: another sha256
+        before = os.path.getmtime(store.lake_file("radiomics_features", victim))
+        alone = second.resolve_job_def("process_scan").execute_in_process(
+            instance=instance,
+            partition_key=victim,
+            asset_selection=[dg.AssetKey("radiomics_features")],
+            raise_on_error=False,
+        )
+        assert not alone.success
+        (failure,) = alone.get_step_failure_events()
+        message = failure.step_failure_data.error.message
+        assert victim in message and "not checked as they are now" in message and "run scan_integrity" in message
+        assert os.path.getmtime(store.lake_file("radiomics_features", victim)) == before

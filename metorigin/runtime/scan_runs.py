@@ -60,7 +60,7 @@ def process_scan_once(
     if not selected:
         return "skipped"
     # Without `scan_integrity` selected, the scan's step still reads only files whose stored check
-    # passed as they are now (defs/imaging/assets.py hashes them against it).
+    # passed as they are now (defs/imaging/assets.py fingerprints them against it).
     return "ok" if execute(PROCESS_SCAN_JOB, selected, scan_id, tags).success else "FAILED"
 
 
@@ -105,7 +105,9 @@ def process_scans(
     if at_once > 1:
         # Each scan at a time gets its share of the cores for its per-lesion work: two scans each
         # extracting with a pool of two on two cores thrash (benchmarks/imaging_overhead.py).
-        share = config.replace(workers=max(1, config.study().radiomics.workers // at_once))
+        # (Only for scans in local processes: a Dask worker counts its own cores, cluster.py.)
+        cores = config.study().radiomics.workers
+        share = config.replace(workers=max(1, cores // at_once)) if cluster.executor == "multiprocess" else config
         outcomes = _in_worker_processes(share, work, phase, instance, report, at_once)
     else:
         execute = executor(repository.get_job, instance, report, steps_elsewhere=cluster.executor == "dask")

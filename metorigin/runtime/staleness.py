@@ -3,8 +3,9 @@ data versions, partitions), so `metorigin run` skips exactly what the UI calls f
 
 The resolver is not in Dagster's public API (the UI and `RunRequest(stale_assets_only=True)` use
 it); this module is the one place that touches it. It asks the event log ~2 queries per asset and
-partition: at 10,000 scans, 15 minutes a sensor tick. `fresh_partitions` reads the same events in
-batches and applies the resolver's rules, and leaves what it cannot prove fresh to the resolver.
+partition: at 10,000 scans, 15 minutes a sensor tick. `settled_partitions` reads the same events in
+batches and applies the resolver's rules: what they prove fresh or stale is settled in seconds, the
+rest is left to the resolver.
 """
 
 from __future__ import annotations
@@ -101,6 +102,8 @@ def settled_partitions(
         return set(), set()
     if any(graph.get(p).is_virtual for k in keys for p in [k, *graph.get(k).parent_keys]):
         return set(), set()  # the resolver follows views to their ancestors: not done here
+    if any(graph.get(k).is_external for k in keys):
+        return set(), set()  # an observed asset is never stale by these rules: not settled here
     if any(
         not isinstance(graph.get_partition_mapping(k, p), IdentityPartitionMapping)
         for k in keys
@@ -127,6 +130,7 @@ def settled_partitions(
 
 
 STALE = object()  # `_reads_if_current`: the events say the asset's partition is missing or stale
+OLD_INPUT_TAG_PREFIX = "dagster/input_logical_version"  # what Dagster before 1.3 wrote for an input
 
 
 def _same_as_read(instance: dg.DagsterInstance, graph, partition: str, parent, pointer: int, now) -> bool | None:
@@ -207,7 +211,7 @@ def _current_version(instance: dg.DagsterInstance, graph, key) -> dg.DataVersion
 class _Read(NamedTuple):
     """How a materialisation was made, as Dagster's `DataProvenance.from_tags` reads its tags, with
     each tag's asset key parsed once rather than once per event (half the time at 10,000 scans).
-    Tags of Dagster before 1.3 (`input_logical_version`) read as no input: unsettled here."""
+    Tags of Dagster before 1.3 (`input_logical_version`) are not read here: unsettled, the resolver's."""
 
     code_version: str
     versions: dict  # input -> the data version it read
@@ -215,7 +219,7 @@ class _Read(NamedTuple):
 
     @classmethod
     def from_tags(cls, tags: dict) -> "_Read | None":
-        if tags.get(CODE_VERSION_TAG) is None:
+        if tags.get(CODE_VERSION_TAG) is None or any(t.startswith(OLD_INPUT_TAG_PREFIX) for t in tags):
             return None
         versions, pointers = {}, {}
         for tag, value in tags.items():

@@ -50,7 +50,6 @@ from metorigin.defs.common.partitions import scan_partitions
 from metorigin.defs.common.resources import CohortResource, SettingsResource, StoreResource
 from metorigin.imaging import scan_steps
 from metorigin.imaging.fingerprints import row_inputs
-from metorigin.imaging.integrity import fingerprint_or_none
 from metorigin.imaging.scan_steps import Scan
 from metorigin.quality.suites import lesions_suite
 from metorigin.runtime.placement import CPU_STEP, GPU_STEP
@@ -95,23 +94,20 @@ def scan_row(store: Store, scan_id: str) -> dict:
     return row
 
 
-def _require_checked_files(store: Store, row: dict, image) -> None:
-    """A scan's later steps read only an image that passed `scan_integrity` as it is now (when the
-    check runs in the same step it already stops them; this covers the later assets selected on
-    their own, e.g. from the UI, after the file changed or before it was checked)."""
-    scan_id = row["scan_id"]
-    path = store.lake_file(SCAN_INTEGRITY.name, scan_id)
-    check = pd.read_parquet(path).iloc[0] if path.exists() else None
-    if check is None or check["status"] != "passed" or check["image_sha256"] != fingerprint_or_none(image):
-        failed = check is not None and check["status"] == "failed"
-        raise ScanProcessingError(
-            scan_id,
-            "inputs",
-            f"its files failed their checks ({check['problems']})"
-            if failed
-            else "its image is not checked as it is now",
-            "run scan_integrity for this scan first (a process_scan run does it before the other steps)",
-        )
+def _require_checked_files(scan: Scan) -> None:
+    """The later assets read only files whose stored check passed as they are now: the same image
+    and mask bytes, declared labels and checks (when `scan_integrity` runs in the same step it
+    already stops them; this covers the later assets selected on their own, from the UI, the
+    schedule or `metorigin run`, when the check is fresh or the files changed since ingest)."""
+    record = _reusable(scan.store, scan.scan_id, scan_steps.file_fingerprints(scan))
+    if record is not None and record["status"] == "passed":
+        return
+    if record is not None:
+        problem, fix = f"its files failed their checks ({record['problems']})", "fix the files, then run again"
+    else:
+        problem = "its files are not checked as they are now (changed since their check, or never checked)"
+        fix = "run scan_integrity for this scan (metorigin run does, after ingest finds the change)"
+    raise ScanProcessingError(scan.scan_id, "inputs", problem, fix)
 
 
 def _reusable(store: Store, scan_id: str, fingerprints: dict) -> dict | None:
@@ -196,6 +192,7 @@ def scan_imaging_assets(study: StudySettings) -> dg.AssetsDefinition:
         """The scan's selected imaging assets, in order, from its files read once."""
         selected = {key.to_user_string() for key in context.selected_asset_keys}
         with failing_only_this_scan():
+            _refuse_a_gap(context.partition_key, selected)
             row = scan_row(store.store(), context.partition_key)
         scan = Scan(row, Path(cohort.path), store.store(), settings.settings())
         if "scan_integrity" in selected:
@@ -204,11 +201,24 @@ def scan_imaging_assets(study: StudySettings) -> dg.AssetsDefinition:
                 return  # the blocking check fails the step: nothing after it runs
         else:
             with failing_only_this_scan():
-                _require_checked_files(scan.store, row, scan.image_path)
+                _require_checked_files(scan)
         with failing_only_this_scan():
             yield from _after_the_check(context, scan, selected)
 
     return scan_imaging
+
+
+def _refuse_a_gap(scan_id: str, selected: set[str]) -> None:
+    """A new segmentation with features or slices but not the lesions between them would cut them
+    from the old lesion map: refused (Dagster's own staleness never selects this; a hand-made
+    selection in the UI or --select can)."""
+    if "segmentations" in selected and selected & {"radiomics_features", "lesion_slices"} and "lesions" not in selected:
+        raise ScanProcessingError(
+            scan_id,
+            "selection",
+            "segmentations is selected with what reads lesions, but not lesions",
+            "select lesions too",
+        )
 
 
 def _integrity(context: dg.AssetExecutionContext, scan: Scan):
