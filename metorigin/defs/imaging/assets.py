@@ -4,7 +4,8 @@ then segmentation, lesions, radiomics features and DenseNet slices, in one step 
 Why one step: the work of a scan is a second or two, and Dagster's bookkeeping around a step (its
 start and success events, loading its inputs, fetching their data versions, each event a write to
 the event log) and opening the scan again in every step cost about as much again per step
-(benchmarks/imaging_overhead.py measured 2.5x the plain loop with one step per asset). So the five
+(benchmarks/imaging_overhead.py: 2.5x the plain loop with one step per asset, on a loaded machine;
+1.8x with this one step, on an idle one). So the five
 assets are one `multi_asset` that reads the scan's files once and yields each asset's output in
 turn: each keeps its own partition, page, materialisation, data version, code version and checks,
 and `can_subset` keeps recomputing only what is stale (a changed radiomics setting re-extracts the

@@ -11,7 +11,7 @@ from metorigin.defs.common.partitions import scan_partitions
 from metorigin.defs.common.resources import SettingsResource, StoreResource
 from metorigin.defs.imaging.assets import failing_only_this_scan
 from metorigin.inference.lesions import call_rows, finish, made_under, score_lesions, wide_features, with_notes
-from metorigin.inference.registry import NO_MODEL, has_lake_table, promoted_models, registry_models
+from metorigin.inference.registry import NO_MODEL, has_lake_table, promoted_models, read_promotions, registry_models
 from metorigin.runtime.placement import GPU_STEP
 from metorigin.study.arm import LesionData
 from metorigin.study.scoring import ScoringRefused
@@ -32,7 +32,8 @@ def scan_predictions(
     patients (frozen: nothing is refitted), with the scan's out-of-distribution notes; the patient-level
     call is `patient_predictions` in the feature store. No promoted model: no rows, and a note."""
     target, study, scan_id = store.store(), settings.settings(), context.partition_key
-    registry = registry_models(target) if has_lake_table(target, "models") else {}
+    # The registry (its table and every model's card) only once a model is promoted, like the inputs.
+    registry = registry_models(target) if read_promotions(target) and has_lake_table(target, "models") else {}
     with failing_only_this_scan():
         try:
             models = promoted_models(target, registry)
