@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import os
 import sys
+import threading
 from pathlib import Path
 
 from metorigin.core.errors import MetoriginError
@@ -41,20 +42,31 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def command() -> None:
-    """The `metorigin` console script: `main`, then the exit handlers (logs flushed, worker pools
-    and locks released) and an exit that skips the interpreter's teardown of the imported stack.
-    Tearing down its ~1,800 modules (dbt's, Dagster's, GX's) did nothing for the user and cost 1 to
-    1.7 s at the end of every command on 2 cores: a sixth of an unchanged re-run. What is skipped
-    besides: joining non-daemon threads (metorigin starts none that outlive a command) and the
-    thread pools' exit hooks. An exception that escapes `main` exits as Python does. `main` itself
-    returns, for callers in Python (tests)."""
+    """The `metorigin` console script: `main`, then `exit_without_teardown`. `main` itself returns,
+    for callers in Python (tests)."""
     try:
         code = main()
     except SystemExit as exc:  # argparse's usage errors, --help
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if exc.code is not None and not isinstance(exc.code, int):
             print(exc.code, file=sys.stderr)
-    atexit._run_exitfuncs()  # what the interpreter runs at exit, before the teardown skipped below
+    exit_without_teardown(code)
+
+
+def exit_without_teardown(code: int) -> None:
+    """Exit as the interpreter does, less its teardown of the imported stack. Tearing down ~1,800
+    modules (dbt's, Dagster's, GX's) did nothing for the user and cost 1 to 1.7 s at the end of every
+    command on 2 cores: a sixth of an unchanged re-run.
+
+    The order is the interpreter's own (Py_FinalizeEx): first `threading._shutdown`, which joins the
+    non-daemon threads and runs the thread pools' exit hooks, then the atexit handlers (logs flushed,
+    locks released), then the streams flushed. The first step matters: joblib's loky workers (the
+    study's fits) are stopped by such a hook; without it multiprocessing's atexit handler joins a
+    worker that only exits after its 300 s idle timeout, and a study run took 5 minutes to return.
+    Both calls are private to the standard library (no public way to run them before `os._exit`);
+    tests/test_cli.py fails when either goes."""
+    threading._shutdown()  # the interpreter's first exit step, see the docstring
+    atexit._run_exitfuncs()  # then its second
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing left to say
             stream.flush()
