@@ -72,6 +72,9 @@ class _Writer:
         # A figure without a layout engine (the flow) is cropped to what it draws; the others lay
         # themselves out (constrained layout), and "tight" would measure every text again.
         crop = "tight" if fig.get_layout_engine() is None else None
+        if crop is None:  # laid out once, then frozen: each of the 2-3 files below would lay it out again
+            fig.draw_without_rendering()
+            fig.set_layout_engine("none")
         fig.savefig(self.folder / f"{name}.png", dpi=300, bbox_inches=crop, metadata={"Software": None})
         if name in THUMBNAILS:
             small = io.BytesIO()
