@@ -19,7 +19,7 @@ TINY = SynthConfig(seed=3, scale=0.05, matrix=80, workers=2)
 LONGEST_FIRST = (
     "test_study.py",
     "test_models_in_use.py",
-    "test_second_study.py",
+    "test_wheel.py",
     "test_daemon.py",
     "test_dagster_imaging.py",
     "test_bad_inputs.py",

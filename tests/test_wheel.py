@@ -1,7 +1,15 @@
-"""metorigin as an installed package: the wheel holds one top-level package with everything it reads,
-and runs from a folder that is not the checkout. And a new model arm is one module: the wheel is
-built with a toy arm (tests/data/arms/burden.py) copied into metorigin/arms/ and nothing else
-changed, and the arm is found in every place an arm's models reach.
+"""metorigin as an installed package, and a user's session with its `metorigin` command.
+
+The wheel holds one top-level package with everything it reads, and runs from a folder that is not
+the checkout. A new model arm is one module: the wheel is built with a toy arm
+(tests/data/arms/burden.py) copied into metorigin/arms/ and nothing else changed, and the arm is
+found in every place an arm's models reach.
+
+The installed command then does what a user does, end to end in separate processes: synthesise a
+cohort, run the second example study (another protocol on the same kind of cohort, as a file, no
+code), query the store, run again (nothing to recompute), promote a model and score with it, and get
+clear refusals. One study run serves every test of the module (they run in file order and each
+leaves the store as the next expects: the refusals, which spoil the cohort, come last).
 
 Cheap by design: the wheel is built without build isolation (the venv's setuptools and dbt) and
 installed `--no-deps` into a new virtual environment that sees the pinned packages of this one
@@ -14,7 +22,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,20 +32,27 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
+
+from metorigin.core.package import EXAMPLES_DIR
+from metorigin.core.store import Store
+from metorigin.core.study import get_settings, with_run_choices
+from metorigin.core.study_file import load_study
+from tests.helpers import append_row
 
 pytestmark = pytest.mark.slow
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 TOY_ARM = CHECKOUT / "tests" / "data" / "arms" / "burden.py"
 BIN = Path(sys.executable).parent
-STUDY_FILE = (
-    "base: quick\n"
-    "models: {classifiers: [logistic_regression, naive_bayes], resamplers: [undersampling], cv_repeats: 1,\n"
-    "         cv_folds: 3, bootstrap_resamples: 100, importance_repeats: 2}\n"
-    "densenet: {epochs: 1, max_train_images_per_epoch: 50}\n"
-    "robustness: {permutations: 1, split_repeats: 1}\n"
-)
+SECOND = EXAMPLES_DIR / "sharp_kernels_colorectal_positive.yaml"
+# Seed 132: its two DenseNet training patients have 22 lesions (66 with seed 5), a shorter epoch;
+# and it has lesions of 5 to 10 mm, which the seed paper keeps and this study must not.
+SEED = "132"
+# The example as a user writes it, with 2 label permutations instead of the quick base's 20.
+STUDY_FILE = SECOND.read_text(encoding="utf-8") + "robustness: {permutations: 2}\n"
+STUDY_RUN = ("run", "--cohort", "cohort", "--store", "store", "--study", SECOND.name, "--densenet-epochs", "1")
 SHIPPED = (
     "metorigin/dagster.yaml",
     "metorigin/_build_info.json",
@@ -116,14 +133,30 @@ def installed(wheel, tmp_path_factory) -> tuple[Path, Path, dict]:
     return venv, work, env
 
 
+def _metorigin(installed, *args) -> subprocess.CompletedProcess:
+    """The installed command in the work folder, its exit code left to the caller."""
+    venv, work, env = installed
+    return subprocess.run(
+        [venv / "bin" / "metorigin", *map(str, args)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        encoding="utf-8",
+        timeout=600,
+    )
+
+
 @pytest.fixture(scope="module")
 def study_run(installed) -> str:
-    """`metorigin run` of the whole pipeline on a small synthetic cohort, from the installed wheel."""
+    """`metorigin run` of the second example study on a small synthetic cohort, from the installed wheel."""
     venv, work, env = installed
     metorigin = venv / "bin" / "metorigin"
-    _run([metorigin, "synth", "--out", "cohort", "--scale", "0.1", "--matrix", "48", "--workers", "2"], work, env)
-    (work / "study.yaml").write_text(STUDY_FILE)
-    return _run([metorigin, "run", "--cohort", "cohort", "--store", "store", "--study", "study.yaml"], work, env).stdout
+    _run([metorigin, "synth", "--out", "cohort", "--scale", "0.05", "--matrix", "64", "--seed", SEED], work, env)
+    scans_csv = pd.read_csv(work / "cohort" / "scans.csv", dtype=str, keep_default_na=False)
+    scans_csv.loc[scans_csv["scan_id"] == "S0001", "kernel"] = "B70f"  # a sharp-kernel series: the paper excludes it
+    scans_csv.to_csv(work / "cohort" / "scans.csv", index=False)
+    (work / SECOND.name).write_text(STUDY_FILE, encoding="utf-8")
+    return _run([metorigin, *STUDY_RUN, "--workers", "2"], work, env).stdout
 
 
 def _sql(installed, query: str) -> list[dict]:
@@ -148,6 +181,80 @@ def test_installed_wheel_runs_the_study_from_an_empty_folder(installed, study_ru
     report = next((work / "store").rglob("report.html")).read_text(encoding="utf-8")
     assert "git " in report or "0.1.0" in report  # the code's version, read from the wheel's build record
     assert not list(venv.rglob("metorigin/sql/target/*-*"))  # dbt's working folders went under the store
+
+
+def test_the_second_study_runs_as_its_file_says_and_answers_in_sql(installed, study_run):
+    venv, work, env = installed
+    store_dir = work / "store"
+    assert "succeeded" in study_run and "scans: 8 of 10 included" in study_run
+    # The run ends with a summary and the report's path; the tables are printed on demand.
+    assert f"Tables 1-3: metorigin tables --store {store_dir}" in study_run and "Table 3" not in study_run
+    page = Path(study_run.split("report: ")[1].splitlines()[0])
+    assert page.is_file() and page.parent.parent == store_dir / "artifacts" / "report"
+    tables = _run([venv / "bin" / "metorigin", "tables", "--store", "store"], work, env).stdout
+    assert "Table 1: cohort characteristics" in tables and "Liver tumor burden" in tables
+    table3 = tables.split("Table 3:")[1]
+    for arm, model in (("densenet", "densenet121"), ("combined", r"\w+\+densenet121"), ("radiomics", "knn")):
+        assert re.search(rf"^{arm}\s+{model}\b", table3, re.MULTILINE), (arm, model)
+    # The example's 2 label permutations, summarised under Table 3 (published by their own dbt step).
+    assert "with the training patients' labels permuted 2 times" in table3
+    as_csv = _run(
+        [venv / "bin" / "metorigin", "tables", "--store", "store", "--table", "table3", "--format", "csv"], work, env
+    )
+    rows = pd.read_csv(io.StringIO(as_csv.stdout), comment="#")
+    # 7 rows of the study's arms, and the toy arm's (the next test follows it everywhere).
+    assert len(rows) == 8 and rows["AUC [95% CI]"].str.fullmatch(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]†?").all()
+    study = with_run_choices(load_study(work / SECOND.name), densenet_epochs=1)
+    assert f"study: {study.name} (hash {study.study_hash()}" in study_run
+    with Store(store_dir).connect_read_only() as con:
+        scans = con.execute("select scan_id, kernel, included, exclusion_reason from scans").df()
+        lesions = con.execute("select lesion_id, max_diameter_mm, included, settings_hash from lesions").df()
+        matrix = con.execute("select lesion_id from training_matrix").df()
+        metrics = con.execute("select arm, model, resampler, model_file from model_metrics where arm != 'burden'").df()
+        predictions = con.execute("select probability, predicted_label from lesion_predictions").df()
+        kernels = con.execute("select value from study_settings where key = 'inclusion.kernels'").fetchone()[0]
+    # Inclusion: the sharp-kernel series the seed paper excludes are in.
+    assert scans.loc[scans["kernel"] == "B70f", "included"].all() and (scans["kernel"] == "B70f").any()
+    # Lesion rule: 10 mm, with the reason on the smaller ones, and only large lesions reach the models.
+    small = lesions[lesions["max_diameter_mm"] < 10]
+    assert len(small) and not small["included"].any()
+    assert small["max_diameter_mm"].between(5, 10).any()  # the seed paper's 5 mm rule would keep these
+    assert set(matrix["lesion_id"]) <= set(lesions.loc[lesions["included"], "lesion_id"])
+    assert (lesions.loc[lesions["included"], "max_diameter_mm"] >= 10).all()
+    assert set(lesions["settings_hash"]) == {study.step_hash("lesions")} != {get_settings("quick").step_hash("lesions")}
+    # Models: three classifiers with SMOTE only, the two baselines (with SMOTE too), the DenseNet and the
+    # combined row; colorectal is positive.
+    radiomics = metrics[metrics["arm"] == "radiomics"]
+    assert sorted(radiomics["model"]) == ["knn", "logistic_regression", "random_forest"]
+    assert set(radiomics["resampler"]) == {"smote"} and len(metrics) == 7
+    assert sorted(metrics.loc[metrics["arm"] == "baseline", "model"]) == ["lesion_count", "lesion_size"]
+    assert ((predictions["probability"] >= 0.5) == (predictions["predicted_label"] == "colorectal")).all()
+    card = json.loads((store_dir / radiomics["model_file"].iloc[0]).with_suffix(".json").read_text())
+    assert card["positive_class"] == "colorectal" and card["settings_hash"] == study.step_hash("radiomics_models")
+    assert json.loads(kernels) == ["B30s", "B70f"]
+    assert pd.notna(metrics["model_file"]).all()
+
+    count = _sql(installed, "select count(*) as n from patients")
+    assert count == [{"n": str(len(pd.read_csv(work / "cohort" / "patients.csv")))}]
+    table = _run(
+        [
+            venv / "bin" / "metorigin",
+            "sql",
+            "--store",
+            "store",
+            "select scan_id, included, exclusion_reason from scans order by scan_id",
+        ],
+        work,
+        env,
+    ).stdout
+    assert table.split()[:5] == ["scan_id", "included", "exclusion_reason", "S0001", "True"]
+    assert "contrast phase arterial is not portal_venous" in table  # a cell in full, not cut
+
+    # The same cohort again: ingest finds nothing changed, and nothing after it is recomputed.
+    again = _run([venv / "bin" / "metorigin", *STUDY_RUN], work, env).stdout
+    assert "unchanged, not recomputed (--force to recompute): 8 scans, " in again
+    materialised = re.search(r"^materialised: (.*)$", again, re.MULTILINE).group(1)
+    assert set(materialised.split(", ")) == {"study_settings", "patients", "scans", "model_promotions"}  # ingest
 
 
 def test_a_new_arm_is_one_module_found_everywhere_its_models_go(installed, study_run):
@@ -175,7 +282,7 @@ def test_a_new_arm_is_one_module_found_everywhere_its_models_go(installed, study
     _run(
         [metorigin, "models", "promote", row["model_id"], "--why", "the toy arm's test", "--store", "store"], work, env
     )
-    _run([metorigin, "run", "--cohort", "cohort", "--store", "store", "--study", "study.yaml"], work, env)
+    _run([metorigin, *STUDY_RUN], work, env)
     scored = _sql(
         installed, "select count(distinct scan_id) as scans, count(*) as n from scan_predictions where arm = 'burden'"
     )
@@ -187,3 +294,15 @@ def test_a_new_arm_is_one_module_found_everywhere_its_models_go(installed, study
     assert scored[0]["scans"] == included[0]["n"] != "0"
     (call,) = _sql(installed, f"select count(*) as n from patient_predictions where model_id = '{row['model_id']}'")
     assert call["n"] != "0"
+
+
+def test_another_study_or_a_bad_row_is_refused_before_any_work(installed, study_run):
+    """Last in the module: it leaves a bad row in the cohort."""
+    _, work, _ = installed
+    other = _metorigin(installed, "run", "--cohort", "cohort", "--store", "store", "--select", "key:patients")
+    assert other.returncode == 2 and "--replace-study" in other.stderr and "hash" in other.stderr
+    line = append_row(work / "cohort" / "patients.csv", "P100,colon,70,F,T4,N1,M1")
+    bad = _metorigin(installed, *STUDY_RUN, "--select", "key:patients")
+    assert bad.returncode == 1
+    assert f"patients.csv line {line} (P100): unknown primary_site 'colon'" in bad.stdout
+    assert "Fix: use one of colorectal, pancreatic" in bad.stdout
