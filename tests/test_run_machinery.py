@@ -42,7 +42,6 @@ from metorigin.runtime.dagster_internals import (
     get_input_event_pointer_tag,
 )
 from metorigin.runtime.staleness import (
-    feature_store_behind,
     feature_store_is_stale,
     fresh_partitions,
     latest_storage_id,
@@ -236,11 +235,10 @@ def test_the_stale_closure_takes_what_is_downstream_among_the_keys(instance):
     assert stale_closure(instance, bumped, {MADE}, "s1") == set()
 
 
-def test_the_feature_store_models_over_a_scan_result_newer_than_their_build_are_behind():
+def test_the_feature_store_is_stale_after_a_scan_result_newer_than_its_build():
     """Past 100 scans Dagster stops following each partition into the feature store, so a per-scan
-    result made after the last build of a model over it puts that model behind, and only the models
-    over it: new scores rebuild the prediction models, not the lesion features. A re-run integrity
-    check (which re-checks a file whose time alone changed) puts nothing behind."""
+    result made after its last build makes it stale; a re-run integrity check (which re-checks a
+    file whose time alone changed) does not."""
 
     @dg.asset(name=SCAN_INTEGRITY.path[0], partitions_def=PARTITIONS, code_version="1")
     def integrity(): ...
@@ -248,38 +246,23 @@ def test_the_feature_store_models_over_a_scan_result_newer_than_their_build_are_
     @dg.asset(name="lesions", partitions_def=PARTITIONS, code_version="1")
     def lesions(): ...
 
-    @dg.asset(name="predictions", partitions_def=PARTITIONS, code_version="1")
-    def predictions(): ...
-
-    @dg.asset(name="features", deps=[lesions], code_version="1")
+    @dg.asset(name="features", code_version="1")
     def features(): ...
 
-    @dg.asset(name="scores", deps=[predictions], code_version="1")
-    def scores(): ...
-
-    graph = dg.Definitions(assets=[integrity, lesions, predictions, features, scores]).resolve_asset_graph()
-    features_key, scores_key = dg.AssetKey("features"), dg.AssetKey("scores")
-    models = {features_key, scores_key}
-    per_scan = {SCAN_INTEGRITY, dg.AssetKey("lesions"), dg.AssetKey("predictions")}
+    graph = dg.Definitions(assets=[integrity, lesions, features]).resolve_asset_graph()
+    models, per_scan = {dg.AssetKey("features")}, {SCAN_INTEGRITY, dg.AssetKey("lesions")}
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(PARTITIONS.name, list(SCANS))
     assert latest_storage_id(instance, per_scan | models) == 0  # nothing yet
-    assert feature_store_behind(instance, graph, models, per_scan) == models  # never built: missing
+    assert feature_store_is_stale(instance, graph, models, per_scan)  # never built: missing
     lesions_s1 = materialise(instance, graph, dg.AssetKey("lesions"), "l1", "s1")
-    materialise(instance, graph, dg.AssetKey("predictions"), "p1", "s1")
-    materialise(instance, graph, features_key, "f1")
-    built = materialise(instance, graph, scores_key, "c1")
+    built = materialise(instance, graph, dg.AssetKey("features"), "f1")
     assert latest_storage_id(instance, per_scan | models) == built > lesions_s1
     assert not feature_store_is_stale(instance, graph, models, per_scan)
     materialise(instance, graph, SCAN_INTEGRITY, "i1", "s1")
-    assert feature_store_behind(instance, graph, models, per_scan) == set()
-    newer = materialise(instance, graph, dg.AssetKey("predictions"), "p2", "s2")
+    assert not feature_store_is_stale(instance, graph, models, per_scan)
+    newer = materialise(instance, graph, dg.AssetKey("lesions"), "l2", "s2")
     assert latest_storage_id(instance, per_scan - {SCAN_INTEGRITY}) == newer
-    assert feature_store_behind(instance, graph, models, per_scan) == {scores_key}
-    materialise(instance, graph, scores_key, "c2")
-    assert feature_store_behind(instance, graph, models, per_scan) == set()
-    materialise(instance, graph, dg.AssetKey("lesions"), "l2", "s2")
-    assert feature_store_behind(instance, graph, models, per_scan) == {features_key}
     assert feature_store_is_stale(instance, graph, models, per_scan)
 
 

@@ -23,7 +23,7 @@ from metorigin.defs.common.names import (
 )
 from metorigin.runtime.execution import RunReport, executor
 from metorigin.runtime.scan_runs import process_scans
-from metorigin.runtime.staleness import feature_store_behind, stale_closure
+from metorigin.runtime.staleness import feature_store_is_stale, stale_closure
 
 # Runs this process executes itself (the CLI, tests): a server that stops never leaves them behind.
 
@@ -75,16 +75,14 @@ def run_selection(
             repository = defs.get_repository_def()
             process_scans(repository, instance, store, phase, report, progress, config, LAUNCHED_HERE, force)
             continue
-        # The cohort always; the feature store all of it once scans were retired, else the models
-        # behind a table they read (`feature_store_behind`: past 100 scans Dagster's staleness stops
+        # The cohort always; the feature store all of it once scans were processed or retired, or its
+        # inputs changed before (`feature_store_is_stale`: past 100 scans Dagster's staleness stops
         # following each partition); otherwise what is stale.
-        changed = force or group == COHORT_GROUP or (group == FEATURE_STORE_GROUP and report.retired > 0)
-        if changed:
-            selected = phase
-        elif group == FEATURE_STORE_GROUP:
-            selected = feature_store_behind(instance, graph, phase, per_scan_keys(graph))
-        else:
-            selected = stale_closure(instance, graph, phase)
+        changed = force or group == COHORT_GROUP
+        if group == FEATURE_STORE_GROUP:
+            changed |= report.scans_processed > 0 or report.retired > 0
+            changed |= feature_store_is_stale(instance, graph, phase, per_scan_keys(graph))
+        selected = phase if changed else stale_closure(instance, graph, phase)
         if not selected:
             report.skipped[group] = len(phase)
             continue

@@ -40,7 +40,6 @@ from metorigin.runtime.dagster_internals import SqlEventLogStorageTable as EVENT
 
 __all__ = [
     "StaleStatus",
-    "feature_store_behind",
     "feature_store_is_stale",
     "fresh_partitions",
     "latest_data_versions",
@@ -281,31 +280,14 @@ def latest_storage_id(instance: dg.DagsterInstance, keys) -> int:
     return max(ids, default=0)
 
 
-def feature_store_behind(instance: dg.DagsterInstance, graph, models: set, per_scan: set) -> set:
-    """The dbt models (among `models`) to build: Dagster's stale ones and, for each per-scan asset
-    with a result newer than the oldest build of a model over it, every model downstream of it.
-    Past 100 partitions Dagster stops following each scan, so the event-log ids decide; and a model
-    over other tables only is left alone (scores from a newly promoted model rebuild the two
-    prediction models, not the 21 of the feature store). `scan_integrity` is left out: it also
-    re-checks a file whose time changed and whose bytes did not, and what changed content is in the
-    later assets."""
-    behind = stale_closure(instance, graph, models)
-    built = {key: latest_storage_id(instance, [key]) for key in models}
-    for key in per_scan - {SCAN_INTEGRITY}:
-        below = _with_multi_asset_neighbors(graph, dg.AssetSelection.assets(key).downstream(), models) - {key}
-        if below and latest_storage_id(instance, [key]) > min(built[k] for k in below):
-            behind |= below
-    return _with_multi_asset_neighbors(graph, dg.AssetSelection.assets(*behind), models) if behind else set()
-
-
-def _with_multi_asset_neighbors(graph, selection: dg.AssetSelection, keys: set) -> set:
-    """`selection` with the outputs of a multi-asset that cannot run one output alone, within `keys`."""
-    return selection.required_multi_asset_neighbors().resolve(graph) & keys
-
-
 def feature_store_is_stale(instance: dg.DagsterInstance, graph, models: set, per_scan: set) -> bool:
-    """Whether any dbt model is behind its inputs (`feature_store_behind`)."""
-    return bool(feature_store_behind(instance, graph, models, per_scan))
+    """Dagster's staleness of the dbt models, or a scan's results computed since the last build: past
+    100 partitions Dagster stops following each scan, and a scan's steps run only when it changed.
+    (`scan_integrity` alone also re-checks a file whose time changed and whose bytes did not.)"""
+    if stale_closure(instance, graph, models):
+        return True
+    results = {key for key in per_scan if key != SCAN_INTEGRITY}
+    return latest_storage_id(instance, results) > latest_storage_id(instance, models)
 
 
 def job_asset_keys(repository: dg.RepositoryDefinition, job_name: str) -> set:
