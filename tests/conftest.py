@@ -16,6 +16,7 @@ TINY = SynthConfig(seed=3, scale=0.05, matrix=80, workers=2)
 
 # The longest modules first: `make test` runs two processes that each take whole modules in
 # collection order, so a long module started last would leave one process waiting on the other.
+# (test_wheel.py's tests also rely on running in file order: one study run serves them all.)
 LONGEST_FIRST = (
     "test_study.py",
     "test_models_in_use.py",

@@ -233,6 +233,7 @@ def test_the_second_study_runs_as_its_file_says_and_answers_in_sql(installed, st
     assert card["positive_class"] == "colorectal" and card["settings_hash"] == study.step_hash("radiomics_models")
     assert json.loads(kernels) == ["B30s", "B70f"]
     assert pd.notna(metrics["model_file"]).all()
+    assert (store_dir / "artifacts" / "models" / "burden").is_dir()  # the toy arm's files too (next test)
 
     count = _sql(installed, "select count(*) as n from patients")
     assert count == [{"n": str(len(pd.read_csv(work / "cohort" / "patients.csv")))}]

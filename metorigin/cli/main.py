@@ -65,7 +65,8 @@ def exit_without_teardown(code: int) -> None:
     worker that only exits after its 300 s idle timeout, and a study run took 5 minutes to return.
     Both calls are private to the standard library (no public way to run them before `os._exit`);
     tests/test_cli.py fails when either goes."""
-    threading._shutdown()  # the interpreter's first exit step, see the docstring
+    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C while a pool winds down: go
+        threading._shutdown()  # the interpreter's first exit step, see the docstring
     atexit._run_exitfuncs()  # then its second
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing left to say
