@@ -34,7 +34,7 @@ from metorigin.core.store import Store  # noqa: E402
 from metorigin.core.study import get_settings  # noqa: E402
 from metorigin.imaging.slices import save_slices  # noqa: E402
 from metorigin.inference.lesions import made_under, score_lesions, wide_features  # noqa: E402
-from metorigin.inference.registry import promoted_models, registry_models  # noqa: E402
+from metorigin.inference.registry import promoted_models, read_promotions, registry_models  # noqa: E402
 from metorigin.study.arm import LesionData  # noqa: E402
 from metorigin.study.densenet import build_model, predict  # noqa: E402
 
@@ -42,7 +42,7 @@ from metorigin.study.densenet import build_model, predict  # noqa: E402
 def scan_timings(store: Store, scans: list[str]) -> tuple[list[float], list[int]]:
     """Seconds to score each scan (reading its rows excluded) and its lesion counts, in order."""
     registry = registry_models(store)
-    models = promoted_models(store, registry)
+    models = promoted_models(registry, read_promotions(store))
     if not models:
         sys.exit(f"{store.root} has no promoted model: `metorigin models promote ID ... --store {store.root}` first")
     seconds, lesions = [], []

@@ -138,11 +138,12 @@ def promoted_table(registry: pd.DataFrame, in_use: dict[str, str]) -> str:
     return markdown_table(chosen[["arm", "model_id", "auc", "cv_auc"]].round(3).to_dict("records"))
 
 
-def promoted_models(store: Store, registry: dict[str, RegisteredModel]) -> dict[str, RegisteredModel]:
-    """arm -> the promoted model, for the arms scan_predictions scores with, its file to be checked
-    against the sha256 recorded when it was promoted (not the registry's, which a study run rereads)."""
+def promoted_models(registry: dict[str, RegisteredModel], promotions: list[dict]) -> dict[str, RegisteredModel]:
+    """arm -> the promoted model (`promotions`: the log, `read_promotions`), for the arms
+    scan_predictions scores with, its file to be checked against the sha256 recorded when it was
+    promoted (not the registry's, which a study run rereads)."""
     chosen = {}
-    for entry in read_promotions(store):
+    for entry in promotions:
         if entry["arm"] in PROMOTABLE:
             model = registered(registry, entry["model_id"])
             chosen[entry["arm"]] = replace(model, file_sha256=entry.get("file_sha256") or model.file_sha256)

@@ -33,10 +33,11 @@ def scan_predictions(
     call is `patient_predictions` in the feature store. No promoted model: no rows, and a note."""
     target, study, scan_id = store.store(), settings.settings(), context.partition_key
     # The registry (its table and every model's card) only once a model is promoted, like the inputs.
-    registry = registry_models(target) if read_promotions(target) and has_lake_table(target, "models") else {}
+    promotions = read_promotions(target)
+    registry = registry_models(target) if promotions and has_lake_table(target, "models") else {}
     with failing_only_this_scan():
         try:
-            models = promoted_models(target, registry)
+            models = promoted_models(registry, promotions)
             if not models:  # said on the materialisation, not as a log line: an event each, for every scan
                 context.add_output_metadata(
                     {"note": f"{NO_MODEL}; nothing scored (metorigin models promote MODEL_ID ...)"}
