@@ -133,35 +133,29 @@ def installed(wheel, tmp_path_factory) -> tuple[Path, Path, dict]:
     return venv, work, env
 
 
-def _metorigin(installed, *args) -> subprocess.CompletedProcess:
-    """The installed command in the work folder, its exit code left to the caller."""
+def _metorigin(installed, *args, check: bool = True) -> subprocess.CompletedProcess:
+    """The installed command in the work folder; `check`: it must succeed."""
     venv, work, env = installed
-    return subprocess.run(
-        [venv / "bin" / "metorigin", *map(str, args)],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        encoding="utf-8",
-        timeout=600,
-    )
+    command = [venv / "bin" / "metorigin", *map(str, args)]
+    if check:
+        return _run(command, work, env)
+    return subprocess.run(command, cwd=work, env=env, capture_output=True, encoding="utf-8", timeout=600)
 
 
 @pytest.fixture(scope="module")
 def study_run(installed) -> str:
     """`metorigin run` of the second example study on a small synthetic cohort, from the installed wheel."""
-    venv, work, env = installed
-    metorigin = venv / "bin" / "metorigin"
-    _run([metorigin, "synth", "--out", "cohort", "--scale", "0.05", "--matrix", "64", "--seed", SEED], work, env)
+    _, work, _ = installed
+    _metorigin(installed, "synth", "--out", "cohort", "--scale", "0.05", "--matrix", "64", "--seed", SEED)
     scans_csv = pd.read_csv(work / "cohort" / "scans.csv", dtype=str, keep_default_na=False)
     scans_csv.loc[scans_csv["scan_id"] == "S0001", "kernel"] = "B70f"  # a sharp-kernel series: the paper excludes it
     scans_csv.to_csv(work / "cohort" / "scans.csv", index=False)
     (work / SECOND.name).write_text(STUDY_FILE, encoding="utf-8")
-    return _run([metorigin, *STUDY_RUN, "--workers", "2"], work, env).stdout
+    return _metorigin(installed, *STUDY_RUN, "--workers", "2").stdout
 
 
 def _sql(installed, query: str) -> list[dict]:
-    venv, work, env = installed
-    out = _run([venv / "bin" / "metorigin", "sql", "--store", "store", "--csv", query], work, env).stdout
+    out = _metorigin(installed, "sql", "--store", "store", "--csv", query).stdout
     return list(csv.DictReader(io.StringIO(out)))
 
 
@@ -170,13 +164,12 @@ def test_installed_wheel_runs_the_study_from_an_empty_folder(installed, study_ru
     where = _run([venv / "bin" / "python", "-c", "import metorigin; print(metorigin.__file__)"], work, env).stdout
     assert Path(where.strip()).is_relative_to(venv), where  # the wheel's copy, not the checkout's
 
-    metorigin = venv / "bin" / "metorigin"
     # A shipped example, written out for editing, names the wheel's radiomics parameters (`default`).
-    _run([metorigin, "study", "--example", "paper", "--out", "paper.yaml"], work, env)
-    effective = _run([metorigin, "study", "--study", "paper.yaml"], work, env).stdout
+    _metorigin(installed, "study", "--example", "paper", "--out", "paper.yaml")
+    effective = _metorigin(installed, "study", "--study", "paper.yaml").stdout
     assert f"params_file: {venv}" in effective.replace(str(venv.resolve()), str(venv)), effective[:3000]
     assert "Tables 1-3: metorigin tables --store" in study_run, study_run[-3000:]
-    tables = _run([metorigin, "tables", "--store", "store"], work, env).stdout
+    tables = _metorigin(installed, "tables", "--store", "store").stdout
     assert all(title in tables for title in ("Table 1", "Table 2", "Table 3")), tables[:2000]
     report = next((work / "store").rglob("report.html")).read_text(encoding="utf-8")
     assert "git " in report or "0.1.0" in report  # the code's version, read from the wheel's build record
@@ -184,23 +177,21 @@ def test_installed_wheel_runs_the_study_from_an_empty_folder(installed, study_ru
 
 
 def test_the_second_study_runs_as_its_file_says_and_answers_in_sql(installed, study_run):
-    venv, work, env = installed
+    _, work, _ = installed
     store_dir = work / "store"
     assert "succeeded" in study_run and "scans: 8 of 10 included" in study_run
     # The run ends with a summary and the report's path; the tables are printed on demand.
     assert f"Tables 1-3: metorigin tables --store {store_dir}" in study_run and "Table 3" not in study_run
     page = Path(study_run.split("report: ")[1].splitlines()[0])
     assert page.is_file() and page.parent.parent == store_dir / "artifacts" / "report"
-    tables = _run([venv / "bin" / "metorigin", "tables", "--store", "store"], work, env).stdout
+    tables = _metorigin(installed, "tables", "--store", "store").stdout
     assert "Table 1: cohort characteristics" in tables and "Liver tumor burden" in tables
     table3 = tables.split("Table 3:")[1]
     for arm, model in (("densenet", "densenet121"), ("combined", r"\w+\+densenet121"), ("radiomics", "knn")):
         assert re.search(rf"^{arm}\s+{model}\b", table3, re.MULTILINE), (arm, model)
     # The example's 2 label permutations, summarised under Table 3 (published by their own dbt step).
     assert "with the training patients' labels permuted 2 times" in table3
-    as_csv = _run(
-        [venv / "bin" / "metorigin", "tables", "--store", "store", "--table", "table3", "--format", "csv"], work, env
-    )
+    as_csv = _metorigin(installed, "tables", "--store", "store", "--table", "table3", "--format", "csv")
     rows = pd.read_csv(io.StringIO(as_csv.stdout), comment="#")
     # 7 rows of the study's arms, and the toy arm's (the next test follows it everywhere).
     assert len(rows) == 8 and rows["AUC [95% CI]"].str.fullmatch(r"\d\.\d\d \[\d\.\d\d, \d\.\d\d\]†?").all()
@@ -237,34 +228,24 @@ def test_the_second_study_runs_as_its_file_says_and_answers_in_sql(installed, st
 
     count = _sql(installed, "select count(*) as n from patients")
     assert count == [{"n": str(len(pd.read_csv(work / "cohort" / "patients.csv")))}]
-    table = _run(
-        [
-            venv / "bin" / "metorigin",
-            "sql",
-            "--store",
-            "store",
-            "select scan_id, included, exclusion_reason from scans order by scan_id",
-        ],
-        work,
-        env,
-    ).stdout
+    query = "select scan_id, included, exclusion_reason from scans order by scan_id"
+    table = _metorigin(installed, "sql", "--store", "store", query).stdout
     assert table.split()[:5] == ["scan_id", "included", "exclusion_reason", "S0001", "True"]
     assert "contrast phase arterial is not portal_venous" in table  # a cell in full, not cut
 
     # The same cohort again: ingest finds nothing changed, and nothing after it is recomputed.
-    again = _run([venv / "bin" / "metorigin", *STUDY_RUN], work, env).stdout
+    again = _metorigin(installed, *STUDY_RUN).stdout
     assert "unchanged, not recomputed (--force to recompute): 8 scans, " in again
     materialised = re.search(r"^materialised: (.*)$", again, re.MULTILINE).group(1)
     assert set(materialised.split(", ")) == {"study_settings", "patients", "scans", "model_promotions"}  # ingest
 
 
 def test_a_new_arm_is_one_module_found_everywhere_its_models_go(installed, study_run):
-    venv, work, env = installed
-    metorigin = venv / "bin" / "metorigin"
+    _, work, _ = installed
     # Table 3 as SQL and in print, the per-lesion probabilities and the evaluation of every row.
     (row,) = _sql(installed, "select model_id, model, auc from model_metrics where arm = 'burden'")
     assert row["model"] == "burden_count" and 0 <= float(row["auc"]) <= 1
-    assert row["model"] in _run([metorigin, "tables", "--store", "store"], work, env).stdout
+    assert row["model"] in _metorigin(installed, "tables", "--store", "store").stdout
     kinds = _sql(installed, "select evaluation, count(*) as n from lesion_predictions where arm = 'burden' group by 1")
     assert {k["evaluation"] for k in kinds} == {"test", "out_of_fold"}
     assert (
@@ -274,16 +255,14 @@ def test_a_new_arm_is_one_module_found_everywhere_its_models_go(installed, study
     # The model registry, with the arm's file and card.
     (registered,) = _sql(installed, "select arm, model_file from models where arm = 'burden'")
     assert registered["model_file"].startswith("artifacts/models/burden/")
-    assert row["model_id"] in _run([metorigin, "models", "list", "--store", "store"], work, env).stdout
+    assert row["model_id"] in _metorigin(installed, "models", "list", "--store", "store").stdout
     # The report: its row in Table 3, and the section the arm declares, with its figure's files.
     report = next((work / "store").rglob("report.html"))
     assert "burden_count" in report.read_text(encoding="utf-8") and "Burden arm" in report.read_text(encoding="utf-8")
     assert (report.parent / "burden_auc.svg").is_file() and (report.parent / "burden_auc.csv").is_file()
     # Promoted, it scores the scans: the next run scores every scan with it, nothing refitted.
-    _run(
-        [metorigin, "models", "promote", row["model_id"], "--why", "the toy arm's test", "--store", "store"], work, env
-    )
-    _run([metorigin, *STUDY_RUN], work, env)
+    _metorigin(installed, "models", "promote", row["model_id"], "--why", "the toy arm's test", "--store", "store")
+    _metorigin(installed, *STUDY_RUN)
     scored = _sql(
         installed, "select count(distinct scan_id) as scans, count(*) as n from scan_predictions where arm = 'burden'"
     )
@@ -300,10 +279,12 @@ def test_a_new_arm_is_one_module_found_everywhere_its_models_go(installed, study
 def test_another_study_or_a_bad_row_is_refused_before_any_work(installed, study_run):
     """Last in the module: it leaves a bad row in the cohort."""
     _, work, _ = installed
-    other = _metorigin(installed, "run", "--cohort", "cohort", "--store", "store", "--select", "key:patients")
+    other = _metorigin(
+        installed, "run", "--cohort", "cohort", "--store", "store", "--select", "key:patients", check=False
+    )
     assert other.returncode == 2 and "--replace-study" in other.stderr and "hash" in other.stderr
     line = append_row(work / "cohort" / "patients.csv", "P100,colon,70,F,T4,N1,M1")
-    bad = _metorigin(installed, *STUDY_RUN, "--select", "key:patients")
+    bad = _metorigin(installed, *STUDY_RUN, "--select", "key:patients", check=False)
     assert bad.returncode == 1
     assert f"patients.csv line {line} (P100): unknown primary_site 'colon'" in bad.stdout
     assert "Fix: use one of colorectal, pancreatic" in bad.stdout
