@@ -6,7 +6,10 @@ Every mart is checked against values computed here, independently, from the Parq
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +25,7 @@ from metorigin.core.config import RunConfig
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
 from metorigin.defs.common.resources import feature_store_reader
+from metorigin.defs.feature_store.dbt import DBT_DIR, DBT_EXECUTABLE, PARSE_CACHE, dbt_vars
 from metorigin.runtime.runner import run_selection
 from tests.helpers import NOT_STUDY
 
@@ -271,3 +275,25 @@ def test_a_store_with_views_over_the_lake_is_refused_with_a_rebuild_hint(tmp_pat
     assert code == 2 and err.startswith("error: refused:") and "rebuild it with `metorigin run" in err
     code, _, err = _metorigin_sql(capsys, store, "select * from no_such_table")
     assert code == 2 and err.startswith("error: Catalog Error: Table with name no_such_table does not exist")
+
+
+def test_the_store_keeps_the_parse_its_dbt_steps_start_from(pipeline, tmp_path):
+    """The parse a dbt step leaves in the store's build folder was made with the study's vars and the
+    store's profile, so the next step starts from it instead of parsing the whole project again
+    (defs/feature_store/dbt.py). dbt only parses here: the build copy is not opened."""
+    defs, store, _, _ = pipeline
+    parsed = store.build_path.parent / PARSE_CACHE
+    assert parsed.stat().st_size > 0
+    (tmp_path / "target").mkdir()
+    shutil.copy(parsed, tmp_path / "target" / PARSE_CACHE)
+    variables = json.dumps(dbt_vars(defs.resources["settings"].settings()))
+    out = subprocess.run(
+        [DBT_EXECUTABLE, "parse", "--vars", variables, "--target-path", str(tmp_path / "target")]
+        + ["--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR), "--log-path", str(tmp_path)],
+        env={**os.environ, "METORIGIN_STORE": str(store.root), "METORIGIN_DUCKDB": str(store.build_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "Performance info" in out, out  # it parsed
+    assert "full parse" not in out.lower() and "unable to do partial parsing" not in out.lower(), out
