@@ -52,7 +52,7 @@ STUDY_FILE = (
     "models: {classifiers: [logistic_regression, naive_bayes], resamplers: [undersampling], cv_repeats: 1,\n"
     "         cv_folds: 3,"
     f" bootstrap_resamples: {RESAMPLES}, importance_repeats: 2}}\n"
-    "densenet: {epochs: 1, max_train_images_per_epoch: 100}\n"
+    "densenet: {epochs: 1, max_train_images_per_epoch: 100, image_size: 48}\n"
     "robustness: {permutations: 1, split_repeats: 1}\n"
 )
 
