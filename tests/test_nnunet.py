@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import shutil
 from concurrent.futures import ProcessPoolExecutor
+from importlib import metadata
 
 import dagster as dg
 import numpy as np
@@ -17,6 +20,7 @@ from metorigin.definitions import build_definitions
 from metorigin.imaging.nnunet import nnunet_segmentation
 from metorigin.runtime.runner import run_selection
 from tests.nnunet_model import build_tiny_model
+from tests.test_model_files import plant
 
 pytestmark = pytest.mark.slow
 
@@ -68,3 +72,31 @@ def test_pipeline_segments_with_nnunet_when_a_model_is_configured(tiny_model, co
         assert row["liver_volume_ml"] == pytest.approx(voxels * row["voxel_volume_ml"])
         assert row["lesion_volume_ml"] == 0
     assert store.read_lake("lesions").empty
+
+
+def test_a_planted_checkpoint_or_a_foreign_network_class_runs_nothing(tiny_model, tiny_cohort, tmp_path):
+    """A shared model folder is someone else's: its checkpoint is read as tensors, and the classes
+    plans.json names are held to nnU-Net's architectures and torch.nn (imaging/nnunet.py)."""
+    image = sitk.ReadImage(str(tiny_cohort / "images" / "S0005.nii.gz"))
+    marker = tmp_path / "ran"
+    forged = tmp_path / "forged" / tiny_model.name
+    shutil.copytree(tiny_model, forged)
+    plant(forged / "fold_0" / "checkpoint_final.pth", marker)
+    with pytest.raises(ScanProcessingError, match=r"checkpoint_final\.pth: the nnU-Net checkpoint asks to call posix"):
+        nnunet_segmentation(image, forged, (0,), "checkpoint_final.pth", "S0005")
+    assert not marker.exists()
+
+    foreign = tmp_path / "foreign" / tiny_model.name
+    shutil.copytree(tiny_model, foreign)
+    plans = json.loads((foreign / "plans.json").read_text())
+    plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["nonlin"] = "subprocess.Popen"
+    (foreign / "plans.json").write_text(json.dumps(plans))
+    with pytest.raises(ScanProcessingError, match=r"plans\.json: its architecture names nonlin = 'subprocess\.Popen'"):
+        nnunet_segmentation(image, foreign, (0,), "checkpoint_final.pth", "S0005")
+
+
+def test_the_nnunet_version_whose_model_loading_metorigin_rebuilds():
+    """imaging/nnunet.py `load_predictor` is nnU-Net 2.8's `initialize_from_trained_model_folder`
+    with safe loading: another nnU-Net version may load differently, so read its method and update
+    ours (and this pin) together."""
+    assert metadata.version("nnunetv2").startswith("2.8."), metadata.version("nnunetv2")

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from metorigin.core.devices import choose_device
 from metorigin.core.markdown import markdown_table
+from metorigin.core.model_files import load_tensor_file
 from metorigin.imaging.slices import crop_description, load_slices
 from metorigin.study.arm import Arm, ArmInputs, ArmOutput, LesionData, Markdown, ReportFigure, ReportSection
 from metorigin.study.evaluation import labels, one_models_rows, test_metrics
@@ -192,13 +193,13 @@ def train(inputs: ArmInputs) -> ArmOutput:
 
 
 def read_network(path: Path) -> Any:
-    """The saved weights in a fresh DenseNet-121 on the CPU (`weights_only`: a tensor file, never code)."""
+    """The saved weights in a fresh DenseNet-121 on the CPU (a tensor file, never code)."""
     import torch
 
     from metorigin.study.densenet import build_model
 
     network = build_model(torch.device("cpu"), 0)
-    network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    network.load_state_dict(load_tensor_file(path, "the DenseNet model file"))
     return network.eval()
 
 

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -118,8 +119,20 @@ class SegmentationSettings:
     nnunet_model_dir: str | None = machine(
         None
     )  # holds plans.json, dataset.json, fold_N/ (its weights are hashed per row)
-    nnunet_folds: tuple[int, ...] = (0,)
+    nnunet_folds: tuple[Annotated[int, Field(ge=0)], ...] = (0,)
     nnunet_checkpoint: str = "checkpoint_final.pth"
+
+    @field_validator("nnunet_checkpoint", mode="after")
+    @classmethod
+    def _inside_the_fold_folder(cls, value: str) -> str:
+        """A file name inside each fold_N/ folder, nothing more: a shared study file must not point
+        the loader at a file outside the model folder."""
+        if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", value):
+            raise ValueError(
+                f"{value!r} is not a file name inside the model's fold_N/ folders (no '/', '..' or leading dot): "
+                "give the checkpoint's file name, e.g. checkpoint_final.pth"
+            )
+        return value
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from metorigin.core.devices import choose_device
 from metorigin.core.errors import ScanProcessingError
 from metorigin.core.files import file_digest
+from metorigin.core.model_files import UnsafeModelFile, load_tensor_file
 from metorigin.imaging.segmentation import SegmentationResult, as_image, to_project_labels
 
 LIVER_NAMES = {"liver"}
@@ -62,10 +63,36 @@ def label_roles(dataset_json: dict, scan_id: str) -> tuple[tuple[int, ...], tupl
 
 @lru_cache(maxsize=2)
 def load_predictor(model_dir: str, folds: tuple, checkpoint: str, device_type: str):
-    """One predictor per model and process: loading weights costs more than predicting a small scan."""
+    """One predictor per model and process: loading weights costs more than predicting a small scan.
+
+    nnU-Net's own `initialize_from_trained_model_folder` unpickles each checkpoint in full
+    (`weights_only=False`), so a planted checkpoint would run its code. This is that method's
+    loading (nnunetv2 2.8; tests/test_nnunet.py pins the version) with the checkpoints read as
+    tensors and plain values, and the network classes plans.json names held to nnU-Net's own
+    architectures and torch.nn layers; the predictor then gets them through `manual_initialization`.
+    """
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+    folder = Path(model_dir)
+    dataset_json = json.loads((folder / "dataset.json").read_text())
+    plans_manager = PlansManager(json.loads((folder / "plans.json").read_text()))
+    checkpoints = [load_tensor_file(folder / f"fold_{fold}" / checkpoint, "the nnU-Net checkpoint") for fold in folds]
+    first = checkpoints[0]
+    configuration = plans_manager.get_configuration(first["init_args"]["configuration"])
+    _require_known_network(folder / "plans.json", configuration)
+    network = recursive_find_trainer_class_by_name(first["trainer_name"]).build_network_architecture(
+        plans_manager,
+        configuration,
+        determine_num_input_channels(plans_manager, configuration, dataset_json),
+        plans_manager.get_label_manager(dataset_json).num_segmentation_heads,
+        enable_deep_supervision=False,
+    )
+    parameters = [saved["network_weights"] for saved in checkpoints]
+    network.load_state_dict(parameters[0])
     predictor = nnUNetPredictor(
         device=torch.device(device_type),
         use_mirroring=device_type == "cuda",
@@ -73,8 +100,40 @@ def load_predictor(model_dir: str, folds: tuple, checkpoint: str, device_type: s
         verbose=False,
         allow_tqdm=False,
     )
-    predictor.initialize_from_trained_model_folder(model_dir, use_folds=folds, checkpoint_name=checkpoint)
+    predictor.manual_initialization(
+        network,
+        plans_manager,
+        configuration,
+        parameters,
+        dataset_json,
+        first["trainer_name"],
+        first.get("inference_allowed_mirroring_axes"),
+    )
     return predictor
+
+
+NETWORK_MODULES = ("dynamic_network_architectures.",)  # the architectures nnU-Net plans name
+LAYER_MODULES = ("torch.nn.",)  # the layer classes its `_kw_requires_import` arguments name
+
+
+def _require_known_network(plans: Path, configuration) -> None:
+    """nnU-Net imports whatever class plans.json names (`pydoc.locate`) and calls it with the
+    plans' arguments: a name outside nnU-Net's architectures and torch's layers would be code."""
+    named = {"network_class_name": configuration.network_arch_class_name}
+    for key in configuration.network_arch_init_kwargs_req_import:
+        value = configuration.network_arch_init_kwargs.get(key)
+        if value is not None:
+            named[key] = value
+    for key, name in named.items():
+        allowed = NETWORK_MODULES if key == "network_class_name" else LAYER_MODULES
+        if not isinstance(name, str) or not name.startswith(allowed):
+            raise UnsafeModelFile(
+                plans,
+                f"its architecture names {key} = {name!r}, outside {' and '.join(allowed)}, and metorigin "
+                "never imports other code named by a model folder",
+                "use the plans.json nnU-Net wrote for this model (its architectures live in "
+                "dynamic_network_architectures, its layers in torch.nn)",
+            )
 
 
 def nnunet_segmentation(
@@ -83,7 +142,10 @@ def nnunet_segmentation(
     model_dir = Path(model_dir)
     _require_model_files(model_dir, tuple(folds), checkpoint, scan_id)
     liver, lesion = label_roles(json.loads((model_dir / "dataset.json").read_text()), scan_id)
-    predictor = load_predictor(str(model_dir), tuple(folds), checkpoint, choose_device().type)
+    try:
+        predictor = load_predictor(str(model_dir), tuple(folds), checkpoint, choose_device().type)
+    except UnsafeModelFile as refused:
+        raise ScanProcessingError(scan_id, "segmentation", f"{refused.path}: {refused.problem}", refused.fix) from None
     # nnU-Net's SimpleITK reader hands the network (channel, z, y, x) and spacing in (z, y, x) order.
     voxels = sitk.GetArrayFromImage(image).astype(np.float32)[None]
     predicted = predictor.predict_single_npy_array(

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from metorigin.core.devices import choose_device
 from metorigin.core.files import atomic_path
+from metorigin.core.model_files import load_tensor_file
 from metorigin.core.study import DenseNetSettings, protocol_fields
 from metorigin.study.evaluation import patient_draws, roc_auc
 
@@ -249,7 +250,9 @@ class Checkpoint:
         """The checkpoint, if it was made for the same data and settings (the epoch count aside)."""
         if not path.is_file():
             return None
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = load_tensor_file(
+            path, "the DenseNet resume file", f"delete {path}: the DenseNet then trains from its first epoch"
+        )
         return cls(**saved) if saved.get("fingerprint") == fingerprint else None
 
 
