@@ -124,7 +124,7 @@ def _make_store(root: Path) -> Store:
     }
     for name, frame in tables.items():
         store.write_lake(name, frame)
-    for arm, model, suffix in [("radiomics", "rf_none-abc", ".joblib"), ("densenet", "densenet121-def", ".pt")]:
+    for arm, model, suffix in [("radiomics", "rf_none-abc", ".skops"), ("densenet", "densenet121-def", ".pt")]:
         folder = store.artifacts / "models" / arm
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{model}{suffix}").write_bytes(b"weights")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pandas as pd
@@ -179,24 +178,3 @@ def test_the_balanced_densenet_output_moved_to_the_training_prevalence_matches_a
     assert np.abs(moved - plain).max() < 0.02
     assert (np.argsort(moved) == np.argsort(balanced)).all()
     assert at_training_prevalence(np.array([0.5]), np.array([0, 1])) == pytest.approx([0.5])
-
-
-def test_a_model_file_written_before_the_package_was_one_still_loads(tmp_path):
-    """Stores trained before metorigin was one package hold joblib files naming `ml.classifiers`."""
-    import joblib
-
-    from metorigin.study import classifiers, scoring
-
-    model = classifiers.PlattScaled.__new__(classifiers.PlattScaled)
-    old = tmp_path / "old.joblib"
-    with scoring.old_module_names():  # write it as the old code did: under the old module name
-        classifiers.PlattScaled.__module__ = "ml.classifiers"
-        try:
-            joblib.dump(model, old)
-        finally:
-            classifiers.PlattScaled.__module__ = "metorigin.study.classifiers"
-    assert b"ml.classifiers" in old.read_bytes() and b"metorigin.study" not in old.read_bytes()
-    with pytest.raises(ModuleNotFoundError):
-        joblib.load(old)  # what plain loading does with it
-    assert isinstance(scoring._load(old, "any", joblib.load), classifiers.PlattScaled)
-    assert "ml" not in sys.modules  # the old names are gone again

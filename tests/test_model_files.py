@@ -1,4 +1,4 @@
-"""Model files are read as data: a planted pickle in any checkpoint the platform loads runs nothing.
+"""Model files are read as data: a planted pickle in any model file the platform loads runs nothing.
 
 Each test writes a real malicious pickle (its `__reduce__` calls `os.system` to create a file) where
 a model file goes, and asserts the refusal names the file and that the file was never created.
@@ -10,14 +10,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pytest
+import skops.io
 import torch
 
 from metorigin.core.errors import StudyFileError
-from metorigin.core.model_files import UnsafeModelFile, load_tensor_file
+from metorigin.core.model_files import UnsafeModelFile, load_model_file, load_tensor_file
 from metorigin.core.study_file import load_study
 from metorigin.study import densenet as dn
+from metorigin.study.classifiers import CLASSIFIERS, build_pipeline, platt_scale
+from metorigin.study.registry import save_model
+from metorigin.study.scoring import RegisteredModel, ScoringRefused, file_sha256, load
 
 
 class Payload:
@@ -80,3 +85,47 @@ def test_an_nnunet_checkpoint_outside_its_fold_folder_is_refused_at_load(tmp_pat
     refused = r"segmentation\.nnunet_checkpoint: .* is not a file name inside the model.s fold_N/ folders"
     with pytest.raises(StudyFileError, match=refused):
         load_study(study)
+
+
+class Stranger:
+    """A class no arm's model holds: skops would rebuild it only if told to trust it."""
+
+    def __init__(self):
+        self.value = 1
+
+
+def test_every_classifier_round_trips_as_data_and_no_pickle_or_stranger_class_is_read(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4))
+    y = (x[:, 0] + rng.normal(size=60) > 0).astype(int)
+    for spec in CLASSIFIERS:  # every class the study's models hold is in the allow-list
+        fitted = build_pipeline(spec, "smote", 1).fit(x, y)
+        model = platt_scale(fitted, fitted.predict_proba(x)[:, 1], y)
+        path = save_model(tmp_path / "models", spec.name, model, {})
+        assert path.suffix == ".skops"
+        assert np.array_equal(load_model_file(path).predict_proba(x), model.predict_proba(x)), spec.name
+
+    marker = tmp_path / "ran"
+    joblib.dump(Payload(marker), tmp_path / "old.joblib")
+    with pytest.raises(UnsafeModelFile, match=r"old\.joblib: the model file is a pickle .* never unpickles a model"):
+        load_model_file(tmp_path / "old.joblib")
+    disguised = tmp_path / "disguised.skops"
+    joblib.dump(Payload(marker), disguised)
+    with pytest.raises(UnsafeModelFile, match=r"disguised\.skops: the model file is not a skops model file"):
+        load_model_file(disguised)
+    skops.io.dump(Stranger(), tmp_path / "stranger.skops")
+    with pytest.raises(UnsafeModelFile, match=r"holds tests\.test_model_files\.Stranger, outside the classes"):
+        load_model_file(tmp_path / "stranger.skops")
+    assert not marker.exists()
+
+
+def test_a_forged_registry_cannot_make_scoring_unpickle_a_planted_file(tmp_path):
+    """A registry row whose sha256 matches the planted file (a store someone else wrote)."""
+    marker = tmp_path / "ran"
+    for name in ("artifacts/models/radiomics/knn-1.joblib", "artifacts/models/radiomics/knn-1.skops"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(Payload(marker), tmp_path / name)
+        forged = RegisteredModel("knn-1", "radiomics", "knn", name, file_sha256(tmp_path / name), {})
+        with pytest.raises(ScoringRefused, match=rf"model knn-1: {tmp_path / name}: the model file is"):
+            load(tmp_path, forged)
+    assert not marker.exists()

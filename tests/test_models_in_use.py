@@ -14,13 +14,13 @@ import hashlib
 import json
 
 import dagster as dg
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
 
 from metorigin.arms import ARMS
 from metorigin.core.config import RunConfig, activate
+from metorigin.core.model_files import load_model_file
 from metorigin.core.store import Store
 from metorigin.core.study_file import load_study
 from metorigin.definitions import build_definitions
@@ -115,7 +115,7 @@ def _model_files(store: Store) -> dict[str, str]:
     return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()
         for p in (store.artifacts / "models").rglob("*-*.*")
-        if p.suffix in (".joblib", ".pt")
+        if p.suffix in (".skops", ".pt")
     }
 
 
@@ -265,7 +265,7 @@ def test_external_validation_on_a_second_cohort_uses_the_frozen_models(
     matrix = _sql(other, "select * from training_matrix order by lesion_id")
     best = metrics[metrics["arm"] == "radiomics"].sort_values("cv_auc").index[-1]
     card = json.loads((store.root / metrics.loc[best, "model_file"]).with_suffix(".json").read_text())
-    frozen = joblib.load(store.root / metrics.loc[best, "model_file"]).predict_proba(matrix[card["features"]])[:, 1]
+    frozen = load_model_file(store.root / metrics.loc[best, "model_file"]).predict_proba(matrix[card["features"]])[:, 1]
     ours = predictions[predictions["model_id"] == best].set_index("lesion_id").loc[matrix["lesion_id"], "probability"]
     assert np.array_equal(ours.to_numpy(), frozen)
     assert _model_files(store) == files

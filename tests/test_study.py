@@ -13,7 +13,6 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,6 +21,7 @@ from PIL import Image
 from scipy.stats import t as student_t
 
 from metorigin.core.config import RunConfig
+from metorigin.core.model_files import load_model_file
 from metorigin.core.store import Store
 from metorigin.core.study import get_settings
 from metorigin.definitions import build_definitions
@@ -428,7 +428,7 @@ def test_a_copied_store_answers_and_loads_its_models_with_the_original_gone(stud
             for table, column in text_columns:
                 query = f'select count(*) from "{table}" where "{column}" like ?'
                 assert con.execute(query, [f"%{store.root}%"]).fetchone()[0] == 0, (table, column)
-        pipeline = joblib.load(copy / metrics.loc["radiomics", "model_file"].iloc[0])
+        pipeline = load_model_file(copy / metrics.loc["radiomics", "model_file"].iloc[0])
         assert hasattr(pipeline, "predict_proba")
         weights = torch.load(copy / metrics.loc["densenet", "model_file"], weights_only=True)
         assert any(name.endswith("weight") for name in weights)

@@ -53,7 +53,7 @@ ARM = Arm(
     asset="baseline_models",
     train=train,
     settings_step="radiomics_models",
-    revisions={"baseline_metrics": 3, "baseline_predictions": 3},  # 2: as radiomics 3; 3: as radiomics 4
+    revisions={"baseline_metrics": 4, "baseline_predictions": 4},  # 2, 3, 4: as radiomics 3, 4, 5
     threshold_from=("out_of_fold", "out-of-fold, training patients"),
     descriptions={
         "baseline_metrics": "Table 3, baseline rows: lesion size, lesion count",

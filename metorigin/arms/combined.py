@@ -90,7 +90,7 @@ ARM = Arm(
     asset="combined_model",
     train=train,
     settings_step="combined",
-    revisions={"combined_metrics": 4, "combined_predictions": 4},  # 3: as densenet 2; 4: as radiomics 4
+    revisions={"combined_metrics": 5, "combined_predictions": 5},  # 3: as densenet 2; 4, 5: as radiomics 4, 5
     threshold_from=("validation", "validation patients"),  # in-sample when they fitted a stacker
     descriptions={
         "combined_metrics": "Table 3, radiomics + DenseNet row",

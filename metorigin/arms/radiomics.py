@@ -57,9 +57,10 @@ ARM = Arm(
     # 3: Platt on every repeat's held-out probability, not on their mean over repeats.
     # 4 (and the other arms' next revision): cards record the training patients, the settings their
     # inputs were made under and the training features' spread, which scoring checks.
+    # 5 (and the baselines' and combined model's next): model files are skops data, not pickles.
     revisions={
-        "radiomics_metrics": 4,
-        "radiomics_predictions": 4,
+        "radiomics_metrics": 5,
+        "radiomics_predictions": 5,
         "radiomics_cv_folds": 1,
         "radiomics_cv_predictions": 1,
     },

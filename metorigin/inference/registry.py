@@ -63,8 +63,11 @@ def registry_row(store: Store, metrics: pd.Series, known: dict, now: str) -> dic
         "cv_auc_ci_low": metrics.get("cv_auc_ci_low"),
         "cv_auc_ci_high": metrics.get("cv_auc_ci_high"),
         "model_file": metrics["model_file"],
-        # The sha256 first seen: a file that changed since is refused when it scores, not re-registered.
-        "file_sha256": earlier.get("file_sha256") or file_sha256(store.root / metrics["model_file"]),
+        # The sha256 first seen for this file: a file that changed since is refused when it scores, not
+        # re-registered. A model retrained into another file (a pickle of an earlier metorigin
+        # replaced by a data file) is registered with its new file.
+        "file_sha256": (earlier.get("model_file") == metrics["model_file"] and earlier.get("file_sha256"))
+        or file_sha256(store.root / metrics["model_file"]),
         "needs_retraining": "needs_retraining" in card,
     }
 

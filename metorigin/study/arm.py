@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import joblib
 import pandas as pd
 
 from metorigin.core.errors import MetoriginError
+from metorigin.core.model_files import load_model_file
 from metorigin.core.store import Store
 from metorigin.core.study import StudySettings
 
@@ -132,7 +132,7 @@ class Arm:
     # out-of-distribution notes (and for `score`, where it uses them); None: the radiomics
     # features (`LesionData.wide`) as they are.
     features: Callable[[LesionData], pd.DataFrame] | None = None
-    load: Callable[[Path], Any] = joblib.load  # a model file as `score` takes it
+    load: Callable[[Path], Any] = load_model_file  # a model file as `score` takes it (read as data)
     scores_new_patients: bool = True  # promotable: scan_predictions scores new scans with it
     report_sections: tuple[ReportSection, ...] = ()
 

@@ -13,11 +13,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-import joblib
 import numpy as np
 import pandas as pd
 
 from metorigin.core.files import atomic_path
+from metorigin.core.model_files import MODEL_SUFFIX, save_model_file
 from metorigin.core.study import StudySettings, protocol
 
 LIBRARIES = ("metorigin", "numpy", "pandas", "scikit-learn", "imbalanced-learn", "xgboost", "torch", "monai")
@@ -55,8 +55,8 @@ def save_model(
     identifier: str,
     model: Any,
     card: dict[str, Any],
-    write: Callable[[Any, Path], None] = joblib.dump,
-    suffix: str = ".joblib",
+    write: Callable[[Any, Path], None] = save_model_file,
+    suffix: str = MODEL_SUFFIX,
 ) -> Path:
     """Atomic writes of the model and its card (`<id><suffix>`, `<id>.json`); returns the model path.
 

@@ -11,20 +11,17 @@ fix; a scan that merely looks unlike the training data is scored and flagged.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
-import sys
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-import joblib
 import numpy as np
 import pandas as pd
 
 from metorigin.core.errors import MetoriginError
+from metorigin.core.model_files import UnsafeModelFile, load_model_file
 
 # A scan is flagged as unlike the training data when the mean of its lesions' value of a model
 # feature lies more than this many training standard deviations from the training lesions' mean.
@@ -112,32 +109,13 @@ def require_features(model: RegisteredModel, features: list[str]) -> None:
             )
 
 
-# Model files written before metorigin was one package name the classes they hold by the module
-# they had then (`ml.classifiers.PlattScaled`, say); a store trained then must still score.
-RENAMED_MODULES = {"ml": "metorigin.study", "ml.classifiers": "metorigin.study.classifiers"}
-
-
-@contextmanager
-def old_module_names():
-    """The modules of RENAMED_MODULES also under their old names, while a model file is read."""
-    added = [name for name in RENAMED_MODULES if name not in sys.modules]
-    for name in added:
-        sys.modules[name] = importlib.import_module(RENAMED_MODULES[name])
-    try:
-        yield
-    finally:
-        for name in added:
-            sys.modules.pop(name, None)
-
-
 @lru_cache(maxsize=64)
 def _load(path: Path, sha256: str, read: Callable[[Path], Any]) -> Any:
     """A model file loaded once per process (a scan's run scores many lesions, a batch many scans)."""
-    with old_module_names():
-        return read(path)
+    return read(path)
 
 
-def load(store_root: Path, model: RegisteredModel, read: Callable[[Path], Any] = joblib.load) -> Any:
+def load(store_root: Path, model: RegisteredModel, read: Callable[[Path], Any] = load_model_file) -> Any:
     """The fitted model (`read`: how its arm reads its file), after checking that its file is byte
     for byte the one registered: a promoted model never changes unless promoted again."""
     path = store_root / model.model_file
@@ -149,9 +127,13 @@ def load(store_root: Path, model: RegisteredModel, read: Callable[[Path], Any] =
         raise ScoringRefused(
             model.model_id,
             f"its file {path} is not the one registered (sha256 differs)",
-            "restore the original file, or retrain and promote a new model",
+            "restore the original file, or retrain and promote a new model (after a retraining, promote "
+            "the model again: its file is new)",
         )
-    return _load(path, model.file_sha256, read)
+    try:
+        return _load(path, model.file_sha256, read)
+    except UnsafeModelFile as refused:
+        raise ScoringRefused(model.model_id, f"{refused.path}: {refused.problem}", refused.fix) from None
 
 
 def calls(probability: pd.Series, label) -> list[str | None]:
