@@ -72,19 +72,15 @@ def densenet_seconds_per_slice(size: int, n: int) -> float:
 def smoke_store(root: Path, scans: int = 3, lesions: int = 4) -> Store:
     """A store holding what scoring reads, at toy size: a Platt-scaled logistic regression, an
     untrained DenseNet at 32 px and their mean as the combined model, promoted, and random rows."""
-    import joblib
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from metorigin.study.classifiers import platt_scale
+    from metorigin.core.model_files import MODEL_SUFFIX, save_model_file
+    from metorigin.study.classifiers import build_pipeline, classifier, platt_scale
     from metorigin.study.scoring import feature_reference, file_sha256
 
     store, rng = Store(root), np.random.default_rng(0)
     names = ["original_firstorder_Mean", "original_shape_Sphericity"]
     x = pd.DataFrame(rng.normal(size=(40, 2)), columns=names)
     y = (x.iloc[:, 0] > 0).astype(int).to_numpy()
-    pipeline = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    pipeline = build_pipeline(classifier("logistic_regression"), "undersampling", 0).fit(x, y)
     inputs = {"lesions": "l", "radiomics": "r", "slices": "s"}
     folder = root / "artifacts" / "models"
     folder.mkdir(parents=True)
@@ -95,11 +91,11 @@ def smoke_store(root: Path, scans: int = 3, lesions: int = 4) -> Store:
     }
     rows = []
     for model_id, (arm, fitted, card) in objects.items():
-        path = folder / f"{model_id}.{'pt' if arm == 'densenet' else 'joblib'}"
+        path = folder / f"{model_id}{'.pt' if arm == 'densenet' else MODEL_SUFFIX}"
         if arm == "densenet":
             torch.save(build_model(torch.device("cpu"), 0).state_dict(), path)
         else:
-            joblib.dump(fitted, path)
+            save_model_file(fitted, path)
         card |= {
             "model_id": model_id,
             "arm": arm,

@@ -55,7 +55,7 @@ def test_a_tensor_file_with_numpy_numbers_loads_and_a_payload_is_refused_by_name
         load_tensor_file(plant(tmp_path / "evil.pt", marker), "the test file")
     assert not marker.exists()
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(UnsafeModelFile, match=r"junk\.pt: the test file is not a PyTorch file"):
+    with pytest.raises(UnsafeModelFile, match=r"junk\.pt: the test file is not a PyTorch zip file"):
         load_tensor_file(tmp_path / "junk.pt", "the test file")
 
 
@@ -107,14 +107,15 @@ def test_every_classifier_round_trips_as_data_and_no_pickle_or_stranger_class_is
 
     marker = tmp_path / "ran"
     joblib.dump(Payload(marker), tmp_path / "old.joblib")
-    with pytest.raises(UnsafeModelFile, match=r"old\.joblib: the model file is a pickle .* never unpickles a model"):
+    pickled = r"old\.joblib: the model file is not a skops file but \.joblib .* never unpickles a model"
+    with pytest.raises(UnsafeModelFile, match=pickled):
         load_model_file(tmp_path / "old.joblib")
     disguised = tmp_path / "disguised.skops"
     joblib.dump(Payload(marker), disguised)
     with pytest.raises(UnsafeModelFile, match=r"disguised\.skops: the model file is not a skops model file"):
         load_model_file(disguised)
     skops.io.dump(Stranger(), tmp_path / "stranger.skops")
-    with pytest.raises(UnsafeModelFile, match=r"holds tests\.test_model_files\.Stranger, outside the classes"):
+    with pytest.raises(UnsafeModelFile, match=r"holds tests\.test_model_files\.Stranger \(ObjectNode\), outside what"):
         load_model_file(tmp_path / "stranger.skops")
     assert not marker.exists()
 
@@ -129,3 +130,40 @@ def test_a_forged_registry_cannot_make_scoring_unpickle_a_planted_file(tmp_path)
         with pytest.raises(ScoringRefused, match=rf"model knn-1: {tmp_path / name}: the model file is"):
             load(tmp_path, forged)
     assert not marker.exists()
+
+
+def test_a_forged_model_file_path_never_leaves_the_store_s_models_folder(tmp_path):
+    (tmp_path / "store" / "artifacts" / "models" / "radiomics").mkdir(parents=True)
+    outside = tmp_path / "elsewhere.skops"
+    skops.io.dump({"a": 1}, outside)
+    link = tmp_path / "store" / "artifacts" / "models" / "radiomics" / "linked.skops"
+    link.symlink_to(outside)
+    for model_file in ("../elsewhere.skops", str(outside), "artifacts/models/../../elsewhere.skops", str(link)):
+        forged = RegisteredModel("m-1", "radiomics", "m", model_file, file_sha256(outside), {})
+        with pytest.raises(ScoringRefused, match=r"model m-1: its model_file .* lies outside the store's artifacts"):
+            load(tmp_path / "store", forged)
+
+
+def test_a_tree_with_forged_indices_or_a_transformer_that_calls_a_class_is_refused(tmp_path):
+    """Files of classes that skops or the study trusts, made to do harm: a decision tree whose root
+    points far outside its nodes (scikit-learn would read outside its arrays: a crash or worse),
+    and scikit-learn's FunctionTransformer set to call XGBoost's Booster on a path of the file's
+    choosing (a read outside the store)."""
+    from sklearn.preprocessing import FunctionTransformer
+    from sklearn.tree import DecisionTreeClassifier
+    from xgboost.core import Booster
+
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    tree = DecisionTreeClassifier(max_depth=2, random_state=0).fit(x, (x[:, 0] > 0).astype(int))
+    state = tree.tree_.__getstate__()
+    state["nodes"] = state["nodes"].copy()
+    state["nodes"]["left_child"][0] = 10**8
+    tree.tree_.__setstate__(state)
+    skops.io.dump(tree, tmp_path / "tree.skops")
+    with pytest.raises(UnsafeModelFile, match=r"a decision tree whose node or feature indices point outside it"):
+        load_model_file(tmp_path / "tree.skops")
+
+    caller = FunctionTransformer(func=Booster, kw_args={"model_file": "/etc/hostname"})
+    skops.io.dump(caller, tmp_path / "caller.skops")
+    with pytest.raises(UnsafeModelFile, match=r"sklearn\.preprocessing\._function_transformer\.FunctionTransformer"):
+        load_model_file(tmp_path / "caller.skops")

@@ -86,13 +86,20 @@ def test_a_planted_checkpoint_or_a_foreign_network_class_runs_nothing(tiny_model
         nnunet_segmentation(image, forged, (0,), "checkpoint_final.pth", "S0005")
     assert not marker.exists()
 
-    foreign = tmp_path / "foreign" / tiny_model.name
-    shutil.copytree(tiny_model, foreign)
-    plans = json.loads((foreign / "plans.json").read_text())
-    plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["nonlin"] = "subprocess.Popen"
-    (foreign / "plans.json").write_text(json.dumps(plans))
-    with pytest.raises(ScanProcessingError, match=r"plans\.json: its architecture names nonlin = 'subprocess\.Popen'"):
-        nnunet_segmentation(image, foreign, (0,), "checkpoint_final.pth", "S0005")
+    # A name that starts like torch's layers but leads to os.system (pydoc.locate follows attributes),
+    # called with the plans' own arguments; and a module whose import alone does something.
+    for key, name, extra in [
+        ("nonlin", "torch.nn.functional.torch.os.system", {"nonlin_kwargs": {"command": f"touch {marker}"}}),
+        ("conv_op", "this", {}),
+    ]:
+        foreign = tmp_path / key / tiny_model.name
+        shutil.copytree(tiny_model, foreign)
+        plans = json.loads((foreign / "plans.json").read_text())
+        plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"].update({key: name, **extra})
+        (foreign / "plans.json").write_text(json.dumps(plans))
+        with pytest.raises(ScanProcessingError, match=rf"plans\.json: its architecture names arch_kwargs '{name}'"):
+            nnunet_segmentation(image, foreign, (0,), "checkpoint_final.pth", "S0005")
+    assert not marker.exists()
 
 
 def test_the_nnunet_version_whose_model_loading_metorigin_rebuilds():

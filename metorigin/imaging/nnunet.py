@@ -66,14 +66,17 @@ def load_predictor(model_dir: str, folds: tuple, checkpoint: str, device_type: s
     """One predictor per model and process: loading weights costs more than predicting a small scan.
 
     nnU-Net's own `initialize_from_trained_model_folder` unpickles each checkpoint in full
-    (`weights_only=False`), so a planted checkpoint would run its code. This is that method's
-    loading (nnunetv2 2.8; tests/test_nnunet.py pins the version) with the checkpoints read as
-    tensors and plain values, and the network classes plans.json names held to nnU-Net's own
-    architectures and torch.nn layers; the predictor then gets them through `manual_initialization`.
+    (`weights_only=False`), imports whatever classes plans.json names, and builds the network with
+    the trainer class the checkpoint names: a planted model folder would run its code. This is that
+    method's loading (nnunetv2 2.8; tests/test_nnunet.py pins the version) made safe: checkpoints
+    read as tensors and plain values, every name plans.json gives checked first (`_require_known`),
+    and the network built by nnU-Net's default trainer from the plans (a trainer variant that
+    builds another network gives weights that do not fit it, and is refused). The predictor then
+    gets them through its `manual_initialization`.
     """
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -83,8 +86,8 @@ def load_predictor(model_dir: str, folds: tuple, checkpoint: str, device_type: s
     checkpoints = [load_tensor_file(folder / f"fold_{fold}" / checkpoint, "the nnU-Net checkpoint") for fold in folds]
     first = checkpoints[0]
     configuration = plans_manager.get_configuration(first["init_args"]["configuration"])
-    _require_known_network(folder / "plans.json", configuration)
-    network = recursive_find_trainer_class_by_name(first["trainer_name"]).build_network_architecture(
+    _require_known(folder / "plans.json", plans_manager, configuration)
+    network = nnUNetTrainer.build_network_architecture(
         plans_manager,
         configuration,
         determine_num_input_channels(plans_manager, configuration, dataset_json),
@@ -92,7 +95,16 @@ def load_predictor(model_dir: str, folds: tuple, checkpoint: str, device_type: s
         enable_deep_supervision=False,
     )
     parameters = [saved["network_weights"] for saved in checkpoints]
-    network.load_state_dict(parameters[0])
+    try:
+        network.load_state_dict(parameters[0])
+    except RuntimeError as error:
+        raise UnsafeModelFile(
+            folder / f"fold_{folds[0]}" / checkpoint,
+            f"its weights do not fit the network plans.json describes (trainer {first['trainer_name']!r}; "
+            f"{str(error).splitlines()[0]})",
+            "use a model trained by nnU-Net's own trainers on these plans (a trainer that builds its own "
+            "network is code metorigin does not run)",
+        ) from None
     predictor = nnUNetPredictor(
         device=torch.device(device_type),
         use_mirroring=device_type == "cuda",
@@ -112,28 +124,70 @@ def load_predictor(model_dir: str, folds: tuple, checkpoint: str, device_type: s
     return predictor
 
 
-NETWORK_MODULES = ("dynamic_network_architectures.",)  # the architectures nnU-Net plans name
-LAYER_MODULES = ("torch.nn.",)  # the layer classes its `_kw_requires_import` arguments name
+# nnU-Net imports the classes plans.json names (`pydoc.locate`, which imports any module and
+# follows any attribute path) and calls them with the plans' arguments: only these exact names are
+# let through, so nothing else is imported or called.
+NETWORK_CLASSES = frozenset(
+    f"dynamic_network_architectures.architectures.{name}"
+    for name in ("unet.PlainConvUNet", "unet.ResidualEncoderUNet", "residual_unet.ResidualUNet")
+)
+_LAYERS = {
+    "conv": ("Conv1d", "Conv2d", "Conv3d"),
+    "instancenorm": ("InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"),
+    "batchnorm": ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d"),
+    "dropout": ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d"),
+    "activation": ("LeakyReLU", "ReLU", "PReLU", "ELU", "GELU"),
+}
+LAYER_CLASSES = frozenset(
+    name
+    for module, classes in _LAYERS.items()
+    for c in classes
+    for name in (f"torch.nn.{c}", f"torch.nn.modules.{module}.{c}")
+)
 
 
-def _require_known_network(plans: Path, configuration) -> None:
-    """nnU-Net imports whatever class plans.json names (`pydoc.locate`) and calls it with the
-    plans' arguments: a name outside nnU-Net's architectures and torch's layers would be code."""
-    named = {"network_class_name": configuration.network_arch_class_name}
-    for key in configuration.network_arch_init_kwargs_req_import:
-        value = configuration.network_arch_init_kwargs.get(key)
-        if value is not None:
-            named[key] = value
-    for key, name in named.items():
-        allowed = NETWORK_MODULES if key == "network_class_name" else LAYER_MODULES
-        if not isinstance(name, str) or not name.startswith(allowed):
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _require_known(plans: Path, plans_manager, configuration) -> None:
+    """Every name in plans.json that nnU-Net turns into code is one it ships: the network and its
+    layers by exact name (every string among the network's arguments is a layer name in nnU-Net's
+    plans), the preprocessing, resampling and label handling by what nnU-Net's own lookup (over
+    its own package) resolves them to. (Normalisation schemes are looked up in a fixed mapping.)"""
+    named = [("network_class_name", configuration.network_arch_class_name, NETWORK_CLASSES)]
+    named += [("arch_kwargs", name, LAYER_CLASSES) for name in _strings(configuration.network_arch_init_kwargs)]
+    for key, name, allowed in named:
+        if name not in allowed:
             raise UnsafeModelFile(
                 plans,
-                f"its architecture names {key} = {name!r}, outside {' and '.join(allowed)}, and metorigin "
-                "never imports other code named by a model folder",
-                "use the plans.json nnU-Net wrote for this model (its architectures live in "
-                "dynamic_network_architectures, its layers in torch.nn)",
+                f"its architecture names {key} {name!r}, which is not one of nnU-Net's networks or torch.nn's "
+                "layers that metorigin builds, and metorigin never imports other code a model folder names",
+                "use the plans.json nnU-Net wrote for this model",
             )
+    resolved = {
+        "preprocessor_name": lambda: configuration.preprocessor_class,
+        "resampling_fn_data": lambda: configuration.resampling_fn_data.func,
+        "resampling_fn_seg": lambda: configuration.resampling_fn_seg.func,
+        "resampling_fn_probabilities": lambda: configuration.resampling_fn_probabilities.func,
+        "label_manager": lambda: plans_manager.label_manager_class,
+    }
+    for key, find in resolved.items():
+        try:
+            found = find()
+        except Exception as error:  # nnU-Net's lookups raise RuntimeError, KeyError, AttributeError...
+            raise UnsafeModelFile(plans, f"nnU-Net cannot resolve its {key} ({error})", PLANS_FIX) from None
+        if not (callable(found) and getattr(found, "__module__", "").startswith("nnunetv2.")):
+            raise UnsafeModelFile(plans, f"its {key} resolves to {found!r}, not to nnU-Net's own code", PLANS_FIX)
+
+
+PLANS_FIX = "use the plans.json nnU-Net wrote for this model"
 
 
 def nnunet_segmentation(
@@ -146,6 +200,14 @@ def nnunet_segmentation(
         predictor = load_predictor(str(model_dir), tuple(folds), checkpoint, choose_device().type)
     except UnsafeModelFile as refused:
         raise ScanProcessingError(scan_id, "segmentation", f"{refused.path}: {refused.problem}", refused.fix) from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:  # a checkpoint or plans missing a key
+        raise ScanProcessingError(
+            scan_id,
+            "segmentation",
+            f"the nnU-Net model in {model_dir} cannot be loaded ({type(error).__name__}: {error})",
+            "point --nnunet-model at the folder nnU-Net wrote for a trained model (plans.json, dataset.json, "
+            "fold_N/checkpoint_final.pth), unchanged",
+        ) from None
     # nnU-Net's SimpleITK reader hands the network (channel, z, y, x) and spacing in (z, y, x) order.
     voxels = sitk.GetArrayFromImage(image).astype(np.float32)[None]
     predicted = predictor.predict_single_npy_array(

@@ -27,6 +27,7 @@ from metorigin.study.scoring import (
     feature_list_hash,
     file_sha256,
     input_settings_hash,
+    model_path,
     read_card,
 )
 
@@ -67,7 +68,7 @@ def registry_row(store: Store, metrics: pd.Series, known: dict, now: str) -> dic
         # re-registered. A model retrained into another file (a pickle of an earlier metorigin
         # replaced by a data file) is registered with its new file.
         "file_sha256": (earlier.get("model_file") == metrics["model_file"] and earlier.get("file_sha256"))
-        or file_sha256(store.root / metrics["model_file"]),
+        or file_sha256(model_path(store.root, metrics["model_file"], metrics["model_id"])),
         "needs_retraining": "needs_retraining" in card,
     }
 

@@ -70,8 +70,23 @@ class RegisteredModel:
         return self.card.get("input_settings", {})
 
 
+def model_path(store_root: Path, model_file: str, model_id: str = "?") -> Path:
+    """A registry's `model_file` as a path, which must lie in the store's artifacts/models folder
+    once resolved (`..`, absolute paths and symlinks followed): a forged registry must not make
+    the platform read, hash or load a file anywhere else."""
+    models = (Path(store_root) / "artifacts" / "models").resolve()
+    path = (Path(store_root) / model_file).resolve()
+    if not path.is_relative_to(models):
+        raise ScoringRefused(
+            model_id,
+            f"its model_file {model_file!r} lies outside the store's artifacts/models folder",
+            "restore the store's models table and artifacts/models folder from a backup, or retrain the study",
+        )
+    return path
+
+
 def read_card(store_root: Path, model_file: str) -> dict:
-    return json.loads((store_root / model_file).with_suffix(".json").read_text())
+    return json.loads(model_path(store_root, model_file).with_suffix(".json").read_text())
 
 
 def require_inputs(model: RegisteredModel, made_under: dict[str, set[str]]) -> None:
@@ -118,7 +133,7 @@ def _load(path: Path, sha256: str, read: Callable[[Path], Any]) -> Any:
 def load(store_root: Path, model: RegisteredModel, read: Callable[[Path], Any] = load_model_file) -> Any:
     """The fitted model (`read`: how its arm reads its file), after checking that its file is byte
     for byte the one registered: a promoted model never changes unless promoted again."""
-    path = store_root / model.model_file
+    path = model_path(store_root, model.model_file, model.model_id)
     if not path.is_file():
         raise ScoringRefused(
             model.model_id, f"its file {path} is missing", "restore the store's artifacts/models folder from a backup"
