@@ -118,7 +118,7 @@ ROW_CASES = [
         "duplicate scan id",
         lambda c: append_row(c / "scans.csv", GOOD_ROW.format(sid="S0003", pid="P003")),
         errors.DuplicateIdError,
-        "appears on lines",
+        "appears on 2 lines",
     ),
     (
         "missing image",
@@ -188,6 +188,10 @@ def test_bad_scan_row_is_reported_and_the_others_go_on(cohort, spoil, error_type
     baseline = load_cohort(cohort).scans
     line = spoil(cohort)
     loaded = load_cohort(cohort)
+    if error_type is errors.DuplicateIdError:  # one error per id, on its first line, naming this one
+        matching = [e for e in loaded.errors if isinstance(e, error_type) and e.row_id == "S0003"]
+        assert len(matching) == 1 and f", {line})" in matching[0].message, [e.message for e in loaded.errors]
+        line = matching[0].row
     matching = [e for e in loaded.errors if isinstance(e, error_type) and e.row == line]
     assert matching, [e.message for e in loaded.errors]
     message = matching[0].message
@@ -218,8 +222,8 @@ def test_unknown_primary_site_rejects_the_patient_and_names_its_scans(cohort):
 def test_duplicate_patient_rejects_every_copy(cohort):
     line = append_row(cohort / "patients.csv", "P001,colorectal,60,F,T3,N1,M1")
     loaded = load_cohort(cohort)
-    dup = [e for e in loaded.errors if isinstance(e, errors.DuplicateIdError)]
-    assert {e.row for e in dup} == {2, line}
+    (dup,) = [e for e in loaded.errors if isinstance(e, errors.DuplicateIdError)]
+    assert dup.row == 2 and f"patient_id 'P001' appears on 2 lines (2, {line}); none of them is used" in dup.message
     assert "P001" not in set(loaded.patients["patient_id"])
 
 

@@ -28,7 +28,7 @@ from metorigin.core.errors import (
 from metorigin.core.ids import id_problem
 from metorigin.core.schemas import PATIENTS, SCANS
 from metorigin.core.study import CONTRAST_PHASES, InclusionCriteria, LabelSettings
-from metorigin.imaging.contract_csv import duplicate_errors, read_contract_csv, utf8_text
+from metorigin.imaging.contract_csv import duplicate_errors, read_contract_csv, utf8_text, without_oversized
 from metorigin.imaging.geometry import coverage_mismatch, grid_problem, slice_axis_tilt_deg
 from metorigin.imaging.io import ImageInfo, normalise_phase, read_image_info
 
@@ -88,7 +88,9 @@ def validate_patients(frame: pd.DataFrame, label: LabelSettings) -> tuple[pd.Dat
     The class comes from the study's label column (e.g. `primary_site`) and is stored as `label`.
     An empty cell is a patient whose class is not known (yet): stored with a NULL label, measured
     like every other patient, never trained on (training_matrix keeps labelled patients only)."""
-    duplicated, errors = duplicate_errors(frame, PATIENTS_CSV, "patient_id")
+    frame, errors = without_oversized(frame, PATIENTS_CSV)
+    duplicated, duplicates = duplicate_errors(frame, PATIENTS_CSV, "patient_id")
+    errors += duplicates
     rows = []
     for rec in frame.to_dict("records"):
         pid = rec["patient_id"]
@@ -360,7 +362,9 @@ def qc_verdicts(frame: pd.DataFrame | None, scan_ids: set[str]) -> tuple[dict[st
     too: a reviewer meant something by it, and the scan waits until the row says what."""
     if frame is None:
         return {}, []
-    duplicated, errors = duplicate_errors(frame, QC_CSV, "scan_id")
+    frame, errors = without_oversized(frame, QC_CSV)
+    duplicated, duplicates = duplicate_errors(frame, QC_CSV, "scan_id")
+    errors += duplicates
     failed = {}
     for rec in frame.to_dict("records"):
         sid, verdict, reason = rec["scan_id"], (rec["verdict"] or "").lower(), rec["reason"] or ""
@@ -395,7 +399,10 @@ def validate_scans(
     """One row per scan listed, each either included or carrying the reason it is not (the study's
     inclusion criteria, and a failed verdict in `qc`, the cohort's qc.csv)."""
     failed_qc, qc_errors = qc_verdicts(qc, set(frame["scan_id"]))
-    duplicated, errors = duplicate_errors(frame, SCANS_CSV, "scan_id")
+    frame, errors = without_oversized(frame, SCANS_CSV)
+    duplicated, duplicates = duplicate_errors(frame, SCANS_CSV, "scan_id")
+    errors += duplicates
+    first_of = {e.row_id: e for e in duplicates}  # a duplicated id's one error, for each of its rows
     known = set(patients["patient_id"])
     listed = set(patient_frame["patient_id"])
     rows = []
@@ -416,7 +423,7 @@ def validate_scans(
             if problem := id_problem(rec["scan_id"], "scan_id"):
                 raise InvalidValueError(SCANS_CSV, *problem, row=rec["line"], row_id=rec["scan_id"])
             if rec["scan_id"] in duplicated:
-                raise next(e for e in errors if e.row == rec["line"])
+                raise first_of[rec["scan_id"]]
             if rec["patient_id"] not in known:
                 why = (
                     "has an invalid row in patients.csv"

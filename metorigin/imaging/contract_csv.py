@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from metorigin.core.errors import CohortError, CohortFileError, DuplicateIdError, MissingColumnError
+from metorigin.core.errors import CohortError, CohortFileError, DuplicateIdError, InvalidValueError, MissingColumnError
 
 
 def read_contract_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> pd.DataFrame:
@@ -106,21 +106,57 @@ def refuse_other_delimiter(name: str, text: str, required: tuple[str, ...]) -> N
             )
 
 
+MAX_LINES_SHOWN = 10  # a message names at most this many lines of a duplicated id
+MAX_CELL = 1_000  # characters in a cell: a stage or a label is a few; a pasted document is refused
+MAX_PATH_CELL = 4_096  # characters in a path cell (PATH_MAX on Linux)
+PATH_COLUMNS = ("image", "mask")
+
+
+def shown(value: str, limit: int = 40) -> str:
+    """A cell as a message quotes it: a 20 MB cell must not become a 20 MB message."""
+    return repr(value if len(value) <= limit else f"{value[:limit]}...")
+
+
 def duplicate_errors(frame: pd.DataFrame, file: str, id_column: str) -> tuple[set[str], list[CohortError]]:
-    """Ids that occur more than once; every one of their rows is rejected, since none can be trusted."""
-    counts = frame[id_column].value_counts()
-    duplicated = set(counts[counts > 1].index) - {""}
-    errors = []
-    for ident in sorted(duplicated):
-        lines = frame.loc[frame[id_column] == ident, "line"].tolist()
-        for line in lines:
+    """Ids that occur more than once; every one of their rows is rejected, since none can be trusted.
+    One error per id, on its first line, naming at most MAX_LINES_SHOWN of its lines: 10,000 copies
+    of a row are one message, not 10,000 messages of 10,000 line numbers each."""
+    ids = frame[id_column]
+    repeated = frame[ids.duplicated(keep=False) & (ids != "")]
+    errors: list[CohortError] = []
+    for ident, lines in repeated.groupby(id_column, sort=True)["line"]:
+        lines = lines.tolist()
+        listed = ", ".join(map(str, lines[:MAX_LINES_SHOWN]))
+        more = f" and {len(lines) - MAX_LINES_SHOWN} more" if len(lines) > MAX_LINES_SHOWN else ""
+        errors.append(
+            DuplicateIdError(
+                file,
+                f"{id_column} {shown(ident)} appears on {len(lines)} lines ({listed}{more}); none of them is used",
+                f"give each row its own {id_column}, or delete the extra rows",
+                row=lines[0],
+                row_id=ident if len(ident) <= 128 else None,  # an id is at most 128 characters (core/ids.py)
+            )
+        )
+    return set(repeated[id_column]), errors
+
+
+def without_oversized(frame: pd.DataFrame, file: str) -> tuple[pd.DataFrame, list[CohortError]]:
+    """The rows without a cell longer than MAX_CELL characters (MAX_PATH_CELL for a path), and an
+    error for each such cell: no value of the contract is that long, and every message, log line
+    and table would carry it. Those rows are left out whole (their id may be the long cell)."""
+    columns = [c for c in frame.columns if c != "line" and frame[c].notna().any()]
+    errors: list[CohortError] = []
+    for column in columns:
+        limit = MAX_PATH_CELL if column in PATH_COLUMNS else MAX_CELL
+        for line, value in frame.loc[frame[column].fillna("").str.len() > limit, ["line", column]].itertuples(
+            index=False
+        ):
             errors.append(
-                DuplicateIdError(
+                InvalidValueError(
                     file,
-                    f"{id_column} {ident!r} appears on lines {', '.join(map(str, lines))}",
-                    f"give each row its own {id_column}, or delete the extra row",
+                    f"the {column} cell holds {len(value):,} characters (at most {limit:,}): {shown(value)}",
+                    f"shorten the cell; a {column} is never that long",
                     row=line,
-                    row_id=ident,
                 )
             )
-    return duplicated, errors
+    return frame[~frame["line"].isin({e.row for e in errors})], errors

@@ -8,6 +8,7 @@ is only known once all its slices are sorted, which SimpleITK does while reading
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,31 @@ def normalise_phase(text: str | None) -> str | None:
     return None
 
 
+def special_file(path: Path) -> str | None:
+    """What `path` is when it is neither a regular file nor a folder (a FIFO, a socket, a device),
+    else None. Opening a FIFO waits for a writer for ever, and a device may never end: neither is
+    an image, and a scan listing one must be refused before anything reads it."""
+    mode = path.stat().st_mode
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device"
+
+
+def _refuse_special(path: Path) -> None:
+    """A path that is not a regular file or folder, or a folder holding one (GDCM opens every file of a
+    series folder), refused with what it is."""
+    entries = [path, *path.iterdir()] if path.is_dir() else [path]
+    for entry in entries:
+        kind = special_file(entry)
+        if kind:
+            where = "it is" if entry == path else f"its entry {entry.name!r} is"
+            raise ValueError(f"{where} {kind}, not a regular file: reading it would never end")
+
+
 def _dicom_series_files(folder: Path) -> list[str]:
     series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not series_ids:
@@ -106,6 +132,7 @@ def read_image_info(path: Path) -> ImageInfo:
     path = Path(path)
     if not path.exists():
         raise ValueError("the file does not exist")
+    _refuse_special(path)
     if path.is_dir():
         files = _dicom_series_files(path)
         reader = sitk.ImageSeriesReader()

@@ -131,8 +131,6 @@ def patients(
             )
         )
         table = table[table["patient_id"] != rec["patient_id"]]
-    for error in errors:
-        context.log.warning(error.message)
     counts = table["label"].fillna(UNLABELLED).value_counts().to_dict()
     table = conform(table.assign(settings_hash=study.step_hash("cohort")), PATIENTS)
     yield dg.Output(
@@ -140,7 +138,7 @@ def patients(
         data_version=content_version(table.drop(columns=["source_line"])),
         metadata={"n_patients": len(table), **{f"n_{k}": int(v) for k, v in counts.items()}},
     )
-    yield rows_check("patients", errors)
+    yield rows_check(context, "patients", errors, store.store())
 
 
 @dg.asset(
@@ -167,8 +165,6 @@ def scans(
     qc = _csv_or_fail(read_qc_csv, cohort_dir)
     table, errors = validate_scans(frame, patients, patient_frame, cohort_dir, study.inclusion, qc)
     table = conform(table.assign(settings_hash=study.step_hash("cohort")), SCANS)
-    for error in errors:
-        context.log.warning(error.message)
     included = sorted(table.loc[table["included"], "scan_id"])
     new = sorted(set(included) - set(context.instance.get_dynamic_partitions(scan_partitions.name)))
     if new:
@@ -193,7 +189,7 @@ def scans(
             **({NOTICE: dg.MetadataValue.text("\n".join(retired))} if retired else {}),
         },
     )
-    yield rows_check("scans", errors)
+    yield rows_check(context, "scans", errors, store.store())
     yield suite_check(scans_suite(table), asset_key="scans")
 
 

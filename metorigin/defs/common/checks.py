@@ -12,7 +12,9 @@ from __future__ import annotations
 import dagster as dg
 
 from metorigin.core.errors import CohortError
+from metorigin.core.files import atomic_path
 from metorigin.core.markdown import markdown_table
+from metorigin.core.store import Store
 from metorigin.quality.suites import SuiteResult
 
 ROWS_VALID, DATA_QUALITY = "rows_valid", "data_quality"
@@ -57,23 +59,47 @@ LESIONS_CHECKS = [
 ]
 
 
-def rows_check(asset: str, errors: list[CohortError]) -> dg.AssetCheckResult:
-    """The cohort row check: passes when every row was usable; else lists each bad row and its fix."""
-    problems = markdown_table(
-        [{"file": e.file, "line": e.row, "id": e.row_id, "problem": e.problem, "fix": e.fix} for e in errors],
-        empty="No problems found.",
-    )
+MAX_ROWS_SHOWN = 100  # problems a check's metadata and the run's log show; the rest go to a file
+
+
+def rows_check(
+    context: dg.AssetExecutionContext, asset: str, errors: list[CohortError], store: Store
+) -> dg.AssetCheckResult:
+    """The cohort row check: passes when every row was usable; else lists each bad row and its fix,
+    each also as a warning in the run's log. Past MAX_ROWS_SHOWN problems the metadata and the log
+    show the first ones, and the whole list is a file in the store's logs (a spreadsheet of 10,000
+    bad rows must not make a 1 GB event)."""
+    shown = errors[:MAX_ROWS_SHOWN]
+    lines = [e.message for e in shown]
+    description = f"{len(errors)} row(s) of the cohort could not be used" if errors else "every row is valid"
+    extra = {}
+    if len(errors) > len(shown):
+        full = store.root / "logs" / f"{asset}-problems-{context.run_id}.log"
+        with atomic_path(full) as tmp:
+            tmp.write_text("".join(f"{e.message}\n" for e in errors))
+        extra["all_problems"] = dg.MetadataValue.path(str(full))
+        description += f" (the first {len(shown)} here, all of them in {full})"
+        lines.append(f"... and {len(errors) - len(shown)} more problem(s): every one is in {full}")
+    for line in lines:
+        context.log.warning(line)
+    metadata = {
+        "problems": dg.MetadataValue.md(
+            markdown_table(
+                [{"file": e.file, "line": e.row, "id": e.row_id, "problem": e.problem, "fix": e.fix} for e in shown],
+                empty="No problems found.",
+            )
+        ),
+        "n_problems": len(errors),
+        "messages": dg.MetadataValue.text("\n".join(lines)),
+        **extra,
+    }
     return dg.AssetCheckResult(
         asset_key=asset,
         check_name=ROWS_VALID,
         passed=not errors,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=(f"{len(errors)} row(s) of the cohort could not be used" if errors else "every row is valid"),
-        metadata={
-            "problems": dg.MetadataValue.md(problems),
-            "n_problems": len(errors),
-            "messages": dg.MetadataValue.text("\n".join(e.message for e in errors)),
-        },
+        description=description,
+        metadata=metadata,
     )
 
 

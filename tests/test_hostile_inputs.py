@@ -1,0 +1,67 @@
+"""Hostile inputs, round two (issue 28): inputs whose size must never multiply into the output.
+
+Real ingest runs (Dagster, the store's lake) on a copy of the tiny cohort; the model-file cases are
+in tests/test_model_files.py and tests/test_nnunet.py.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+import pytest
+
+from metorigin.core.config import RunConfig
+from metorigin.core.store import Store
+from metorigin.definitions import build_definitions
+from metorigin.imaging.cohort import load_cohort
+from metorigin.runtime.runner import run_selection
+from tests.helpers import append_row
+
+COPIES = 10_000
+GOOD_ROW = "{sid},P002,{image},masks/S0002.nii.gz,1,2,B30s,1.5,portal_venous"
+
+
+def test_ten_thousand_copies_of_a_patient_are_one_message_and_the_valid_rows_go_on(cohort, tmp_path):
+    patients = cohort / "patients.csv"
+    text = patients.read_text()
+    header, first, *_ = text.splitlines()
+    bad_ages = [f"Q{i:03d},colorectal,{200 + i},F,T3,N1,M1" for i in range(150)]  # distinct ids, each invalid
+    long_stage = "P900,colorectal,60,F," + "T" * 2_000 + ",N1,M1"
+    patients.write_text(text + "\n".join([first] * COPIES + bad_ages + [long_stage]) + "\n")
+    store = tmp_path / "store"
+    defs = build_definitions(RunConfig(cohort=str(cohort), store=str(store), workers=2))
+    report = run_selection(defs, dg.DagsterInstance.ephemeral(), "key:patients", progress=lambda _: None)
+
+    (check,) = [text for name, text in report.failed_checks if name == "patients:rows_valid"]
+    lines = check.splitlines()
+    assert len(lines) == 101 and len(check) < 50_000  # the first 100 problems and where the rest are
+    first_id = first.split(",")[0]
+    (duplicate,) = [line for line in lines if "appears on" in line]
+    assert f"patient_id '{first_id}' appears on {COPIES + 1} lines (2, " in duplicate and "and 9991 more" in duplicate
+    full_list = Store(store).root / "logs"
+    (written,) = list(full_list.glob("patients-problems-*.log"))
+    assert lines[-1].endswith(f"every one is in {written}")
+    everything = written.read_text().splitlines()
+    assert len(everything) == 1 + 150 + 1  # one per duplicated id, one per bad row
+    assert any("the t_stage cell holds 2,000 characters (at most 1,000)" in m for m in everything)
+    assert max(len(m) for m in everything) < 500
+    stored = set(Store(store).read_lake("patients")["patient_id"])
+    assert first_id not in stored and "P900" not in stored and not any(p.startswith("Q") for p in stored)
+    assert len(stored) == len(text.splitlines()) - 2  # every other patient of the cohort went on
+
+
+@pytest.mark.timeout(120)  # the failure this guards against is a read that never returns
+def test_a_fifo_as_an_image_or_inside_a_dicom_folder_is_refused_at_ingest_and_nothing_blocks(cohort):
+    os.mkfifo(cohort / "pipe.nii.gz")
+    (cohort / "series").mkdir()
+    os.mkfifo(cohort / "series" / "slice_0001.dcm")
+    fifo = append_row(cohort / "scans.csv", GOOD_ROW.format(sid="S0100", image="pipe.nii.gz"))
+    folder = append_row(cohort / "scans.csv", GOOD_ROW.format(sid="S0101", image="series"))
+    loaded = load_cohort(cohort)
+    by_line = {e.row: e.message for e in loaded.errors}
+    assert "image 'pipe.nii.gz' cannot be used: it is a FIFO (named pipe), not a regular file" in by_line[fifo]
+    assert "its entry 'slice_0001.dcm' is a FIFO (named pipe)" in by_line[folder]
+    scans = loaded.scans.set_index("scan_id")
+    assert not scans.loc[["S0100", "S0101"], "valid"].any()
+    assert scans["valid"].sum() == len(scans) - 2  # the other scans go on
