@@ -226,7 +226,8 @@ def test_metorigin_sql_refuses_file_access(pipeline, capsys, tmp_path, monkeypat
     store_before, cwd_before = _files(store.root), _files(tmp_path)
     code, out, err = _metorigin_sql(capsys, store, query.format(store=store.root, lake=store.lake))
     assert code == 2 and out == ""
-    assert err.startswith("error: refused: `metorigin sql` is read-only and has no file access (DuckDB: "), err
+    assert err.startswith("error: refused: `metorigin sql` is read-only"), err
+    assert "has no file access (DuckDB: " in err or "creates, changes and attaches nothing (DuckDB: " in err
     assert "use --csv and redirect it to a file" in err and "views over the lake" not in err
     assert _files(store.root) == store_before  # byte for byte, and nothing created in the store
     assert _files(tmp_path) == cwd_before and not list(tmp_path.iterdir())
@@ -258,7 +259,7 @@ def test_published_store_is_tables_only_and_still_answers(pipeline, capsys):
         tables = {name for (name,) in con.execute("select table_name from duckdb_tables()").fetchall()}
     assert {name for name, _ in relations} <= tables
     code, out, err = _metorigin_sql(capsys, store, "select count(*) as n from scans", "--csv")
-    assert (code, err) == (0, "") and out.splitlines() == ["n", str(len(store.read_lake("scans")))]
+    assert (code, err) == (0, "1 row(s) written\n") and out.splitlines() == ["n", str(len(store.read_lake("scans")))]
     with feature_store_reader(str(store.root)).get_connection() as con:  # the study assets' reader
         assert len(con.execute("select * from training_matrix").df()) > 0
         with pytest.raises(duckdb.PermissionException):
@@ -297,3 +298,17 @@ def test_the_store_keeps_the_parse_its_dbt_steps_start_from(pipeline, tmp_path):
     ).stdout
     assert "Performance info" in out, out  # it parsed
     assert "full parse" not in out.lower() and "unable to do partial parsing" not in out.lower(), out
+
+
+def test_metorigin_sql_stops_at_its_timeout_caps_what_it_prints_and_names_the_read_only_refusal(pipeline, capsys):
+    _, store, _, _ = pipeline
+    endless = "select count(*) from range(1000000000) a, range(1000000) b"
+    code, out, err = _metorigin_sql(capsys, store, endless, "--timeout", "1")
+    assert code == 2 and out == "" and err.startswith("error: the query ran past --timeout 1 s and was stopped.")
+    code, out, err = _metorigin_sql(capsys, store, "select * from range(25000) t(i)", "--limit", "3")
+    assert code == 0 and out.split() == ["i", "0", "1", "2"]
+    assert "(the first 3 rows; the query gives more: --limit N prints more, --csv writes them all)" in err
+    code, out, err = _metorigin_sql(capsys, store, "select * from range(25000) t(i)", "--csv")
+    assert code == 0 and len(out.splitlines()) == 25_001 and err == "25000 row(s) written\n"  # no cap
+    code, _, err = _metorigin_sql(capsys, store, "attach ':memory:' as scratch")
+    assert code == 2 and "is read-only: it creates, changes and attaches nothing (DuckDB: " in err

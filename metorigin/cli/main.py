@@ -158,7 +158,13 @@ def parser() -> argparse.ArgumentParser:
     sql = sub.add_parser("sql", help="run read-only SQL on the feature store")
     sql.add_argument("--store", required=True, type=Path)
     sql.add_argument("query")
-    sql.add_argument("--csv", action="store_true", help="print CSV instead of an aligned table")
+    sql.add_argument("--csv", action="store_true", help="print every row as CSV instead of an aligned table")
+    sql.add_argument(
+        "--limit", type=_positive, default=10_000, help="rows the aligned table prints at most (default: 10,000)"
+    )
+    sql.add_argument(
+        "--timeout", type=_positive, default=60, help="seconds after which the query is stopped (default: 60)"
+    )
     sql.set_defaults(handler="store:cmd_sql")
 
     tables = sub.add_parser("tables", help="print Tables 1-3 (and the comparisons, the split repeats) of a store")

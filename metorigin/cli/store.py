@@ -6,9 +6,12 @@ from __future__ import annotations
 import getpass
 import shutil
 import sys
+import threading
+from contextlib import contextmanager
 from datetime import datetime
 
 import duckdb
+import pandas as pd
 
 from metorigin.cli.session import aligned, new_log_path, published_store, run_log, store_definitions, summary, tell
 from metorigin.core.errors import MetoriginError
@@ -101,42 +104,104 @@ def cmd_models_promote(args) -> int:
 
 
 def cmd_sql(args) -> int:
+    """A read-only query, stopped at `--timeout` seconds; the first `--limit` rows printed as a table,
+    or every row streamed as CSV (`--csv`), with the count on stderr."""
     store = Store(args.store)
     try:
-        with store.connect_read_only() as con:
-            frame = con.execute(args.query).df()
+        with store.connect_read_only() as con, _deadline(con, args.timeout):
+            con.execute(args.query)
+            if args.csv:
+                print(f"{_stream_csv(con)} row(s) written", file=sys.stderr)
+                return 0
+            frame, more = _first_rows(con, args.limit)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except duckdb.Error as exc:
-        # What DuckDB refuses on a connection opened with `READ_ONLY_CONFIG`: files, extensions and
-        # secrets (PermissionException); ATTACH of a database file this process has open already
-        # (ResourceInUseException); SET on the locked configuration; writes to the read-only file.
-        reason = str(exc).strip().splitlines()[0]
-        locked = ("the configuration has been locked", "read-only mode", "belongs to an attached database")
-        refused = isinstance(exc, (duckdb.PermissionException, duckdb.ResourceInUseException))
-        if not (refused or any(marker in reason for marker in locked)):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    except duckdb.InterruptException:
         print(
-            f"error: refused: `metorigin sql` is read-only and has no file access (DuckDB: {reason}). "
-            "Query the store's tables; to save a result, use --csv and redirect it to a file.",
+            f"error: the query ran past --timeout {args.timeout:g} s and was stopped. Fix: narrow it (a WHERE, an "
+            "aggregate, a LIMIT), or allow it longer with --timeout SECONDS",
             file=sys.stderr,
         )
-        # a view over the lake, published by metorigin before it built tables only?
-        views = has_views_over_lake(store) if "/lake/" in reason else 0
-        if views:
-            print(
-                f"This store's feature store has {views} views over the lake, from an older metorigin: rebuild "
-                f"it with `metorigin run --cohort COHORT --store {args.store} --select 'group:\"feature_store\"'`.",
-                file=sys.stderr,
-            )
         return 2
-    if args.csv:
-        frame.to_csv(sys.stdout, index=False)
-    else:
-        print(frame.to_string(index=False) if len(frame.columns) else "(no columns)")  # every cell in full
+    except duckdb.Error as exc:
+        return _refused(exc, store, args.store)
+    print(frame.to_string(index=False) if len(frame.columns) else "(no columns)")  # every cell in full
+    if more:
+        print(
+            f"(the first {args.limit:,} rows; the query gives more: --limit N prints more, --csv writes them all)",
+            file=sys.stderr,
+        )
     return 0
+
+
+@contextmanager
+def _deadline(con: duckdb.DuckDBPyConnection, seconds: float):
+    """DuckDB's own interrupt after `seconds` (it stops the query, and a fetch, where it runs)."""
+    timer = threading.Timer(seconds, con.interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _first_rows(con: duckdb.DuckDBPyConnection, limit: int) -> tuple[pd.DataFrame, bool]:
+    """At most `limit` rows of the result (fetched in DuckDB's chunks, never all of a large result)
+    and whether there were more."""
+    chunks, rows = [], 0
+    while rows <= limit:
+        chunk = con.fetch_df_chunk(1)
+        if chunk.empty:
+            break
+        chunks.append(chunk)
+        rows += len(chunk)
+    if not chunks:
+        return con.fetch_df_chunk(1), False  # no rows: the empty frame keeps the columns
+    frame = pd.concat(chunks, ignore_index=True)
+    return frame.head(limit), len(frame) > limit
+
+
+def _stream_csv(con: duckdb.DuckDBPyConnection) -> int:
+    """Every row of the result as CSV on stdout, a chunk at a time (the header even when there is
+    none); the number of rows."""
+    written, header = 0, True
+    while not (chunk := con.fetch_df_chunk(8)).empty or header:
+        chunk.to_csv(sys.stdout, index=False, header=header)
+        written, header = written + len(chunk), False
+    return written
+
+
+def _refused(exc: duckdb.Error, store: Store, where) -> int:
+    # What DuckDB refuses on a connection opened with `READ_ONLY_CONFIG`: files, extensions and
+    # secrets (PermissionException); ATTACH of a database file this process has open already
+    # (ResourceInUseException); SET on the locked configuration; writes to the read-only file.
+    reason = str(exc).strip().splitlines()[0]
+    locked = ("the configuration has been locked", "read-only mode", "belongs to an attached database")
+    refused = isinstance(exc, (duckdb.PermissionException, duckdb.ResourceInUseException))
+    if not (refused or any(marker in reason for marker in locked)):
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    what = (
+        "read-only: it creates, changes and attaches nothing"
+        if "read-only mode" in reason
+        else "read-only and has no file access"
+    )
+    print(
+        f"error: refused: `metorigin sql` is {what} (DuckDB: {reason}). "
+        "Query the store's tables; to save a result, use --csv and redirect it to a file.",
+        file=sys.stderr,
+    )
+    # a view over the lake, published by metorigin before it built tables only?
+    views = has_views_over_lake(store) if "/lake/" in reason else 0
+    if views:
+        print(
+            f"This store's feature store has {views} views over the lake, from an older metorigin: rebuild "
+            f"it with `metorigin run --cohort COHORT --store {where} --select 'group:\"feature_store\"'`.",
+            file=sys.stderr,
+        )
+    return 2
 
 
 def cmd_report(args) -> int:
