@@ -65,3 +65,17 @@ def test_a_fifo_as_an_image_or_inside_a_dicom_folder_is_refused_at_ingest_and_no
     scans = loaded.scans.set_index("scan_id")
     assert not scans.loc[["S0100", "S0101"], "valid"].any()
     assert scans["valid"].sum() == len(scans) - 2  # the other scans go on
+
+
+def test_a_long_failed_qc_verdict_still_excludes_and_a_broken_link_in_a_series_folder_is_no_crash(cohort):
+    """Found in review: a qc.csv row refused for a long cell dropped its fail verdict, and a broken
+    symlink inside a DICOM folder made the folder check raise out of the cohort load."""
+    (cohort / "qc.csv").write_text(f"scan_id,verdict,reason\nS0002,fail,{'motion ' * 200}\n")
+    (cohort / "series").mkdir()
+    (cohort / "series" / "gone.dcm").symlink_to(cohort / "nowhere.dcm")
+    append_row(cohort / "scans.csv", GOOD_ROW.format(sid="S0101", image="series"))
+    loaded = load_cohort(cohort)
+    scans = loaded.scans.set_index("scan_id")
+    assert not scans.loc["S0002", "included"] and "a cell is too long" in scans.loc["S0002", "exclusion_reason"]
+    assert any("the reason cell holds 1,399 characters (at most 1,000)" in e.message for e in loaded.errors)
+    assert not scans.loc["S0101", "valid"]  # an empty series folder: refused with its reason, no crash

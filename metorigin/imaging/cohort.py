@@ -362,10 +362,16 @@ def qc_verdicts(frame: pd.DataFrame | None, scan_ids: set[str]) -> tuple[dict[st
     too: a reviewer meant something by it, and the scan waits until the row says what."""
     if frame is None:
         return {}, []
-    frame, errors = without_oversized(frame, QC_CSV)
+    kept, errors = without_oversized(frame, QC_CSV)
+    # A row refused for a cell too long still excludes its scan (its verdict may be a fail).
+    failed = {
+        rec["scan_id"]: f"qc.csv line {rec['line']} unreadable: a cell is too long"
+        for rec in frame[~frame["line"].isin(kept["line"])].to_dict("records")
+        if rec["scan_id"] in scan_ids
+    }
+    frame = kept
     duplicated, duplicates = duplicate_errors(frame, QC_CSV, "scan_id")
     errors += duplicates
-    failed = {}
     for rec in frame.to_dict("records"):
         sid, verdict, reason = rec["scan_id"], (rec["verdict"] or "").lower(), rec["reason"] or ""
         who = ", ".join(v for v in (rec["reviewer"], rec["date"]) if v)

@@ -76,9 +76,15 @@ def special_file(path: Path) -> str | None:
 def _refuse_special(path: Path) -> None:
     """A path that is not a regular file or folder, or a folder holding one (GDCM opens every file of a
     series folder), refused with what it is."""
-    entries = [path, *path.iterdir()] if path.is_dir() else [path]
+    try:
+        entries = [path, *path.iterdir()] if path.is_dir() else [path]
+    except OSError as error:
+        raise ValueError(f"the folder cannot be listed ({error.strerror})") from None
     for entry in entries:
-        kind = special_file(entry)
+        try:
+            kind = special_file(entry)
+        except OSError:  # a broken link or a loop inside a series folder: GDCM skips it too
+            continue
         if kind:
             where = "it is" if entry == path else f"its entry {entry.name!r} is"
             raise ValueError(f"{where} {kind}, not a regular file: reading it would never end")
