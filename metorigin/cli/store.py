@@ -150,16 +150,9 @@ def _deadline(con: duckdb.DuckDBPyConnection, seconds: float):
 def _first_rows(con: duckdb.DuckDBPyConnection, limit: int) -> tuple[pd.DataFrame, bool]:
     """At most `limit` rows of the result (fetched in DuckDB's chunks, never all of a large result)
     and whether there were more."""
-    chunks, rows = [], 0
-    while rows <= limit:
-        chunk = con.fetch_df_chunk(1)
-        if chunk.empty:
-            break
-        chunks.append(chunk)
-        rows += len(chunk)
-    if not chunks:
-        return con.fetch_df_chunk(1), False  # no rows: the empty frame keeps the columns
-    frame = pd.concat(chunks, ignore_index=True)
+    frame = con.fetch_df_chunk(1)  # kept even when empty: it carries the columns
+    while len(frame) <= limit and not (chunk := con.fetch_df_chunk(1)).empty:
+        frame = pd.concat([frame, chunk], ignore_index=True)
     return frame.head(limit), len(frame) > limit
 
 
