@@ -1,4 +1,5 @@
-"""Hostile inputs, round two (issue 28): inputs whose size must never multiply into the output.
+"""Hostile inputs, round two (issue 28): inputs whose size must never multiply into the output, and
+nothing counted twice (a scan listed under two ids, a partition no row describes).
 
 Real ingest runs (Dagster, the store's lake) on a copy of the tiny cohort; the model-file cases are
 in tests/test_model_files.py and tests/test_nnunet.py.
@@ -7,6 +8,7 @@ in tests/test_model_files.py and tests/test_nnunet.py.
 from __future__ import annotations
 
 import os
+import shutil
 
 import dagster as dg
 import pytest
@@ -14,7 +16,10 @@ import pytest
 from metorigin.core.config import RunConfig
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
+from metorigin.defs.common.names import per_scan_keys
+from metorigin.defs.common.partitions import scan_partitions
 from metorigin.imaging.cohort import load_cohort
+from metorigin.runtime.execution import RunReport, executor
 from metorigin.runtime.runner import run_selection
 from tests.helpers import append_row
 
@@ -79,3 +84,34 @@ def test_a_long_failed_qc_verdict_still_excludes_and_a_broken_link_in_a_series_f
     assert not scans.loc["S0002", "included"] and "a cell is too long" in scans.loc["S0002", "exclusion_reason"]
     assert any("the reason cell holds 1,399 characters (at most 1,000)" in e.message for e in loaded.errors)
     assert not scans.loc["S0101", "valid"]  # an empty series folder: refused with its reason, no crash
+
+
+def test_a_scan_listed_twice_under_two_ids_is_refused_with_the_first_one_s_line(cohort):
+    shutil.copy(cohort / "images" / "S0002.nii.gz", cohort / "copy.nii.gz")  # the same bytes, another name
+    shutil.copytree(cohort / "images" / "S0001", cohort / "series_copy")  # a DICOM folder, copied
+    file_copy = append_row(cohort / "scans.csv", GOOD_ROW.format(sid="S0100", image="copy.nii.gz"))
+    row = GOOD_ROW.format(sid="S0101", image="series_copy").replace("masks/S0002", "masks/S0001")
+    folder_copy = append_row(cohort / "scans.csv", row)
+    loaded = load_cohort(cohort)
+    by_line = {e.row: e.message for e in loaded.errors}
+    assert "its image has the same content as scan S0002's (line 3)" in by_line[file_copy]
+    assert "its image has the same content as scan S0001's (line 2)" in by_line[folder_copy]
+    assert "give it the rescan's own image" in by_line[file_copy]
+    scans = loaded.scans.set_index("scan_id")
+    assert not scans.loc[["S0100", "S0101"], "included"].any()
+    assert scans.loc[["S0001", "S0002"], "included"].all()  # the first of each pair is the one kept
+
+
+def test_a_partition_no_row_describes_fails_at_once_and_the_next_ingest_removes_it(cohort, tmp_path):
+    defs = build_definitions(RunConfig(cohort=str(cohort), store=str(tmp_path / "store"), workers=2))
+    instance = dg.DagsterInstance.ephemeral()
+    assert run_selection(defs, instance, "group:cohort", progress=lambda _: None).ok
+    instance.add_dynamic_partitions(scan_partitions.name, ["S9999"])  # what the UI's "Add a partition" does
+    report = RunReport()
+    executor(defs.resolve_job_def, instance, report)("process_scan", per_scan_keys(defs.resolve_asset_graph()), "S9999")
+    (failure,) = report.step_failures
+    assert "no row of scans.csv describes this partition" in failure and "the next ingest removes" in failure
+    assert not Store(tmp_path / "store").lake_file("scan_integrity", "S9999").exists()
+    assert run_selection(defs, instance, "group:cohort", progress=lambda _: None).ok
+    assert "S9999" not in instance.get_dynamic_partitions(scan_partitions.name)
+    assert "S0002" in instance.get_dynamic_partitions(scan_partitions.name)

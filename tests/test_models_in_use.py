@@ -1,6 +1,7 @@
 """The trained models in use (issue 15): an unlabelled patient, the registry and its promotions,
 per-scan scoring with the frozen promoted models, a scan added after training, and external
-validation on the store's own cohort and on a second synthetic cohort.
+validation on the store's own cohort and on a second synthetic cohort; and a run killed with
+SIGKILL in the dbt build and in the DenseNet's training (issue 28), which needs such a store.
 
 A small study of its own (9 patients, two classifiers with undersampling (SMOTE needs more
 lesions of a class than this cohort's folds hold), a one-epoch DenseNet): what is
@@ -12,6 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import signal
+import subprocess
+import time
 
 import dagster as dg
 import numpy as np
@@ -25,10 +31,12 @@ from metorigin.core.store import Store
 from metorigin.core.study_file import load_study
 from metorigin.definitions import build_definitions
 from metorigin.defs.common.partitions import scan_partitions
+from metorigin.defs.feature_store.sensors import feature_store_after_a_batch
 from metorigin.defs.imaging.sensors import new_scans_sensor
 from metorigin.imaging.fingerprints import cohort_fingerprint
 from metorigin.imaging.synth import SynthConfig, append_patients, generate_cohort
 from metorigin.inference.registry import registry_models
+from metorigin.runtime.dead_runs import slot_holders
 from metorigin.runtime.execution import RunReport, executor, reconstructable_job
 from metorigin.runtime.runner import (
     external_validation,
@@ -40,7 +48,7 @@ from metorigin.study.combined import best_radiomics_model
 from metorigin.study.evaluation import labels
 from metorigin.study.evaluation import test_metrics as table3_metrics  # not `test_*`: pytest would collect it
 from metorigin.study.scoring import ScoringRefused, load, require_features, require_inputs
-from tests.test_cli import _cli
+from tests.test_cli import METORIGIN, _cli
 
 pytestmark = pytest.mark.slow
 
@@ -307,3 +315,93 @@ def test_a_scan_added_after_training_is_scored_by_a_sensor_launched_run(study, p
     assert set(scored["model_id"]) == set(ids) and scored["probability"].between(0, 1).all()
     assert instance.get_latest_materialization_event(dg.AssetKey("radiomics_metrics")).run_id == trained
     assert _model_files(store) == files
+
+
+# Killed runs (issue 28): here, because they need a trained store with a one-epoch DenseNet, and this
+# module's is the cheapest. The training matrix's dbt build (the smallest dbt step) and the DenseNet,
+# forced, through the CLI: once to completion, and once killed (SIGKILL) in dbt's build and again in
+# the DenseNet's training.
+REBUILD = (
+    "--select",
+    "key:feature_store/training_matrix or key:densenet_metrics or key:densenet_predictions",
+    "--force",
+)
+
+
+def _cli_run(store: Store, *, kill_at: str | None = None) -> tuple[str, float]:
+    """`metorigin run` on the module's store (its own instance, `<store>/.dagster`): its output and
+    its wall time; killed with SIGKILL the moment its output matches `kill_at`."""
+    root = store.root.parent
+    command = [METORIGIN, "run", "--cohort", root / "cohort", "--store", store.root, "--study", root / "study.yaml"]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("METORIGIN_", "DAGSTER_HOME"))}
+    start = time.monotonic()
+    process = subprocess.Popen(
+        [*map(str, command), "--workers", "2", *REBUILD],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        encoding="utf-8",
+        env=environment,
+    )
+    lines = []
+    try:
+        for line in process.stdout:
+            print(line, end="")  # shown when the test fails
+            lines.append(line)
+            if kill_at and re.search(kill_at, line):
+                process.send_signal(signal.SIGKILL)
+                break
+        process.wait(timeout=300)
+    finally:
+        process.kill()
+        process.wait()
+    output = "".join(lines)
+    assert (process.returncode == -signal.SIGKILL) if kill_at else (process.returncode == 0), output[-3000:]
+    return output, time.monotonic() - start
+
+
+def _rebuilt(store: Store) -> dict[str, int]:
+    """A digest of every feature-store table and of the DenseNet's predictions."""
+    with store.connect_read_only() as con:
+        names = con.execute("select table_name from information_schema.tables order by 1").fetchall()
+        tables = {name: con.execute(f'select * from "{name}"').df() for (name,) in names}
+    tables["densenet_predictions"] = store.read_lake("densenet_predictions")
+    return {
+        name: int(pd.util.hash_pandas_object(frame.sort_values(list(frame.columns)), index=False).sum())
+        for name, frame in tables.items()
+    }
+
+
+def test_a_run_killed_in_dbt_or_in_densenet_training_never_blocks_the_store(study, promoted):
+    defs, _, store = study
+    resume = store.artifact_path("models", "densenet") / "checkpoint.pt"
+    resume.unlink(missing_ok=True)  # the DenseNet trains from its first epoch, not from the fixture's last
+    _, clean_s = _cli_run(store)
+    expected = _rebuilt(store)
+    instance = dg.DagsterInstance.from_config(str(store.root / ".dagster"))
+
+    _cli_run(store, kill_at=r"START sql table model main.training_matrix")  # in dbt's build, holding its slot
+    (ghost,) = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    assert ghost.job_name == "build_feature_store" and slot_holders(instance) == [ghost.run_id]
+
+    resume.unlink(missing_ok=True)
+    output, _ = _cli_run(store, kill_at=r"DenseNet-121 on \d+ training")  # the dbt build done, in the training
+    assert f"note: run {ghost.run_id} (build_feature_store): its process (pid {ghost.tags['metorigin/pid']}" in output
+    assert "its concurrency slots freed" in output
+    (ghost,) = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+    assert ghost.job_name == "run_study"
+
+    # The feature store's sensor, which waited on "1 run(s) in flight" at every tick, ends the ghost.
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
+        tick = feature_store_after_a_batch(context)
+    assert not (isinstance(tick, dg.SkipReason) and (tick.skip_message or "").startswith("waiting:")), tick
+    ended = instance.get_run_by_id(ghost.run_id)
+    assert ended.status == dg.DagsterRunStatus.FAILURE and not instance.get_runs(
+        dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])
+    )
+
+    resume.unlink(missing_ok=True)
+    output, rerun_s = _cli_run(store)
+    assert "2 run(s): succeeded" in output, output[-2000:]  # the training matrix, the DenseNet
+    assert _rebuilt(store) == expected
+    assert rerun_s <= 1.5 * clean_s, (rerun_s, clean_s)
+    instance.dispose()

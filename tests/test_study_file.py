@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from metorigin.cli.main import main
+from metorigin.cli.session import study_file_problems
 from metorigin.core.errors import StoreStudyMismatch, StudyFileError
 from metorigin.core.manifest import bind_study, read_manifest, settings_table
 from metorigin.core.package import EXAMPLES_DIR, RADIOMICS_PARAMS
@@ -54,6 +55,16 @@ def test_a_study_file_overrides_its_base_profile_field_by_field(tmp_path):
         ("radiomics: {params_file: missing.yaml}\n", "radiomics.params_file", "'missing.yaml' does not exist"),
         ("seed: [1\n", "", "not valid YAML"),
         ("retrain: weekly\n", "retrain", "'weekly' is not a retraining policy"),
+        # Every number has a range (issue 28): finite, and below a ceiling that says why.
+        ("densenet: {epochs: 1000000000}\n", "densenet.epochs", "at most 10,000: the study trains 30"),
+        ("densenet: {batch_size: 100000000}\n", "densenet.batch_size", "at most 4,096"),
+        ("models: {bootstrap_resamples: 1000000000000}\n", "models.bootstrap_resamples", "at most 100,000"),
+        ("robustness: {permutations: 100000}\n", "robustness.permutations", "at most 10,000"),
+        ("lesions: {min_diameter_mm: .inf}\n", "lesions.min_diameter_mm", "finite number"),
+        ("slices: {window_level: .nan}\n", "slices.window_level", "finite number"),
+        ("seed: -1\n", "seed", "greater than or equal to 0"),
+        ("radiomics: {params_file: ../../../etc/passwd}\n", "radiomics.params_file", "outside the study file's folder"),
+        ("radiomics: {params_file: /etc/shadow}\n", "radiomics.params_file", "outside the study file's folder"),
     ],
 )
 def test_a_bad_study_file_is_refused_with_the_file_the_key_and_the_fix(tmp_path, text, key, problem):
@@ -209,3 +220,35 @@ def test_metorigin_demo_is_metorigin_run_with_every_run_default(tmp_path):
     assert as_demo.keys() == as_run.keys() and as_demo["no_wait"] and not as_demo["force"]
     synth = vars(_parser().parse_args(demo_synth_arguments(tmp_path / "c")))  # `synth --add-to` broke it once
     assert synth.keys() == vars(_parser().parse_args(["synth", "--out", "x"])).keys() and synth["add_to"] is None
+
+
+def test_the_paper_profile_with_a_thousand_permutations_is_within_every_range(tmp_path):
+    study = load_study(_study(tmp_path, "base: paper\nrobustness: {permutations: 1000}\n"))
+    assert study.robustness.permutations == 1000
+    # The ranges are no new settings: the hashes of the built-in studies are what they were.
+    assert get_settings("paper").study_hash() == "a32731395c1e" and get_settings("quick").study_hash() == "de6e89a75ad4"
+
+
+def test_a_parameter_file_pyradiomics_refuses_is_refused_when_the_study_is_checked(tmp_path):
+    (tmp_path / "params.yaml").write_text("imageType: {Original: {}}\nsetting: {binWidth: -3}\n")
+    path = _study(tmp_path, "radiomics: {params_file: params.yaml}\n")
+    (problem,) = [p for p in study_file_problems(load_study(path), path, None) if p.key == "radiomics.params_file"]
+    assert "pyradiomics' schema refuses it" in str(problem) and "/setting/binWidth" in str(problem)
+    assert not [p for p in study_file_problems(get_settings("quick"), None, None) if p.key == "radiomics.params_file"]
+
+
+def test_a_store_keeps_its_study_s_own_parameter_file_beside_its_study_file(tmp_path):
+    """The store's study.yaml names `default` or a copy in the store: a parameter file must lie in the
+    folder of the study file that names it, and the store's study loads wherever it moved."""
+    (tmp_path / "params.yaml").write_text(RADIOMICS_PARAMS.read_text().replace("binWidth: 25", "binWidth: 10"))
+    own = load_study(_study(tmp_path, "radiomics: {params_file: params.yaml}\n"))
+    store, expected = Store(tmp_path / "store"), own.study_hash()
+    bind_study(store, own)
+    assert (
+        yaml.safe_load((store.root / "study.yaml").read_text())["radiomics"]["params_file"] == "radiomics_params.yaml"
+    )
+    (tmp_path / "params.yaml").unlink()
+    assert load_study(store.root / "study.yaml").study_hash() == expected
+    bound = Store(tmp_path / "quick")
+    bind_study(bound, get_settings("quick"))
+    assert yaml.safe_load((bound.root / "study.yaml").read_text())["radiomics"]["params_file"] == "default"

@@ -25,8 +25,10 @@ from metorigin.core.study_file import load_study
 from metorigin.definitions import build_definitions
 from metorigin.defs.common.names import STUDY_GROUP
 from metorigin.defs.study.schedules import retrain_problems
+from metorigin.imaging.radiomics_params import params_file_problem
 from metorigin.imaging.study_fit import class_problems, study_problems
 from metorigin.report.store_summary import summary_lines
+from metorigin.runtime.dead_runs import release as release_dead_runs
 from metorigin.runtime.home import get_instance
 from metorigin.study.classifiers import grid_problems
 
@@ -86,6 +88,8 @@ def in_session(args, work) -> int:
             refuse(class_problems(args.cohort, study, str(args.study or f"the built-in {study.profile} study")))
         instance = get_instance(args.store)  # refuses an instance that serves another store
         with store_session(args.store, "metorigin run", wait=not args.no_wait, on_wait=tell):
+            for line in release_dead_runs(instance, "metorigin run"):  # a killed run never blocks the store
+                print(f"note: {line}", flush=True)
             for step in bind_study(Store(args.store), study, replace=args.replace_study):
                 print(f"store {args.store} migrated: {step}", flush=True)
             print(f"study: {study.name} (hash {study.study_hash()}, seed {study.seed})", flush=True)
@@ -155,6 +159,15 @@ def study_file_problems(
     and (given a cohort) a study that does not fit it (`classes`: its two classes present too)."""
     source = str(study_file or f"the built-in {study.profile} study")
     problems = (run_problems(study, source) if for_run else []) + grid_problems(study.models, source)
+    if problem := params_file_problem(Path(study.radiomics.params_file)):
+        problems.append(
+            StudyFileError(
+                source,
+                "radiomics.params_file",
+                f"{study.radiomics.params_file}: {problem}",
+                "fix the file (pyradiomics' documentation, 'Parameter File'), or use 'default' (metorigin's own)",
+            )
+        )
     problems += retrain_problems(study, source)
     return problems + (study_problems(cohort, study, source, classes) if cohort and not problems else [])
 

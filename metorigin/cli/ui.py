@@ -19,6 +19,7 @@ from metorigin.core.errors import MetoriginError, StudyFileError
 from metorigin.core.manifest import read_manifest
 from metorigin.core.store import Store
 from metorigin.defs.common.names import LAUNCHED_HERE
+from metorigin.runtime.dead_runs import release
 from metorigin.runtime.home import use_store_instance
 
 
@@ -46,6 +47,7 @@ def cmd_ui(args) -> int:
     )
     # The code location and the runs its daemon launches build their definitions from this file.
     config.write_for_instance(home)
+    _release_dead_runs(home)
     return _serve(command, home)
 
 
@@ -117,6 +119,15 @@ def _stop_group(group: int, grace_s: float) -> None:
                 time.sleep(0.2)
         except ProcessLookupError:
             return
+
+
+def _release_dead_runs(home: Path) -> None:
+    """Runs a killed `metorigin run` or `metorigin ui` left in progress: ended before the daemon
+    starts, so its queue and the sensors do not wait on them (runtime/dead_runs.py)."""
+    instance = dg.DagsterInstance.from_config(str(home))
+    for line in release(instance, "metorigin ui"):
+        print(f"note: {line}", flush=True)
+    instance.dispose()
 
 
 def _fail_runs_left_started(home: Path) -> None:

@@ -66,6 +66,12 @@ class DuplicateIdError(CohortError):
     kind = "duplicate_id"
 
 
+class DuplicateContentError(CohortError):
+    """A row whose image has the bytes of an earlier row's: the same scan, counted twice."""
+
+    kind = "duplicate_content"
+
+
 class UnknownPatientError(CohortError):
     kind = "unknown_patient"
 

@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 from metorigin.core.errors import MetoriginError
 
 LEASE_FILE = ".session.lock"
+TELL_EVERY_S = 30.0  # a waiting session says again whom it waits for
 _held: dict[Path, int] = {}  # lease file -> depth, for this process
 _guard = threading.Lock()
 
@@ -53,8 +54,9 @@ def store_session(
 ) -> Iterator[None]:
     """Hold the store's writer lease for the block.
 
-    `wait=False` raises StoreBusy naming the holder; otherwise waits (Ctrl-C stops the wait),
-    telling `on_wait` once who it is waiting for."""
+    `wait=False` raises StoreBusy naming the holder; otherwise waits (in `time.sleep`, so Ctrl-C
+    and SIGTERM end the wait at once), telling `on_wait` who holds it, and again every
+    `TELL_EVERY_S` with how long it has waited."""
     root = Path(root).absolute()
     root.mkdir(parents=True, exist_ok=True)
     path = root / LEASE_FILE
@@ -72,7 +74,8 @@ def store_session(
                 _held[path] -= 1
         return
     with open(path, "a+") as lock:
-        told = False
+        start = time.monotonic()
+        told = -TELL_EVERY_S
         while True:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -81,9 +84,10 @@ def store_session(
                 message = f"the store {root} is in use by {holder_of(root)}"
                 if not wait:
                     raise StoreBusy(f"{message}. Fix: wait for it (run without --no-wait), or use another --store")
-                if not told:
-                    on_wait(f"waiting: {message}")
-                    told = True
+                waited = time.monotonic() - start
+                if waited - told >= TELL_EVERY_S:
+                    on_wait(f"waiting{f' {waited:.0f} s' if waited >= 1 else ''}: {message}")
+                    told = waited
                 time.sleep(0.5)
         try:
             lock.seek(0)

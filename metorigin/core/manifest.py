@@ -11,6 +11,7 @@ written beside the manifest (`study.yaml`); `settings_table` gives them as rows 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from metorigin.core.errors import StoreStudyMismatch, StoreVersionError
 from metorigin.core.files import atomic_path
 from metorigin.core.schemas import LAKE_TABLES, SCAN_INTEGRITY, SCANS, STUDY_SETTINGS, conform
 from metorigin.core.store import Store
-from metorigin.core.study import STEP_SETTINGS, StudySettings, as_dict
+from metorigin.core.study import DEFAULT_RADIOMICS_PARAMS, PACKAGED_PARAMS, STEP_SETTINGS, StudySettings, as_dict
 
 SCHEMA_VERSION = 3
 MANIFEST = "store.json"
@@ -134,6 +135,22 @@ def settings_table(settings: StudySettings) -> pd.DataFrame:
     return conform(pd.DataFrame(rows).assign(study_hash=settings.study_hash()), STUDY_SETTINGS)
 
 
+STORED_PARAMS = "radiomics_params.yaml"  # a study's own pyradiomics parameters, kept in its store
+
+
+def _stored_params(store: Store, params: Path) -> str:
+    """The radiomics parameter file as the store's study.yaml names it: `default` for the package's
+    own (wherever it is installed), else a copy beside that study.yaml. A study file's parameter file
+    must lie in its folder (study_file.py), and the copy keeps the store's study loadable when the
+    original moves; the settings hash is of the file's content, so the copy is the same study."""
+    if params.resolve() == DEFAULT_RADIOMICS_PARAMS.resolve():
+        return PACKAGED_PARAMS
+    if params.resolve() != (store.root / STORED_PARAMS).resolve():
+        with atomic_path(store.root / STORED_PARAMS) as tmp:
+            shutil.copyfile(params, tmp)
+    return STORED_PARAMS
+
+
 def bind_study(store: Store, settings: StudySettings, replace: bool = False) -> list[str]:
     """Migrate the store if it is older, then bind it to `settings` (or confirm it is bound to them).
 
@@ -161,8 +178,10 @@ def bind_study(store: Store, settings: StudySettings, replace: bool = False) -> 
             }
         ]
     store.root.mkdir(parents=True, exist_ok=True)
+    stored = as_dict(settings)
+    stored["radiomics"]["params_file"] = _stored_params(store, Path(settings.radiomics.params_file))
     with atomic_path(store.root / "study.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(as_dict(settings), sort_keys=False))
+        tmp.write_text(yaml.safe_dump(stored, sort_keys=False))
     _write_manifest(
         store,
         {

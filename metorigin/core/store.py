@@ -122,6 +122,9 @@ class Store:
 
         A file lock serialises writers across processes even where no Dagster pool applies
         (ephemeral instances, scripts). A writer that waits too long is told who holds the lock.
+        A holder killed mid-build (`kill -9`: no `except` runs) leaves its marker behind, and the
+        next holder starts from the published snapshot: the killed build's half-built tables are
+        never published with a later build's.
         """
         self.build_path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.build_path.with_suffix(".lock")
@@ -132,14 +135,20 @@ class Store:
                 lock.truncate()
                 lock.write(f"{holder} (pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
                 lock.flush()
-                if not self.build_path.exists() and self.duckdb_path.exists():
+                unfinished = self.build_path.with_suffix(".unfinished")
+                if unfinished.exists():  # its last holder was killed mid-build: nothing of that build is kept
+                    self._reset_build()
+                elif not self.build_path.exists() and self.duckdb_path.exists():
                     shutil.copy2(self.duckdb_path, self.build_path)  # e.g. the .build folder was deleted
+                unfinished.write_text(holder + "\n")
                 try:
                     yield self.build_path
                 except BaseException:
                     self._reset_build()  # half-built tables must not reach the next publication
+                    unfinished.unlink()
                     raise
                 self._publish()
+                unfinished.unlink()
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 

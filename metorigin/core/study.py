@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator
 from pydantic.dataclasses import dataclass
 
 from metorigin.core.errors import StudyFileError
@@ -47,10 +47,32 @@ CLASSIFIERS = (
 RESAMPLERS = ("smote", "undersampling")
 RETRAIN_POLICIES = ("manual", "on_change")  # the `retrain` values that are not a cron schedule
 
-_STRICT = ConfigDict(extra="forbid")
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)  # every number finite: `.inf` and `.nan` refused
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+def at_most(limit: float, reason: str) -> AfterValidator:
+    """A ceiling that says why it is there. Every count and size of a study has one: `epochs: 1e9`
+    or `bootstrap_resamples: 1e12` was accepted and ran until killed, and a typo should fail at
+    load, naming the key, not a day into a run. The ceilings are far above any study's needs (the
+    paper profile's 1,000 permutations included) and below what a machine could finish."""
+
+    def check(value):
+        if value is not None and value > limit:
+            raise ValueError(f"at most {limit:,}: {reason}")
+        return value
+
+    return AfterValidator(check)
+
+
+# Ceilings shared by several settings.
+WORKERS = at_most(1024, "more processes than any one machine has cores")
+PIXELS = at_most(2048, "a CT slice is 512 pixels across; larger images only cost memory")
+MM = at_most(1000.0, "a length in mm; a liver is about 200 mm across")
+FRACTION = at_most(1.0, "a fraction of the image")
 
 
 def machine(default: Any = dataclasses.MISSING, **kwargs) -> Any:
@@ -119,7 +141,7 @@ class SegmentationSettings:
     nnunet_model_dir: str | None = machine(
         None
     )  # holds plans.json, dataset.json, fold_N/ (its weights are hashed per row)
-    nnunet_folds: tuple[Annotated[int, Field(ge=0)], ...] = (0,)
+    nnunet_folds: tuple[Annotated[int, Field(ge=0), at_most(99, "nnU-Net trains 5 folds")], ...] = (0,)
     nnunet_checkpoint: str = "checkpoint_final.pth"
 
     @field_validator("nnunet_checkpoint", mode="after")
@@ -138,28 +160,32 @@ class SegmentationSettings:
 @dataclass(frozen=True, config=_STRICT)
 class LesionSettings:
     connectivity: Literal["face", "edge", "vertex"] = "face"  # 3-D neighbourhood of connected components
-    min_diameter_mm: NonNegativeFloat = 5.0  # the study excludes lesions under 5 mm largest diameter
+    min_diameter_mm: Annotated[NonNegativeFloat, MM] = 5.0  # the study excludes lesions under 5 mm largest diameter
 
 
 @dataclass(frozen=True, config=_STRICT)
 class RadiomicsSettings:
     params_file: str = str(DEFAULT_RADIOMICS_PARAMS)  # a pyradiomics parameter YAML; its content is hashed
-    crop_margin_voxels: Annotated[int, Field(ge=1)] = 2  # one voxel gives identical features; two is a margin
-    workers: PositiveInt = machine(default_factory=_cpu_count)
+    crop_margin_voxels: Annotated[int, Field(ge=1), at_most(100, "a margin around the lesion's box, in voxels")] = (
+        2  # one voxel gives identical features; two is a margin
+    )
+    workers: Annotated[PositiveInt, WORKERS] = machine(default_factory=_cpu_count)
 
 
 @dataclass(frozen=True, config=_STRICT)
 class SliceSettings:
-    size: PositiveInt = 224
-    window_width: PositiveFloat = 330.0
-    window_level: float = 10.0
-    border_fraction: NonNegativeFloat = 0.15  # border around the lesion, as a fraction of its larger in-plane extent
-    min_border_px: Annotated[int, Field(ge=0)] = 3
+    size: Annotated[PositiveInt, PIXELS] = 224
+    window_width: Annotated[PositiveFloat, at_most(10_000.0, "CT values span about 4,000 HU")] = 330.0
+    window_level: Annotated[float, Field(ge=-2000, le=5000)] = 10.0  # in HU: air is -1000, metal about 3000
+    border_fraction: Annotated[NonNegativeFloat, at_most(10.0, "a border this wide leaves the lesion a dot")] = (
+        0.15  # border around the lesion, as a fraction of its larger in-plane extent
+    )
+    min_border_px: Annotated[NonNegativeInt, PIXELS] = 3
     # None (the study's): each lesion's square is scaled to fill the image, so every lesion looks the
     # same size to the DenseNet. A length in mm: a square of that field around every lesion instead,
     # so the network sees size (a lesion wider than the field is cut at its edge; the border settings
     # are then unused).
-    field_mm: PositiveFloat | None = None
+    field_mm: Annotated[PositiveFloat, MM] | None = None
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -167,7 +193,7 @@ class SplitSettings:
     """The study's split: 4 test patients per class and 5 validation patients (the study's DenseNet
     split, 68/5/8, names 81 patients for its 78; here the rest of the 78 train: 65/5/8)."""
 
-    test_patients_per_class: PositiveInt = 4
+    test_patients_per_class: Annotated[PositiveInt, at_most(100_000, "more patients than a cohort holds")] = 4
     validation_fraction: Annotated[float, Field(gt=0, lt=1)] = 5 / 78  # 5 of the study's 78; >= one per class
 
 
@@ -180,12 +206,20 @@ class ModelSettings:
     # Per classifier, hyper-parameter name -> candidate values; a classifier not named keeps its built-in grid.
     grids: dict[Literal[CLASSIFIERS], dict[str, tuple[Any, ...]]] = dataclasses.field(default_factory=dict)  # type: ignore[valid-type]
     max_abs_correlation: Annotated[float, Field(gt=0, le=1)] = 0.6  # the study's PCC threshold for redundant features
-    importance_repeats: PositiveInt = 10  # permutation repeats per held-out fold (Table 2)
-    tuning_folds: Annotated[int, Field(ge=2)] = 3  # grouped CV folds on the training patients for hyper-parameters
-    bootstrap_resamples: PositiveInt = 1000  # patient-level bootstrap for the 95% intervals
-    cv_repeats: PositiveInt = 5  # repeated grouped CV over all patients: repeats x folds
-    cv_folds: Annotated[int, Field(ge=2)] = 5
-    workers: PositiveInt = machine(default_factory=_cpu_count)
+    importance_repeats: Annotated[PositiveInt, at_most(1000, "each repeat re-scores every held-out fold")] = (
+        10  # permutation repeats per held-out fold (Table 2)
+    )
+    tuning_folds: Annotated[int, Field(ge=2), at_most(100, "each fold needs patients of both classes")] = (
+        3  # grouped CV folds on the training patients for hyper-parameters
+    )
+    bootstrap_resamples: Annotated[
+        PositiveInt, at_most(100_000, "past this the interval's Monte Carlo error is far below its width")
+    ] = 1000  # patient-level bootstrap for the 95% intervals
+    cv_repeats: Annotated[PositiveInt, at_most(1000, "each repeat is a tuned fit of every pipeline per fold")] = (
+        5  # repeated grouped CV over all patients: repeats x folds
+    )
+    cv_folds: Annotated[int, Field(ge=2), at_most(100, "each fold needs test patients of both classes")] = 5
+    workers: Annotated[PositiveInt, WORKERS] = machine(default_factory=_cpu_count)
 
     @property
     def n_pipelines(self) -> int:
@@ -198,23 +232,27 @@ class DenseNetSettings:
     `quick` trains on each lesion's largest slices at 96 px for a few epochs, so a 2-core CPU
     finishes in minutes: same steps, smaller budget, and a weaker model (say so when you quote it)."""
 
-    image_size: PositiveInt = 224
-    epochs: PositiveInt = 30
-    batch_size: PositiveInt = 64
-    learning_rate: PositiveFloat = 1e-3
-    weight_decay: NonNegativeFloat = 1e-4
-    max_slices_per_lesion: PositiveInt | None = None  # None: every slice; else the k with the largest lesion area
-    max_train_images_per_epoch: PositiveInt | None = None  # None: one pass over the training slices per epoch
+    image_size: Annotated[PositiveInt, PIXELS] = 224
+    epochs: Annotated[PositiveInt, at_most(10_000, "the study trains 30; the best epoch is kept")] = 30
+    batch_size: Annotated[PositiveInt, at_most(4096, "a batch this size of 224-px slices fills a GPU many times")] = 64
+    learning_rate: Annotated[PositiveFloat, at_most(10.0, "AdamW diverges far below this")] = 1e-3
+    weight_decay: Annotated[NonNegativeFloat, at_most(10.0, "AdamW's decay; the study's is 1e-4")] = 1e-4
+    max_slices_per_lesion: Annotated[PositiveInt, at_most(100_000, "more slices than a CT has")] | None = (
+        None  # None: every slice; else the k with the largest lesion area
+    )
+    max_train_images_per_epoch: Annotated[PositiveInt, at_most(100_000_000, "a hundred million slices")] | None = (
+        None  # None: one pass over the training slices per epoch
+    )
     # Augmenting processes beside the trainer. On a 16-core H200 machine 12 kept the GPU busiest
     # (images/s as a share of a bare model step: 8: 69%, 10: 81%, 12: 81-85%, 14: 77%; the trainer
     # and the copy thread need cores too): benchmarks/densenet_throughput.py.
-    loader_workers: Annotated[int, Field(ge=0)] = machine(default_factory=lambda: max(0, _cpu_count() - 4))
+    loader_workers: Annotated[NonNegativeInt, WORKERS] = machine(default_factory=lambda: max(0, _cpu_count() - 4))
     device: str = machine("auto")  # auto: CUDA when present (bf16, channels-last), else CPU
     # Augmentation on the fly (the study's zoom, shear, rotation and width shift), each drawn per image.
-    zoom: NonNegativeFloat = 0.1
-    shear: NonNegativeFloat = 0.1
-    rotate_deg: NonNegativeFloat = 15.0
-    width_shift: NonNegativeFloat = 0.1
+    zoom: Annotated[NonNegativeFloat, FRACTION] = 0.1
+    shear: Annotated[NonNegativeFloat, FRACTION] = 0.1
+    rotate_deg: Annotated[NonNegativeFloat, at_most(180.0, "a rotation in degrees")] = 15.0
+    width_shift: Annotated[NonNegativeFloat, FRACTION] = 0.1
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -229,8 +267,12 @@ class RobustnessSettings:
     to 0.05) and the study's split alone, about 2 minutes on the demo cohort on 2 cores. Extra
     analyses of the same protocol: in no hash but their own."""
 
-    permutations: Annotated[int, Field(ge=0)] = 100  # 0: no permutation test
-    split_repeats: PositiveInt = 20  # 1: the study's split only
+    permutations: Annotated[
+        NonNegativeInt, at_most(10_000, "each is a tuned refit of every pipeline; p reaches 1e-4")
+    ] = 100  # 0: no permutation test
+    split_repeats: Annotated[PositiveInt, at_most(10_000, "each is a tuned refit of every pipeline")] = (
+        20  # 1: the study's split only
+    )
 
 
 EXECUTORS = ("in_process", "multiprocess", "dask")
@@ -244,12 +286,14 @@ class SlurmSettings:
     partition: str = ""  # #SBATCH -p; empty: the cluster's default partition
     gpu_partition: str = ""  # for the GPU jobs; empty: `partition`
     account: str = ""  # #SBATCH -A; empty: none
-    cores: PositiveInt = 4  # per job
+    cores: Annotated[PositiveInt, WORKERS] = 4  # per job
     memory: str = "16GB"  # per job
     walltime: str = "02:00:00"
-    jobs: Annotated[int, Field(ge=0)] = 2  # CPU worker jobs
-    gpu_jobs: Annotated[int, Field(ge=0)] = 0  # GPU worker jobs, each with `gpus` GPUs (--gres=gpu:N)
-    gpus: PositiveInt = 1
+    jobs: Annotated[NonNegativeInt, at_most(10_000, "Slurm jobs at once")] = 2  # CPU worker jobs
+    gpu_jobs: Annotated[NonNegativeInt, at_most(10_000, "Slurm jobs at once")] = (
+        0  # GPU worker jobs, each with `gpus` GPUs (--gres=gpu:N)
+    )
+    gpus: Annotated[PositiveInt, at_most(64, "GPUs per node")] = 1
     python: str = ""  # the workers' Python (the environment metorigin is installed in); empty: this one
     directives: tuple[str, ...] = ()  # more #SBATCH lines, e.g. "--qos=long"
 
@@ -264,22 +308,22 @@ class ClusterSettings:
     # multiprocess: the 78-scan demo's imaging in 292 s against 566 s one scan after another, and
     # 345 s on a local Dask cluster of 2 workers (2 cores; README "Beyond one machine").
     executor: Literal["in_process", "multiprocess", "dask"] = "multiprocess"
-    scans_at_once: PositiveInt = 2
+    scans_at_once: Annotated[PositiveInt, at_most(100_000, "scans in flight at once")] = 2
     address: str = ""  # tcp://HOST:PORT of an existing Dask scheduler
-    local_workers: PositiveInt = 2
+    local_workers: Annotated[PositiveInt, WORKERS] = 2
     slurm: SlurmSettings | None = None
     # Steps that want a GPU (nnU-Net segmentation, DenseNet scoring) need a worker with the Dask
     # resource GPU; true: the workers metorigin starts offer it on CPU too (a cluster without GPUs).
     gpu_steps_on_cpu: bool = False
     # A step whose resource no worker offers fails after this long, naming the resource.
-    resource_timeout_s: PositiveInt = 120
+    resource_timeout_s: Annotated[PositiveInt, at_most(86_400, "a day")] = 120
 
 
 @dataclass(frozen=True, config=_STRICT)
 class StudySettings:
     profile: str = "quick"  # the built-in profile the study starts from
     name: str = "seed paper: colorectal vs pancreatic liver metastases"
-    seed: int = DEFAULT_SEED
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = DEFAULT_SEED  # NumPy's and scikit-learn's seeds are 32-bit
     label: LabelSettings = dataclasses.field(default_factory=LabelSettings)
     inclusion: InclusionCriteria = dataclasses.field(default_factory=InclusionCriteria)
     segmentation: SegmentationSettings = dataclasses.field(default_factory=SegmentationSettings)

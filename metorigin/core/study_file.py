@@ -68,6 +68,16 @@ def load_study(path: str | Path, seed: int | None = None) -> StudySettings:
         data["radiomics"]["params_file"] = str(DEFAULT_RADIOMICS_PARAMS)
     elif params is not None:
         resolved = (path.parent / str(params)).resolve()
+        folder = path.parent.resolve()
+        if not resolved.is_relative_to(folder) and resolved != DEFAULT_RADIOMICS_PARAMS.resolve():
+            raise StudyFileError(
+                str(path),
+                "radiomics.params_file",
+                f"{params!r} lies outside the study file's folder {folder}: a study file shared between groups "
+                "must not make metorigin read files elsewhere",
+                f"copy the parameter file next to the study file and give its name, or {PACKAGED_PARAMS!r} for the "
+                "one metorigin ships",
+            )
         if not resolved.is_file():
             raise StudyFileError(
                 str(path),
@@ -95,7 +105,7 @@ _UNKNOWN_KEY = ("extra_forbidden", "unexpected_keyword_argument")
 def _problem(error: dict) -> str:
     if error["type"] in _UNKNOWN_KEY:
         return "unknown key"
-    return f"{error['msg']} (got {error.get('input')!r})"
+    return f"{error['msg'].removeprefix('Value error, ')} (got {error.get('input')!r})"
 
 
 def _fix(error: dict) -> str:
@@ -105,6 +115,8 @@ def _fix(error: dict) -> str:
         return f"use {error['ctx']['expected']}"
     if error["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short"):
         return "give a value within the stated range"
+    if error["type"] == "finite_number":
+        return "give a finite number"
     if error["type"] == "value_error":
         return "change the value as the problem says"
     return "give a value of the stated type"

@@ -18,6 +18,7 @@ import pandas as pd
 
 from metorigin.core.errors import (
     CohortError,
+    DuplicateContentError,
     ImageGeometryError,
     ImageUnreadableError,
     InvalidValueError,
@@ -31,6 +32,7 @@ from metorigin.core.study import CONTRAST_PHASES, InclusionCriteria, LabelSettin
 from metorigin.imaging.contract_csv import duplicate_errors, read_contract_csv, utf8_text, without_oversized
 from metorigin.imaging.geometry import coverage_mismatch, grid_problem, slice_axis_tilt_deg
 from metorigin.imaging.io import ImageInfo, normalise_phase, read_image_info
+from metorigin.imaging.same_content import earlier_copies
 
 PATIENTS_CSV = "patients.csv"
 SCANS_CSV = "scans.csv"
@@ -454,7 +456,28 @@ def validate_scans(
             )
             row.update(valid=True, included=not reasons, exclusion_reason="; ".join(reasons) or None)
         rows.append(row)
+    errors += _refuse_copies(rows, cohort_dir)
     return pd.DataFrame(rows, columns=SCANS.computed), errors + qc_errors
+
+
+def _refuse_copies(rows: list[dict], cohort_dir: Path) -> list[CohortError]:
+    """Each valid row whose image has the bytes of an earlier valid row's made invalid (same_content.py)."""
+    valid = {row["scan_id"]: row for row in rows if row["valid"]}
+    copies = earlier_copies({sid: cohort_dir.absolute() / row["image"] for sid, row in valid.items()})
+    errors = []
+    for scan_id, original in copies.items():
+        row, first = valid[scan_id], valid[original]
+        error = DuplicateContentError(
+            SCANS_CSV,
+            f"its image has the same content as scan {original}'s (line {first['source_line']}): "
+            "the same scan would be counted twice",
+            "delete the row, or give it the rescan's own image (a study that includes a rescan needs its new image)",
+            row=row["source_line"],
+            row_id=scan_id,
+        )
+        errors.append(error)
+        row.update(valid=False, included=False, error_kind=error.kind, exclusion_reason=f"invalid row: {error.problem}")
+    return errors
 
 
 def load_cohort(

@@ -3,6 +3,7 @@ for every phase, and a `process_scans` run (scan_batches.py) for each scan of it
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -10,7 +11,9 @@ from typing import Callable, Protocol
 import dagster as dg
 
 from metorigin.defs.common.metadata import N_RETIRED, NOTICE
+from metorigin.defs.common.run_owner import owner_tags
 from metorigin.runtime.dagster_internals import ReconstructableJob, ReconstructableRepository
+from metorigin.runtime.dead_runs import wait_for_slot
 
 
 class ExecutionResult(Protocol):
@@ -120,17 +123,21 @@ def executor(
     log_level: str = "INFO",
     tags: Mapping[str, str] | None = None,
     steps_elsewhere: bool = False,
+    tell: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> Execute:
     """`execute(job_name, assets, partition=None, tags=None, ops=None)`: one run of the named job,
     coordinated in this process, on `instance`, its outcome added to `report`; a failure is
     reported, never raised. Its steps run in this process, or (`steps_elsewhere`) where the job's
     executor sends them (a Dask cluster). `ops`: op name -> its config (a promotion, the store an
-    external validation reads)."""
+    external validation reads). Before a job with a step in a pool (the dbt steps), it waits for
+    the pool's slot here, saying who holds it (`tell`), rather than silently inside Dagster."""
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
 
     def execute(job_name: str, selected: set, partition: str | None = None, run_tags=None, ops=None):
         config = {**run_config, "ops": {name: {"config": value} for name, value in ops.items()}} if ops else run_config
-        run_tags = {**(tags or {}), **(run_tags or {})}
+        run_tags = {**(tags or {}), **(run_tags or {}), **owner_tags()}  # this process (dead_runs.py)
+        if any(node.definition.pool for node in job_def(job_name).graph.nodes):
+            wait_for_slot(instance, tell)
         assets = sorted(selected, key=str)
         if steps_elsewhere:
             partition_tag = {"dagster/partition": partition} if partition else {}

@@ -166,10 +166,19 @@ def scans(
     table, errors = validate_scans(frame, patients, patient_frame, cohort_dir, study.inclusion, qc)
     table = conform(table.assign(settings_hash=study.step_hash("cohort")), SCANS)
     included = sorted(table.loc[table["included"], "scan_id"])
-    new = sorted(set(included) - set(context.instance.get_dynamic_partitions(scan_partitions.name)))
+    partitions = set(context.instance.get_dynamic_partitions(scan_partitions.name))
+    new = sorted(set(included) - partitions)
     if new:
         context.instance.add_dynamic_partitions(scan_partitions.name, new)
-    context.log.info(f"{len(included)} of {len(table)} scans included; {len(new)} new scan partition(s)")
+    # A partition no row describes (added by hand in the UI's partition dialog, or its row deleted):
+    # removed, so no run, backfill or count takes it for a scan of the cohort.
+    undescribed = sorted(partitions - set(table["scan_id"]))
+    for scan_id in undescribed:
+        context.instance.delete_dynamic_partition(scan_partitions.name, scan_id)
+    context.log.info(
+        f"{len(included)} of {len(table)} scans included; {len(new)} new scan partition(s)"
+        + (f"; {len(undescribed)} partition(s) no row describes removed" if undescribed else "")
+    )
     reasons = table.loc[~table["included"], ["scan_id", "exclusion_reason"]]
     with store.session(f"run {context.run_id} (scans)"):
         retired = _retire_departed(context, store.store(), table)

@@ -19,6 +19,7 @@ from metorigin.core.config import RunConfig
 from metorigin.core.lease import store_session
 from metorigin.core.store import Store
 from metorigin.core.study import StudySettings
+from metorigin.defs.common.run_owner import claim_run
 from metorigin.study.arm import TRAINING_MATRIX_QUERY, NoLesionsToLearnFrom, checked_training_matrix
 
 
@@ -32,6 +33,11 @@ class StoreResource(ConfigurableResource):
     """The store folder (lake, artefacts, DuckDB feature store)."""
 
     path: str
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Nearly every step writes the store: the first one tags the run with its process (run_owner.py).
+        if context.instance is not None:
+            claim_run(context.instance, context.dagster_run)
 
     def store(self) -> Store:
         return Store(self.path)

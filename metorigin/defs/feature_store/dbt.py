@@ -138,6 +138,8 @@ def _build(context: dg.AssetExecutionContext, dbt: DbtCliResource, store: StoreR
         # dbt's target and logs (~3 MB a step) in the store's private build folder, gone after the
         # step: the project folder stays clean, and every event is in the Dagster run's log.
         work = build_path.parent / f"dbt-{context.run_id}-{context.op_def.name}"
+        for left in build_path.parent.glob("dbt-*"):  # a killed step's (this lock admits one build at a time)
+            shutil.rmtree(left, ignore_errors=True)
         parsed = build_path.parent / PARSE_CACHE
         if parsed.exists():
             work.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,7 @@ from metorigin.defs.jobs import (
     process_scans_job,
     run_study_job,
 )
+from metorigin.runtime.dead_runs import release as release_dead_runs
 from metorigin.runtime.staleness import feature_store_is_stale, job_asset_keys, latest_storage_id, stale_closure
 
 QUIET_S = 2 * SENSOR_INTERVAL_S
@@ -64,6 +65,8 @@ def _seconds_since_last(instance: dg.DagsterInstance, jobs: tuple[str, ...]) -> 
 )
 def feature_store_after_a_batch(context: dg.SensorEvaluationContext, settings: SettingsResource):
     instance, repository = context.instance, context.repository_def
+    for line in release_dead_runs(instance, "the feature store's sensor"):  # a killed run holds nothing up
+        context.log.warning(line)
     busy = _in_flight(instance, WRITING_JOBS)
     if busy:
         return dg.SkipReason(f"waiting: {len(busy)} run(s) in flight ({', '.join(sorted(set(busy)))})")

@@ -82,7 +82,11 @@ def scan_row(store: Store, scan_id: str) -> dict:
     match = scans[scans["scan_id"] == scan_id]
     if match.empty:
         raise ScanProcessingError(
-            scan_id, "lookup", "the scan is not in the scans table", "add it to scans.csv and materialise scans"
+            scan_id,
+            "lookup",
+            "no row of scans.csv describes this partition (added by hand in the UI's partition dialog, or its "
+            "row removed since the last ingest)",
+            "add the scan's row to scans.csv and materialise scans; otherwise the next ingest removes the partition",
         )
     row = match.iloc[0].to_dict()
     if not row["included"]:

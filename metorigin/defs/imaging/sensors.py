@@ -40,6 +40,7 @@ from metorigin.runtime.batches import (
     scans_in_flight,
     scans_with_events_after,
 )
+from metorigin.runtime.dead_runs import release as release_dead_runs
 
 
 def _last_ingested(instance: dg.DagsterInstance) -> str | None:
@@ -98,6 +99,8 @@ class Look:
 def new_scans_sensor(
     context: dg.SensorEvaluationContext, cohort: CohortResource, settings: SettingsResource, store: StoreResource
 ):
+    for line in release_dead_runs(context.instance, "the cohort sensor"):  # a killed run holds no scan
+        context.log.warning(line)
     cohort_dir = Path(cohort.path)
     fingerprint = cohort_fingerprint(cohort_dir)
     look = Look.parse(context.cursor)
