@@ -19,7 +19,7 @@ from metorigin.core.errors import MetoriginError, StudyFileError
 from metorigin.core.manifest import read_manifest
 from metorigin.core.store import Store
 from metorigin.defs.common.names import LAUNCHED_HERE
-from metorigin.runtime.dead_runs import release
+from metorigin.runtime.dead_runs import IN_PROGRESS, release
 from metorigin.runtime.home import use_store_instance
 
 
@@ -134,9 +134,8 @@ def _fail_runs_left_started(home: Path) -> None:
     """Runs the stopped server had started (not `metorigin run`'s own, which run in its process)."""
 
     instance = dg.DagsterInstance.from_config(str(home))
-    started = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
     ((tag, value),) = LAUNCHED_HERE.items()
-    for run in instance.get_runs(dg.RunsFilter(statuses=started)):
+    for run in instance.get_runs(dg.RunsFilter(statuses=list(IN_PROGRESS))):
         if run.tags.get(tag) != value:
             instance.report_run_failed(run, message="metorigin ui stopped while the run was in progress")
             print(f"run {run.run_id} ({run.job_name}) was in progress: marked failed", flush=True)

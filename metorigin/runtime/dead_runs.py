@@ -30,10 +30,9 @@ import dagster as dg
 import psutil
 
 from metorigin.core.lease import TELL_EVERY_S
-from metorigin.defs.common.names import FINISHED_STATUSES
+from metorigin.defs.common.names import DUCKDB_WRITE_POOL, FINISHED_STATUSES
 from metorigin.defs.common.run_owner import HOST_TAG, PID_TAG, STARTED_TAG
 
-DBT_POOL = "duckdb_write"  # the pool of the steps that write the DuckDB file (defs/feature_store/dbt.py)
 IN_PROGRESS = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
 SAME_PROCESS_S = 1.0  # start times that differ by less are the same process (they are stored rounded)
 
@@ -106,7 +105,7 @@ def release(instance: dg.DagsterInstance, by: str) -> list[str]:
     return lines
 
 
-def slot_holders(instance: dg.DagsterInstance, pool: str = DBT_POOL) -> list[str]:
+def slot_holders(instance: dg.DagsterInstance, pool: str = DUCKDB_WRITE_POOL) -> list[str]:
     """The runs holding every slot of the pool (none while a slot is free)."""
     info = instance.event_log_storage.get_concurrency_info(pool)
     limit = info.limit if info.limit is not None else info.slot_count
@@ -118,7 +117,7 @@ def slot_holders(instance: dg.DagsterInstance, pool: str = DBT_POOL) -> list[str
 def wait_for_slot(
     instance: dg.DagsterInstance,
     tell: Callable[[str], None],
-    pool: str = DBT_POOL,
+    pool: str = DUCKDB_WRITE_POOL,
     every_s: float = TELL_EVERY_S,
     poll_s: float = 1.0,
 ) -> None:

@@ -136,8 +136,8 @@ def executor(
     def execute(job_name: str, selected: set, partition: str | None = None, run_tags=None, ops=None):
         config = {**run_config, "ops": {name: {"config": value} for name, value in ops.items()}} if ops else run_config
         run_tags = {**(tags or {}), **(run_tags or {}), **owner_tags()}  # this process (dead_runs.py)
-        if any(node.definition.pool for node in job_def(job_name).graph.nodes):
-            wait_for_slot(instance, tell)
+        for pool in {node.definition.pool for node in job_def(job_name).graph.nodes} - {None}:
+            wait_for_slot(instance, tell, pool)
         assets = sorted(selected, key=str)
         if steps_elsewhere:
             partition_tag = {"dagster/partition": partition} if partition else {}

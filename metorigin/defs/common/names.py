@@ -25,6 +25,8 @@ RUN_STUDY_JOB = "run_study"
 PROMOTE_MODELS_JOB = "promote_models"
 VALIDATE_MODELS_JOB = "validate_models"
 
+# The pool of the steps that write the DuckDB file (the dbt steps): dagster.yaml admits one at a time.
+DUCKDB_WRITE_POOL = "duckdb_write"
 # Jobs that write the whole store: the run queue in dagster.yaml admits one at a time.
 WRITES_STORE = {"metorigin/writes_store": "true"}
 # Runs this process executes itself (the CLI, tests): a server that stops never leaves them behind.

@@ -33,7 +33,7 @@ from metorigin.core.markdown import markdown_table
 from metorigin.core.package import DBT_PROJECT_DIR, in_checkout
 from metorigin.core.schemas import LAKE_TABLES, dbt_columns
 from metorigin.core.study import StudySettings
-from metorigin.defs.common.names import FEATURE_STORE_GROUP, STUDY_GROUP, VALIDATION_GROUP
+from metorigin.defs.common.names import DUCKDB_WRITE_POOL, FEATURE_STORE_GROUP, STUDY_GROUP, VALIDATION_GROUP
 from metorigin.defs.common.resources import SettingsResource, StoreResource
 from metorigin.imaging.radiomics import feature_names
 from metorigin.report.store_summary import table1_rows, tumor_burden_rows
@@ -200,7 +200,7 @@ def _dbt_step(name: str, **selection: str) -> dg.AssetsDefinition:
     @dbt_assets(
         manifest=dbt_project.manifest_path,  # not `project=`: the UI would show it as unserializable metadata
         dagster_dbt_translator=FeatureStoreTranslator(),
-        pool="duckdb_write",
+        pool=DUCKDB_WRITE_POOL,
         name=name,
         **selection,
     )
