@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import SimpleITK as sitk
 
 from metorigin.core.study import LabelSettings
 
@@ -21,6 +22,13 @@ def append_row(csv_path: Path, row: str) -> int:
         text += "\n"
     csv_path.write_text(text + row + "\n")
     return len(csv_path.read_text().splitlines())
+
+
+def another_scan_like(image: Path, copy: Path) -> Path:
+    """Write a scan on `image`'s grid whose voxels differ by one HU, so that ingest takes it for another
+    scan (an exact copy is refused: it would count the same scan twice)."""
+    sitk.WriteImage(sitk.ReadImage(str(image)) + 1, str(copy))
+    return copy
 
 
 def replace_in(csv_path: Path, old: str, new: str) -> None:

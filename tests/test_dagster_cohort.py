@@ -25,7 +25,7 @@ from metorigin.defs.common.resources import (
 from metorigin.defs.imaging.sensors import new_scans_sensor, nightly_catch_up
 from metorigin.imaging.fingerprints import cohort_fingerprint
 from metorigin.runtime import batches as scan_batches
-from tests.helpers import append_row, replace_in
+from tests.helpers import another_scan_like, append_row, replace_in
 
 # Every test here runs the pipeline or a subprocess: `make test`, not `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -185,7 +185,8 @@ def _ask_for_missing_work(cohort, tmp_path, instance, defs, repository, monkeypa
     # The night retries the failed scan, and leaves the one a running batch holds to that batch.
     assert _batched(schedule) == [[failed.scan_id], [left.scan_id]]
 
-    append_row(cohort / "scans.csv", "S0100,P001,images/S0002.nii.gz,masks/S0002.nii.gz,1,2,B30s,1.5,portal_venous")
+    another_scan_like(cohort / "images" / "S0002.nii.gz", cohort / "images" / "S0100.nii.gz")
+    append_row(cohort / "scans.csv", "S0100,P001,images/S0100.nii.gz,masks/S0002.nii.gz,1,2,B30s,1.5,portal_venous")
     fourth = tick(cursor=fingerprint)
     assert [r.partition_keys for r in fourth.dynamic_partitions_requests] == [["S0100"]]
     assert "ingest_cohort" in [r.job_name for r in fourth.run_requests]

@@ -17,7 +17,7 @@ from metorigin.core.config import RunConfig
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
 from metorigin.runtime.runner import run_selection
-from tests.helpers import NOT_STUDY
+from tests.helpers import NOT_STUDY, another_scan_like
 
 # Every test here runs the pipeline or a subprocess: `make test`, not `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ SCANS = (
     "kernel,slice_thickness_mm,contrast_phase\n"
     """TS1,R1,totalsegmentator/example_ct_sm.nii.gz,totalsegmentator/example_seg.nii.gz,5,,*,B30s,1.5,portal_venous
 LITS1,R2,lits/liver_ct.nii.gz,lits/liver_mask.nii.gz,1,2,,B30s,1.5,portal_venous
-LITS2,R3,lits/liver_ct.nii.gz,lits/liver_mask.nii.gz,7,2,,B30s,1.5,portal_venous
+LITS2,R3,lits/liver_ct_rescan.nii.gz,lits/liver_mask.nii.gz,7,2,,B30s,1.5,portal_venous
 BAD4,R4,lits/liver_ct.nii.gz,totalsegmentator/example_seg.nii.gz,5,,*,B30s,1.5,portal_venous
 """
 )
@@ -51,6 +51,7 @@ def outcome(tmp_path_factory):
     cohort.mkdir()
     for folder in ("lits", "totalsegmentator"):
         shutil.copytree(DATA / folder, cohort / folder)
+    another_scan_like(cohort / "lits" / "liver_ct.nii.gz", cohort / "lits" / "liver_ct_rescan.nii.gz")
     (cohort / "scans.csv").write_text(SCANS)
     (cohort / "patients.csv").write_text(PATIENTS)
     defs = build_definitions(RunConfig(cohort=str(cohort), store=str(store), workers=2))
