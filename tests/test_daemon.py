@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import time
 from pathlib import Path
 
@@ -152,3 +154,30 @@ def test_a_scan_dropped_into_the_cohort_reaches_the_feature_store_under_the_daem
     finally:
         instance.dispose()
     assert os.path.exists(store / ".dagster" / "metorigin_store.txt")
+
+
+def _wait_until_none_of(store: Path, seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (left := _processes_of(store)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+@pytest.mark.slow
+def test_metorigin_ui_killed_with_sigkill_takes_its_webserver_and_daemon_with_it(cohort, tmp_path):
+    """A `kill -9` (or the OOM killer) gives `metorigin ui` no chance to stop what it started: the
+    webserver, daemon and code servers must still end, freeing the port and the store (issue 28)."""
+    store = tmp_path / "store"
+    try:
+        with serving(cohort, store, tmp_path / "ui.log", args=("--workers", "1")) as (server, port):
+            assert len(_processes_of(store)) >= 3  # webserver, daemon, code server: what must not outlive it
+            server.send_signal(signal.SIGKILL)  # the `metorigin ui` process only, as `kill -9 PID` does
+            assert server.wait(timeout=10) == -signal.SIGKILL
+            left = _wait_until_none_of(store, 30)
+            assert not left, f"still running 30 s after the kill: {left}"
+            with socket.socket() as probe:  # the port is free again: a new `metorigin ui` can have it
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do; fails while one listens
+                probe.bind(("127.0.0.1", port))
+    finally:
+        for pid in _processes_of(store):  # on failure, nothing of it outlives the test
+            os.kill(pid, signal.SIGKILL)

@@ -4,15 +4,14 @@ process group of its own, stopped with everything it started)."""
 from __future__ import annotations
 
 import ctypes
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
 
+from metorigin.cli import group_reaper
 from metorigin.cli.session import load_study_file, run_config
 from metorigin.core.config import child_environment
 from metorigin.core.errors import MetoriginError, StudyFileError
@@ -80,18 +79,19 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))
 
 
-def _serve(command: list[str], home: Path, grace_s: float = 10.0) -> int:
+def _serve(command: list[str], home: Path) -> int:
     """Run `dagster dev` until it exits or this process is told to stop.
 
     `dagster dev` shuts its webserver, daemon and code server down on SIGINT (Ctrl-C) but ignores
     SIGTERM, which is what service managers, `kill` and `timeout` send: both become a SIGINT to it.
     What of its process group remains once it exited (its code server can outlive it, and runs the
-    daemon launched) gets SIGTERM, then SIGKILL after `grace_s`; runs it left started are marked
-    failed, so nothing waits on them (the store's sensors wait while a run is in flight)."""
-    # Its own process group (one kill reaches all it starts), killed by the kernel should this
-    # process die without running the handlers below (SIGKILL, OOM).
+    daemon launched) gets SIGTERM, then SIGKILL; runs it left started are marked failed, so nothing
+    waits on them (the store's sensors wait while a run is in flight). Should this process die
+    without running any of that (SIGKILL, OOM), the kernel kills `dagster dev` and the group reaper
+    stops the rest (group_reaper.py)."""
     environment = child_environment(DAGSTER_HOME=str(home))  # the store's instance
     server = subprocess.Popen(command, env=environment, start_new_session=True, preexec_fn=_die_with_parent)
+    reaper = group_reaper.start(server.pid)
 
     def stop(signum, _frame):
         server.send_signal(signal.SIGINT)
@@ -102,23 +102,12 @@ def _serve(command: list[str], home: Path, grace_s: float = 10.0) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        _stop_group(server.pid, grace_s)
+        group_reaper.stop_group(server.pid)
         server.wait()
+        reaper.stdin.close()  # its cue; the group is empty by now, so it just exits
+        reaper.wait()
     _fail_runs_left_started(home)
     return 0 if server.returncode in (0, -signal.SIGINT, 130) else server.returncode
-
-
-def _stop_group(group: int, grace_s: float) -> None:
-
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        deadline = time.monotonic() + grace_s
-        try:
-            os.killpg(group, sig)
-            while time.monotonic() < deadline:
-                os.killpg(group, 0)  # raises once the group is empty
-                time.sleep(0.2)
-        except ProcessLookupError:
-            return
 
 
 def _release_dead_runs(home: Path) -> None:
