@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import dagster as dg
 import pytest
 
 from metorigin.core.config import RunConfig
+from metorigin.core.files import atomic_folder
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
 from metorigin.defs.common.names import per_scan_keys
@@ -115,3 +119,33 @@ def test_a_partition_no_row_describes_fails_at_once_and_the_next_ingest_removes_
     assert run_selection(defs, instance, "group:cohort", progress=lambda _: None).ok
     assert "S9999" not in instance.get_dynamic_partitions(scan_partitions.name)
     assert "S0002" in instance.get_dynamic_partitions(scan_partitions.name)
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from metorigin.core.files import atomic_folder
+with atomic_folder(Path(sys.argv[1])) as work:
+    for i in range(10):
+        (work / f"figure{i}.svg").write_text("<svg/>")
+    os.kill(os.getpid(), signal.SIGKILL)  # killed a third of the way through, as a report can be
+"""
+
+
+def test_a_report_folder_killed_half_way_is_never_seen_and_the_next_writer_removes_it(tmp_path):
+    """Reports (study and external) are written through `atomic_folder`: whole, or not at all."""
+    reports = tmp_path / "artifacts" / "report"
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(reports / "run-1")], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (reports / "run-1").exists()  # no folder of 10 of 32 files that looks like a report
+    (left,) = reports.iterdir()
+    assert left.name.startswith(".run-1.") and len(list(left.iterdir())) == 10  # hidden, and its pid is gone
+    with atomic_folder(reports / "run-2") as work:  # the next report removes it
+        (work / "report.html").write_text("<html/>")
+    assert sorted(p.name for p in reports.iterdir()) == ["run-2"]
+    assert (reports / "run-2" / "report.html").read_text() == "<html/>"
+    with pytest.raises(RuntimeError), atomic_folder(reports / "run-2") as work:  # a failed rewrite: the old stays
+        (work / "report.html").write_text("half")
+        raise RuntimeError("a figure failed")
+    assert sorted(p.name for p in reports.iterdir()) == ["run-2"]
+    assert (reports / "run-2" / "report.html").read_text() == "<html/>"

@@ -1,9 +1,11 @@
-"""Atomic file writes and content digests: the two file habits every step of the store shares."""
+"""Atomic file and folder writes, and content digests: the two file habits every step of the store shares."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -27,6 +29,44 @@ def atomic_path(path: Path, keep_suffix: bool = False) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_folder(folder: Path) -> Iterator[Path]:
+    """A hidden temporary folder beside `folder` to fill, renamed to `folder` when the block succeeds.
+
+    A report of 30-odd files killed half-way must not look like a report: readers see the whole
+    folder or none. A failed block removes its folder; one a killed process left (its pid gone) is
+    removed by the next writer in the same parent. An existing `folder` is replaced."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for left in folder.parent.glob(".*.tmp"):
+        found = _UNFINISHED.fullmatch(left.name)
+        if found and left.is_dir() and not _alive(int(found["pid"])):
+            shutil.rmtree(left, ignore_errors=True)
+    work = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        yield work
+        if folder.exists():
+            shutil.rmtree(folder)
+        work.rename(folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+_UNFINISHED = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def file_digest(path: Path, length: int = 12) -> str:

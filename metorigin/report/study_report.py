@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import matplotlib as mpl
@@ -20,6 +20,7 @@ from markupsafe import Markup
 from matplotlib.figure import Figure
 
 from metorigin.arms import ARMS
+from metorigin.core.files import atomic_folder
 from metorigin.report import figures
 from metorigin.report.curves import cv_roc, lesion_grid, reliability, roc_points, with_truth
 from metorigin.report.page import render
@@ -412,9 +413,9 @@ def write_report(
 ) -> StudyReport:
     """Build every section (`images` None: the shareable version without images) and write the
     page, figures and tables into `folder`; `robustness_hash` (the study's) marks stale robustness rows."""
-    out = _Writer(folder)
     paper = paper_tables(tables, robustness_hash)
-    with mpl.rc_context(figures.STYLE):
+    with atomic_folder(folder) as work, mpl.rc_context(figures.STYLE):
+        out = _Writer(work)
         sections = [
             _cohort(tables, paper, out),
             _examples(tables, out, images),
@@ -424,7 +425,13 @@ def write_report(
             *_test_curves(tables, out, seed),
             *(_arm_section(tables, out, store_root, arm, section) for arm in ARMS for section in arm.report_sections),
         ]
-    return _page(out, tables, sections, provenance, title, images is None, paper)
+        report = _page(out, tables, sections, provenance, title, images is None, paper)
+    return _moved(report, folder)
+
+
+def _moved(report: StudyReport, folder: Path) -> StudyReport:
+    """The report as it lies once its unfinished folder became `folder` (core/files.py atomic_folder)."""
+    return replace(report, html=folder / report.html.name, folder=folder)
 
 
 def _page(
@@ -451,13 +458,14 @@ def write_external_report(
 ) -> StudyReport:
     """The external validation's page: its Table 3, then Fig. 4, the ROC and the calibration curves
     of the frozen models on this cohort, drawn exactly as the study report draws them."""
-    out = _Writer(folder)
     metrics = tables.get("external_metrics")
     curves = ReportTables(
         {**tables.frames, "table3": metrics, "test_predictions": tables.get("external_predictions")},
         tables.missing,
     )
     table = external_table3(metrics)
-    with mpl.rc_context(figures.STYLE):
+    with atomic_folder(folder) as work, mpl.rc_context(figures.STYLE):
+        out = _Writer(work)
         sections = [Section("table3", "External validation", [out.table(table)]), *_test_curves(curves, out, seed)]
-    return _page(out, tables, sections, provenance, title, False, {"table3": table})
+        report = _page(out, tables, sections, provenance, title, False, {"table3": table})
+    return _moved(report, folder)
