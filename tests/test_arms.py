@@ -33,7 +33,7 @@ from metorigin.study.scoring import RegisteredModel, ScoringRefused, read_card
 # Moved on purpose since: radiomics, baseline and combined by one when their model files became
 # skops data instead of pickles (a store's pickled models must be retrained, never read).
 REVISIONS_BEFORE = {
-    "radiomics_metrics": (5, "radiomics_models"),
+    "radiomics_metrics": (6, "radiomics_models"),
     "radiomics_predictions": (5, "radiomics_models"),
     "radiomics_cv_folds": (1, "radiomics_models"),
     "radiomics_cv_predictions": (1, "radiomics_models"),

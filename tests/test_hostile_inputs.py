@@ -1,5 +1,6 @@
-"""Hostile inputs, round two (issue 28): inputs whose size must never multiply into the output, and
-nothing counted twice (a scan listed under two ids, a partition no row describes).
+"""Hostile inputs, round two (issue 28): inputs whose size must never multiply into the output,
+nothing counted twice (a scan listed under two ids, a partition no row describes), images too thin
+for 3-D features, and a report folder killed half-way.
 
 Real ingest runs (Dagster, the store's lake) on a copy of the tiny cohort; the model-file cases are
 in tests/test_model_files.py and tests/test_nnunet.py.
@@ -7,6 +8,7 @@ in tests/test_model_files.py and tests/test_nnunet.py.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -14,20 +16,27 @@ import subprocess
 import sys
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 import pytest
+import SimpleITK as sitk
 
 from metorigin.core.config import RunConfig
 from metorigin.core.files import atomic_folder
 from metorigin.core.store import Store
+from metorigin.core.study import STEP_SETTINGS as STUDY_STEPS
+from metorigin.core.study import InclusionCriteria, get_settings
 from metorigin.definitions import build_definitions
 from metorigin.defs.common.names import per_scan_keys
 from metorigin.defs.common.partitions import scan_partitions
 from metorigin.imaging.cohort import load_cohort
+from metorigin.imaging.radiomics import crop_lesion, extract_lesions, feature_names, long_table
 from metorigin.runtime.execution import RunReport, executor
 from metorigin.runtime.runner import run_selection
 from tests.helpers import append_row
 
 COPIES = 10_000
+STUDY = get_settings("quick")
 GOOD_ROW = "{sid},P002,{image},masks/S0002.nii.gz,1,2,B30s,1.5,portal_venous"
 
 
@@ -149,3 +158,53 @@ def test_a_report_folder_killed_half_way_is_never_seen_and_the_next_writer_remov
         raise RuntimeError("a figure failed")
     assert sorted(p.name for p in reports.iterdir()) == ["run-2"]
     assert (reports / "run-2" / "report.html").read_text() == "<html/>"
+
+
+def _slab(path, slices: int, lesion_slices: int) -> None:
+    """A 40x40 image of `slices` slices at 1.5 mm, with a 12x12-voxel lesion (label 2) on the first
+    `lesion_slices` of them, inside a liver (label 1) that fills the rest: image at `path`, mask beside."""
+    spacing = (0.8, 0.8, 1.5)
+    hu = np.full((slices, 40, 40), 60, np.int16)
+    mask = np.ones((slices, 40, 40), np.uint8)
+    rng = np.random.default_rng(0)
+    hu[:lesion_slices, 10:22, 10:22] = rng.integers(0, 120, (lesion_slices, 12, 12))
+    mask[:lesion_slices, 10:22, 10:22] = 2
+    for array, name in ((hu, path), (mask, path.with_name(f"mask_{path.name}"))):
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing(spacing)
+        sitk.WriteImage(image, str(name))
+
+
+def test_an_image_with_fewer_slices_than_the_study_s_minimum_is_excluded_with_the_reason(cohort):
+    _slab(cohort / "thin.nii.gz", slices=2, lesion_slices=1)
+    append_row(cohort / "scans.csv", "S0100,P002,thin.nii.gz,mask_thin.nii.gz,1,2,B30s,1.5,portal_venous")
+    scans = load_cohort(cohort).scans.set_index("scan_id")
+    assert scans.loc["S0100", "valid"] and not scans.loc["S0100", "included"]
+    assert scans.loc["S0100", "exclusion_reason"] == "too few slices (2; the study's minimum is 3)"
+    two = load_cohort(cohort, InclusionCriteria(min_slices=2)).scans.set_index("scan_id")
+    assert two.loc["S0100", "included"]  # the study's own minimum, when it sets one
+    assert InclusionCriteria(min_slices=3) == InclusionCriteria()  # the default, hashed as before it existed
+    hashes = {m: dataclasses.replace(STUDY, inclusion=InclusionCriteria(min_slices=m)).step_hashes() for m in (3, 4)}
+    assert hashes[3] == STUDY.step_hashes()
+    assert [s for s in STUDY_STEPS if hashes[3][s] != hashes[4][s]] == ["cohort"]  # a new minimum: the cohort's step
+
+
+@pytest.mark.parametrize("lesion_slices", [1, 3])
+def test_shape_features_of_a_lesion_on_one_slice_are_nan_with_the_reason(tmp_path, lesion_slices):
+    _slab(tmp_path / "ct.nii.gz", slices=5, lesion_slices=lesion_slices)
+    image = sitk.ReadImage(str(tmp_path / "ct.nii.gz"))
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "mask_ct.nii.gz")))
+    lesion = {"lesion_id": "L1", "scan_id": "S1", "patient_id": "P1", "lesion_number": 1}
+    lesion |= {"bbox_z0": 0, "bbox_z1": lesion_slices - 1, "bbox_y0": 10, "bbox_y1": 21, "bbox_x0": 10, "bbox_x1": 21}
+    crop = crop_lesion(image, (labels == 2).astype(np.int32), lesion, margin=2)
+    names = list(feature_names())
+    table = long_table(pd.DataFrame([lesion]), extract_lesions([crop], workers=1), names, "v")
+    shape = table[table["feature_class"] == "shape"]
+    assert len(shape) == 14 and len(table) == len(names)
+    others = table[table["feature_class"] != "shape"]
+    assert others["feature_value"].notna().all() and others["undefined_reason"].isna().all()  # texture kept
+    if lesion_slices == 1:
+        assert shape["feature_value"].isna().all()
+        assert set(shape["undefined_reason"]) == {"the lesion is one voxel thick along z: its 3-D shape is undefined"}
+    else:  # three slices: a volume, its shape defined
+        assert shape["feature_value"].notna().all() and shape["undefined_reason"].isna().all()

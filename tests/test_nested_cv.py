@@ -55,3 +55,12 @@ def test_the_corrected_interval_is_wider_than_the_naive_one():
     naive = scores.std(ddof=1) / np.sqrt(len(scores)) * 2.262  # t(0.975, 9)
     assert high - scores.mean() > naive and low < scores.mean() < high
     assert np.isnan(corrected_interval([0.7], 80, 20)[0])
+
+
+def test_the_corrected_interval_of_two_folds_stays_within_the_auc_range():
+    """Two outer folds (the issue's case gave [-1.90, 3.55]): the t quantile on one degree of freedom
+    is 12.7, and the interval is clipped to what an AUC can be."""
+    low, high = corrected_interval([0.45, 0.95], n_train=40, n_test=40)
+    assert (low, high) == (0.0, 1.0)
+    low, high = corrected_interval([0.70, 0.71], n_train=40, n_test=40)
+    assert 0.0 < low < 0.705 < high < 1.0  # unclipped where it fits

@@ -58,8 +58,9 @@ ARM = Arm(
     # 4 (and the other arms' next revision): cards record the training patients, the settings their
     # inputs were made under and the training features' spread, which scoring checks.
     # 5 (and the baselines' and combined model's next): model files are skops data, not pickles.
+    # 6 (metrics only): the nested-CV interval is clipped to [0, 1].
     revisions={
-        "radiomics_metrics": 5,
+        "radiomics_metrics": 6,
         "radiomics_predictions": 5,
         "radiomics_cv_folds": 1,
         "radiomics_cv_predictions": 1,

@@ -80,6 +80,12 @@ def machine(default: Any = dataclasses.MISSING, **kwargs) -> Any:
     return dataclasses.field(default=default, metadata={"machine": True}, **kwargs)
 
 
+def added_later(default: Any, **kwargs) -> Any:
+    """A protocol setting added after stores were built: hashed only when it differs from its default,
+    so that at its default every step's settings hash, and so every existing store, stays as it was."""
+    return dataclasses.field(default=default, metadata={"added_later": True}, **kwargs)
+
+
 def _cpu_count() -> int:
     return max(1, os.cpu_count() or 1)
 
@@ -131,6 +137,8 @@ class InclusionCriteria:
     slice_thickness_mm: PositiveFloat = 1.5
     slice_thickness_tolerance_mm: NonNegativeFloat = 0.05
     max_slice_tilt_deg: Annotated[float, Field(ge=0, le=90)] = 5.0
+    # Fewer slices than this and a lesion is flat in z: its shape and 3-D texture say nothing.
+    min_slices: Annotated[PositiveInt, at_most(100_000, "more slices than a CT has")] = added_later(3)
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -385,8 +393,14 @@ EXTRA_ANALYSES = ("robustness",)
 
 
 def protocol_fields(section: Any) -> dict:
-    """A settings section's fields without its machine settings."""
-    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if not f.metadata.get("machine")}
+    """A settings section's fields without its machine settings, nor those added later at their default."""
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if _hashed(section, f)}
+
+
+def _hashed(section: Any, field: dataclasses.Field) -> bool:
+    if field.metadata.get("machine"):
+        return False
+    return not (field.metadata.get("added_later") and getattr(section, field.name) == field.default)
 
 
 def protocol(settings: StudySettings, section: str) -> Any:

@@ -346,6 +346,8 @@ def exclusion_reasons(scan: dict, criteria: InclusionCriteria) -> list[str]:
         reasons.append(f"slice thickness {scan['slice_thickness_mm']:g} mm is not {criteria.slice_thickness_mm:g} mm")
     if scan["slice_tilt_deg"] > criteria.max_slice_tilt_deg:
         reasons.append(f"not axial (slice axis tilted {scan['slice_tilt_deg']:.0f} degrees)")
+    if scan["size_z"] < criteria.min_slices:
+        reasons.append(f"too few slices ({scan['size_z']}; the study's minimum is {criteria.min_slices})")
     return reasons
 
 

@@ -104,7 +104,14 @@ def crop_lesion(image: sitk.Image, lesion_map: np.ndarray, lesion: dict, margin:
 
 def extract(extractor, image: sitk.Image, mask: sitk.Image) -> dict[str, float]:
     result = extractor.execute(image, mask)
-    return {k: float(v) for k, v in result.items() if not k.startswith("diagnostics_")}
+    return {k: _real(v) for k, v in result.items() if not k.startswith("diagnostics_")}
+
+
+def _real(value) -> float:
+    """pyradiomics' axis lengths come from eigenvalues and can carry a rounding-error imaginary part
+    (1e-16): that is dropped; a real imaginary part means the value is undefined (NaN, then a reason)."""
+    number = complex(value)
+    return number.real if abs(number.imag) <= 1e-9 * max(1.0, abs(number.real)) else float("nan")
 
 
 _WORKER = {}
@@ -197,29 +204,43 @@ def _collect(outcomes, total: int, progress) -> dict[str, tuple[dict | None, str
     return results
 
 
+SHAPE_CLASS = "shape"  # pyradiomics' 3-D shape features: original_shape_*
+
+
+def flat_axes(lesion) -> str:
+    """The axes ("z", "yx", ...) along which a lesion is one voxel thick, from its bounding box.
+
+    pyradiomics computes 3-D shape from a mesh around the voxels and returns numbers for a lesion one
+    slice thick (a sphericity, a flatness of 0) that describe the slice, not the lesion's shape."""
+    return "".join(a for a in "zyx" if getattr(lesion, f"bbox_{a}0") == getattr(lesion, f"bbox_{a}1"))
+
+
 def long_table(lesions: pd.DataFrame, results: dict, names: list[str], version: str) -> pd.DataFrame:
-    """One row per lesion and feature; undefined values are NaN with the reason beside them."""
+    """One row per lesion and feature; undefined values are NaN with the reason beside them (a
+    lesion flat in one dimension: its shape features)."""
     rows = []
     for lesion in lesions.itertuples():
         values, error = results[lesion.lesion_id]
+        flat = flat_axes(lesion)
         for name in names:
+            feature_class = name.split("_")[1]
             value = np.nan if values is None else values.get(name, np.nan)
-            reason = (
-                error
-                if values is None
-                else (
-                    None
-                    if np.isfinite(value)
-                    else "pyradiomics returned a non-finite value (undefined for this lesion)"
-                )
-            )
+            if values is None:
+                reason = error
+            elif flat and feature_class == SHAPE_CLASS:
+                value = np.nan
+                reason = f"the lesion is one voxel thick along {'/'.join(flat)}: its 3-D shape is undefined"
+            elif not np.isfinite(value):
+                reason = "pyradiomics returned a non-finite value (undefined for this lesion)"
+            else:
+                reason = None
             rows.append(
                 (
                     lesion.lesion_id,
                     lesion.scan_id,
                     lesion.patient_id,
                     name,
-                    name.split("_")[1],
+                    feature_class,
                     float(value),
                     reason,
                     version,

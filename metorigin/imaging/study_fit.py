@@ -96,4 +96,5 @@ _CRITERIA = {
     "kernel": "kernels",
     "slice thickness": "slice_thickness_mm",
     "not axial": "max_slice_tilt_deg",
+    "too few slices": "min_slices",
 }

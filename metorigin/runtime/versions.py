@@ -28,7 +28,7 @@ REVISIONS: dict[str, tuple[int, str]] = {
     "scan_integrity": (1, "segmentation"),  # the checks themselves: CHECKS_VERSION, in its data version
     "segmentations": (1, "segmentation"),
     "lesions": (1, "lesions"),
-    "radiomics_features": (1, "radiomics"),
+    "radiomics_features": (2, "radiomics"),  # 2: shape features of a lesion one voxel thick are NaN
     "lesion_slices": (1, "slices"),
     "patient_split": (1, "split"),
     "feature_importance": (1, "selection"),

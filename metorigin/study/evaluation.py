@@ -129,10 +129,14 @@ def test_metrics(tested: pd.DataFrame, resamples: int, seed: int) -> dict[str, f
     }
 
 
-def corrected_interval(scores, n_train: float, n_test: float, level: float = 0.95) -> tuple[float, float]:
+def corrected_interval(
+    scores, n_train: float, n_test: float, level: float = 0.95, bounds: tuple[float, float] = (0.0, 1.0)
+) -> tuple[float, float]:
     """Nadeau and Bengio's corrected resampled t interval for the mean of repeated-CV scores: folds
     share training patients, so their spread understates the uncertainty of the mean; the variance
-    is taken as (1/k + n_test/n_train) times the folds' variance, on k - 1 degrees of freedom."""
+    is taken as (1/k + n_test/n_train) times the folds' variance, on k - 1 degrees of freedom.
+    Clipped to the metric's `bounds`: with few folds the t quantile is large (12.7 for two folds)
+    and the interval would run past them, to AUCs no model can have."""
     scores = np.asarray(scores, dtype=float)
     scores = scores[np.isfinite(scores)]
     if len(scores) < 2:
@@ -140,7 +144,7 @@ def corrected_interval(scores, n_train: float, n_test: float, level: float = 0.9
     half = student_t.ppf((1 + level) / 2, len(scores) - 1) * np.sqrt(
         (1 / len(scores) + n_test / n_train) * scores.var(ddof=1)
     )
-    return float(scores.mean() - half), float(scores.mean() + half)
+    return float(max(bounds[0], scores.mean() - half)), float(min(bounds[1], scores.mean() + half))
 
 
 def summarise_folds(fold_scores: pd.DataFrame) -> dict[str, float]:
