@@ -29,6 +29,7 @@ import SimpleITK as sitk
 from metorigin.cli import main as cli
 from metorigin.cli.session import summary
 from metorigin.core.config import RunConfig
+from metorigin.core.forgetting import forgotten_patients
 from metorigin.core.store import Store
 from metorigin.definitions import build_definitions
 from metorigin.runtime.runner import run_selection
@@ -314,3 +315,32 @@ def test_forget_erases_every_trace_of_a_patient(repaired, lab):
             assert b"S0003" not in path.read_bytes() and b"P003" not in path.read_bytes(), path
     assert _sql(store, "select count(*) as n from scans where patient_id = 'P003'")["n"].item() == 0
     _consistent(store)
+
+
+def test_a_forgotten_patient_still_in_the_cohort_is_refused_by_line_and_never_written_again(repaired, lab):
+    """After the erasure above, the unchanged cohort is ingested again (the group did not remove the
+    rows): the patient's rows are refused by file and line, and nothing of them is stored."""
+    cohort, store, _ = lab
+    assert "P003" in (cohort / "patients.csv").read_text()  # still listed
+    environment = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    metorigin = Path(sys.executable).with_name("metorigin")
+    ingest = subprocess.run(
+        [metorigin, "run", "--cohort", cohort, "--store", store.root, "--select", "group:cohort"],
+        capture_output=True,
+        encoding="utf-8",
+        env=environment,
+    )
+    output = ingest.stdout + ingest.stderr
+    (when,) = forgotten_patients(store).values()  # the day of the erasure, as its log has it
+
+    def line_of(name: str, text: str) -> int:
+        return next(n for n, row in enumerate((cohort / name).read_text().splitlines(), 1) if text in row)
+
+    for name, row in (("patients.csv", "P003,"), ("scans.csv", "S0003,")):
+        expected = f"{name} line {line_of(name, row)}: a patient forgotten on {when}. Fix: remove the row"
+        assert expected in output, output
+    assert "P003" not in output and "S0003" not in output
+    for path in store.root.rglob("*"):
+        if path.is_file() and ".build" not in path.parts:
+            assert b"S0003" not in path.read_bytes() and b"P003" not in path.read_bytes(), path
+    assert "S0004" in set(_sql(store, "select scan_id from scans")["scan_id"])  # the others are ingested

@@ -15,7 +15,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from metorigin.core.forgetting import ErasureRefused, PatientNotFoundError, erased_patient_hashes, forget_patient
+from metorigin.core.forgetting import ErasureRefused, PatientNotFoundError, forget_patient, forgotten_patients
 from metorigin.core.lifecycle import patient_hash, read_retired_log, retire_scans, scans_with_results
 from metorigin.core.store import Store
 
@@ -334,7 +334,7 @@ def test_forget_removes_every_trace_of_the_patient_and_nothing_else(tmp_path):
     assert entry["files_erased"] == report.files and entry["duckdb_rows_erased"] == report.duckdb_rows
     assert entry["lake_rows_erased"] == report.lake_rows and entry["models_marked"] == report.models_marked
     assert report.log_path == tmp_path / "erasure_log.jsonl"
-    assert erased_patient_hashes(store) == {patient_hash("P10")}
+    assert forgotten_patients(store) == {patient_hash("P10"): LATER.date().isoformat()}
 
     # Nothing is left to find: a second request is told so, and that the patient was erased.
     with pytest.raises(PatientNotFoundError, match="was erased on 2024-05-01T16:00:00"):
@@ -377,7 +377,7 @@ def test_an_unknown_patient_is_refused_and_nothing_changes(tmp_path):
     assert str(tmp_path) in message and "'P2'" in message
     assert f'metorigin sql --store {tmp_path} "select patient_id from patients"' in message
     assert _tree(tmp_path) == before
-    assert erased_patient_hashes(store) == set()
+    assert forgotten_patients(store) == {}
 
 
 def test_the_log_may_not_name_the_patient(tmp_path):

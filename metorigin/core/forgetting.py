@@ -46,9 +46,9 @@ class PatientNotFoundError(MetoriginError, LookupError):
     """`forget_patient` found no trace of the patient: nothing was erased."""
 
 
-def erased_patient_hashes(store: Store) -> set[str]:
-    """The hashes of every patient erased from this store (ingest refuses them)."""
-    return {line["patient_sha256"] for line in read_lines(store.root / ERASURE_LOG)}
+def forgotten_patients(store: Store) -> dict[str, str]:
+    """sha256 of every patient erased from this store -> the date of the erasure (ingest drops them)."""
+    return {line["patient_sha256"]: str(line.get("when", ""))[:10] for line in read_lines(store.root / ERASURE_LOG)}
 
 
 @dataclass

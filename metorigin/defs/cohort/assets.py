@@ -17,9 +17,9 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from metorigin.core.errors import CohortError, InvalidValueError, MetoriginError
-from metorigin.core.forgetting import erased_patient_hashes
-from metorigin.core.lifecycle import patient_hash, retire_scans, scans_with_results
+from metorigin.core.errors import CohortError, MetoriginError
+from metorigin.core.forgetting import forgotten_patients
+from metorigin.core.lifecycle import retire_scans, scans_with_results
 from metorigin.core.manifest import bind_study, settings_table
 from metorigin.core.markdown import markdown_table
 from metorigin.core.schemas import PATIENTS, SCANS, STUDY_SETTINGS, conform
@@ -37,6 +37,7 @@ from metorigin.defs.common.partitions import scan_partitions
 from metorigin.defs.common.resources import CohortResource, SettingsResource, StoreResource
 from metorigin.imaging.cohort import (
     PATIENTS_CSV,
+    SCANS_CSV,
     read_patients_csv,
     read_qc_csv,
     read_scans_csv,
@@ -44,6 +45,7 @@ from metorigin.imaging.cohort import (
     validate_scans,
 )
 from metorigin.imaging.fingerprints import cohort_fingerprint, scan_inputs_version
+from metorigin.imaging.forgotten import without_forgotten
 from metorigin.quality.suites import scans_suite
 
 # The tag Dagster reads an observation's data version from (dagster/_core/definitions/data_version.py;
@@ -118,19 +120,9 @@ def patients(
     A patient erased from this store (`metorigin forget`: consent withdrawn) is refused, never re-ingested."""
     study = settings.settings()
     frame = _csv_or_fail(read_patients_csv, Path(cohort.path), study.label)
+    frame, forgotten = without_forgotten(frame, PATIENTS_CSV, forgotten_patients(store.store()))
     table, errors = validate_patients(frame, study.label)
-    erased = erased_patient_hashes(store.store())
-    for rec in frame[frame["patient_id"].map(patient_hash).isin(erased)].to_dict("records"):
-        errors.append(
-            InvalidValueError(
-                PATIENTS_CSV,
-                f"patient {rec['patient_id']!r} was erased from this store (consent withdrawn)",
-                "delete the patient's row from patients.csv and their rows from scans.csv",
-                row=rec["line"],
-                row_id=rec["patient_id"],
-            )
-        )
-        table = table[table["patient_id"] != rec["patient_id"]]
+    errors = forgotten + errors
     counts = table["label"].fillna(UNLABELLED).value_counts().to_dict()
     table = conform(table.assign(settings_hash=study.step_hash("cohort")), PATIENTS)
     yield dg.Output(
@@ -160,10 +152,12 @@ def scans(
     study = settings.settings()
     cohort_dir = Path(cohort.path)
     fingerprint = cohort_fingerprint(cohort_dir)  # before reading: a change while reading is seen next tick
-    frame = _csv_or_fail(read_scans_csv, cohort_dir)
-    patient_frame = _csv_or_fail(read_patients_csv, cohort_dir, study.label)
+    gone = forgotten_patients(store.store())
+    frame, forgotten = without_forgotten(_csv_or_fail(read_scans_csv, cohort_dir), SCANS_CSV, gone)
+    patient_frame, _ = without_forgotten(_csv_or_fail(read_patients_csv, cohort_dir, study.label), PATIENTS_CSV, gone)
     qc = _csv_or_fail(read_qc_csv, cohort_dir)
     table, errors = validate_scans(frame, patients, patient_frame, cohort_dir, study.inclusion, qc)
+    errors = forgotten + errors
     table = conform(table.assign(settings_hash=study.step_hash("cohort")), SCANS)
     included = sorted(table.loc[table["included"], "scan_id"])
     partitions = set(context.instance.get_dynamic_partitions(scan_partitions.name))

@@ -25,6 +25,7 @@ import dagster as dg
 
 from metorigin.core.config import SENSOR_INTERVAL_S
 from metorigin.core.errors import CohortError
+from metorigin.core.forgetting import forgotten_patients
 from metorigin.defs.common.names import COHORT_FINGERPRINT, NOT_FINISHED_STATUSES, REQUEST_TAG
 from metorigin.defs.common.partitions import scan_partitions
 from metorigin.defs.common.resources import CohortResource, SettingsResource, StoreResource
@@ -110,7 +111,7 @@ def new_scans_sensor(
     if fingerprint != look.cohort:
         try:
             study = settings.settings()
-            loaded = load_cohort(cohort_dir, study.inclusion, study.label)
+            loaded = load_cohort(cohort_dir, study.inclusion, study.label, forgotten_patients(store.store()))
         except CohortError as exc:
             return dg.SkipReason(f"cohort not readable: {exc.message}")
         known = set(context.instance.get_dynamic_partitions(scan_partitions.name))
