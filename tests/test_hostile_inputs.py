@@ -22,6 +22,7 @@ import pytest
 import SimpleITK as sitk
 
 from metorigin.core.config import RunConfig
+from metorigin.core.errors import CohortFileError
 from metorigin.core.files import atomic_folder
 from metorigin.core.store import Store
 from metorigin.core.study import STEP_SETTINGS as STUDY_STEPS
@@ -30,6 +31,7 @@ from metorigin.definitions import build_definitions
 from metorigin.defs.common.names import per_scan_keys
 from metorigin.defs.common.partitions import scan_partitions
 from metorigin.imaging.cohort import load_cohort
+from metorigin.imaging.fingerprints import cohort_fingerprint
 from metorigin.imaging.radiomics import crop_lesion, extract_lesions, feature_names, long_table
 from metorigin.runtime.execution import RunReport, executor
 from metorigin.runtime.runner import run_selection
@@ -208,3 +210,15 @@ def test_shape_features_of_a_lesion_on_one_slice_are_nan_with_the_reason(tmp_pat
         assert set(shape["undefined_reason"]) == {"the lesion is one voxel thick along z: its 3-D shape is undefined"}
     else:  # three slices: a volume, its shape defined
         assert shape["feature_value"].notna().all() and shape["undefined_reason"].isna().all()
+
+
+@pytest.mark.timeout(60)  # the failure this guards against is a sensor tick that never returns
+def test_a_fifo_as_scans_csv_is_refused_and_the_sensor_s_fingerprint_does_not_block(cohort):
+    (cohort / "scans.csv").unlink()
+    os.mkfifo(cohort / "scans.csv")
+    assert len(cohort_fingerprint(cohort)) == 16  # returns: the sensor's tick goes on
+    with pytest.raises(CohortFileError) as refused:
+        load_cohort(cohort)
+    assert "scans.csv: " in refused.value.message and "is not a regular file (it is a FIFO (named pipe))" in str(
+        refused.value
+    )

@@ -15,11 +15,18 @@ from pathlib import Path
 import pandas as pd
 
 from metorigin.core.errors import CohortError, CohortFileError, DuplicateIdError, InvalidValueError, MissingColumnError
+from metorigin.imaging.io import special_file
 
 
 def read_contract_csv(path: Path, required: tuple[str, ...], optional: tuple[str, ...]) -> pd.DataFrame:
     """Read a contract CSV as text, with each row's line number kept for error messages."""
     name = path.name
+    if path.exists() and not path.is_file():  # a folder, a FIFO (reading it would wait for ever), a device
+        raise CohortFileError(
+            name,
+            f"{path} is not a regular file (it is {special_file(path) or 'a folder'})",
+            f"replace it by the CSV file itself, with the columns {', '.join(required)}",
+        )
     if not path.is_file():
         raise CohortFileError(
             name, f"the file is missing from {path.parent}", f"create {name} with the columns {', '.join(required)}"
