@@ -331,6 +331,7 @@ def test_a_forgotten_patient_still_in_the_cohort_is_refused_by_line_and_never_wr
         env=environment,
     )
     output = ingest.stdout + ingest.stderr
+    assert ingest.returncode == 1, output  # the rows check failed: said, and the rest went on
     (when,) = forgotten_patients(store).values()  # the day of the erasure, as its log has it
 
     def line_of(name: str, text: str) -> int:

@@ -24,6 +24,7 @@ import SimpleITK as sitk
 from metorigin.core.config import RunConfig
 from metorigin.core.errors import CohortFileError
 from metorigin.core.files import atomic_folder
+from metorigin.core.lifecycle import patient_hash
 from metorigin.core.store import Store
 from metorigin.core.study import STEP_SETTINGS as STUDY_STEPS
 from metorigin.core.study import InclusionCriteria, get_settings
@@ -151,15 +152,22 @@ def test_a_report_folder_killed_half_way_is_never_seen_and_the_next_writer_remov
     assert not (reports / "run-1").exists()  # no folder of 10 of 32 files that looks like a report
     (left,) = reports.iterdir()
     assert left.name.startswith(".run-1.") and len(list(left.iterdir())) == 10  # hidden, and its pid is gone
+    (reports / ".run-0.otherhost.1.tmp").mkdir()  # another host's writer: never this host's to remove
     with atomic_folder(reports / "run-2") as work:  # the next report removes it
         (work / "report.html").write_text("<html/>")
-    assert sorted(p.name for p in reports.iterdir()) == ["run-2"]
+    assert sorted(p.name for p in reports.iterdir()) == [".run-0.otherhost.1.tmp", "run-2"]
+    shutil.rmtree(reports / ".run-0.otherhost.1.tmp")
     assert (reports / "run-2" / "report.html").read_text() == "<html/>"
     with pytest.raises(RuntimeError), atomic_folder(reports / "run-2") as work:  # a failed rewrite: the old stays
         (work / "report.html").write_text("half")
         raise RuntimeError("a figure failed")
     assert sorted(p.name for p in reports.iterdir()) == ["run-2"]
     assert (reports / "run-2" / "report.html").read_text() == "<html/>"
+    with atomic_folder(reports / "run-2") as work:  # a rewrite that succeeds replaces it whole
+        (work / "report.html").write_text("v2")
+    assert sorted(p.name for p in reports.iterdir()) == ["run-2"]
+    assert [p.name for p in (reports / "run-2").iterdir()] == ["report.html"]
+    assert (reports / "run-2" / "report.html").read_text() == "v2"
 
 
 def _slab(path, slices: int, lesion_slices: int) -> None:
@@ -185,7 +193,7 @@ def test_an_image_with_fewer_slices_than_the_study_s_minimum_is_excluded_with_th
     assert scans.loc["S0100", "exclusion_reason"] == "too few slices (2; the study's minimum is 3)"
     two = load_cohort(cohort, InclusionCriteria(min_slices=2)).scans.set_index("scan_id")
     assert two.loc["S0100", "included"]  # the study's own minimum, when it sets one
-    assert InclusionCriteria(min_slices=3) == InclusionCriteria()  # the default, hashed as before it existed
+    assert InclusionCriteria(min_slices=3) == InclusionCriteria()  # the default (its hash: the pinned study hashes)
     hashes = {m: dataclasses.replace(STUDY, inclusion=InclusionCriteria(min_slices=m)).step_hashes() for m in (3, 4)}
     assert hashes[3] == STUDY.step_hashes()
     assert [s for s in STUDY_STEPS if hashes[3][s] != hashes[4][s]] == ["cohort"]  # a new minimum: the cohort's step
@@ -206,8 +214,12 @@ def test_shape_features_of_a_lesion_on_one_slice_are_nan_with_the_reason(tmp_pat
     others = table[table["feature_class"] != "shape"]
     assert others["feature_value"].notna().all() and others["undefined_reason"].isna().all()  # texture kept
     if lesion_slices == 1:
-        assert shape["feature_value"].isna().all()
-        assert set(shape["undefined_reason"]) == {"the lesion is one voxel thick along z: its 3-D shape is undefined"}
+        in_a_slice = ["original_shape_VoxelVolume", "original_shape_Maximum2DDiameterSlice"]
+        kept = shape.set_index("feature_name").loc[in_a_slice]
+        assert kept["feature_value"].notna().all() and kept["undefined_reason"].isna().all()  # defined in a slice
+        mesh = shape[~shape["feature_name"].isin(kept.index)]
+        assert len(mesh) == 12 and mesh["feature_value"].isna().all()
+        assert set(mesh["undefined_reason"]) == {"the lesion is one voxel thick along z: its 3-D shape is undefined"}
     else:  # three slices: a volume, its shape defined
         assert shape["feature_value"].notna().all() and shape["undefined_reason"].isna().all()
 
@@ -222,3 +234,21 @@ def test_a_fifo_as_scans_csv_is_refused_and_the_sensor_s_fingerprint_does_not_bl
     assert "scans.csv: " in refused.value.message and "is not a regular file (it is a FIFO (named pipe))" in str(
         refused.value
     )
+
+
+def test_a_forgotten_patient_s_rows_are_dropped_as_read_and_named_by_their_true_line_only(cohort):
+    patients = cohort / "patients.csv"
+    lines = patients.read_text().splitlines()
+    patients.write_text("\n".join([lines[0], lines[1], "", *lines[2:]]) + "\n")  # a blank line before P002..
+    (cohort / "qc.csv").write_text("scan_id,verdict,reason\nS0003,fail,motion\nS0004,pass,\n")
+    loaded = load_cohort(cohort, forgotten={patient_hash("P003"): "2026-12-01"})
+    text = patients.read_text().splitlines()
+    line = next(n for n, row in enumerate(text, 1) if row.startswith("P003,"))
+    messages = [e.message for e in loaded.errors]
+    assert f"patients.csv line {line}: a patient forgotten on 2026-12-01. Fix: remove the row" in messages[0]
+    assert messages[1].startswith("scans.csv line 4: a patient forgotten on 2026-12-01")
+    assert messages[2].startswith("qc.csv line 2: a verdict on a scan of a patient forgotten on 2026-12-01")
+    assert not any("P003" in m or "S0003" in m for m in messages), messages
+    assert not any(e.row_id in ("P003", "S0003") for e in loaded.errors)
+    assert "P003" not in set(loaded.patients["patient_id"]) and "S0003" not in set(loaded.scans["scan_id"])
+    assert "S0004" in set(loaded.scans["scan_id"])  # the others go on

@@ -398,3 +398,15 @@ def test_forget_works_before_any_database_was_built(tmp_path):
     assert scans_with_results(store) == {"S1"}
     assert pd.read_parquet(store.lake_file("scans"))["scan_id"].tolist() == ["S1"]
     assert _table(store, "SELECT count(*) FROM duckdb_tables()") == [(0,)]  # an empty database, published
+
+
+def test_forget_removes_every_report_and_one_being_written(tmp_path):
+    """A report's figures may show the patient: finished ones, and one still in its hidden folder
+    (core/files.py atomic_folder: being written, or left by a killed writer), all go."""
+    store = _make_store(tmp_path)
+    reports = store.artifacts / "report"
+    for name in ("run-1", ".run-2.4242.tmp"):
+        (reports / name).mkdir(parents=True)
+        (reports / name / "lesions_fig.png").write_bytes(b"S10")
+    report = forget_patient(store, "P10", who="dpo", why="consent withdrawn", when=LATER)
+    assert report.files["artifacts/report"] == 2 and not any(reports.iterdir())

@@ -64,3 +64,4 @@ def test_the_corrected_interval_of_two_folds_stays_within_the_auc_range():
     assert (low, high) == (0.0, 1.0)
     low, high = corrected_interval([0.70, 0.71], n_train=40, n_test=40)
     assert 0.0 < low < 0.705 < high < 1.0  # unclipped where it fits
+    assert all(np.isnan(corrected_interval([0.6, np.nan, 0.7], n_train=40, n_test=float("nan"))))  # NaN stays NaN

@@ -33,8 +33,12 @@ def stop_group(group: int, grace_s: float = GRACE_S) -> None:
             return
 
 
+STAND_DOWN = b"done\n"  # what the owner writes once it stopped the group itself
+
+
 def start(group: int) -> subprocess.Popen:
-    """The reaper of `group`; it acts when the returned process's stdin closes (this process ends)."""
+    """The reaper of `group`; it acts when the returned process's stdin closes (this process ends)
+    unless `stand_down` was called first."""
 
     return subprocess.Popen(
         [sys.executable, "-m", __name__, str(group)],
@@ -43,12 +47,22 @@ def start(group: int) -> subprocess.Popen:
     )
 
 
+def stand_down(reaper: subprocess.Popen) -> None:
+    """The owner stopped the group itself: the reaper exits without signalling anything (by then the
+    group's number may belong to another group)."""
+    reaper.stdin.write(STAND_DOWN)
+    reaper.stdin.close()
+    reaper.wait()
+
+
 def main(argv: list[str]) -> int:
     group = int(argv[0])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    while os.read(0, 4096):  # the owner never writes: this returns b"" when it has ended
-        pass
-    stop_group(group)
+    told = b""
+    while chunk := os.read(0, 4096):  # b"" once the owner has ended, however it ended
+        told += chunk
+    if told != STAND_DOWN:
+        stop_group(group)
     return 0
 
 

@@ -17,6 +17,7 @@ import dagster as dg
 
 from metorigin.core.config import RunConfig
 from metorigin.core.errors import MetoriginError, StudyFileError
+from metorigin.core.forgetting import forgotten_patients
 from metorigin.core.lease import store_session
 from metorigin.core.manifest import bind_study
 from metorigin.core.store import Store
@@ -25,6 +26,7 @@ from metorigin.core.study_file import load_study
 from metorigin.definitions import build_definitions
 from metorigin.defs.common.names import STUDY_GROUP
 from metorigin.defs.study.schedules import retrain_problems
+from metorigin.imaging.forgotten import NONE_FORGOTTEN
 from metorigin.imaging.radiomics_params import params_file_problem
 from metorigin.imaging.study_fit import class_problems, study_problems
 from metorigin.report.store_summary import summary_lines
@@ -85,7 +87,8 @@ def in_session(args, work) -> int:
         study = checked_study(config, args.study, args.cohort)
         defs = build_definitions(config)
         if selects_study(defs, args.select):  # only the study needs both classes (and enough of each)
-            refuse(class_problems(args.cohort, study, str(args.study or f"the built-in {study.profile} study")))
+            source = str(args.study or f"the built-in {study.profile} study")
+            refuse(class_problems(args.cohort, study, source, forgotten_patients(Store(args.store))))
         instance = get_instance(args.store)  # refuses an instance that serves another store
         with store_session(args.store, "metorigin run", wait=not args.no_wait, on_wait=tell):
             for line in release_dead_runs(instance, "metorigin run"):  # a killed run never blocks the store
@@ -153,10 +156,16 @@ def load_study_file(study_file: Path | None, profile: str, seed: int | None):
 
 
 def study_file_problems(
-    study, study_file: Path | None, cohort: Path | None, for_run: bool = True, classes: bool = True
+    study,
+    study_file: Path | None,
+    cohort: Path | None,
+    for_run: bool = True,
+    classes: bool = True,
+    store: Path | None = None,
 ) -> list:
     """Everything that makes the study unusable here: what a run of it lacks, unknown grid parameters,
-    and (given a cohort) a study that does not fit it (`classes`: its two classes present too)."""
+    and (given a cohort) a study that does not fit it (`classes`: its two classes present too), less
+    the patients `store` forgot."""
     source = str(study_file or f"the built-in {study.profile} study")
     problems = (run_problems(study, source) if for_run else []) + grid_problems(study.models, source)
     if problem := params_file_problem(Path(study.radiomics.params_file)):
@@ -169,7 +178,9 @@ def study_file_problems(
             )
         )
     problems += retrain_problems(study, source)
-    return problems + (study_problems(cohort, study, source, classes) if cohort and not problems else [])
+    if problems or not cohort:
+        return problems
+    return study_problems(cohort, study, source, classes, forgotten_patients(Store(store)) if store else NONE_FORGOTTEN)
 
 
 def checked_study(config: RunConfig, study_file: Path | None, cohort: Path):
@@ -178,7 +189,7 @@ def checked_study(config: RunConfig, study_file: Path | None, cohort: Path):
     the classes, which only a selection of the study's assets needs (`in_session`). Where the scans
     run is the machine's choice, not the study's: the store keeps the study without it."""
     study = config.replace(executor="", dask_address="", scans_at_once=0).study()
-    refuse(study_file_problems(study, study_file, cohort, classes=False))
+    refuse(study_file_problems(study, study_file, cohort, classes=False, store=Path(config.store)))
     return study
 
 

@@ -91,21 +91,22 @@ def _serve(command: list[str], home: Path) -> int:
     stops the rest (group_reaper.py)."""
     environment = child_environment(DAGSTER_HOME=str(home))  # the store's instance
     server = subprocess.Popen(command, env=environment, start_new_session=True, preexec_fn=_die_with_parent)
-    reaper = group_reaper.start(server.pid)
 
     def stop(signum, _frame):
         server.send_signal(signal.SIGINT)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    reaper = None
     try:
+        reaper = group_reaper.start(server.pid)
         server.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         group_reaper.stop_group(server.pid)
         server.wait()
-        reaper.stdin.close()  # its cue; the group is empty by now, so it just exits
-        reaper.wait()
+        if reaper is not None:
+            group_reaper.stand_down(reaper)  # the group is stopped: its number is no longer ours
     _fail_runs_left_started(home)
     return 0 if server.returncode in (0, -signal.SIGINT, 130) else server.returncode
 

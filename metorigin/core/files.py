@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import shutil
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -36,27 +37,32 @@ def atomic_folder(folder: Path) -> Iterator[Path]:
     """A hidden temporary folder beside `folder` to fill, renamed to `folder` when the block succeeds.
 
     A report of 30-odd files killed half-way must not look like a report: readers see the whole
-    folder or none. A failed block removes its folder; one a killed process left (its pid gone) is
-    removed by the next writer in the same parent. An existing `folder` is replaced."""
+    folder or none. A failed block removes its folder; one a killed process of this host left (its
+    pid gone) is removed by the next writer in the same parent (another host's never: its pids are
+    not ours to judge). An existing `folder` is replaced: moved aside, the new one renamed in, the
+    old one removed, so that a reader never finds neither."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     for left in folder.parent.glob(".*.tmp"):
         found = _UNFINISHED.fullmatch(left.name)
-        if found and left.is_dir() and not _alive(int(found["pid"])):
+        if found and found["host"] == _HOST and left.is_dir() and not _alive(int(found["pid"])):
             shutil.rmtree(left, ignore_errors=True)
-    work = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(work, ignore_errors=True)
+    work, old = (folder.with_name(f".{folder.name}{part}.{_HOST}.{os.getpid()}.tmp") for part in ("", "-old"))
+    for path in (work, old):
+        shutil.rmtree(path, ignore_errors=True)
     work.mkdir()
     try:
         yield work
         if folder.exists():
-            shutil.rmtree(folder)
+            folder.rename(old)
         work.rename(folder)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
-_UNFINISHED = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+_UNFINISHED = re.compile(r"\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.tmp")
 
 
 def _alive(pid: int) -> bool:

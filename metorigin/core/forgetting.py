@@ -406,8 +406,11 @@ def _delete_scan_files(store: Store, scans: set[str]) -> dict[str, int]:
 
 def _delete_reports(store: Store) -> dict[str, int]:
     """Every study report goes: its figures draw lesions and ids (some as glyphs, not text), so no
-    listing can tell which show the patient. The next study run writes a new one."""
-    reports = [checked_path(store, folder) for folder in subfolders(store.artifacts / REPORTS)]
+    listing can tell which show the patient. The next study run writes a new one. A report being
+    written (or left by a killed writer) in its hidden folder goes too."""
+    root = store.artifacts / REPORTS
+    unfinished = sorted(p for p in root.glob(".*.tmp") if p.is_dir() and not p.is_symlink())  # atomic_folder's
+    reports = [checked_path(store, folder) for folder in [*subfolders(root), *unfinished]]
     for folder in reports:
         shutil.rmtree(folder)
     return {f"artifacts/{REPORTS}": len(reports)} if reports else {}

@@ -137,7 +137,7 @@ class InclusionCriteria:
     slice_thickness_mm: PositiveFloat = 1.5
     slice_thickness_tolerance_mm: NonNegativeFloat = 0.05
     max_slice_tilt_deg: Annotated[float, Field(ge=0, le=90)] = 5.0
-    # Fewer slices than this and a lesion is flat in z: its shape and 3-D texture say nothing.
+    # Thinner images hold lesions of one or two slices: too thin for 3-D shape and texture to mean much.
     min_slices: Annotated[PositiveInt, at_most(100_000, "more slices than a CT has")] = added_later(3)
 
 

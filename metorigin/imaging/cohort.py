@@ -13,7 +13,6 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Mapping
 
 import pandas as pd
@@ -32,7 +31,7 @@ from metorigin.core.ids import id_problem
 from metorigin.core.schemas import PATIENTS, SCANS
 from metorigin.core.study import CONTRAST_PHASES, InclusionCriteria, LabelSettings
 from metorigin.imaging.contract_csv import duplicate_errors, read_contract_csv, utf8_text, without_oversized
-from metorigin.imaging.forgotten import without_forgotten
+from metorigin.imaging.forgotten import NONE_FORGOTTEN, qc_without_forgotten, without_forgotten
 from metorigin.imaging.geometry import coverage_mismatch, grid_problem, slice_axis_tilt_deg
 from metorigin.imaging.io import ImageInfo, normalise_phase, read_image_info
 from metorigin.imaging.same_content import earlier_copies
@@ -489,7 +488,7 @@ def load_cohort(
     cohort_dir: Path,
     criteria: InclusionCriteria = InclusionCriteria(),
     label: LabelSettings = LabelSettings(),
-    forgotten: Mapping[str, str] = MappingProxyType({}),
+    forgotten: Mapping[str, str] = NONE_FORGOTTEN,
 ) -> Cohort:
     """Read and validate a cohort folder, without the rows of the store's `forgotten` patients.
 
@@ -498,8 +497,10 @@ def load_cohort(
     """
     cohort_dir = Path(cohort_dir)
     patient_frame, gone = without_forgotten(read_patients_csv(cohort_dir, label), PATIENTS_CSV, forgotten)
-    scan_frame, gone_scans = without_forgotten(read_scans_csv(cohort_dir), SCANS_CSV, forgotten)
+    listed = read_scans_csv(cohort_dir)
+    scan_frame, gone_scans = without_forgotten(listed, SCANS_CSV, forgotten)
+    qc, gone_verdicts = qc_without_forgotten(read_qc_csv(cohort_dir), QC_CSV, listed, forgotten)
     patients, patient_errors = validate_patients(patient_frame, label)
-    qc = read_qc_csv(cohort_dir)
     scans, scan_errors = validate_scans(scan_frame, patients, patient_frame, cohort_dir, criteria, qc)
-    return Cohort(patients=patients, scans=scans, errors=gone + patient_errors + gone_scans + scan_errors)
+    errors = gone + patient_errors + gone_scans + gone_verdicts + scan_errors
+    return Cohort(patients=patients, scans=scans, errors=errors)

@@ -56,7 +56,7 @@ def read_contract_csv(path: Path, required: tuple[str, ...], optional: tuple[str
     for column in optional:
         if column not in frame.columns:
             frame[column] = None  # absent column (default applies), unlike an empty cell
-    frame.insert(0, "line", frame.index + 2)  # line 1 is the header
+    frame.insert(0, "line", _record_lines(text, len(frame)))
     if frame.empty:
         raise CohortFileError(
             name,
@@ -64,6 +64,16 @@ def read_contract_csv(path: Path, required: tuple[str, ...], optional: tuple[str
             f"add one row per {name.removesuffix('s.csv')} under the header ({', '.join(required)}, ...)",
         )
     return frame.reset_index(drop=True)
+
+
+def _record_lines(text: str, rows: int) -> list[int]:
+    """The line each data row starts on, as an editor numbers them: pandas skips blank lines, and a
+    row's line is what an error names (for a forgotten patient's row, all it names)."""
+    reader = csv.reader(io.StringIO(text))
+    starts = [reader.line_num - sum(cell.count("\n") for cell in row) for row in reader if row]
+    if len(starts) - 1 != rows:  # the two parsers disagree: the index, as before
+        return list(range(2, rows + 2))
+    return starts[1:]
 
 
 def _refuse_extra_fields(name: str, text: str) -> None:

@@ -7,6 +7,7 @@ name the patient either."""
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Mapping
 
 import pandas as pd
@@ -14,6 +15,7 @@ import pandas as pd
 from metorigin.core.errors import CohortError, InvalidValueError
 from metorigin.core.lifecycle import patient_hash
 
+NONE_FORGOTTEN: Mapping[str, str] = MappingProxyType({})  # a cohort read for no store
 FORGOTTEN_FIX = "remove the row (the patient withdrew consent; the store refuses them for good)"
 
 
@@ -22,12 +24,32 @@ def without_forgotten(
 ) -> tuple[pd.DataFrame, list[CohortError]]:
     """`frame` (a CSV as read, with its `line` and `patient_id` columns) without the rows of the
     patients whose id hashes to a key of `forgotten` (sha256 -> the date they were forgotten)."""
+    dates = _dates(frame, forgotten)
+    return _dropped(frame, dates, file, "a patient forgotten on {}")
+
+
+def qc_without_forgotten(
+    qc: pd.DataFrame | None, file: str, scans: pd.DataFrame, forgotten: Mapping[str, str]
+) -> tuple[pd.DataFrame | None, list[CohortError]]:
+    """qc.csv (`file`) without its verdicts on the scans of forgotten patients (`scans`: scans.csv as read)."""
+    if qc is None:
+        return qc, []
+    dates = _dates(scans, forgotten).dropna()
+    by_scan = dict(zip(scans.loc[dates.index, "scan_id"], dates))
+    return _dropped(qc, qc["scan_id"].map(by_scan), file, "a verdict on a scan of a patient forgotten on {}")
+
+
+def _dates(frame: pd.DataFrame, forgotten: Mapping[str, str]) -> pd.Series:
+    """Per row, the date its patient was forgotten, else NaN."""
     if not forgotten or frame.empty:
-        return frame, []
-    dates = frame["patient_id"].astype("string").fillna("").map(lambda pid: forgotten.get(patient_hash(pid)))
-    dropped = dates.notna()
+        return pd.Series(None, index=frame.index, dtype=object)
+    return frame["patient_id"].astype("string").fillna("").map(lambda pid: forgotten.get(patient_hash(pid)))
+
+
+def _dropped(frame: pd.DataFrame, dates: pd.Series, file: str, problem: str) -> tuple[pd.DataFrame, list[CohortError]]:
+    gone = dates.notna()
     errors: list[CohortError] = [
-        InvalidValueError(file, f"a patient forgotten on {date}", FORGOTTEN_FIX, row=int(line))
-        for line, date in zip(frame.loc[dropped, "line"], dates[dropped])
+        InvalidValueError(file, problem.format(date), FORGOTTEN_FIX, row=int(line))
+        for line, date in zip(frame.loc[gone, "line"], dates[gone])
     ]
-    return frame.loc[~dropped], errors
+    return frame.loc[~gone], errors

@@ -205,6 +205,9 @@ def _collect(outcomes, total: int, progress) -> dict[str, tuple[dict | None, str
 
 
 SHAPE_CLASS = "shape"  # pyradiomics' 3-D shape features: original_shape_*
+# Shape features a lesion one voxel thick still has: its voxels' volume, and, when it is flat in z
+# only, its largest in-plane diameter. The others come from the mesh's 3-D extent.
+DEFINED_WHEN_FLAT = {"original_shape_VoxelVolume": "zyx", "original_shape_Maximum2DDiameterSlice": "z"}
 
 
 def flat_axes(lesion) -> str:
@@ -217,7 +220,7 @@ def flat_axes(lesion) -> str:
 
 def long_table(lesions: pd.DataFrame, results: dict, names: list[str], version: str) -> pd.DataFrame:
     """One row per lesion and feature; undefined values are NaN with the reason beside them (a
-    lesion flat in one dimension: its shape features)."""
+    lesion flat in one dimension: its 3-D shape features)."""
     rows = []
     for lesion in lesions.itertuples():
         values, error = results[lesion.lesion_id]
@@ -227,7 +230,7 @@ def long_table(lesions: pd.DataFrame, results: dict, names: list[str], version: 
             value = np.nan if values is None else values.get(name, np.nan)
             if values is None:
                 reason = error
-            elif flat and feature_class == SHAPE_CLASS:
+            elif flat and feature_class == SHAPE_CLASS and not set(flat) <= set(DEFINED_WHEN_FLAT.get(name, "")):
                 value = np.nan
                 reason = f"the lesion is one voxel thick along {'/'.join(flat)}: its 3-D shape is undefined"
             elif not np.isfinite(value):

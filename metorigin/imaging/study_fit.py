@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
 
@@ -15,12 +16,17 @@ from metorigin.core.errors import (
 from metorigin.core.study import StudySettings
 from metorigin.imaging.cohort import PATIENTS_CSV, load_cohort, patient_required, read_patients_csv
 from metorigin.imaging.contract_csv import refuse_other_delimiter, utf8_text
+from metorigin.imaging.forgotten import NONE_FORGOTTEN, without_forgotten
 
 
-def class_problems(cohort_dir: Path, study: StudySettings, study_file: str) -> list[StudyFileError]:
-    """A class of the study that no patient has: the split and the models need both."""
+def class_problems(
+    cohort_dir: Path, study: StudySettings, study_file: str, forgotten: Mapping[str, str] = NONE_FORGOTTEN
+) -> list[StudyFileError]:
+    """A class of the study that no patient has (but those the store forgot): the split and the
+    models need both."""
     # As written in the cohort, before validation drops the rows whose class is not one of the two.
-    present = set(read_patients_csv(cohort_dir, study.label)[study.label.column].str.lower()) - {""}
+    patients, _ = without_forgotten(read_patients_csv(cohort_dir, study.label), PATIENTS_CSV, forgotten)
+    present = set(patients[study.label.column].str.lower()) - {""}
     return [
         StudyFileError(
             study_file,
@@ -35,12 +41,16 @@ def class_problems(cohort_dir: Path, study: StudySettings, study_file: str) -> l
 
 
 def study_problems(
-    cohort_dir: Path, study: StudySettings, study_file: str, classes: bool = True
+    cohort_dir: Path,
+    study: StudySettings,
+    study_file: str,
+    classes: bool = True,
+    forgotten: Mapping[str, str] = NONE_FORGOTTEN,
 ) -> list[StudyFileError]:
     """What makes a study unusable on this cohort, found before any work: a label column the
     cohort lacks, a class no patient has (`classes`: only what the study's own steps need; a cohort
     of one class still ingests and builds its feature store), inclusion criteria that exclude every
-    readable scan.
+    readable scan. The patients a store forgot (`forgotten`) are left out, as its ingest leaves them.
 
     Each problem names the study file's key to change (or the cohort to fix)."""
     path = Path(cohort_dir) / PATIENTS_CSV
@@ -59,8 +69,8 @@ def study_problems(
                 f"name the column of {PATIENTS_CSV} that holds the class, or add it there",
             )
         ]
-    cohort = load_cohort(cohort_dir, study.inclusion, study.label)
-    problems = class_problems(cohort_dir, study, study_file) if classes else []
+    cohort = load_cohort(cohort_dir, study.inclusion, study.label, forgotten)
+    problems = class_problems(cohort_dir, study, study_file, forgotten) if classes else []
     valid = cohort.scans[cohort.scans["valid"]]
     if len(valid) and not valid["included"].any():
         reasons = [str(why).split("; ") for why in valid["exclusion_reason"]]

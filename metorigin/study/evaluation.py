@@ -144,7 +144,8 @@ def corrected_interval(
     half = student_t.ppf((1 + level) / 2, len(scores) - 1) * np.sqrt(
         (1 / len(scores) + n_test / n_train) * scores.var(ddof=1)
     )
-    return float(max(bounds[0], scores.mean() - half)), float(min(bounds[1], scores.mean() + half))
+    low, high = np.clip([scores.mean() - half, scores.mean() + half], *bounds)  # NaN stays NaN
+    return float(low), float(high)
 
 
 def summarise_folds(fold_scores: pd.DataFrame) -> dict[str, float]:

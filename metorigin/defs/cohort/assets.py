@@ -37,6 +37,7 @@ from metorigin.defs.common.partitions import scan_partitions
 from metorigin.defs.common.resources import CohortResource, SettingsResource, StoreResource
 from metorigin.imaging.cohort import (
     PATIENTS_CSV,
+    QC_CSV,
     SCANS_CSV,
     read_patients_csv,
     read_qc_csv,
@@ -45,7 +46,7 @@ from metorigin.imaging.cohort import (
     validate_scans,
 )
 from metorigin.imaging.fingerprints import cohort_fingerprint, scan_inputs_version
-from metorigin.imaging.forgotten import without_forgotten
+from metorigin.imaging.forgotten import qc_without_forgotten, without_forgotten
 from metorigin.quality.suites import scans_suite
 
 # The tag Dagster reads an observation's data version from (dagster/_core/definitions/data_version.py;
@@ -153,11 +154,12 @@ def scans(
     cohort_dir = Path(cohort.path)
     fingerprint = cohort_fingerprint(cohort_dir)  # before reading: a change while reading is seen next tick
     gone = forgotten_patients(store.store())
-    frame, forgotten = without_forgotten(_csv_or_fail(read_scans_csv, cohort_dir), SCANS_CSV, gone)
+    listed = _csv_or_fail(read_scans_csv, cohort_dir)
+    frame, forgotten = without_forgotten(listed, SCANS_CSV, gone)
     patient_frame, _ = without_forgotten(_csv_or_fail(read_patients_csv, cohort_dir, study.label), PATIENTS_CSV, gone)
-    qc = _csv_or_fail(read_qc_csv, cohort_dir)
+    qc, verdicts = qc_without_forgotten(_csv_or_fail(read_qc_csv, cohort_dir), QC_CSV, listed, gone)
     table, errors = validate_scans(frame, patients, patient_frame, cohort_dir, study.inclusion, qc)
-    errors = forgotten + errors
+    errors = forgotten + verdicts + errors
     table = conform(table.assign(settings_hash=study.step_hash("cohort")), SCANS)
     included = sorted(table.loc[table["included"], "scan_id"])
     partitions = set(context.instance.get_dynamic_partitions(scan_partitions.name))
