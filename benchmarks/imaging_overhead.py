@@ -179,18 +179,21 @@ def floor_cohort_tables(cohort: Path, store_root: Path, workers: int):
     scans, model_promotions); returns the stored `scans` table (as the per-scan assets read it)."""
     import pandas as pd
 
-    from metorigin.core.forgetting import erased_patient_hashes
-    from metorigin.core.lifecycle import patient_hash
+    from metorigin.core.forgetting import forgotten_patients
     from metorigin.core.manifest import bind_study, settings_table
     from metorigin.core.schemas import MODEL_PROMOTIONS, PATIENTS, SCANS, conform
     from metorigin.core.store import Store
     from metorigin.imaging.cohort import (
+        PATIENTS_CSV,
+        QC_CSV,
+        SCANS_CSV,
         read_patients_csv,
         read_qc_csv,
         read_scans_csv,
         validate_patients,
         validate_scans,
     )
+    from metorigin.imaging.forgotten import qc_without_forgotten, without_forgotten
 
     config = floor_config(str(cohort), str(store_root), workers)
     study, store = config.study(), Store(store_root)
@@ -198,20 +201,15 @@ def floor_cohort_tables(cohort: Path, store_root: Path, workers: int):
     store.write_lake("study_settings", settings_table(study))
     assert not (store.root / PROMOTIONS_LOG).exists(), "a fresh store: no promotion to log"
     store.write_lake("model_promotions", conform(pd.DataFrame(columns=MODEL_PROMOTIONS.names), MODEL_PROMOTIONS))
-    frame = read_patients_csv(cohort, study.label)
+    gone = forgotten_patients(store)
+    frame, _ = without_forgotten(read_patients_csv(cohort, study.label), PATIENTS_CSV, gone)
     patients, _errors = validate_patients(frame, study.label)
-    erased = set(frame.loc[frame["patient_id"].map(patient_hash).isin(erased_patient_hashes(store)), "patient_id"])
-    patients = conform(
-        patients[~patients["patient_id"].isin(erased)].assign(settings_hash=study.step_hash("cohort")), PATIENTS
-    )
+    patients = conform(patients.assign(settings_hash=study.step_hash("cohort")), PATIENTS)
     store.write_lake("patients", patients)
+    listed = read_scans_csv(cohort)
+    qc, _ = qc_without_forgotten(read_qc_csv(cohort), QC_CSV, listed, gone)
     scans, _errors = validate_scans(
-        read_scans_csv(cohort),
-        patients,
-        read_patients_csv(cohort, study.label),
-        cohort,
-        study.inclusion,
-        read_qc_csv(cohort),
+        without_forgotten(listed, SCANS_CSV, gone)[0], patients, frame, cohort, study.inclusion, qc
     )
     store.write_lake("scans", conform(scans.assign(settings_hash=study.step_hash("cohort")), SCANS))
     return store.read_lake("scans")
