@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import psutil
+
 
 @contextmanager
 def atomic_path(path: Path, keep_suffix: bool = False) -> Iterator[Path]:
@@ -45,7 +47,7 @@ def atomic_folder(folder: Path) -> Iterator[Path]:
     folder.parent.mkdir(parents=True, exist_ok=True)
     for left in folder.parent.glob(".*.tmp"):
         found = _UNFINISHED.fullmatch(left.name)
-        if found and found["host"] == _HOST and left.is_dir() and not _alive(int(found["pid"])):
+        if found and found["host"] == _HOST and left.is_dir() and not psutil.pid_exists(int(found["pid"])):
             shutil.rmtree(left, ignore_errors=True)
     work, old = (folder.with_name(f".{folder.name}{part}.{_HOST}.{os.getpid()}.tmp") for part in ("", "-old"))
     for path in (work, old):
@@ -63,16 +65,6 @@ def atomic_folder(folder: Path) -> Iterator[Path]:
 
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 _UNFINISHED = re.compile(r"\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.tmp")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def file_digest(path: Path, length: int = 12) -> str:
