@@ -15,6 +15,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+from metorigin.core.erased_models import erase_models
 from metorigin.core.forgetting import ErasureRefused, PatientNotFoundError, forget_patient, forgotten_patients
 from metorigin.core.lifecycle import patient_hash, read_retired_log, retire_scans, scans_with_results
 from metorigin.core.store import Store
@@ -102,7 +103,7 @@ def _make_store(root: Path) -> Store:
             "exclusion_reason": pd.Series([None, None, None], dtype=object),
         }
     )
-    split = pd.DataFrame({"patient_id": ["P1", "P10"], "split": ["train", "test"]})
+    split = pd.DataFrame({"patient_id": ["P1", "P10"], "set": ["train", "test"]})  # as patient_split has it
     lesions = [lesion for scan in ("S1", "S10") for lesion in _lesion_ids(scan)]
     predictions = pd.DataFrame(
         {
@@ -321,7 +322,7 @@ def test_forget_removes_every_trace_of_the_patient_and_nothing_else(tmp_path):
         card = json.loads(path.read_text())
         assert card["needs_retraining"] == {
             "since": LATER.isoformat(),
-            "why": "a patient of its training/validation/test data was erased (consent withdrawn)",
+            "why": "a patient of its test data was erased (consent withdrawn): its test metrics counted them",
         }
         assert card["seed"] == 42 and "P10" not in path.read_text()
 
@@ -410,3 +411,82 @@ def test_forget_removes_every_report_and_one_being_written(tmp_path):
         (reports / name / "lesions_fig.png").write_bytes(b"S10")
     report = forget_patient(store, "P10", who="dpo", why="consent withdrawn", when=LATER)
     assert report.files["artifacts/report"] == 2 and not any(reports.iterdir())
+
+
+def _model(store: Store, arm: str, model_id: str, **card) -> Path:
+    folder = store.artifacts / "models" / arm
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{model_id}.skops").write_bytes(b"weights")
+    (folder / f"{model_id}.json").write_text(json.dumps({"model_id": model_id, "arm": arm, "seed": 42, **card}))
+    return folder / f"{model_id}.skops"
+
+
+def test_forgetting_a_training_patient_deletes_the_models_that_learnt_from_them(tmp_path):
+    """P1 is in the training set. The fixture's cards name no patients, so the split decides: they
+    learnt from P1 and go. A card whose list leaves P1 out stays; a model stacked on a removed one
+    goes with it; the DenseNet's resume file (no card) goes; the registry says so at once."""
+    store = _make_store(tmp_path)
+    models = store.artifacts / "models"
+    (models / "densenet" / "checkpoint.pt").write_bytes(b"resume")
+    other = _model(store, "radiomics", "other-1", training_patient_ids=["P10"], feature_reference={"x": [1.0, 2.0]})
+    _model(
+        store,
+        "combined",
+        "stack-1",
+        components={"radiomics": "rf_none-abc", "densenet": "densenet121-def"},
+        training_patient_ids=[],
+        calibration={"slope": 0.3},
+    )
+    ids = ["densenet121-def", "other-1", "rf_none-abc", "stack-1"]
+    store.write_lake("models", pd.DataFrame({"model_id": ids, "file_sha256": "abc", "needs_retraining": False}))
+
+    report = forget_patient(store, "P1", who="dpo", why="consent withdrawn", when=LATER)
+    assert sorted(report.models_removed) == ["densenet121-def", "rf_none-abc", "stack-1"]
+    assert report.models_marked == [] and report.files["artifacts/models"] == 4  # 3 models and the resume file
+    assert sorted(p.name for p in models.rglob("*") if p.is_file() and p.suffix != ".json") == ["other-1.skops"]
+    assert other.read_bytes() == b"weights"
+    stack = json.loads((models / "combined" / "stack-1.json").read_text())
+    assert stack["removed"] == {
+        "when": LATER.isoformat(),
+        "why": "a patient it learnt from was erased (consent withdrawn)",
+        "patient_sha256": patient_hash("P1"),  # so that a forget killed half-way and run again finds it
+    }
+    assert "calibration" not in stack and stack["components"]["radiomics"] == "rf_none-abc"
+    assert json.loads((models / "radiomics" / "other-1.json").read_text())["feature_reference"] == {"x": [1.0, 2.0]}
+    registry = pd.read_parquet(store.lake_file("models")).set_index("model_id")
+    assert registry["removed"].notna().to_dict() == {
+        "densenet121-def": True,
+        "other-1": False,
+        "rf_none-abc": True,
+        "stack-1": True,
+    }
+    assert registry.loc["stack-1", "removed"].startswith("2024-05-01: its file was deleted, a patient it learnt")
+    assert registry["needs_retraining"].to_dict() == {
+        "densenet121-def": True,
+        "other-1": False,
+        "rf_none-abc": True,
+        "stack-1": True,
+    }
+    text = "\n".join(report.lines())
+    assert "models deleted, having learnt from the patient (3; their cards kept as tombstones)" in text
+    (entry,) = [json.loads(line) for line in (tmp_path / "erasure_log.jsonl").read_text().splitlines()]
+    assert sorted(entry["models_removed"]) == sorted(report.models_removed)
+
+
+def test_a_forget_killed_after_the_tombstones_finishes_the_models_when_run_again(tmp_path):
+    """Killed after the cards became tombstones (their lists no longer name the patient) and before
+    the registry and the log were written: the second run finds the models by the tombstones' hash,
+    deletes what is left of them, and says so in the registry and the log."""
+    store = _make_store(tmp_path)
+    _model(store, "radiomics", "listed-1", training_patient_ids=["P1"])
+    registered = pd.DataFrame({"model_id": ["listed-1"], "file_sha256": "abc", "needs_retraining": False})
+    store.write_lake("models", registered)
+    card = store.artifacts / "models" / "radiomics" / "listed-1.json"
+    erase_models(store, [(card, json.loads(card.read_text()))], "P1", None, DAY)  # the first run, cut short
+    (store.artifacts / "models" / "radiomics" / "listed-1.skops").write_bytes(b"restored from a backup")
+    report = forget_patient(store, "P1", who="dpo", why="consent withdrawn", when=LATER)
+    assert "listed-1" in report.models_removed
+    assert not (store.artifacts / "models" / "radiomics" / "listed-1.skops").exists()
+    assert json.loads(card.read_text())["removed"]["when"] == DAY.isoformat()  # the first run's tombstone
+    registry = pd.read_parquet(store.lake_file("models")).set_index("model_id")
+    assert registry.loc["listed-1", "removed"].startswith("2024-05-01: its file was deleted")

@@ -1,7 +1,8 @@
 """The trained models in use (issue 15): an unlabelled patient, the registry and its promotions,
 per-scan scoring with the frozen promoted models, a scan added after training, and external
 validation on the store's own cohort and on a second synthetic cohort; and a run killed with
-SIGKILL in the dbt build and in the DenseNet's training (issue 28), which needs such a store.
+SIGKILL in the dbt build and in the DenseNet's training, and a training patient forgotten (issue
+28), which need such a store.
 
 A small study of its own (9 patients, two classifiers with undersampling (SMOTE needs more
 lesions of a class than this cohort's folds hold), a one-epoch DenseNet): what is
@@ -35,7 +36,14 @@ from metorigin.defs.feature_store.sensors import feature_store_after_a_batch
 from metorigin.defs.imaging.sensors import new_scans_sensor
 from metorigin.imaging.fingerprints import cohort_fingerprint
 from metorigin.imaging.synth import SynthConfig, append_patients, generate_cohort
-from metorigin.inference.registry import registry_models
+from metorigin.inference.registry import (
+    PromotionError,
+    append_promotions,
+    deleted_promoted,
+    promoted_models,
+    read_promotions,
+    registry_models,
+)
 from metorigin.runtime.dead_runs import slot_holders
 from metorigin.runtime.execution import RunReport, executor, reconstructable_job
 from metorigin.runtime.runner import (
@@ -57,11 +65,15 @@ UNLABELLED = "P002"  # a colorectal patient whose label the fixture leaves empty
 RESAMPLES = 200
 STUDY_FILE = (
     "base: quick\n"
-    "models: {classifiers: [logistic_regression, naive_bayes], resamplers: [undersampling], cv_repeats: 1,\n"
+    "models: {classifiers: [logistic_regression, knn], resamplers: [undersampling], cv_repeats: 1,\n"
     "         cv_folds: 3,"
     f" bootstrap_resamples: {RESAMPLES}, importance_repeats: 2}}\n"
     "densenet: {epochs: 1, max_train_images_per_epoch: 100, image_size: 48}\n"
     "robustness: {permutations: 1, split_repeats: 1}\n"
+    # The last test forgets a training patient and retrains: one test patient per class leaves
+    # three of each to learn from, so two of a class remain.
+    "split: {test_patients_per_class: 1}\n"
+    "retrain_on_forget: true\n"
 )
 
 
@@ -407,3 +419,118 @@ def test_a_run_killed_in_dbt_or_in_densenet_training_never_blocks_the_store(stud
     # timed test fails on a busy machine; speed targets belong in benchmarks/).
     print(f"\nclean run {clean_s:.1f} s, re-run after the kills {rerun_s:.1f} s: {rerun_s / clean_s:.2f}x")
     instance.dispose()
+
+
+# Erasure reaching the models (issue 28, item 3), last: it changes the store. A k-NN keeps its
+# training rows whole (scaled), so the search below finds a training patient's feature vectors in it;
+# after `forget` (the study file says `retrain_on_forget: true`), no model file holds them.
+
+
+def _arrays(value, depth: int = 0):
+    """Every floating-point array inside a loaded model: estimators' attributes, steps, containers."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f":
+            yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _arrays(item, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _arrays(item, depth + 1)
+    elif hasattr(value, "__dict__") and depth < 8:
+        yield from _arrays(vars(value), depth + 1)
+
+
+def _rows_in_model(path, card: dict, rows: pd.DataFrame) -> int:
+    """How many of `rows` (training-matrix rows) the model file holds, as they are or as each step of
+    its pipeline passes them on (the k-NN keeps them scaled). Models fed with no feature vectors hold
+    none: the DenseNet (slices) and the combined one (two probabilities)."""
+    features = card.get("features")
+    if path.suffix == ".pt" or not isinstance(features, list) or not set(features) <= set(rows.columns):
+        return 0
+    model = load_model_file(path)
+    raw = rows[features]
+    forms = [raw.to_numpy(dtype=float)]
+    pipeline = getattr(model, "pipeline", None)
+    for k in range(1, len(pipeline.steps) if pipeline is not None else 0):
+        if all(hasattr(step, "transform") for _, step in pipeline.steps[:k]):
+            forms.append(np.asarray(pipeline[:k].transform(raw), dtype=float))
+    return max(_matches(list(_arrays(model)), form) for form in forms)
+
+
+def _matches(arrays: list[np.ndarray], rows: np.ndarray) -> int:
+    found = 0
+    for array in arrays:
+        if array.ndim == 2 and len(rows) and array.shape[1] == rows.shape[1]:
+            same = np.isclose(array[:, None, :], rows[None, :, :], rtol=1e-9, atol=1e-12).all(axis=2)
+            found = max(found, int(same.any(axis=0).sum()))
+    return found
+
+
+def _models_holding(store: Store, rows: pd.DataFrame) -> dict[str, int]:
+    """model id -> how many of `rows` its file holds, over every model file left in the store."""
+    held = {}
+    for card_path in sorted((store.artifacts / "models").rglob("*.json")):
+        card = json.loads(card_path.read_text())
+        for path in card_path.parent.glob(f"{card_path.stem}.*"):
+            if path.suffix in (".skops", ".pt"):
+                held[card["model_id"]] = _rows_in_model(path, card, rows)
+    return held
+
+
+def test_forgetting_a_training_patient_deletes_every_model_that_learnt_from_them(study, promoted):
+    _, _, store = study
+    split = _sql(store, "select patient_id, label, set from patient_split order by patient_id")
+    matrix = _sql(store, "select * from training_matrix")
+    learners = split[split["set"] != "test"]
+    # Of the class with more training patients: the retrained study still has two of each class.
+    larger = learners["label"].value_counts().idxmax()
+    training = learners.loc[(learners["set"] == "train") & (learners["label"] == larger), "patient_id"]
+    rows_of = {pid: matrix[matrix["patient_id"] == pid] for pid in training}
+    before = {c["model_id"]: c for c in _cards(store)}
+    knn = next(m for m in before if m.startswith("knn_"))
+    # The search finds a training patient's vectors in the k-NN (those undersampling kept): forget the most held.
+    held = {pid: _models_holding(store, rows)[knn] for pid, rows in rows_of.items()}
+    gone = max(held, key=held.get)
+    assert held[gone] > 0, held
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("METORIGIN_", "DAGSTER_HOME"))}
+    forget = subprocess.run(
+        [METORIGIN, "forget", "--store", store.root, "--patient", gone, "--why", "consent withdrawn"],
+        capture_output=True,
+        encoding="utf-8",
+        env=environment,
+    )
+    output = forget.stdout + forget.stderr
+    assert forget.returncode == 0, output[-3000:]
+    assert f"models deleted, having learnt from the patient ({len(before)}; their cards kept as tombstones)" in output
+    assert "retraining the study without the patient (the study file's retrain_on_forget)" in output
+
+    # Every model of the old training is a tombstone: its file gone, its card what it was, not what it learnt.
+    for model_id, card in before.items():
+        (tombstone,) = [json.loads(p.read_text()) for p in (store.artifacts / "models").rglob(f"{model_id}.json")]
+        assert tombstone["removed"]["why"] == "a patient it learnt from was erased (consent withdrawn)"
+        assert not {"calibration", "feature_reference", "history"} & set(tombstone)
+        assert gone not in json.dumps(tombstone) and tombstone["seed"] == card["seed"]
+        assert not [p for p in (store.artifacts / "models").rglob(f"{model_id}.*") if p.suffix != ".json"]
+    (entry,) = [json.loads(line) for line in (store.root / "erasure_log.jsonl").read_text().splitlines()]
+    assert sorted(entry["models_removed"]) == sorted(before)
+
+    # What the store keeps holds nothing of the patient; the retrained k-NN holds the other patient.
+    after = _models_holding(store, rows_of[gone])
+    assert after and set(after).isdisjoint(before) and not any(after.values()), after
+    retrained_knn = next(m for m in after if m.startswith("knn_"))
+    others = pd.concat([rows for pid, rows in rows_of.items() if pid != gone])
+    assert _models_holding(store, others)[retrained_knn] > 0
+
+    registry = _sql(store, "select model_id, removed, needs_retraining, promoted from models")
+    old = registry[registry["model_id"].isin(before)]
+    assert len(old) == len(before) and old["removed"].str.contains("its file was deleted").all()
+    assert old["needs_retraining"].all() and registry.loc[~registry["model_id"].isin(before), "removed"].isna().all()
+    # The promoted models were deleted too: no arm scores until new ones are promoted, and the old ones cannot be.
+    models, promotions = registry_models(store), read_promotions(store)
+    assert promoted_models(models, promotions) == {} and len(deleted_promoted(models, promotions)) == 3
+    with pytest.raises(PromotionError, match="a deleted model scores no one"):
+        append_promotions(store, store.read_lake("models"), [knn], "a test", "tester", "no-run")
+    pages = [p.read_text() for p in (store.artifacts / "report").rglob("report.html")]  # the retrained study's
+    assert pages and all(f"{len(before)} model(s) of an earlier training were deleted" in page for page in pages)

@@ -245,6 +245,8 @@ def training_curves(history: pd.DataFrame, best_epoch: int) -> Figure:
 
 def training_figures(rows: pd.DataFrame, cards: list[dict]) -> list[ReportFigure]:
     card = cards[0]
+    if "history" not in card:  # a tombstone: `forget` deleted the model, and its training history with it
+        return []
     history = pd.DataFrame(card["history"])
     return [
         ReportFigure(

@@ -71,6 +71,12 @@ def cmd_models_list(args) -> int:
         if frame["promoted"].any()
         else f"\nnone promoted: metorigin models promote MODEL_ID --why TEXT --store {args.store}"
     )
+    deleted = int(frame["removed"].notna().sum()) if "removed" in frame.columns else 0
+    if deleted:
+        print(
+            f"{deleted} deleted (`removed`): a patient they learnt from was erased; they score no one, promoted or "
+            f"not. Retrain: metorigin run --cohort COHORT --store {args.store} --select 'group:study' --force"
+        )
     if not promotions.empty:
         print("\npromotions, oldest first:\n" + aligned(promotions))
     return 0
@@ -202,13 +208,20 @@ def cmd_report(args) -> int:
     if store is None:
         return 2
     run = datetime.now().strftime("cli-%Y%m%d-%H%M%S") + ("-anonymous" if args.anonymous else "")
-    report = build_report(store, run, args.cohort, anonymous=args.anonymous)
+    # Under the store's lease: a report read while `forget` erases a patient could be written after
+    # `forget` deleted every report, and show them.
+    try:
+        with store_session(store.root, "metorigin report", wait=True, on_wait=tell):
+            report = build_report(store, run, args.cohort, anonymous=args.anonymous)
+            if args.out:
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(report.html, args.out)
+    except MetoriginError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for title in report.missing:
         print(f"incomplete: {title} (the report says what is missing and what fills it)")
     print(f"{len(report.figures)} figures, {len(report.tables)} tables (SVG, PNG, CSV): {report.folder}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(report.html, args.out)
     print(f"report: {(args.out or report.html).resolve()}")
     return 0
 

@@ -1,5 +1,5 @@
 """Forgetting a patient whose consent is withdrawn: every trace in the lake, the artefacts, the
-retired copies, the published tables and the model cards, logged."""
+retired copies, the published tables and the models that learnt from them, logged."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from metorigin.core.erased_models import erase_models, mark_registry
 from metorigin.core.errors import MetoriginError
 from metorigin.core.files import atomic_path
 from metorigin.core.lifecycle import (
@@ -39,9 +40,6 @@ ERASURE_LOG = "erasure_log.jsonl"
 ID_COLUMNS = ("patient_id", "scan_id", "lesion_id", "unit_id")
 
 
-RETRAIN_WHY = "a patient of its training/validation/test data was erased (consent withdrawn)"
-
-
 class PatientNotFoundError(MetoriginError, LookupError):
     """`forget_patient` found no trace of the patient: nothing was erased."""
 
@@ -59,7 +57,8 @@ class ErasureReport:
     files: dict[str, int] = field(default_factory=dict)  # "lake/<asset>", "artifacts/<kind>", "retired"
     lake_rows: dict[str, int] = field(default_factory=dict)  # lake table (all.parquet) -> rows erased
     duckdb_rows: dict[str, int] = field(default_factory=dict)  # DuckDB table -> rows erased
-    models_marked: list[str] = field(default_factory=list)
+    models_removed: list[str] = field(default_factory=list)  # deleted, their cards tombstones
+    models_marked: list[str] = field(default_factory=list)  # kept (they only tested on the patient)
     log_path: Path | None = None
     retired_log_lines: int = 0  # lines removed from retired/retired.jsonl
 
@@ -78,10 +77,18 @@ class ErasureReport:
         ]
         if self.retired_log_lines:
             out.append(f"retired.jsonl lines removed: {self.retired_log_lines}")
+        if self.models_removed:
+            out.append(
+                f"models deleted, having learnt from the patient ({len(self.models_removed)}; their cards kept as "
+                f"tombstones): {', '.join(self.models_removed)}"
+            )
         if self.models_marked:
-            out.append(f"models marked needs_retraining: {', '.join(self.models_marked)}")
-        else:
-            out.append("no model card marked (the patient was in no patient split)")
+            out.append(
+                f"models kept, marked needs_retraining (they only tested on the patient): "
+                f"{', '.join(self.models_marked)}"
+            )
+        if not (self.models_removed or self.models_marked):
+            out.append("no model learnt from or tested on the patient")
         out.append(f"logged in {self.log_path}; counts and other aggregates are stale until the next build")
         return out
 
@@ -92,8 +99,9 @@ def forget_patient(store: Store, patient_id: str, who: str, why: str, when: date
     Under the build lock: finds the patient's scans (the lake's `scans` table, per-scan lake files
     and retired lake files, the DuckDB tables) and their lesions; deletes from the DuckDB working
     copy every row with the patient's `patient_id`, `scan_id`, `lesion_id` or `unit_id` and rewrites
-    the file so no freed block keeps their bytes (the lock publishes it); marks every model card
-    for retraining when the patient was in `patient_split`; rewrites the lake's unpartitioned tables
+    the file so no freed block keeps their bytes (the lock publishes it); deletes every model that
+    learnt from the patient, its card kept as a tombstone, and marks those that only tested on them
+    for retraining (erased_models.py), in the registry too; rewrites the lake's unpartitioned tables
     without the patient's rows; removes the patient's lines from `retired/retired.jsonl`; deletes
     the scans' per-scan lake files, artefacts and retired copies; and appends one line to
     `erasure_log.jsonl` with the hash of the id, never the id. Tables without id columns (counts
@@ -125,15 +133,14 @@ def forget_patient(store: Store, patient_id: str, who: str, why: str, when: date
             report.duckdb_rows = _purge_duckdb(build, found)
         else:  # no database built yet: an empty one, so that the lock has something to publish
             duckdb.connect(str(build)).close()
-        in_split = "patient_split" in found.lake_frames and bool(found.lake_mask("patient_split").any())
-        if in_split or report.duckdb_rows.get("patient_split", 0) > 0:
-            report.models_marked = _mark_models(cards, when, patient_id)
-        else:  # models of an earlier split that list the patient (their cards name them)
-            report.models_marked = _mark_models([c for c in cards if _lists(c[1], patient_id)], when, patient_id)
+        erasure = erase_models(store, cards, patient_id, found.split_set(), when)
+        mark_registry(store, erasure, cards)
+        report.models_removed, report.models_marked = list(erasure.removed), erasure.marked
         report.lake_rows = _rewrite_lake_tables(store, found)
         report.retired_log_lines = _drop_retired_lines(store, found.scans)
         report.files = _delete_scan_files(store, found.scans)
         report.files.update(_delete_reports(store))
+        report.files.update({f"artifacts/{MODELS}": erasure.files} if erasure.files else {})
         report.log_path = store.root / ERASURE_LOG
         append_line(
             report.log_path,
@@ -147,6 +154,7 @@ def forget_patient(store: Store, patient_id: str, who: str, why: str, when: date
                 "lake_rows_erased": report.lake_rows,
                 "duckdb_rows_erased": report.duckdb_rows,
                 "retired_log_lines_erased": report.retired_log_lines,
+                "models_removed": report.models_removed,
                 "models_marked": report.models_marked,
             },
         )
@@ -170,6 +178,7 @@ class _Found:
     lesions: set[str] = field(default_factory=set)
     lake_frames: dict[str, pd.DataFrame] = field(default_factory=dict)  # asset -> lake/<asset>/all.parquet
     duckdb_rows: int = 0
+    published_set: str | None = None  # the patient's set in the DuckDB file's patient_split
 
     def mask(self, frame: pd.DataFrame) -> pd.Series:
         """Rows that reference the patient: its patient_id, one of its scans or lesions (by id or by
@@ -192,6 +201,14 @@ class _Found:
 
     def lake_mask(self, asset: str) -> pd.Series:
         return self.mask(self.lake_frames[asset])
+
+    def split_set(self) -> str | None:
+        """The patient's set in the study's split (train, validation, test), None when not in it."""
+        split = self.lake_frames.get("patient_split")
+        if split is None or "set" not in split.columns:
+            return self.published_set
+        sets = split.loc[self.mask(split), "set"].dropna().astype(str)
+        return sets.iloc[0] if len(sets) else self.published_set
 
     @property
     def any_trace(self) -> bool:
@@ -237,6 +254,9 @@ def _find_patient(store: Store, patient_id: str, build: Path) -> _Found:
                     query = f"SELECT DISTINCT scan_id::VARCHAR FROM ({mine}) WHERE scan_id IS NOT NULL"
                     rows = con.execute(query, [patient_id]).fetchall()
                     found.scans.update(r[0] for r in rows)
+                if table == "patient_split" and "set" in columns:  # the lake's copy may be rewritten already
+                    sets = con.execute(f'SELECT "set"::VARCHAR FROM ({mine})', [patient_id]).fetchall()
+                    found.published_set = sets[0][0] if sets else None
     # Lesions: those in the scans' per-scan files, and those of the patient's rows in the lake tables.
     for scan in found.scans:
         found.lesions.update(lesions_by_file.get(scan, set()))
@@ -329,24 +349,6 @@ def _model_cards(store: Store) -> list[tuple[Path, dict]]:
         if isinstance(card, dict):
             cards.append((path, card))
     return cards
-
-
-def _lists(card: dict, patient_id: str) -> bool:
-    return any(patient_id in v for k, v in card.items() if k.endswith("_patient_ids") and isinstance(v, list))
-
-
-def _mark_models(cards: list[tuple[Path, dict]], when: datetime, patient_id: str) -> list[str]:
-    """Every model card gets `needs_retraining` (an earlier mark, and its `since`, is kept), and the
-    patient's id leaves the cards' patient lists (`training_patient_ids`, ...): it becomes `erased`."""
-    marked = []
-    for path, card in cards:
-        card.setdefault("needs_retraining", {"since": when.isoformat(), "why": RETRAIN_WHY})
-        for key in [k for k in card if k.endswith("_patient_ids") and isinstance(card[k], list)]:
-            card[key] = ["erased" if pid == patient_id else pid for pid in card[key]]
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(card, indent=2, default=str))
-        marked.append(str(card.get("model_id", path.stem)))
-    return marked
 
 
 def _rewrite_lake_tables(store: Store, found: _Found) -> dict[str, int]:

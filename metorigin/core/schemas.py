@@ -222,7 +222,8 @@ MODELS = _table(
     ("cv_auc_ci_high", D),
     ("model_file", V, "relative to the store root"),
     ("file_sha256", V, "checked before every scoring: the file is the one registered"),
-    ("needs_retraining", B, "a patient it learnt from was erased (metorigin forget)"),
+    ("needs_retraining", B, "a patient it learnt from or was tested on was erased (metorigin forget)"),
+    ("removed", V, "when and why its file was deleted (metorigin forget: it learnt from an erased patient)"),
 )
 
 MODEL_PROMOTIONS = _table(

@@ -325,6 +325,9 @@ class ClusterSettings:
     gpu_steps_on_cpu: bool = False
     # A step whose resource no worker offers fails after this long, naming the resource.
     resource_timeout_s: Annotated[PositiveInt, at_most(86_400, "a day")] = 120
+    # A scan's file still being read after this long (a stalled network mount) fails that scan, at
+    # ingest or in its integrity check; the others go on.
+    read_timeout_s: Annotated[PositiveInt, at_most(86_400, "a day")] = 300
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -347,6 +350,10 @@ class StudySettings:
     # ("0 3 * * 1": Mondays at 03:00, if the feature store changed since the last tick). When, not
     # what: it is in no hash.
     retrain: str = machine("manual")
+    # `metorigin forget` deletes every model that learnt from the patient; true: it retrains the study
+    # at once, without them (false: until someone retrains, the study has no models to promote). When,
+    # not what: in no hash.
+    retrain_on_forget: bool = machine(False)
     # Where the work runs (one machine or a Dask cluster): how fast, never what; in no hash.
     cluster: ClusterSettings = machine(default_factory=ClusterSettings)
 

@@ -18,6 +18,7 @@ from metorigin.study.scoring import (
     input_settings_hash,
     load,
     require_inputs,
+    require_present,
     unlike_training,
 )
 
@@ -42,6 +43,7 @@ def score_lesions(
     def probabilities(model_id: str) -> pd.Series:
         if model_id not in cache:
             model = chosen[model_id] if model_id in chosen else registered(registry, model_id)
+            require_present(model)
             require_inputs(model, made_under)
             arm = registered_arm(model)
             fitted = load(models_root, model, arm.load)

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from metorigin.arms import BY_NAME, PROMOTABLE
+from metorigin.core.erased_models import removal_note
 from metorigin.core.errors import MetoriginError
 from metorigin.core.markdown import markdown_table
 from metorigin.core.store import Store
@@ -31,6 +32,7 @@ from metorigin.study.scoring import (
     read_card,
 )
 
+DELETED_FILE = "deleted before it was registered"  # file_sha256 of a model `forget` deleted that early
 PROMOTIONS_LOG = "promotions.jsonl"  # <store>/promotions.jsonl: every promotion, appended, never rewritten
 NO_MODEL = "no model is promoted"
 
@@ -66,10 +68,13 @@ def registry_row(store: Store, metrics: pd.Series, known: dict, now: str) -> dic
         "model_file": metrics["model_file"],
         # The sha256 first seen for this file: a file that changed since is refused when it scores, not
         # re-registered. A model retrained into another file (a pickle of an earlier metorigin
-        # replaced by a data file) is registered with its new file.
+        # replaced by a data file) is registered with its new file. A deleted model keeps the sha256
+        # its file had.
         "file_sha256": (earlier.get("model_file") == metrics["model_file"] and earlier.get("file_sha256"))
+        or (removal_note(card) and DELETED_FILE)
         or file_sha256(model_path(store.root, metrics["model_file"], metrics["model_id"])),
-        "needs_retraining": "needs_retraining" in card,
+        "needs_retraining": "needs_retraining" in card or "removed" in card,
+        "removed": removal_note(card) or None,
     }
 
 
@@ -103,6 +108,15 @@ def append_promotions(
             f"no model {', '.join(unknown)} in the registry: `metorigin models list --store {store.root}` lists the ids"
         )
     arms = [rows.loc[m, "arm"] for m in promote]
+    # The card decides, not the registry's column: a `forget` killed before it updated the registry
+    # has made the card a tombstone already.
+    notes = {m: removal_note(read_card(store.root, rows.loc[m, "model_file"])) for m in promote}
+    deleted = [f"{m} ({note})" for m, note in notes.items() if note]
+    if deleted:
+        raise PromotionError(
+            f"{', '.join(deleted)}: a deleted model scores no one. Fix: retrain the study "
+            "(`metorigin run --select 'group:study' --force`) and promote one of its new models"
+        )
     if any(arm not in PROMOTABLE for arm in arms) or len(set(arms)) < len(arms):
         raise PromotionError(
             f"promote at most one model per arm, of the arms that score patients ({', '.join(PROMOTABLE)}); "
@@ -151,7 +165,18 @@ def promoted_models(registry: dict[str, RegisteredModel], promotions: list[dict]
         if entry["arm"] in PROMOTABLE:
             model = registered(registry, entry["model_id"])
             chosen[entry["arm"]] = replace(model, file_sha256=entry.get("file_sha256") or model.file_sha256)
-    return chosen
+    return {arm: model for arm, model in chosen.items() if not removal_note(model.card)}
+
+
+def deleted_promoted(registry: dict[str, RegisteredModel], promotions: list[dict]) -> list[str]:
+    """The models in use (each arm's last promotion) that `forget` deleted, with when and why: until
+    the study is retrained and a model promoted, their arm scores no one."""
+    last = {entry["arm"]: entry["model_id"] for entry in promotions if entry["arm"] in PROMOTABLE}
+    return [
+        f"{arm} {model_id} ({removal_note(registry[model_id].card)})"
+        for arm, model_id in sorted(last.items())
+        if model_id in registry and removal_note(registry[model_id].card)
+    ]
 
 
 def registered(registry: dict[str, RegisteredModel], model_id: str) -> RegisteredModel:

@@ -55,6 +55,8 @@ QUERIES: dict[str, tuple[str, str]] = {
         STUDY,
     ),
     "table3": ("select * from model_metrics order by arm, model, resampler", STUDY),
+    # Models `metorigin forget` deleted (a patient they learnt from was erased): the registry keeps them.
+    "deleted_models": ("select model_id, removed from models where removed is not null order by model_id", STUDY),
     "metric_intervals": (
         "select * from metric_intervals order by model_id, level, threshold, metric",
         STUDY,

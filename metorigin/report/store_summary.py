@@ -11,9 +11,8 @@ import pandas as pd
 from metorigin.core.store import Store
 from metorigin.report.store_report import report_folder
 
-REGISTRY_COLUMNS = (
-    "model_id, arm, model, resampler, round(auc, 3) as auc, round(cv_auc, 3) as cv_auc, promoted, created_at"
-)
+# `removed` is absent from a registry published before `forget` deleted models
+REGISTRY_COLUMNS = ("model_id", "arm", "model", "resampler", "auc", "cv_auc", "promoted", "created_at", "removed")
 
 
 def table_names(con) -> set[str]:
@@ -56,10 +55,9 @@ def registry_listing(store: Store) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     with store.connect_read_only() as con:
         if "models" not in table_names(con):
             return None
-        frame = con.execute(
-            f"select {REGISTRY_COLUMNS} from models order by arm, cv_auc desc nulls last, auc desc"
-        ).df()
+        frame = con.execute("select * from models order by arm, cv_auc desc nulls last, auc desc").df()
         promotions = con.execute('select arm, model_id, who, "when", why from model_promotions').df()
+    frame = frame[[c for c in REGISTRY_COLUMNS if c in frame.columns]].round({"auc": 3, "cv_auc": 3})
     return frame, promotions
 
 

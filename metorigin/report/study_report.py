@@ -302,7 +302,38 @@ def _table3(tables: ReportTables, paper: dict[str, PaperTable], out: _Writer) ->
         section.items += [
             out.table(paper[name]) for name in ("table3", "comparisons", "split_repeats") if name in paper
         ]
+        section.items += _deleted_models(tables)
     return section
+
+
+def _deleted_models(tables: ReportTables) -> list[dict]:
+    """What the registry says of models `metorigin forget` deleted: those still in Table 3 (the study
+    was not retrained since) and how many earlier ones went."""
+    deleted = tables.get("deleted_models")
+    if deleted is None or deleted.empty:
+        return []
+    shown = deleted[deleted["model_id"].isin(set(tables.get("table3")["model_id"]))]
+    items = []
+    if len(shown):
+        items.append(
+            {
+                "kind": "text",
+                "text": f"{len(shown)} of the models above were deleted since they were measured ("
+                f"{shown['removed'].iloc[0]}): their numbers were measured with that patient's data, and "
+                "the models are gone and score no one. Retrain the study (metorigin run --select 'group:study' "
+                "--force) for models trained without the patient.",
+            }
+        )
+    if len(deleted) > len(shown):
+        items.append(
+            {
+                "kind": "text",
+                "text": f"{len(deleted) - len(shown)} model(s) of an earlier training were deleted (a patient they "
+                "learnt from was erased); the models above were trained without that patient. The registry "
+                "(models, its removed column) lists them.",
+            }
+        )
+    return items
 
 
 def _test_curves(tables: ReportTables, out: _Writer, seed: int) -> list[Section]:

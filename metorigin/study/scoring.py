@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from metorigin.core.erased_models import removal_note
 from metorigin.core.errors import MetoriginError
 from metorigin.core.model_files import UnsafeModelFile, load_model_file
 
@@ -87,6 +88,17 @@ def model_path(store_root: Path, model_file: str, model_id: str = "?") -> Path:
 
 def read_card(store_root: Path, model_file: str) -> dict:
     return json.loads(model_path(store_root, model_file).with_suffix(".json").read_text())
+
+
+def require_present(model: RegisteredModel) -> None:
+    """Refuse a model `forget` deleted (its card is a tombstone): its file is gone, for good."""
+    note = removal_note(model.card)
+    if note:
+        raise ScoringRefused(
+            model.model_id,
+            f"it was deleted ({note})",
+            "retrain the study (`metorigin run --select 'group:study' --force`) and score with one of its new models",
+        )
 
 
 def require_inputs(model: RegisteredModel, made_under: dict[str, set[str]]) -> None:

@@ -15,9 +15,11 @@ from metorigin.inference.registry import (
     NO_MODEL,
     PromotionError,
     append_promotions,
+    deleted_promoted,
     has_lake_table,
     promoted_ids,
     read_promotions,
+    registry_models,
 )
 
 
@@ -53,7 +55,12 @@ def model_promotions(context: dg.AssetExecutionContext, config: PromotionConfig,
     except PromotionError as refused:
         raise dg.Failure(str(refused)) from refused
     in_use = promoted_ids(promotions)
-    version = dg.DataVersion(hashlib.sha256(json.dumps(sorted(in_use.items())).encode()).hexdigest()[:24])
+    # A promoted model `forget` deleted changes the version too: the scans it scored are scored again
+    # (by no model of its arm, until another is promoted). Without one, the version is as it was.
+    registered = in_use and has_lake_table(target, "models")
+    deleted = deleted_promoted(registry_models(target), promotions) if registered else []
+    payload = [sorted(in_use.items()), deleted] if deleted else sorted(in_use.items())
+    version = dg.DataVersion(hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:24])
     in_use_text = ", ".join(f"{arm}: {mid}" for arm, mid in sorted(in_use.items())) or NO_MODEL
     rows = [{"sequence": n, **entry} for n, entry in enumerate(promotions, start=1)]
     log = conform(pd.DataFrame(rows, columns=MODEL_PROMOTIONS.names), MODEL_PROMOTIONS)

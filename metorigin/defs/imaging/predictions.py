@@ -11,7 +11,14 @@ from metorigin.defs.common.partitions import scan_partitions
 from metorigin.defs.common.resources import SettingsResource, StoreResource
 from metorigin.defs.imaging.assets import failing_only_this_scan
 from metorigin.inference.lesions import call_rows, finish, made_under, score_lesions, wide_features, with_notes
-from metorigin.inference.registry import NO_MODEL, has_lake_table, promoted_models, read_promotions, registry_models
+from metorigin.inference.registry import (
+    NO_MODEL,
+    deleted_promoted,
+    has_lake_table,
+    promoted_models,
+    read_promotions,
+    registry_models,
+)
 from metorigin.runtime.placement import GPU_STEP
 from metorigin.study.arm import LesionData
 from metorigin.study.scoring import ScoringRefused
@@ -38,9 +45,11 @@ def scan_predictions(
     with failing_only_this_scan():
         try:
             models = promoted_models(registry, promotions)
+            deleted = deleted_promoted(registry, promotions)
+            gone = f"promoted and since deleted, until the study is retrained: {'; '.join(deleted)}" if deleted else ""
             if not models:  # said on the materialisation, not as a log line: an event each, for every scan
                 context.add_output_metadata(
-                    {"note": f"{NO_MODEL}; nothing scored (metorigin models promote MODEL_ID ...)"}
+                    {"note": f"{gone or NO_MODEL}; nothing scored (metorigin models promote MODEL_ID ...)"}
                 )
                 return finish(pd.DataFrame(), study)
             lesions, radiomics_features, lesion_slices = (
@@ -65,6 +74,7 @@ def scan_predictions(
             "models": ", ".join(sorted(table["model_id"].unique())),
             "out_of_distribution": bool(table["out_of_distribution"].any()),
             "predictions": dg.MetadataValue.md(markdown_table(call_rows(table, study))),
+            **({"not_scored_by": gone} if gone else {}),
         }
     )
     return table
