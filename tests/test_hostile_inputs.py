@@ -1,6 +1,6 @@
 """Hostile inputs, round two (issue 28): inputs whose size must never multiply into the output,
 nothing counted twice (a scan listed under two ids, a partition no row describes), images too thin
-for 3-D features, and a report folder killed half-way.
+for 3-D features, a report folder killed half-way, and a scan's file that stops answering.
 
 Real ingest runs (Dagster, the store's lake) on a copy of the tiny cohort; the model-file cases are
 in tests/test_model_files.py and tests/test_nnunet.py.
@@ -22,7 +22,7 @@ import pytest
 import SimpleITK as sitk
 
 from metorigin.core.config import RunConfig
-from metorigin.core.errors import CohortFileError
+from metorigin.core.errors import CohortFileError, ScanProcessingError
 from metorigin.core.files import atomic_folder
 from metorigin.core.lifecycle import patient_hash
 from metorigin.core.store import Store
@@ -34,6 +34,7 @@ from metorigin.defs.common.partitions import scan_partitions
 from metorigin.imaging.cohort import load_cohort
 from metorigin.imaging.fingerprints import cohort_fingerprint
 from metorigin.imaging.radiomics import crop_lesion, extract_lesions, feature_names, long_table
+from metorigin.imaging.scan_steps import Scan, file_fingerprints
 from metorigin.runtime.execution import RunReport, executor
 from metorigin.runtime.runner import run_selection
 from tests.helpers import append_row
@@ -86,6 +87,32 @@ def test_a_fifo_as_an_image_or_inside_a_dicom_folder_is_refused_at_ingest_and_no
     scans = loaded.scans.set_index("scan_id")
     assert not scans.loc[["S0100", "S0101"], "valid"].any()
     assert scans["valid"].sum() == len(scans) - 2  # the other scans go on
+
+
+@pytest.mark.timeout(60)
+def test_a_scan_file_that_stops_answering_fails_that_scan_after_the_read_limit(cohort, tmp_path):
+    """A stalled network mount cannot be made here; a FIFO put in place of a scan's image after ingest
+    blocks the same way (open() waits in the kernel for ever). The scan's first read, its fingerprint,
+    is given up after the study's `cluster.read_timeout_s`, naming the file and the fix."""
+    row = load_cohort(cohort).scans.set_index("scan_id", drop=False).loc["S0002"].to_dict()
+    row["image"] = "S0002.nii.gz"  # the cohort's images/ is the shared fixture's: the FIFO goes beside it
+    image = cohort / row["image"]
+    os.mkfifo(image)
+    study = dataclasses.replace(STUDY, cluster=dataclasses.replace(STUDY.cluster, read_timeout_s=1))
+    scan = Scan(row, cohort, Store(tmp_path / "store"), study)
+    try:
+        with pytest.raises(ScanProcessingError) as failed:
+            file_fingerprints(scan)
+        # Asked again while the first read is still blocked (a later step, a sensor's next tick): no
+        # second thread waits on it, the answer comes at once.
+        with pytest.raises(ScanProcessingError) as again:
+            file_fingerprints(scan, "inputs")
+    finally:  # the abandoned read: a writer that opens and closes the FIFO lets it end
+        os.close(os.open(image, os.O_WRONLY | os.O_NONBLOCK))
+    assert failed.value.scan_id == "S0002" and failed.value.step == "scan_integrity"
+    assert failed.value.problem == "reading S0002.nii.gz took longer than 1 s and was given up"
+    assert "a stalled mount" in failed.value.fix and "cluster.read_timeout_s" in failed.value.fix
+    assert again.value.step == "inputs" and "did not return the last time either" in again.value.problem
 
 
 def test_a_long_failed_qc_verdict_still_excludes_and_a_broken_link_in_a_series_folder_is_no_crash(cohort):

@@ -33,7 +33,7 @@ from metorigin.core.study import CONTRAST_PHASES, InclusionCriteria, LabelSettin
 from metorigin.imaging.contract_csv import duplicate_errors, read_contract_csv, utf8_text, without_oversized
 from metorigin.imaging.forgotten import NONE_FORGOTTEN, qc_without_forgotten, without_forgotten
 from metorigin.imaging.geometry import coverage_mismatch, grid_problem, slice_axis_tilt_deg
-from metorigin.imaging.io import ImageInfo, normalise_phase, read_image_info
+from metorigin.imaging.io import READ_LIMIT_FIX, READ_LIMIT_S, ImageInfo, ReadTimedOut, normalise_phase, read_image_info
 from metorigin.imaging.same_content import earlier_copies
 
 PATIENTS_CSV = "patients.csv"
@@ -189,9 +189,13 @@ def _label_list(text: str, default: str, column: str, rec: dict) -> str:
     return ";".join(str(v) for v in values)
 
 
-def _read_info(path: Path, rec: dict, column: str) -> ImageInfo:
+def _read_info(path: Path, rec: dict, column: str, limit_s: float) -> ImageInfo:
     try:
-        info = read_image_info(path)
+        info = read_image_info(path, limit_s)
+    except ReadTimedOut as exc:
+        raise ImageUnreadableError(
+            SCANS_CSV, f"{column} {rec[column]!r}: {exc}", READ_LIMIT_FIX, row=rec["line"], row_id=rec["scan_id"]
+        ) from None
     except ValueError as exc:
         raise ImageUnreadableError(
             SCANS_CSV,
@@ -212,17 +216,18 @@ def _read_info(path: Path, rec: dict, column: str) -> ImageInfo:
     return info
 
 
-def inspect_scan(rec: dict, cohort_dir: Path) -> dict:
-    """Everything the contract says about one scan row, read from the CSV and the image headers.
+def inspect_scan(rec: dict, cohort_dir: Path, read_limit_s: float = READ_LIMIT_S) -> dict:
+    """Everything the contract says about one scan row, read from the CSV and the image headers
+    (each given up after `read_limit_s`).
 
     Raises a CohortError subclass when the row cannot be used at all.
     """
     sid = rec["scan_id"]
     image_path = resolve_in_cohort(cohort_dir, rec["image"], SCANS_CSV, rec["line"], sid, "image")
-    info = _read_info(image_path, rec, "image")
+    info = _read_info(image_path, rec, "image", read_limit_s)
     if rec["mask"]:
         mask_path = resolve_in_cohort(cohort_dir, rec["mask"], SCANS_CSV, rec["line"], sid, "mask")
-        mismatch = coverage_mismatch(info, _read_info(mask_path, rec, "mask"))
+        mismatch = coverage_mismatch(info, _read_info(mask_path, rec, "mask", read_limit_s))
         if mismatch:
             raise MaskGeometryError(
                 SCANS_CSV,
@@ -407,9 +412,11 @@ def validate_scans(
     cohort_dir: Path,
     criteria: InclusionCriteria,
     qc: pd.DataFrame | None = None,
+    read_limit_s: float = READ_LIMIT_S,
 ) -> tuple[pd.DataFrame, list[CohortError]]:
     """One row per scan listed, each either included or carrying the reason it is not (the study's
-    inclusion criteria, and a failed verdict in `qc`, the cohort's qc.csv)."""
+    inclusion criteria, and a failed verdict in `qc`, the cohort's qc.csv); a header still being
+    read after `read_limit_s` fails its row."""
     failed_qc, qc_errors = qc_verdicts(qc, set(frame["scan_id"]))
     frame, errors = without_oversized(frame, SCANS_CSV)
     duplicated, duplicates = duplicate_errors(frame, SCANS_CSV, "scan_id")
@@ -449,7 +456,7 @@ def validate_scans(
                     row=rec["line"],
                     row_id=rec["scan_id"],
                 )
-            row.update(inspect_scan(rec, cohort_dir))
+            row.update(inspect_scan(rec, cohort_dir, read_limit_s))
         except CohortError as exc:
             if exc.kind != "duplicate_id":
                 errors.append(exc)
@@ -489,6 +496,7 @@ def load_cohort(
     criteria: InclusionCriteria = InclusionCriteria(),
     label: LabelSettings = LabelSettings(),
     forgotten: Mapping[str, str] = NONE_FORGOTTEN,
+    read_limit_s: float = READ_LIMIT_S,
 ) -> Cohort:
     """Read and validate a cohort folder, without the rows of the store's `forgotten` patients.
 
@@ -501,6 +509,6 @@ def load_cohort(
     scan_frame, gone_scans = without_forgotten(listed, SCANS_CSV, forgotten)
     qc, gone_verdicts = qc_without_forgotten(read_qc_csv(cohort_dir), QC_CSV, listed, forgotten)
     patients, patient_errors = validate_patients(patient_frame, label)
-    scans, scan_errors = validate_scans(scan_frame, patients, patient_frame, cohort_dir, criteria, qc)
+    scans, scan_errors = validate_scans(scan_frame, patients, patient_frame, cohort_dir, criteria, qc, read_limit_s)
     errors = gone + patient_errors + gone_scans + gone_verdicts + scan_errors
     return Cohort(patients=patients, scans=scans, errors=errors)

@@ -28,6 +28,7 @@ import SimpleITK as sitk
 from metorigin.core.files import file_digest
 from metorigin.imaging.decoding import SPACING_FIX, DamagedFileError, Decoded, count_nonfinite, decode
 from metorigin.imaging.geometry import grid_problem
+from metorigin.imaging.io import READ_LIMIT_S, within
 
 # What a CT can store: DICOM CT pixel data is 16 bits, and after RescaleSlope/RescaleIntercept
 # every scanner's Hounsfield values fit a signed 16-bit integer (air -1000, dense metal ~ +3000,
@@ -372,10 +373,13 @@ def _decode_or_problem(path: Path, what: str, problems: list[Finding]) -> Decode
         return None
 
 
-def fingerprint_or_none(path: Path | None) -> str | None:
+def fingerprint_or_none(path: Path | None, limit_s: float = READ_LIMIT_S) -> str | None:
+    """The file's fingerprint, its bytes read within `limit_s` (ReadTimedOut otherwise): the first
+    read of a scan's files in its run, so a stalled one fails here and the decoders read from the
+    page cache; None when it is missing or unreadable (decoding it reports the problem)."""
     if path is None:
         return None
     try:
-        return fingerprint(Path(path))
+        return within(limit_s, Path(path), lambda: fingerprint(Path(path)))
     except OSError:
-        return None  # missing or unreadable: decoding it reports the problem
+        return None

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 import stat
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import SimpleITK as sitk
 
@@ -29,6 +31,67 @@ _PHASE_PATTERNS = (
     ("delayed", re.compile(r"delay|late|equilib", re.I)),
     ("native", re.compile(r"native|nativ|non[- ]?contrast|unenhanced|plain|\bnc\b", re.I)),
 )
+
+
+READ_LIMIT_S = 300  # the study file's `cluster.read_timeout_s`, by default
+READ_LIMIT_FIX = (
+    "check the disk or network share the cohort lies on (a stalled mount, a file being copied), then run "
+    "again; for files that are just slow to read, raise `cluster.read_timeout_s` in the study file"
+)
+T = TypeVar("T")
+_IN_FLIGHT: dict[str, threading.Thread] = {}  # path -> a read given up but not returned (blocked in the kernel)
+
+
+class ReadTimedOut(ValueError):
+    """A read of a scan's file that did not finish within the limit; that scan fails, not the run."""
+
+
+def within(limit_s: float, path: Path, read: Callable[[], T]) -> T:
+    """`read()` in a daemon thread, given up after `limit_s` seconds with ReadTimedOut.
+
+    A read from a stalled network mount blocks in the kernel, where no signal or exception reaches
+    it: the thread is left blocked (a daemon, it never keeps the process alive) and the scan fails
+    with the path, while the other scans go on. `read` must do its blocking in Python's own file
+    calls (they release the GIL); ITK's may hold it, so the bytes are read here first and ITK then
+    decodes them from the page cache."""
+    key = str(path)
+    blocked = _IN_FLIGHT.get(key)
+    if blocked is not None and blocked.is_alive():  # a sensor's earlier tick, or an earlier scan's step
+        raise ReadTimedOut(f"reading {path.name} did not return the last time either, and was not tried again")
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["value"] = read()
+        except BaseException as error:  # handed to the caller, as if `read` ran here
+            box["error"] = error
+
+    worker = threading.Thread(target=run, name=f"metorigin read {path.name}", daemon=True)
+    worker.start()
+    worker.join(limit_s)
+    if worker.is_alive():
+        _IN_FLIGHT[key] = worker  # one abandoned thread per path, however often it is asked for
+        raise ReadTimedOut(f"reading {path.name} took longer than {limit_s:g} s and was given up")
+    _IN_FLIGHT.pop(key, None)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _first_bytes(path: Path) -> None:
+    """What ITK reads for a header, read first under the time limit: the start of a file, or every
+    file of a series folder whole (GDCM opens each to sort the series, and the series is read)."""
+    if not path.exists():
+        raise ValueError("the file does not exist")
+    _refuse_special(path)
+    whole = path.is_dir()
+    try:
+        for file in sorted(p for p in path.iterdir() if p.is_file()) if whole else [path]:
+            with open(file, "rb") as handle:
+                while handle.read(1 << 20) and whole:
+                    pass
+    except OSError as error:  # no permission, an I/O error: that row's problem, not the cohort's
+        raise ValueError(f"it cannot be read ({error.strerror or error})") from None
 
 
 @dataclass(frozen=True)
@@ -130,15 +193,14 @@ def _info_from_image(image: sitk.Image | sitk.ImageFileReader, header: dict[str,
     )
 
 
-def read_image_info(path: Path) -> ImageInfo:
+def read_image_info(path: Path, limit_s: float = READ_LIMIT_S) -> ImageInfo:
     """Geometry and header metadata of an image file or DICOM series folder.
 
-    Raises ValueError with a plain-language reason when the path is not a readable 3-D image.
+    Raises ValueError with a plain-language reason when the path is not a readable 3-D image
+    (ReadTimedOut when its first bytes take longer than `limit_s` to read).
     """
     path = Path(path)
-    if not path.exists():
-        raise ValueError("the file does not exist")
-    _refuse_special(path)
+    within(limit_s, path, lambda: _first_bytes(path))
     if path.is_dir():
         files = _dicom_series_files(path)
         reader = sitk.ImageSeriesReader()

@@ -35,7 +35,7 @@ from metorigin.core.store import Store
 from metorigin.core.study import StudySettings
 from metorigin.imaging.cohort import IGNORE_ALL
 from metorigin.imaging.integrity import CHECKS_VERSION, check_scan, fingerprint_or_none
-from metorigin.imaging.io import read_image
+from metorigin.imaging.io import READ_LIMIT_FIX, ReadTimedOut, read_image
 from metorigin.imaging.lesions import LESION_MAPS, measure_lesions, read_lesion_map
 from metorigin.imaging.nnunet import nnunet_segmentation
 from metorigin.imaging.qc import QC_PICTURES, qc_png, qc_slice
@@ -100,12 +100,17 @@ class Scan:
 # scan_integrity
 
 
-def file_fingerprints(scan: Scan) -> dict:
-    """What a stored check is valid for: the files' sha256, the declared labels, the checks' version."""
-    mask = scan.mask_path
+def file_fingerprints(scan: Scan, step: str = "scan_integrity") -> dict:
+    """What a stored check is valid for: the files' sha256, the declared labels, the checks' version
+    (`step`: the one reading them, named when a read is given up)."""
+    mask, limit = scan.mask_path, scan.study.cluster.read_timeout_s
+    try:
+        image_sha256, mask_sha256 = fingerprint_or_none(scan.image_path, limit), fingerprint_or_none(mask, limit)
+    except ReadTimedOut as error:
+        raise ScanProcessingError(scan.scan_id, step, str(error), READ_LIMIT_FIX) from None
     return {
-        "image_sha256": fingerprint_or_none(scan.image_path),  # None: the file is gone (the check says so)
-        "mask_sha256": fingerprint_or_none(mask),
+        "image_sha256": image_sha256,  # None: the file is gone (the check says so)
+        "mask_sha256": mask_sha256,
         "declared_labels": " | ".join(text(scan.row[c]) for c in ("liver_labels", "lesion_labels", "ignore_labels"))
         if mask
         else None,

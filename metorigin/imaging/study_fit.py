@@ -69,7 +69,7 @@ def study_problems(
                 f"name the column of {PATIENTS_CSV} that holds the class, or add it there",
             )
         ]
-    cohort = load_cohort(cohort_dir, study.inclusion, study.label, forgotten)
+    cohort = load_cohort(cohort_dir, study.inclusion, study.label, forgotten, study.cluster.read_timeout_s)
     problems = class_problems(cohort_dir, study, study_file, forgotten) if classes else []
     valid = cohort.scans[cohort.scans["valid"]]
     if len(valid) and not valid["included"].any():

@@ -158,7 +158,9 @@ def scans(
     frame, forgotten = without_forgotten(listed, SCANS_CSV, gone)
     patient_frame, _ = without_forgotten(_csv_or_fail(read_patients_csv, cohort_dir, study.label), PATIENTS_CSV, gone)
     qc, verdicts = qc_without_forgotten(_csv_or_fail(read_qc_csv, cohort_dir), QC_CSV, listed, gone)
-    table, errors = validate_scans(frame, patients, patient_frame, cohort_dir, study.inclusion, qc)
+    table, errors = validate_scans(
+        frame, patients, patient_frame, cohort_dir, study.inclusion, qc, study.cluster.read_timeout_s
+    )
     errors = forgotten + verdicts + errors
     table = conform(table.assign(settings_hash=study.step_hash("cohort")), SCANS)
     included = sorted(table.loc[table["included"], "scan_id"])

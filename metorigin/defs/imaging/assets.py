@@ -104,7 +104,7 @@ def _require_checked_files(scan: Scan) -> None:
     and mask bytes, declared labels and checks (when `scan_integrity` runs in the same step it
     already stops them; this covers the later assets selected on their own, from the UI, the
     schedule or `metorigin run`, when the check is fresh or the files changed since ingest)."""
-    record = _reusable(scan.store, scan.scan_id, scan_steps.file_fingerprints(scan))
+    record = _reusable(scan.store, scan.scan_id, scan_steps.file_fingerprints(scan, "inputs"))
     if record is not None and record["status"] == "passed":
         return
     if record is not None:

@@ -111,7 +111,8 @@ def new_scans_sensor(
     if fingerprint != look.cohort:
         try:
             study = settings.settings()
-            loaded = load_cohort(cohort_dir, study.inclusion, study.label, forgotten_patients(store.store()))
+            gone, limit = forgotten_patients(store.store()), study.cluster.read_timeout_s
+            loaded = load_cohort(cohort_dir, study.inclusion, study.label, gone, limit)
         except CohortError as exc:
             return dg.SkipReason(f"cohort not readable: {exc.message}")
         known = set(context.instance.get_dynamic_partitions(scan_partitions.name))
