@@ -532,5 +532,6 @@ def test_forgetting_a_training_patient_deletes_every_model_that_learnt_from_them
     assert promoted_models(models, promotions) == {} and len(deleted_promoted(models, promotions)) == 3
     with pytest.raises(PromotionError, match="a deleted model scores no one"):
         append_promotions(store, store.read_lake("models"), [knn], "a test", "tester", "no-run")
-    pages = [p.read_text() for p in (store.artifacts / "report").rglob("report.html")]  # the retrained study's
+    # The retrained study's report (forget deleted the earlier ones); UTF-8 whatever the locale says.
+    pages = [p.read_text(encoding="utf-8") for p in (store.artifacts / "report").rglob("report.html")]
     assert pages and all(f"{len(before)} model(s) of an earlier training were deleted" in page for page in pages)
